@@ -1,0 +1,30 @@
+# Sourced by run_all.sh and run_tests.sh: make sure .venv exists and holds requirements.txt.
+# Reinstalls only when requirements.txt changed since the last install (a stamp in .venv).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+pick_python() {
+  for candidate in python3.11 python3 python; do
+    if command -v "$candidate" >/dev/null 2>&1; then
+      if "$candidate" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; then
+        echo "$candidate"; return 0
+      fi
+    fi
+  done
+  echo "error: Python 3.11 or newer is required and was not found on PATH" >&2
+  return 1
+}
+if [ ! -x "$VENV/bin/python" ]; then
+  PY="$(pick_python)"
+  echo "creating .venv with $("$PY" --version 2>&1)" >&2
+  "$PY" -m venv "$VENV"
+fi
+STAMP="$VENV/.requirements.sha256"
+WANT="$(sha256sum "$ROOT/requirements.txt" | cut -d' ' -f1)"
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
+  echo "installing requirements.txt into .venv" >&2
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$ROOT/requirements.txt"
+  echo "$WANT" > "$STAMP"
+fi
+export PATH="$VENV/bin:$PATH"
+export VIRTUAL_ENV="$VENV"
