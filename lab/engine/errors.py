@@ -1,0 +1,33 @@
+"""The error classes the engine uses to decide between retrying a task and giving up on it."""
+
+
+class TaskError(Exception):
+    """Base of every error the engine raises about one task."""
+
+
+class TransientError(TaskError):
+    """A failure that may pass if the same attempt is made again later (retried with backoff)."""
+
+
+class PermanentError(TaskError):
+    """A failure that will happen again on every attempt (never retried; the task is dead-lettered)."""
+
+
+class ValidationError(PermanentError):
+    """The task itself is malformed: missing fields, wrong types, a key escaping the store, a bad variant."""
+
+
+class ObjectNotFound(PermanentError):
+    """The task's source object does not exist in the object store."""
+
+
+class InjectedTransient(TransientError):
+    """A transient fault injected by the fault model (stands in for a timeout or a dropped connection)."""
+
+
+class InjectedPermanent(PermanentError):
+    """A permanent fault injected by the fault model (stands in for a corrupt source object)."""
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the command line turns it into exit code 2."""

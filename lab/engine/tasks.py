@@ -1,0 +1,96 @@
+"""What a task is: validation, its idempotency key and its payload fingerprint.
+
+Validation never raises anything but ValidationError, whatever the input, so a bad task can always be
+turned into a permanent-failure record instead of crashing a run.
+"""
+import json
+import re
+
+from .errors import ValidationError
+
+MAX_KEY_LEN = 1024
+MAX_SIDE = 8192
+_VARIANT = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")
+
+
+def variant_of(task):
+    """The task's variant string (its `size`, else its `variant`), or None."""
+    if not isinstance(task, dict):
+        return None
+    value = task.get("size", task.get("variant"))
+    return value if isinstance(value, str) else None
+
+
+def idempotency_key(task):
+    """`image_key#variant`, or None when the task is too broken to have one."""
+    if not isinstance(task, dict):
+        return None
+    key, variant = task.get("image_key"), variant_of(task)
+    if not isinstance(key, str) or not key or variant is None:
+        return None
+    return f"{key}#{variant}"
+
+
+def fingerprint(task):
+    """Canonical JSON of the task without its task_id: two submissions conflict when these differ."""
+    if not isinstance(task, dict):
+        return json.dumps(task, sort_keys=True, separators=(",", ":"), default=repr)
+    return json.dumps({k: v for k, v in task.items() if k != "task_id"}, sort_keys=True,
+                      separators=(",", ":"), default=repr)
+
+
+def check_key(key):
+    """Refuse an object key that could name anything outside the store root."""
+    if not isinstance(key, str) or not key:
+        raise ValidationError("image_key must be a non-empty string")
+    if len(key) > MAX_KEY_LEN:
+        raise ValidationError(f"image_key is longer than {MAX_KEY_LEN} characters")
+    if "\x00" in key:
+        raise ValidationError("image_key contains a NUL byte")
+    if "\\" in key:
+        raise ValidationError("image_key contains a backslash")
+    if key.startswith("/"):
+        raise ValidationError("image_key is an absolute path")
+    parts = key.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise ValidationError("image_key has an empty, '.' or '..' path component")
+    return key
+
+
+def parse_variant(variant):
+    """(width, height) of a `WxH` variant within 1..8192, else ValidationError."""
+    if not isinstance(variant, str):
+        raise ValidationError("size/variant must be a string like '200x200'")
+    match = _VARIANT.fullmatch(variant)
+    if not match:
+        raise ValidationError(f"variant {variant[:40]!r} is not a size like '200x200'")
+    width, height = int(match.group(1)), int(match.group(2))
+    if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
+        raise ValidationError(f"variant {variant!r} is outside 1..{MAX_SIDE} on a side")
+    return width, height
+
+
+def validate(task):
+    """Return (image_key, variant) of a well-formed task, else raise ValidationError with the reason."""
+    if not isinstance(task, dict):
+        raise ValidationError(f"a task must be a JSON object, not {type(task).__name__}")
+    task_id = task.get("task_id")
+    if task_id is not None and (not isinstance(task_id, (str, int)) or isinstance(task_id, bool)
+                                or task_id == ""):
+        raise ValidationError("task_id must be a non-empty string or an integer")
+    if "image_key" not in task:
+        raise ValidationError("missing field image_key")
+    key = check_key(task["image_key"])
+    if key.split("/", 1)[0] == "variants":
+        raise ValidationError("image_key may not name the variants/ output area")
+    if "size" not in task and "variant" not in task:
+        raise ValidationError("missing field size (or variant)")
+    variant = variant_of(task)
+    if variant is None:
+        raise ValidationError("size/variant must be a string like '200x200'")
+    parse_variant(variant)
+    if "object_bytes" in task:
+        nbytes = task["object_bytes"]
+        if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0:
+            raise ValidationError("object_bytes must be a non-negative integer")
+    return key, variant

@@ -1,0 +1,69 @@
+"""Deterministic source objects and task sets, shared by the CLI, the benchmark and the lab trials.
+
+Object content is defined in docs/CONTRACTS.md: block i of object k is Random(f"{k}|{i}").randbytes(65536).
+"""
+import os
+import random
+
+BLOCK = 65536
+
+
+def object_chunks(image_key, nbytes):
+    """Yield the deterministic content of object `image_key` with `nbytes` bytes, block by block."""
+    index = 0
+    remaining = nbytes
+    while remaining > 0:
+        block = random.Random(f"{image_key}|{index}").randbytes(BLOCK)
+        take = min(BLOCK, remaining)
+        yield block[:take]
+        remaining -= take
+        index += 1
+
+
+def write_object(root, image_key, nbytes):
+    """Create <root>/<image_key> with its deterministic content (temp file + rename)."""
+    path = os.path.join(root, *image_key.split("/"))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tq-tmp"
+    with open(tmp, "wb") as f:
+        for chunk in object_chunks(image_key, nbytes):
+            f.write(chunk)
+    os.replace(tmp, path)
+    return path
+
+
+def ensure_objects(tasks, root, default_bytes=16 * 1024):
+    """Create every source object the tasks name that is missing; skip tasks too broken to name one."""
+    seen = set()
+    for task in tasks:
+        if not isinstance(task, dict):
+            continue
+        key = task.get("image_key")
+        if not isinstance(key, str) or not key or key in seen:
+            continue
+        if ".." in key.split("/") or key.startswith("/") or "\x00" in key or "\\" in key or len(key) > 1024:
+            continue
+        seen.add(key)
+        nbytes = task.get("object_bytes", default_bytes)
+        if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0:
+            nbytes = default_bytes
+        path = os.path.join(root, *key.split("/"))
+        if os.path.isfile(path) and os.path.getsize(path) == nbytes:
+            continue
+        write_object(root, key, nbytes)
+
+
+def make_tasks(count, seed=0, object_bytes=16 * 1024, duplicate_rate=0.0, distinct_images=None,
+               sizes=("100x100", "200x200", "400x300", "800x600")):
+    """A reproducible list of `count` tasks; a `duplicate_rate` share repeat an earlier task's key."""
+    rng = random.Random(f"tasks|{seed}")
+    tasks = []
+    for i in range(count):
+        if tasks and duplicate_rate and rng.random() < duplicate_rate:
+            original = tasks[rng.randrange(len(tasks))]
+            tasks.append(dict(original, task_id=f"t{i:06d}"))
+            continue
+        image = i if distinct_images is None else rng.randrange(distinct_images)
+        tasks.append({"task_id": f"t{i:06d}", "image_key": f"img/{seed}/{image:06d}.raw",
+                      "size": sizes[i % len(sizes)], "object_bytes": object_bytes})
+    return tasks
