@@ -1,0 +1,261 @@
+"""The baseline does the contract's work, keeps its documented defects, and its CLI keeps its promises."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from lab.engine import faults
+from lab.engine.transform import verify_output
+from lab.workload import ensure_objects, object_chunks
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "input_new", "baseline_task_queue_v2.py")
+SAMPLE = os.path.join(ROOT, "input_new", "sample_tasks_small.json")
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("baseline_task_queue_v2", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bl = _load()
+
+
+def _task(i, size="200x200", nbytes=20000):
+    return {"task_id": f"t{i}", "image_key": f"img/{i}.raw", "size": size, "object_bytes": nbytes}
+
+
+def _run(queue, tasks, timeout=10):
+    queue.start()
+    try:
+        tickets = [queue.submit(t) for t in tasks]
+        return [t.result(timeout=timeout) for t in tickets]
+    finally:
+        assert queue.stop(timeout=5)
+
+
+def _verify(root, task):
+    variant = task.get("size", task.get("variant"))
+    with open(os.path.join(root, "variants", *f"{task['image_key']}@{variant}".split("/")), "rb") as f:
+        out = f.read()
+    return verify_output([out], variant, object_chunks(task["image_key"], task["object_bytes"]))
+
+
+@pytest.mark.timeout(20)
+def test_processes_tasks_and_outputs_verify(tmp_path):
+    tasks = [_task(i, nbytes=n) for i, n in enumerate((0, 1, 65536, 65537, 150000))]
+    ensure_objects(tasks, str(tmp_path))
+    results = _run(bl.BaselineTaskQueue(str(tmp_path), workers=3, latency_ms=0), tasks)
+    assert [r["status"] for r in results] == ["success"] * 5
+    for task, result in zip(tasks, results):
+        assert result["task_id"] == task["task_id"]
+        assert result["output_key"] == f"variants/{task['image_key']}@200x200"
+        assert result["error"] is None and result["latency_ms"] >= 0
+        assert _verify(str(tmp_path), task) is None
+
+
+@pytest.mark.timeout(20)
+def test_copies_agree_with_the_shared_contract():
+    for key, n in (("a", 0), ("img/x.raw", 70000), ("k", 65536)):
+        assert bl.object_content(key, n) == b"".join(object_chunks(key, n))
+    for i in range(300):
+        args = (i % 7, f"img/{i}.raw#200x200", 1 + i % 3, 5.0, 2.0, 0.3, 0.1)
+        assert bl.plan(*args) == faults.plan(*args)
+
+
+@pytest.mark.timeout(20)
+def test_duplicates_are_processed_again(tmp_path):
+    first = _task(1)
+    tasks = [first, dict(first, task_id="again"), dict(first, task_id="third")]
+    ensure_objects(tasks, str(tmp_path))
+    queue = bl.BaselineTaskQueue(str(tmp_path), workers=2, latency_ms=0)
+    results = _run(queue, tasks)
+    assert [r["status"] for r in results] == ["success"] * 3
+    assert queue.processed == 3 and queue.failed == 0      # three transforms of the same key
+
+
+def _fault_key(seed, fault, rates, then=None):
+    """A task index whose attempt 1 gets `fault` (and attempt 2 gets `then`) under `rates`, per the shared plan."""
+    for i in range(10000):
+        key = f"img/{i}.raw#200x200"
+        if (faults.plan(seed, key, 1, 0, 0, *rates)[1] == fault
+                and faults.plan(seed, key, 2, 0, 0, *rates)[1] == then):
+            return i
+    raise AssertionError("no such key")
+
+
+@pytest.mark.timeout(20)
+def test_transient_fault_is_final_no_retry(tmp_path):
+    i = _fault_key(5, "transient", (0.5, 0.0), then=None)    # a second attempt would have succeeded
+    task = _task(i)
+    ensure_objects([task], str(tmp_path))
+    queue = bl.BaselineTaskQueue(str(tmp_path), workers=1, latency_ms=0, transient_rate=0.5, seed=5)
+    (result,) = _run(queue, [task])
+    assert result["status"] == "failed" and "transient" in result["error"]
+    assert queue.failed == 1 and queue.processed == 0
+    assert not os.path.exists(os.path.join(tmp_path, "variants", f"img/{i}.raw@200x200"))
+
+
+@pytest.mark.timeout(20)
+def test_permanent_fault_fails(tmp_path):
+    i = _fault_key(1, "permanent", (0.0, 0.5), then="permanent")
+    task = _task(i)
+    ensure_objects([task], str(tmp_path))
+    (result,) = _run(bl.BaselineTaskQueue(str(tmp_path), workers=1, latency_ms=0, permanent_rate=0.5, seed=1),
+                     [task])
+    assert result["status"] == "failed" and "permanent" in result["error"]
+
+
+@pytest.mark.timeout(20)
+def test_bad_tasks_fail_without_crashing(tmp_path):
+    bad = [{"task_id": "nokey", "size": "10x10"}, {"task_id": "nosize", "image_key": "a.raw"},
+           {"task_id": "abc", "image_key": "a.raw", "size": "abc"},
+           {"task_id": "big", "image_key": "a.raw", "size": "9000x10"},
+           {"task_id": "esc", "image_key": "../../etc/passwd", "size": "10x10"},
+           {"task_id": "abs", "image_key": "/etc/passwd", "size": "10x10"},
+           {"task_id": "missing", "image_key": "nothere.raw", "size": "10x10"},
+           "not a dict", None, 42, {"task_id": "bytes", "image_key": "a.raw", "size": "1x1", "object_bytes": -1}]
+    good = _task(9)
+    ensure_objects([good], str(tmp_path))
+    queue = bl.BaselineTaskQueue(str(tmp_path), workers=2, latency_ms=0)
+    results = _run(queue, bad + [good])
+    assert [r["status"] for r in results] == ["failed"] * len(bad) + ["success"]
+    assert all(r["error"] for r in results[:-1])
+    assert "does not exist" in results[6]["error"]
+    assert queue.failed == len(bad) and queue.processed == 1
+
+
+@pytest.mark.timeout(20)
+def test_symlink_escaping_the_store_fails(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.raw").write_bytes(b"secret")
+    root = tmp_path / "store"
+    root.mkdir()
+    os.symlink(outside, root / "link")
+    (result,) = _run(bl.BaselineTaskQueue(str(root), workers=1, latency_ms=0),
+                     [{"task_id": "s", "image_key": "link/secret.raw", "size": "10x10"}])
+    assert result["status"] == "failed" and "outside" in result["error"]
+
+
+@pytest.mark.timeout(20)
+def test_global_lock_serialises_the_workers(tmp_path):
+    tasks = [_task(i, nbytes=100) for i in range(8)]
+    ensure_objects(tasks, str(tmp_path))
+    queue = bl.BaselineTaskQueue(str(tmp_path), workers=4, latency_ms=20)
+    queue.start()
+    try:
+        start = time.perf_counter()
+        tickets = [queue.submit(t) for t in tasks]
+        results = [t.result(timeout=10) for t in tickets]
+        elapsed = time.perf_counter() - start
+    finally:
+        queue.stop()
+    assert all(r["status"] == "success" for r in results)
+    # 4 workers in parallel would need ~2 x 20 ms; under the global lock it is 8 x 20 ms
+    assert elapsed >= 8 * 0.020 * 0.95, elapsed
+
+
+class _MemStore:
+    def __init__(self):
+        self.objects = {}
+
+    def read_all(self, key):
+        return self.objects[key]
+
+    def write_all(self, key, data):
+        self.objects[key] = data
+
+
+@pytest.mark.timeout(20)
+def test_uses_a_given_store(tmp_path):
+    store = _MemStore()
+    task = _task(3, nbytes=5000)
+    store.objects[task["image_key"]] = b"".join(object_chunks(task["image_key"], 5000))
+    (result,) = _run(bl.BaselineTaskQueue(str(tmp_path / "unused"), workers=1, latency_ms=0, store=store),
+                     [task])
+    assert result["status"] == "success"
+    out = store.objects[result["output_key"]]
+    assert verify_output([out], "200x200", object_chunks(task["image_key"], 5000)) is None
+    assert not (tmp_path / "unused").exists()
+
+
+@pytest.mark.timeout(20)
+def test_ticket_timeout_and_stop_fails_queued_tasks(tmp_path):
+    queue = bl.BaselineTaskQueue(str(tmp_path), workers=1, latency_ms=0)   # never started
+    ticket = queue.submit(_task(1))
+    assert not ticket.done()
+    with pytest.raises(TimeoutError):
+        ticket.result(timeout=0.01)
+    queue.stop(timeout=1)
+    assert ticket.done() and ticket.result(0)["status"] == "failed"
+    assert queue.submit(_task(2)).result(0)["status"] == "failed"
+
+
+def _cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, SCRIPT, *args], cwd=cwd, capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.timeout(40)
+def test_cli_json_has_the_metrics_shape(tmp_path):
+    out = tmp_path / "m.json"
+    proc = _cli("--count", "30", "--clients", "4", "--workers", "2", "--latency-ms", "1",
+                "--transient-rate", "0.2", "--json", str(out), cwd=os.path.join(ROOT, "input_new"))
+    assert proc.returncode == 0, proc.stderr
+    assert "throughput" in proc.stdout and "p95" in proc.stdout
+    m = json.loads(out.read_text())
+    assert set(m) >= {"impl", "params", "tasks_submitted", "elapsed_s", "throughput_tps", "latency_ms",
+                      "error_rate", "counters", "queue_depth", "rates", "thread_utilization", "ceiling_tps",
+                      "efficiency", "peak_rss_mb", "env"}
+    assert m["impl"] == "baseline" and m["tasks_submitted"] == 30
+    assert set(m["latency_ms"]) == {"mean", "p50", "p95", "p99", "max"}
+    c = m["counters"]
+    assert set(c) == {"enqueued", "dequeued", "succeeded", "failed", "retried", "rejected", "duplicates",
+                      "dead_lettered"}
+    assert c["enqueued"] == c["dequeued"] == 30 and c["succeeded"] + c["failed"] == 30
+    assert c["rejected"] == 0 and c["retried"] is None and c["duplicates"] is None and c["dead_lettered"] is None
+    assert m["queue_depth"] == {"max": None, "mean": None, "p95": None} and m["thread_utilization"] is None
+    assert m["error_rate"] == pytest.approx(c["failed"] / 30) and c["failed"] > 0
+    assert m["throughput_tps"] == pytest.approx(c["succeeded"] / m["elapsed_s"])
+    assert m["ceiling_tps"] == pytest.approx(2000.0)
+    assert m["efficiency"] == pytest.approx(m["throughput_tps"] / 2000.0)
+
+
+@pytest.mark.timeout(40)
+def test_cli_runs_the_sample_file(tmp_path):
+    proc = _cli("--tasks", SAMPLE, "--store", str(tmp_path), "--latency-ms", "0", "--json", str(tmp_path / "m.json"))
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads((tmp_path / "m.json").read_text())
+    with open(SAMPLE) as f:
+        sample = json.load(f)
+    assert m["tasks_submitted"] == len(sample)
+    assert m["counters"]["failed"] == 1                      # the "abc" size; the duplicate runs again
+    assert m["counters"]["succeeded"] == len(sample) - 1
+    for task in sample:
+        if task.get("size", task.get("variant")) != "abc":
+            assert _verify(str(tmp_path), task) is None
+
+
+@pytest.mark.timeout(40)
+@pytest.mark.parametrize("content", ["{not json", '{"a": 1}', "\xff"])
+def test_cli_bad_tasks_file_exits_2(tmp_path, content):
+    path = tmp_path / "tasks.json"
+    path.write_bytes(content.encode("latin-1"))
+    proc = _cli("--tasks", str(path))
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.timeout(40)
+@pytest.mark.parametrize("args", [["--workers", "0"], ["--transient-rate", "2"], ["--count", "x"],
+                                  ["--tasks", "/nonexistent/tasks.json"]])
+def test_cli_bad_arguments_exit_2(args):
+    proc = _cli(*args)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
