@@ -1,0 +1,53 @@
+"""Machine and interpreter metadata recorded with every measurement, and the peak-RSS helper.
+
+Kept separate so the benchmark, the trial runner and the engine's own --benchmark report the same fields
+measured the same way.
+"""
+import os
+import platform
+import sys
+
+try:
+    import resource
+except ImportError:  # Windows: no getrusage
+    resource = None
+
+
+def peak_rss_mb():
+    """Peak resident set size of this process in MB (MiB), or None where the platform cannot tell.
+
+    ru_maxrss is KiB on Linux and the BSDs but bytes on macOS.
+    """
+    if resource is None:
+        return None
+    try:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    except (OSError, ValueError):
+        return None
+    if not peak:
+        return None
+    divisor = 1024.0 * 1024.0 if sys.platform == "darwin" else 1024.0
+    return round(peak / divisor, 2)
+
+
+def cpu_count():
+    """CPUs this process may run on (affinity-aware where the OS supports it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count()
+
+
+def env_info():
+    """Where a figure was measured: interpreter, OS, CPUs, this process id."""
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": cpu_count(),
+        "cpu_count_total": os.cpu_count(),
+        "pid": os.getpid(),
+        "gil_enabled": getattr(sys, "_is_gil_enabled", lambda: True)(),
+    }

@@ -1,0 +1,344 @@
+"""The one load harness: drives any adapter (runners/adapters.py) and produces the metrics JSON.
+
+Closed loop: `clients` threads; each takes the next task from the shared list, submits it, waits for its
+final result, and repeats until all `count` tasks have been issued. At most `clients` tasks are ever in
+flight, so the offered load adapts to the system under test.
+
+Open loop: a dispatcher issues task i at its intended time t0 + i/rate whatever happens to earlier tasks.
+It never skips a task to catch up; when submit() blocks, the late tasks are issued as soon as it returns.
+Every latency is measured from the task's INTENDED start, so a stalled queue shows its stall in the
+latency instead of hiding it by delaying the arrivals (coordinated omission). Results are collected by
+waiter threads: each outstanding task has a waiter reserved for it, so a slow task never delays the
+timestamp of a fast one.
+
+All timing is time.perf_counter(), client-side, identical for every implementation.
+"""
+import math
+import queue as queue_module
+import threading
+import time
+
+from runners.adapters import unknown_metrics
+from runners.envinfo import env_info, peak_rss_mb
+
+OK = "success"
+NOT_ANSWERED = ("timeout", "submit_error", "error")   # no final answer from the implementation
+MAX_WAITERS = 4096
+
+
+# ------------------------------------------------------------------------------------------ percentile
+
+def _percentile_local(sorted_values, q):
+    """Linear interpolation between closest ranks, q in percent (0..100); the same cut points as
+    statistics.quantiles(data, n=100, method="inclusive") for integer q. None for an empty sample."""
+    n = len(sorted_values)
+    if n == 0:
+        return None
+    if not 0 <= q <= 100:
+        raise ValueError("q must be within 0..100")
+    if n == 1:
+        return float(sorted_values[0])
+    position = (n - 1) * q / 100.0
+    lo = int(math.floor(position))
+    hi = min(lo + 1, n - 1)
+    fraction = position - lo
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * fraction
+
+
+def _engine_percentile():
+    """lab.engine.metrics.percentile when it exists (the one definition), adapted to q in percent."""
+    try:
+        from lab.engine.metrics import percentile as engine_percentile
+    except Exception:
+        return None
+    try:
+        if engine_percentile([0.0, 100.0], 50) == 50.0 and engine_percentile([0.0, 100.0], 95) == 95.0:
+            return engine_percentile
+    except Exception:
+        pass
+    try:
+        if engine_percentile([0.0, 100.0], 0.5) == 50.0:      # defined with q as a fraction
+            return lambda values, q: engine_percentile(values, q / 100.0)
+    except Exception:
+        pass
+    return None
+
+
+_shared = _engine_percentile()
+PERCENTILE_SOURCE = "lab.engine.metrics" if _shared else "runners.load"
+
+
+def percentile(sorted_values, q):
+    """The q-th percentile (q in percent) of an already sorted sample; None when it is empty."""
+    if not sorted_values:
+        return None
+    if _shared is not None:
+        return _shared(sorted_values, q)
+    return _percentile_local(sorted_values, q)
+
+
+def latency_summary(values_ms):
+    values = sorted(values_ms)
+    if not values:
+        return {"mean": None, "p50": None, "p95": None, "p99": None, "max": None}
+    return {"mean": round(sum(values) / len(values), 3),
+            "p50": round(percentile(values, 50), 3),
+            "p95": round(percentile(values, 95), 3),
+            "p99": round(percentile(values, 99), 3),
+            "max": round(values[-1], 3)}
+
+
+# ------------------------------------------------------------------------------------------ records
+
+class Record:
+    """One task as the client saw it. `intended` is when it should have started (closed loop: when the
+    client issued it); `issued` when submit() was called; `end` when the final answer arrived."""
+    __slots__ = ("index", "intended", "issued", "accepted", "end", "status", "error")
+
+    def __init__(self, index, intended, issued):
+        self.index = index
+        self.intended = intended
+        self.issued = issued
+        self.accepted = None
+        self.end = None
+        self.status = None
+        self.error = None
+
+    @property
+    def latency_ms(self):
+        if self.end is None:
+            return None
+        return (self.end - self.intended) * 1000.0
+
+
+def _finish(record, handle, timeout):
+    try:
+        outcome = handle.result(timeout)
+    except TimeoutError:
+        record.status = "timeout"
+        return
+    except Exception as exc:
+        record.status, record.error = "error", f"{type(exc).__name__}: {exc}"[:300]
+        return
+    record.end = time.perf_counter()
+    status = outcome.get("status") if isinstance(outcome, dict) else None
+    record.status = status if isinstance(status, str) else "error"
+    if record.status != OK and isinstance(outcome, dict):
+        record.error = outcome.get("error")
+
+
+def _submit(adapter, task, record):
+    try:
+        handle = adapter.submit(task)
+    except Exception as exc:
+        record.status, record.error = "submit_error", f"{type(exc).__name__}: {exc}"[:300]
+        return None
+    record.accepted = time.perf_counter()
+    return handle
+
+
+# ------------------------------------------------------------------------------------------ closed loop
+
+def run_closed(adapter, tasks, clients, result_timeout_s=60.0):
+    """Closed loop; returns (records, t_start). The adapter must already be started."""
+    if clients < 1:
+        raise ValueError("clients must be >= 1")
+    count = len(tasks)
+    records = [None] * count
+    lock = threading.Lock()
+    state = {"next": 0}
+    gate = threading.Event()
+
+    def client():
+        gate.wait()
+        while True:
+            with lock:
+                index = state["next"]
+                if index >= count:
+                    return
+                state["next"] = index + 1
+            now = time.perf_counter()
+            record = records[index] = Record(index, now, now)
+            handle = _submit(adapter, tasks[index], record)
+            if handle is not None:
+                _finish(record, handle, result_timeout_s)
+
+    threads = [threading.Thread(target=client, name=f"client-{i}", daemon=True)
+               for i in range(min(clients, max(count, 1)))]
+    for thread in threads:
+        thread.start()
+    t_start = time.perf_counter()
+    gate.set()
+    for thread in threads:
+        thread.join()
+    return records, t_start, {"clients": clients}
+
+
+# ------------------------------------------------------------------------------------------ open loop
+
+class _Waiters:
+    """Threads that wait for results. Every job gets a waiter reserved for it at dispatch time (an idle
+    one, else a new thread), so no job queues behind a slow one unless MAX_WAITERS is reached."""
+
+    def __init__(self, timeout_s, max_threads=MAX_WAITERS):
+        self.timeout_s = timeout_s
+        self.max_threads = max_threads
+        self.jobs = queue_module.SimpleQueue()
+        self.lock = threading.Lock()
+        self.idle = 0
+        self.threads = []
+        self.saturated = 0
+
+    def dispatch(self, record, handle):
+        with self.lock:
+            if self.idle > 0:
+                self.idle -= 1
+            elif len(self.threads) < self.max_threads:
+                thread = threading.Thread(target=self._run, name=f"waiter-{len(self.threads)}",
+                                          daemon=True)
+                self.threads.append(thread)
+                thread.start()
+            else:
+                self.saturated += 1
+        self.jobs.put((record, handle))
+
+    def _run(self):
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            _finish(job[0], job[1], self.timeout_s)
+            with self.lock:
+                self.idle += 1
+
+    def close(self):
+        with self.lock:
+            threads = list(self.threads)
+        for _ in threads:
+            self.jobs.put(None)
+        for thread in threads:
+            thread.join()
+
+
+def run_open(adapter, tasks, rate, result_timeout_s=60.0, lead_s=0.005):
+    """Open loop at `rate` tasks/s; returns (records, t0, info). The adapter must already be started."""
+    if not rate or rate <= 0:
+        raise ValueError("rate must be > 0 for the open loop")
+    count = len(tasks)
+    records = [None] * count
+    waiters = _Waiters(result_timeout_s)
+    interval = 1.0 / rate
+    t0 = time.perf_counter() + lead_s
+    max_lag = 0.0
+    first_issue = last_issue = None
+    try:
+        for index, task in enumerate(tasks):
+            intended = t0 + index * interval
+            delay = intended - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            issued = time.perf_counter()
+            if first_issue is None:
+                first_issue = issued
+            last_issue = issued
+            max_lag = max(max_lag, issued - intended)
+            record = records[index] = Record(index, intended, issued)
+            handle = _submit(adapter, task, record)
+            if handle is not None:
+                waiters.dispatch(record, handle)
+    finally:
+        waiters.close()
+    issue_span = (last_issue - first_issue) if count > 1 else 0.0
+    info = {"rate": rate,
+            "offered_rate": round((count - 1) / issue_span, 3) if issue_span > 0 else None,
+            "issue_span_s": round(issue_span, 6),
+            "max_dispatch_lag_ms": round(max_lag * 1000.0, 3),
+            "waiter_threads": len(waiters.threads),
+            "waiter_saturated": waiters.saturated}
+    return records, t0, info
+
+
+# ------------------------------------------------------------------------------------------ metrics
+
+def _num(value):
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def build_metrics(records, t_start, impl, params, impl_metrics, workers, latency_ms, harness_info=None):
+    """The metrics JSON of docs/CONTRACTS.md from the client-side records and the adapter's metrics."""
+    count = len(records)
+    ends = [r.end for r in records if r is not None and r.end is not None]
+    elapsed = (max(ends) - t_start) if ends else 0.0
+    statuses = {}
+    for r in records:
+        status = r.status if r is not None else "not_issued"
+        statuses[status] = statuses.get(status, 0) + 1
+    successes = statuses.get(OK, 0)
+    answered = [r.latency_ms for r in records if r is not None and r.end is not None]
+    ok_latencies = [r.latency_ms for r in records if r is not None and r.status == OK and r.end is not None]
+    throughput = successes / elapsed if elapsed > 0 else None
+
+    base = unknown_metrics()
+    impl_metrics = impl_metrics or {}
+    for key, default in base.items():
+        value = impl_metrics.get(key, default)
+        if isinstance(default, dict):
+            value = {**default, **(value if isinstance(value, dict) else {})}
+        base[key] = value
+
+    latency_ms = _num(latency_ms)
+    ceiling = workers * 1000.0 / latency_ms if workers and latency_ms else None
+    errors = {}
+    for r in records:
+        if r is not None and r.status != OK and r.error and len(errors) < 5:
+            errors.setdefault(r.status, r.error)
+    harness = {"load": None, "statuses": statuses, "timeouts": statuses.get("timeout", 0),
+               "not_answered": sum(statuses.get(s, 0) for s in NOT_ANSWERED),
+               "latency_scope": "tasks with a final answer, from intended start",
+               "latency_success_ms": latency_summary(ok_latencies),
+               "percentile": PERCENTILE_SOURCE, "clock": "time.perf_counter", "sample_errors": errors}
+    harness.update(harness_info or {})
+    extras = {k: v for k, v in impl_metrics.items() if k not in base}
+    return {
+        "impl": impl,
+        "params": params,
+        "tasks_submitted": count,
+        "elapsed_s": round(elapsed, 6),
+        "throughput_tps": round(throughput, 3) if throughput is not None else None,
+        "latency_ms": latency_summary(answered),
+        "error_rate": round((count - successes) / count, 6) if count else None,
+        "counters": base["counters"],
+        "queue_depth": base["queue_depth"],
+        "rates": base["rates"],
+        "thread_utilization": base["thread_utilization"],
+        "ceiling_tps": round(ceiling, 3) if ceiling else None,
+        "efficiency": round(throughput / ceiling, 4) if ceiling and throughput is not None else None,
+        "peak_rss_mb": peak_rss_mb(),
+        "env": env_info(),
+        "harness": harness,
+        **({"impl_extra": extras} if extras else {}),
+    }
+
+
+def run_load(adapter, tasks, load="closed", clients=100, rate=None, result_timeout_s=60.0, params=None,
+             latency_ms=None, impl=None):
+    """Start the adapter, drive it, collect metrics, stop it; return the metrics JSON dict."""
+    adapter.start()
+    stopped = False
+    try:
+        if load == "closed":
+            records, t_start, info = run_closed(adapter, tasks, clients, result_timeout_s)
+        elif load == "open":
+            records, t_start, info = run_open(adapter, tasks, rate, result_timeout_s)
+        else:
+            raise ValueError(f"unknown load {load!r} (closed | open)")
+        impl_metrics = adapter.metrics()
+        stop_started = time.perf_counter()
+        adapter.stop()
+        stopped = True
+        info = dict(info, load=load, stop_s=round(time.perf_counter() - stop_started, 6))
+    finally:
+        if not stopped:
+            adapter.stop()
+    return build_metrics(records, t_start, impl or adapter.impl, params, impl_metrics,
+                         getattr(adapter, "workers", None), latency_ms, info)
