@@ -2,17 +2,23 @@
 
 Reads and writes go chunk by chunk (memory never grows with object size); writes go to a temporary
 name in the target directory and are renamed into place only when complete, so a reader or a crash never
-sees half an object. Every key is confined to the root: lexically (tasks.check_key) and after resolving
-symlinks, so a link inside the store that points outside it is refused too.
+sees half an object. Every key is confined to the root: lexically (tasks.check_key), its directory
+after resolving symlinks (cached per directory: a store is owned by one engine, and re-resolving every
+path costs a dozen lstat calls per task), and its last component opened with O_NOFOLLOW, so a link
+inside the store that points outside it is refused.
 """
 import hashlib
+import itertools
 import os
-import uuid
+import stat
+import threading
 
 from .errors import ObjectNotFound, ValidationError
 from .tasks import check_key
 
 TMP_SUFFIX = ".tq-tmp"
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIR_CACHE_MAX = 65536
 
 
 class LocalObjectStore:
@@ -20,24 +26,45 @@ class LocalObjectStore:
         os.makedirs(root, exist_ok=True)
         self.root = os.path.realpath(root)
         self.chunk_size = chunk_size
+        self._confined_dirs = set()     # directories whose realpath is known to be inside the root
+        self._made_dirs = set()
+        self._tmp_seq = itertools.count()
+        self._lock = threading.Lock()
 
     def path_for(self, key):
         """The confined filesystem path of `key` (ValidationError if it escapes the root)."""
         check_key(key)
-        path = os.path.join(self.root, *key.split("/"))
-        real = os.path.realpath(path)
-        if real != path and not real.startswith(self.root + os.sep):
-            raise ValidationError("image_key resolves outside the store root")
+        path = self.root + os.sep + key.replace("/", os.sep)
+        self._confine_dir(os.path.dirname(path))
         return path
+
+    def _confine_dir(self, directory):
+        if directory in self._confined_dirs:
+            return
+        real = os.path.realpath(directory)
+        if real != self.root and not real.startswith(self.root + os.sep):
+            raise ValidationError("image_key resolves outside the store root")
+        if real == directory and os.path.isdir(real):
+            with self._lock:
+                if len(self._confined_dirs) >= _DIR_CACHE_MAX:
+                    self._confined_dirs.clear()
+                self._confined_dirs.add(directory)
 
     def read_chunks(self, key):
         path = self.path_for(key)
         try:
-            f = open(path, "rb")
+            fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
         except (FileNotFoundError, NotADirectoryError):
             raise ObjectNotFound(f"source object {key[:200]!r} does not exist") from None
-        except IsADirectoryError:
-            raise ObjectNotFound(f"source object {key[:200]!r} is a directory") from None
+        except OSError as exc:
+            if os.path.islink(path):
+                raise ValidationError("image_key is a symbolic link (refused: it could point outside "
+                                      "the store)") from None
+            raise ObjectNotFound(f"source object {key[:200]!r} cannot be read: {exc.strerror}") from None
+        f = open(fd, "rb", buffering=0)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            f.close()
+            raise ObjectNotFound(f"source object {key[:200]!r} is not a regular file")
         return self._iter_file(f)
 
     def _iter_file(self, f):
@@ -52,16 +79,18 @@ class LocalObjectStore:
 
     def write_chunks(self, key, chunks):
         """Write the stream to `key` atomically; return (bytes written, sha256 hex of them)."""
-        path = self.path_for(key)
+        check_key(key)
+        path = self.root + os.sep + key.replace("/", os.sep)
         directory = os.path.dirname(path)
-        os.makedirs(directory, exist_ok=True)
-        if os.path.realpath(directory) != directory:
-            raise ValidationError("output directory resolves outside the store root")
-        tmp = f"{path}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}"
+        if directory not in self._made_dirs:
+            os.makedirs(directory, exist_ok=True)
+            self._made_dirs.add(directory)
+        self._confine_dir(directory)
+        tmp = f"{path}.{os.getpid()}-{next(self._tmp_seq)}{TMP_SUFFIX}"
         digest = hashlib.sha256()
         nbytes = 0
         try:
-            with open(tmp, "wb") as f:
+            with open(tmp, "xb") as f:
                 for chunk in chunks:
                     f.write(chunk)
                     digest.update(chunk)
@@ -76,7 +105,8 @@ class LocalObjectStore:
         return nbytes, digest.hexdigest()
 
     def exists(self, key):
-        return os.path.isfile(self.path_for(key))
+        path = self.path_for(key)
+        return os.path.isfile(path) and not os.path.islink(path)
 
     def size(self, key):
         try:

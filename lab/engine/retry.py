@@ -7,7 +7,11 @@ an unknown error would lose work that a retry would have saved. Errors that are 
 itself (ValueError, TypeError, KeyError, UnicodeError, and the OSErrors that say a file is missing or
 forbidden) are permanent.
 """
+import heapq
+import itertools
 import random
+import threading
+import time
 
 from .errors import PermanentError, TransientError
 
@@ -34,3 +38,52 @@ def classify(exc):
 def backoff_delay(attempt, base_s, cap_s, rng=random):
     """Full-jitter exponential backoff after failed attempt `attempt` (1-based): U(0, min(cap, base*2**(n-1)))."""
     return rng.uniform(0.0, min(cap_s, base_s * (2 ** (attempt - 1))))
+
+
+class BackoffScheduler:
+    """Holds tasks waiting out their backoff without holding a worker thread.
+
+    One thread sleeps on a Condition until the earliest due time, then hands due tasks to
+    `release(item)` (which puts them back on the queue). `stop()` ends it; items still waiting are
+    left to the durable store, which resumes them at the next start.
+    """
+
+    def __init__(self, release, name="tq-backoff"):
+        self._release = release
+        self._cond = threading.Condition()
+        self._heap = []
+        self._seq = itertools.count()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def schedule(self, delay_s, item):
+        with self._cond:
+            heapq.heappush(self._heap, (time.perf_counter() + max(0.0, delay_s), next(self._seq), item))
+            self._cond.notify()
+
+    def pending(self):
+        with self._cond:
+            return len(self._heap)
+
+    def stop(self, timeout=5.0):
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+        self._thread.join(timeout)
+
+    def _run(self):
+        while True:
+            with self._cond:
+                while not self._stopped:
+                    if self._heap:
+                        wait = self._heap[0][0] - time.perf_counter()
+                        if wait <= 0:
+                            break
+                        self._cond.wait(wait)
+                    else:
+                        self._cond.wait()
+                if self._stopped:
+                    return
+                _due, _seq, item = heapq.heappop(self._heap)
+            self._release(item)

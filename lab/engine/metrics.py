@@ -1,0 +1,171 @@
+"""Exact, thread-safe engine metrics and their JSON export.
+
+Counters and queue depth are updated under one short lock that is never held while calling out, so
+export cannot deadlock on it and never touches the task queue's own lock. Queue depth is tracked as a
+time-weighted histogram (seconds spent at each depth), which gives its mean and P95 over time exactly
+without a sampling thread. Latencies (submit to final result, perf_counter) are appended to a list;
+list.append is atomic in CPython and export sorts a copy.
+"""
+import math
+import os
+import platform
+import sys
+import threading
+import time
+
+COUNTERS = ("enqueued", "dequeued", "succeeded", "failed", "retried", "rejected", "duplicates",
+            "dead_lettered")
+
+
+def percentile(sorted_values, q):
+    """The q-th percentile (0..100) of already sorted values, linear interpolation between closest
+    ranks (the same as statistics.quantiles(method="inclusive")); None for no values."""
+    n = len(sorted_values)
+    if n == 0:
+        return None
+    if n == 1:
+        return float(sorted_values[0])
+    pos = (n - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, n - 1)
+    frac = pos - lo
+    return float(sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * frac)
+
+
+def latency_summary(latencies_ms):
+    values = sorted(latencies_ms)
+    if not values:
+        return {"mean": None, "p50": None, "p95": None, "p99": None, "max": None}
+    return {"mean": sum(values) / len(values), "p50": percentile(values, 50),
+            "p95": percentile(values, 95), "p99": percentile(values, 99), "max": float(values[-1])}
+
+
+def peak_rss_mb():
+    """Peak resident set size of this process in MiB (None where the platform cannot say)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+def env_info():
+    return {"python": platform.python_version(), "implementation": platform.python_implementation(),
+            "platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
+            "pid": os.getpid()}
+
+
+def _depth_percentile(time_at_depth, q):
+    total = sum(time_at_depth.values())
+    if total <= 0:
+        return None
+    target = total * q / 100.0
+    running = 0.0
+    for depth in sorted(time_at_depth):
+        running += time_at_depth[depth]
+        if running >= target:
+            return float(depth)
+    return float(max(time_at_depth))
+
+
+class Metrics:
+    """Counters, latency, queue depth and worker busy time for one engine run."""
+
+    def __init__(self, workers):
+        self.workers = workers
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(COUNTERS, 0)
+        self._latencies_ms = []
+        self._busy_s = 0.0
+        self._depth = 0
+        self._depth_max = 0
+        self._depth_since = time.perf_counter()
+        self._time_at_depth = {}
+        self.started = time.perf_counter()
+        self.first_submit = None
+        self.last_final = None
+
+    # -- written by the engine -------------------------------------------------------------
+    def count(self, name, n=1):
+        with self._lock:
+            self._counts[name] += n
+
+    def submitted(self):
+        if self.first_submit is None:
+            self.first_submit = time.perf_counter()
+
+    def depth_changed(self, delta, dequeued=False, enqueued=False):
+        """Queue depth moved by delta (+1 put, -1 get); optionally count the put or get."""
+        now = time.perf_counter()
+        with self._lock:
+            depth = self._depth
+            self._time_at_depth[depth] = self._time_at_depth.get(depth, 0.0) + (now - self._depth_since)
+            self._depth_since = now
+            depth += delta
+            self._depth = depth
+            if depth > self._depth_max:
+                self._depth_max = depth
+            if enqueued:
+                self._counts["enqueued"] += 1
+            if dequeued:
+                self._counts["dequeued"] += 1
+
+    def busy(self, seconds):
+        with self._lock:
+            self._busy_s += seconds
+
+    def final(self, status, latency_ms=None):
+        """A primary submission reached its final state."""
+        self.last_final = time.perf_counter()
+        if latency_ms is not None:
+            self._latencies_ms.append(latency_ms)
+        key = {"success": "succeeded", "dead": "dead_lettered", "rejected": "rejected"}.get(status)
+        if key:
+            self.count(key)
+
+    # -- read by export ---------------------------------------------------------------------
+    def counters(self):
+        with self._lock:
+            return dict(self._counts)
+
+    def snapshot(self, params=None, impl="optimized", tasks_submitted=None, latency_ms=None, idle=False):
+        """The metrics JSON (docs/CONTRACTS.md) as the engine sees it. When the engine is idle the
+        wall-time window ends at the last final result, else now."""
+        now = time.perf_counter()
+        with self._lock:
+            counts = dict(self._counts)
+            busy = self._busy_s
+            time_at_depth = dict(self._time_at_depth)
+            depth = self._depth
+            time_at_depth[depth] = time_at_depth.get(depth, 0.0) + (now - self._depth_since)
+            depth_max = self._depth_max
+        start = self.first_submit if self.first_submit is not None else self.started
+        end = self.last_final if (idle and self.last_final is not None) else now
+        elapsed = max(end - start, 1e-9)
+        lat = latency_summary(self._latencies_ms.copy())
+        total_time = sum(time_at_depth.values())
+        mean_depth = (sum(d * t for d, t in time_at_depth.items()) / total_time) if total_time > 0 else None
+        submitted = tasks_submitted
+        if submitted is None:
+            submitted = counts["succeeded"] + counts["dead_lettered"] + counts["rejected"] + counts["duplicates"]
+        finals_not_success = counts["dead_lettered"] + counts["rejected"]
+        throughput = counts["succeeded"] / elapsed
+        ceiling = self.workers * 1000.0 / latency_ms if latency_ms else None
+        return {
+            "impl": impl,
+            "params": params or {},
+            "tasks_submitted": submitted,
+            "elapsed_s": elapsed,
+            "throughput_tps": throughput,
+            "latency_ms": lat,
+            "error_rate": (finals_not_success / submitted) if submitted else None,
+            "counters": counts,
+            "queue_depth": {"max": depth_max, "mean": mean_depth, "p95": _depth_percentile(time_at_depth, 95)},
+            "rates": {"enqueue_per_s": counts["enqueued"] / elapsed, "dequeue_per_s": counts["dequeued"] / elapsed},
+            "thread_utilization": min(1.0, busy / (self.workers * elapsed)),
+            "ceiling_tps": ceiling,
+            "efficiency": (throughput / ceiling) if ceiling else None,
+            "peak_rss_mb": peak_rss_mb(),
+            "env": env_info(),
+        }

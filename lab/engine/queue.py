@@ -1,0 +1,64 @@
+"""The bounded task queue and its backpressure policy.
+
+A queue.Queue(maxsize=queue_size) sits between submitters and the worker threads. `offer` applies
+the configured policy: `block` waits up to enqueue_timeout_s for room and then refuses, `fail_fast`
+refuses at once. A refusal is returned to the caller, who records it; nothing is dropped here.
+Retries and recovered tasks come back through `requeue`, which waits for room (they were accepted
+earlier, so they are never refused) but gives up when the engine stops.
+"""
+import queue
+
+STOP = object()
+
+
+class TaskQueue:
+    def __init__(self, maxsize, mode, enqueue_timeout_s, metrics):
+        self._q = queue.Queue(maxsize=maxsize)
+        self.maxsize = maxsize
+        self.mode = mode
+        self.enqueue_timeout_s = enqueue_timeout_s
+        self._metrics = metrics
+
+    def offer(self, item):
+        """Put a newly accepted task; False when the backpressure policy refuses it."""
+        self._metrics.depth_changed(+1)
+        try:
+            if self.mode == "fail_fast":
+                self._q.put_nowait(item)
+            else:
+                self._q.put(item, timeout=self.enqueue_timeout_s)
+        except queue.Full:
+            self._metrics.depth_changed(-1)
+            return False
+        self._metrics.count("enqueued")
+        return True
+
+    def requeue(self, item, stopping, poll_s=0.1):
+        """Put back a task that was accepted before (retry, recovery); False if `stopping()` first."""
+        self._metrics.depth_changed(+1)
+        while True:
+            try:
+                self._q.put(item, timeout=poll_s)
+                return True
+            except queue.Full:
+                if stopping():
+                    self._metrics.depth_changed(-1)
+                    return False
+
+    def get(self, timeout):
+        """The next task, STOP, or None when nothing came within `timeout` seconds."""
+        try:
+            item = self._q.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if item is not STOP:
+            self._metrics.depth_changed(-1, dequeued=True)
+        return item
+
+    def wake(self, n):
+        """Hand `n` STOP markers to idle workers without ever blocking."""
+        for _ in range(n):
+            try:
+                self._q.put_nowait(STOP)
+            except queue.Full:
+                return

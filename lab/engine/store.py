@@ -1,0 +1,314 @@
+"""Durable task state in SQLite: task records, idempotency keys (UNIQUE), dead letters, recovery.
+
+One writer thread owns the only write connection and applies operations in batches: it takes
+whatever has queued up since its last commit, runs it in one BEGIN IMMEDIATE ... COMMIT (group
+commit), and only then runs the callbacks that tell callers about it. So:
+
+- a claim (the INSERT that reserves an idempotency key) is committed before submit() returns;
+- a final state (success / dead / rejected) is committed before the task's handle resolves;
+- `running` and `retrying` are written asynchronously (in the next batch), so after a crash the
+  attempt count may miss an attempt that had just started; the output write is idempotent, so that
+  costs a repeated attempt at most, never a wrong result.
+
+With WAL and synchronous=NORMAL a commit survives the process being killed (SIGKILL); a power loss
+may lose the last commits (SQLite's documented trade-off), which would replay those tasks on resume.
+A database locked by another process is waited for with a bounded, jittered retry.
+"""
+import json
+import os
+import queue
+import random
+import sqlite3
+import threading
+import time
+
+from .errors import ConfigError
+
+FINAL = ("success", "dead", "rejected")
+UNFINISHED = ("queued", "running", "retrying")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks(
+  id INTEGER PRIMARY KEY,
+  task_id TEXT,
+  idempotency_key TEXT UNIQUE,
+  payload TEXT NOT NULL,
+  status TEXT NOT NULL CHECK (status IN
+      ('queued','running','retrying','success','failed','dead','rejected')),
+  attempts INTEGER NOT NULL DEFAULT 0,
+  created_at REAL NOT NULL,
+  updated_at REAL NOT NULL,
+  next_attempt_at REAL,
+  output_key TEXT,
+  output_digest TEXT,
+  output_bytes INTEGER,
+  version INTEGER NOT NULL DEFAULT 1,
+  error_class TEXT,
+  last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS tasks_unfinished ON tasks(status)
+  WHERE status IN ('queued','running','retrying');
+CREATE TABLE IF NOT EXISTS dead_letters(
+  id INTEGER PRIMARY KEY,
+  task_row INTEGER NOT NULL REFERENCES tasks(id),
+  task_id TEXT,
+  idempotency_key TEXT,
+  payload TEXT NOT NULL,
+  error_class TEXT,
+  error_message TEXT,
+  attempts INTEGER NOT NULL,
+  created_at REAL NOT NULL,
+  dead_at REAL NOT NULL,
+  requeued_at REAL
+);
+CREATE INDEX IF NOT EXISTS dead_letters_open ON dead_letters(task_row) WHERE requeued_at IS NULL;
+"""
+
+_INSERT = ("INSERT INTO tasks(task_id, idempotency_key, payload, status, attempts, created_at, updated_at,"
+           " error_class, last_error) VALUES(?,?,?,?,0,?,?,?,?)"
+           " ON CONFLICT(idempotency_key) DO NOTHING RETURNING id")
+_SELECT_KEY = ("SELECT id, task_id, payload, status, attempts, output_key, output_digest, error_class,"
+               " last_error FROM tasks WHERE idempotency_key = ?")
+_DEAD_LETTER = ("INSERT INTO dead_letters(task_row, task_id, idempotency_key, payload, error_class,"
+                " error_message, attempts, created_at, dead_at) SELECT id, task_id, idempotency_key, payload,"
+                " error_class, last_error, attempts, created_at, ? FROM tasks WHERE id = ?")
+_TRANSITIONS = {
+    "running": "UPDATE tasks SET status='running', attempts=?, updated_at=?, version=version+1 WHERE id=?",
+    "queued": "UPDATE tasks SET status='queued', updated_at=?, version=version+1 WHERE id=?",
+    "retrying": ("UPDATE tasks SET status='retrying', attempts=?, next_attempt_at=?, error_class=?,"
+                 " last_error=?, updated_at=?, version=version+1 WHERE id=?"),
+    "success": ("UPDATE tasks SET status='success', attempts=?, output_key=?, output_digest=?,"
+                " output_bytes=?, next_attempt_at=NULL, updated_at=?, version=version+1 WHERE id=?"),
+    "dead": ("UPDATE tasks SET status='dead', attempts=?, error_class=?, last_error=?,"
+             " next_attempt_at=NULL, updated_at=?, version=version+1 WHERE id=?"),
+    "rejected": ("UPDATE tasks SET status='rejected', error_class=?, last_error=?, updated_at=?,"
+                 " version=version+1 WHERE id=?"),
+}
+
+MAX_BATCH = 2048
+
+
+class StoreError(RuntimeError):
+    """The state store could not commit (disk full, database corrupt, locked for too long)."""
+
+
+class Claim:
+    """One submission asking for its idempotency key. `intent` says what row to create:
+    queued (normal), dead (the task failed validation), rejected (refused before claiming a key)."""
+    __slots__ = ("key", "payload", "task_id", "intent", "error_class", "error", "outcome", "row")
+
+    def __init__(self, key, payload, task_id, intent="queued", error_class=None, error=None):
+        self.key, self.payload, self.task_id, self.intent = key, payload, task_id, intent
+        self.error_class, self.error = error_class, error
+        self.outcome = None   # new | reclaimed | adopted | final | conflict
+        self.row = None       # dict of the row as committed
+
+
+def _is_busy(exc):
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def connect(db_path, timeout_s=0.2):
+    conn = sqlite3.connect(db_path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+class TaskStore:
+    """The SQLite task table and its single writer thread."""
+
+    def __init__(self, db_path, lock_wait_s=60.0):
+        self.db_path = db_path
+        self.lock_wait_s = lock_wait_s
+        self._ops = queue.SimpleQueue()
+        self._thread = None
+        self._failed = None
+        self.commits = 0
+        self.ops_applied = 0
+        try:
+            directory = os.path.dirname(os.path.abspath(db_path))
+            os.makedirs(directory, exist_ok=True)
+            self._conn = connect(db_path)
+            self._with_lock_retry(lambda: self._conn.executescript(SCHEMA))
+            probe = os.path.join(directory, f".tq-write-probe-{os.getpid()}")
+            with open(probe, "wb"):
+                pass
+            os.unlink(probe)
+        except (sqlite3.Error, OSError) as exc:
+            raise ConfigError(f"cannot open database {db_path}: {exc}") from None
+
+    # -- reads (before the writer starts, or from other connections) ------------------------
+    def unfinished(self):
+        cur = self._conn.execute(
+            "SELECT id, task_id, idempotency_key, payload, status, attempts, next_attempt_at"
+            " FROM tasks WHERE status IN ('queued','running','retrying') ORDER BY id")
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+    # -- the writer -------------------------------------------------------------------------
+    def start(self):
+        self._thread = threading.Thread(target=self._run, name="tq-store-writer", daemon=True)
+        self._thread.start()
+
+    def claim(self, claims):
+        """Commit the claims (one transaction) and fill in each one's outcome; blocks until durable."""
+        done = threading.Event()
+        box = []
+        self._ops.put(("claim", claims, lambda err: (box.append(err), done.set())))
+        done.wait()
+        if box and box[0] is not None:
+            raise StoreError(str(box[0]))
+        return claims
+
+    def transition(self, row_id, status, args, callback=None):
+        """Queue a state change; `callback(err)` runs after it is committed (err None) or failed."""
+        self._ops.put((status, (row_id, args), callback))
+
+    def flush(self, timeout=None):
+        """Wait until everything queued so far is committed."""
+        done = threading.Event()
+        self._ops.put(("noop", None, lambda err: done.set()))
+        return done.wait(timeout)
+
+    def close(self, timeout=30.0):
+        if self._thread is not None:
+            self._ops.put(("stop", None, None))
+            self._thread.join(timeout)
+            self._thread = None
+        try:
+            self._conn.close()
+        except sqlite3.Error:
+            pass
+
+    def _run(self):
+        ops_get = self._ops.get
+        get_nowait = self._ops.get_nowait
+        while True:
+            batch = [ops_get()]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(get_nowait())
+                except queue.Empty:
+                    break
+            stop = any(op[0] == "stop" for op in batch)
+            err = None
+            try:
+                self._with_lock_retry(lambda: self._apply(batch))
+                self.commits += 1
+                self.ops_applied += len(batch)
+            except Exception as exc:  # a failed commit must still reach every waiter
+                err = exc
+                self._failed = exc
+            for op in batch:
+                callback = op[2]
+                if callback is not None:
+                    try:
+                        callback(err)
+                    except Exception:  # a caller's callback must not kill the writer
+                        import logging
+                        logging.getLogger("tq").exception("store callback failed")
+            if stop:
+                return
+
+    def _with_lock_retry(self, action):
+        """Run action; on 'database is locked/busy' wait with jittered backoff, up to lock_wait_s."""
+        deadline = time.perf_counter() + self.lock_wait_s
+        delay = 0.005
+        while True:
+            try:
+                return action()
+            except sqlite3.OperationalError as exc:
+                if self._conn.in_transaction:
+                    try:
+                        self._conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                if not _is_busy(exc) or time.perf_counter() >= deadline:
+                    raise
+                time.sleep(random.uniform(delay / 2, delay))
+                delay = min(delay * 2, 0.25)
+
+    def _apply(self, batch):
+        execute = self._conn.execute
+        now = time.time()
+        execute("BEGIN IMMEDIATE")
+        for kind, payload, _callback in batch:
+            if kind == "claim":
+                for claim in payload:
+                    self._apply_claim(execute, claim, now)
+            elif kind in ("noop", "stop"):
+                continue
+            else:
+                row_id, args = payload
+                if kind == "running":
+                    execute(_TRANSITIONS["running"], (args[0], now, row_id))
+                elif kind == "success":
+                    execute(_TRANSITIONS["success"], (*args, now, row_id))
+                elif kind == "retrying":
+                    execute(_TRANSITIONS["retrying"], (*args, now, row_id))
+                elif kind == "dead":
+                    execute(_TRANSITIONS["dead"], (*args, now, row_id))
+                    execute(_DEAD_LETTER, (now, row_id))
+                elif kind == "rejected":
+                    execute(_TRANSITIONS["rejected"], (*args, now, row_id))
+                elif kind == "queued":
+                    execute(_TRANSITIONS["queued"], (now, row_id))
+                else:
+                    raise ValueError(f"unknown store operation {kind!r}")
+        execute("COMMIT")
+
+    def _apply_claim(self, execute, claim, now):
+        if claim.intent in ("rejected", "conflict"):
+            # Refused before owning a key: recorded under no key so the key stays free.
+            row_id = execute(_INSERT, (claim.task_id, None, claim.payload, "rejected", now, now,
+                                       claim.error_class, claim.error)).fetchall()[0][0]
+            claim.outcome, claim.row = claim.intent, {"id": row_id, "status": "rejected", "attempts": 0}
+            return
+        status = "dead" if claim.intent == "dead" else "queued"
+        rows = execute(_INSERT, (claim.task_id, claim.key, claim.payload, status, now, now,
+                                 claim.error_class, claim.error)).fetchall()
+        got = rows[0] if rows else None
+        if got is not None:
+            if status == "dead":
+                execute(_DEAD_LETTER, (now, got[0]))
+            claim.outcome, claim.row = "new", {"id": got[0], "status": status, "attempts": 0}
+            return
+        cols = ("id", "task_id", "payload", "status", "attempts", "output_key", "output_digest",
+                "error_class", "last_error")
+        row = dict(zip(cols, execute(_SELECT_KEY, (claim.key,)).fetchone()))
+        if row["payload"] != claim.payload:
+            message = (f"conflict: idempotency key {claim.key[:200]!r} is already held by task "
+                       f"{row['task_id']!r} with a different payload")
+            row_id = execute(_INSERT, (claim.task_id, None, claim.payload, "rejected", now, now,
+                                       "IdempotencyConflict", message)).fetchall()[0][0]
+            claim.outcome = "conflict"
+            claim.row = {"id": row_id, "status": "rejected", "attempts": 0,
+                         "error_class": "IdempotencyConflict", "last_error": message}
+        elif row["status"] == "rejected":
+            execute("UPDATE tasks SET status='queued', task_id=?, error_class=NULL, last_error=NULL,"
+                    " updated_at=?, version=version+1 WHERE id=?", (claim.task_id, now, row["id"]))
+            row["status"] = "queued"
+            claim.outcome, claim.row = "reclaimed", row
+        elif row["status"] in UNFINISHED:
+            claim.outcome, claim.row = "adopted", row
+        else:
+            claim.outcome, claim.row = "final", row
+
+
+def open_readonly(db_path):
+    """A connection for inspection commands (dlq list): fails cleanly when the file is missing."""
+    if not os.path.exists(db_path):
+        raise ConfigError(f"no database at {db_path}")
+    try:
+        return connect(db_path, timeout_s=5.0)
+    except sqlite3.Error as exc:
+        raise ConfigError(f"cannot open database {db_path}: {exc}") from None
+
+
+def payload_of(task_json):
+    try:
+        return json.loads(task_json)
+    except ValueError:
+        return None
