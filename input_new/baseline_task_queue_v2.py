@@ -43,16 +43,14 @@ _VARIANT = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")
 # Deliberate copies of the shared contract (docs/CONTRACTS.md, lab/workload.py, lab/engine/faults.py,
 # lab/engine/tasks.py), so this file runs alone. tests/test_baseline.py checks they agree with lab.
 
-def object_content(image_key, nbytes):
-    """The deterministic content of source object `image_key` with `nbytes` bytes (whole, in memory)."""
-    blocks = []
+def object_chunks(image_key, nbytes):
+    """Yield the deterministic content of source object `image_key` with `nbytes` bytes, block by block."""
     index = 0
     while nbytes > 0:
         block = random.Random(f"{image_key}|{index}").randbytes(BLOCK)
-        blocks.append(block[:min(BLOCK, nbytes)])
+        yield block[:min(BLOCK, nbytes)]
         nbytes -= BLOCK
         index += 1
-    return b"".join(blocks)
 
 
 def transform(variant, source):
@@ -346,8 +344,9 @@ def create_objects(tasks, root, default_bytes):
             continue
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.{os.getpid()}.tq-tmp"
-        with open(tmp, "wb") as f:
-            f.write(object_content(key, nbytes))
+        with open(tmp, "wb") as f:             # block by block, so peak RSS is the queue's, not this setup's
+            for chunk in object_chunks(key, nbytes):
+                f.write(chunk)
         os.replace(tmp, path)
 
 
