@@ -26,6 +26,7 @@ BASELINE_MODULE = "baseline_task_queue_v2"
 COUNTER_KEYS = ("enqueued", "dequeued", "succeeded", "failed", "retried", "rejected", "duplicates",
                 "dead_lettered")
 IMPL_KEYS = ("counters", "queue_depth", "rates", "thread_utilization")
+ENGINE_VIEW_KEYS = ("tasks_submitted", "elapsed_s", "throughput_tps", "latency_ms", "error_rate")
 
 
 def unknown_metrics():
@@ -279,7 +280,11 @@ class EngineAdapter(Adapter):
 
     def __init__(self, **config):
         from lab.engine import Config, WorkerPool
+        if config.get("store_url") is None:
+            config.pop("store_url", None)
         self.config = Config(**config)
+        if hasattr(self.config, "validate"):
+            self.config.validate()          # ConfigError (exit 2) before anything starts
         self.workers = getattr(self.config, "max_workers", config.get("max_workers"))
         self.pool = WorkerPool(self.config)
         self._entered = False
@@ -318,7 +323,8 @@ class EngineAdapter(Adapter):
                     out[key] = {**out[key], **value}
                 else:
                     out[key] = value
-        out["engine_snapshot"] = {k: v for k, v in snap.items() if k not in IMPL_KEYS}
+        # the engine's own view of the run, for cross-checking the client-side figures
+        out["engine_view"] = {k: snap.get(k) for k in ENGINE_VIEW_KEYS}
         return out
 
 

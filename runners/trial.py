@@ -27,7 +27,7 @@ DEFAULTS = {
     "impl": "optimized", "count": 2000, "clients": 100, "workers": 8, "queue_size": 200, "mode": "block",
     "latency_ms": 5.0, "latency_jitter_ms": 0.0, "transient_rate": 0.0, "permanent_rate": 0.0,
     "duplicate_rate": 0.0, "object_kib": 16, "load": "closed", "rate": None, "seed": 0, "store": "local",
-    "server_latency_ms": 0.0, "workdir": None,
+    "server_latency_ms": 0.0, "server_error_rate": 0.0, "workdir": None,
     # optional extras (not in the contract's list; defaults leave the implementations' own defaults)
     "max_attempts": None, "enqueue_timeout_s": None, "result_timeout_s": 120.0, "label": None,
 }
@@ -44,7 +44,7 @@ def _spec():
         "latency_jitter_ms": (_NUM, 0), "transient_rate": (_RATE,), "permanent_rate": (_RATE,),
         "duplicate_rate": (_RATE,), "object_kib": (_NUM, 0), "load": ("choice", LOADS),
         "rate": ("optnum", 0), "seed": (_INT, None), "store": ("choice", STORES),
-        "server_latency_ms": (_NUM, 0), "workdir": ("optstr",), "max_attempts": ("optint", 1),
+        "server_latency_ms": (_NUM, 0), "server_error_rate": (_RATE,), "workdir": ("optstr",), "max_attempts": ("optint", 1),
         "enqueue_timeout_s": ("optnum", 0), "result_timeout_s": (_NUM, 0), "label": ("optstr",),
     }
 
@@ -96,23 +96,23 @@ def validate(params):
         out[key] = value
     if out["load"] == "open" and out["rate"] is None:
         raise ParamError("load 'open' needs a rate (tasks/s)")
-    if out["load"] == "closed" and out["rate"] is not None:
-        raise ParamError("rate applies to the open loop only (load 'open')")
+    # a rate given with the closed loop is ignored (a sweep grid may cross load and rate)
     return out
 
 
-def _http_server_factory():
+def _http_support():
+    """lab.engine.http_objects (start_server_process, HttpObjectStore, bucket_root), or None."""
     try:
-        from lab.engine.http_objects import HttpObjectStore, start_server_process
-    except ImportError:
-        return None, None
-    return start_server_process, HttpObjectStore
+        from lab.engine import http_objects
+        return http_objects.start_server_process, http_objects.HttpObjectStore, http_objects.bucket_root
+    except (ImportError, AttributeError):
+        return None
 
 
 def make_adapter(p, store_root, run_dir, store_url=None, http_store_cls=None):
     if p["impl"] == "baseline":
         from runners.adapters import BaselineAdapter
-        store = http_store_cls(store_url) if store_url else None
+        store = http_store_cls(store_url, pool_size=p["workers"]) if store_url else None
         return BaselineAdapter(store_root, workers=p["workers"], latency_ms=p["latency_ms"],
                                latency_jitter_ms=p["latency_jitter_ms"], transient_rate=p["transient_rate"],
                                permanent_rate=p["permanent_rate"], seed=p["seed"], store=store)
@@ -133,15 +133,18 @@ def run_trial(params):
     """Run one trial in this process and return its metrics dict (ParamError for bad params; any other
     exception means the run failed). `params` in the result is the params as given, defaults filled in."""
     p = validate(params)
-    server_factory, http_store_cls = (None, None)
+    server_factory = http_store_cls = None
     if p["store"] == "http":
-        server_factory, http_store_cls = _http_server_factory()
-        if server_factory is None:
+        support = _http_support()
+        if support is None:
             raise ParamError("http store not available (lab.engine.http_objects is missing)")
+        server_factory, http_store_cls, bucket_root = support
     own_workdir = p["workdir"] is None
     workdir = tempfile.mkdtemp(prefix="tq-trial-") if own_workdir else os.path.abspath(p["workdir"])
     run_dir = os.path.join(workdir, "runs", f"{p['impl']}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    store_root = os.path.join(workdir, "store")
+    # source objects live in <workdir>/store; an HTTP server started on <workdir> serves that directory
+    # as its bucket, so local and http trials in one workdir share the same objects
+    store_root = bucket_root(workdir) if server_factory else os.path.join(workdir, "store")
     server = None
     try:
         os.makedirs(run_dir, exist_ok=True)
@@ -150,7 +153,8 @@ def run_trial(params):
                            duplicate_rate=p["duplicate_rate"])
         ensure_objects(tasks, store_root)
         if server_factory is not None:
-            server = server_factory(store_root, latency_ms=p["server_latency_ms"], seed=p["seed"])
+            server = server_factory(workdir, latency_ms=p["server_latency_ms"],
+                                    error_rate=p["server_error_rate"], seed=p["seed"])
         adapter = make_adapter(p, store_root, run_dir, server.url if server else None, http_store_cls)
         return run_load(adapter, tasks, load=p["load"], clients=p["clients"], rate=p["rate"],
                         result_timeout_s=p["result_timeout_s"], params=p, latency_ms=p["latency_ms"],
