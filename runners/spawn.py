@@ -49,6 +49,10 @@ def run_trial(params, python=None, timeout_s=300.0, env=None, module="runners.tr
         _kill_group(proc)
         out, err = proc.communicate()
         timed_out = True
+    except BaseException:  # Ctrl-C / SIGTERM in the caller: the trial's group must not outlive it
+        _kill_group(proc)
+        proc.wait()
+        raise
     wall = time.perf_counter() - started
     tail = err.decode("utf-8", "replace")[-2000:]
     outcome = {"status": "ok", "result": None, "returncode": proc.returncode, "stderr_tail": tail,
