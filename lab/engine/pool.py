@@ -183,11 +183,20 @@ class WorkerPool:
         deadline = None if timeout is None else time.perf_counter() + timeout
         with self._idle:
             while self._active > 0:
+                if self._abort:
+                    return False
                 remaining = None if deadline is None else deadline - time.perf_counter()
                 if remaining is not None and remaining <= 0:
                     return False
                 self._idle.wait(remaining if remaining is not None else 1.0)
         return True
+
+    def abort(self):
+        """Stop as soon as the tasks in hand finish; queued ones stay in the database for the next start."""
+        self._accepting = False
+        self._abort = True
+        with self._idle:
+            self._idle.notify_all()
 
     def shutdown(self, graceful=True, timeout=None):
         """Stop intake; graceful: finish queued, running and retrying tasks (up to `timeout`,
