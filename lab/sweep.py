@@ -1,0 +1,446 @@
+"""`python -m lab sweep GRID`: run every trial of a grid, each in its own interpreter, resumably.
+
+Output folder (default data/sweeps/<name>/):
+  sweep.json        the effective grid, its hash, machine + interpreter metadata, git commit, start time
+  trials/<id>.json  one per trial (status, params, metrics, stderr tail, wall time), written atomically
+  trials.csv        one row per recorded trial, rewritten atomically after every trial
+  work/<id>/        a trial's scratch folder (`workdir`), removed when the trial ends
+"""
+import argparse
+import csv
+import io
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+
+from lab import grid as gridmod
+from runners import spawn
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_SWEEPS = os.path.join(ROOT, "data", "sweeps")
+TRIAL_MODULE = "runners.trial"
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock, one sweep per folder is then the user's job
+    fcntl = None
+
+# (CSV column, path into the metrics JSON). The report reads these columns, so every number behind an
+# interval in report.md is in trials.csv.
+METRIC_COLUMNS = (
+    ("throughput_tps", ("throughput_tps",)),
+    ("latency_p50_ms", ("latency_ms", "p50")),
+    ("latency_p95_ms", ("latency_ms", "p95")),
+    ("latency_p99_ms", ("latency_ms", "p99")),
+    ("latency_mean_ms", ("latency_ms", "mean")),
+    ("latency_max_ms", ("latency_ms", "max")),
+    ("error_rate", ("error_rate",)),
+    ("efficiency", ("efficiency",)),
+    ("ceiling_tps", ("ceiling_tps",)),
+    ("thread_utilization", ("thread_utilization",)),
+    ("peak_rss_mb", ("peak_rss_mb",)),
+    ("elapsed_s", ("elapsed_s",)),
+    ("tasks_submitted", ("tasks_submitted",)),
+    ("enqueued", ("counters", "enqueued")),
+    ("dequeued", ("counters", "dequeued")),
+    ("succeeded", ("counters", "succeeded")),
+    ("failed", ("counters", "failed")),
+    ("retried", ("counters", "retried")),
+    ("rejected", ("counters", "rejected")),
+    ("duplicates", ("counters", "duplicates")),
+    ("dead_lettered", ("counters", "dead_lettered")),
+    ("queue_depth_max", ("queue_depth", "max")),
+    ("queue_depth_mean", ("queue_depth", "mean")),
+)
+
+
+class SweepError(Exception):
+    """Bad input or a folder that must not be used; str(error) is the one line to print (exit 2)."""
+
+
+def register(subparsers):
+    p = subparsers.add_parser(
+        "sweep", help="run a grid of trials, each in its own process (resumable)",
+        description="Run every trial of GRID (every configuration x implementation x repeat) in its own "
+                    "interpreter process, in seeded shuffled rounds with the baseline and engine trials of "
+                    "a configuration back to back. Rerunning the same command resumes: trials already "
+                    "recorded as ok are skipped. Exit 0 when all trials are ok, 1 when any failed or timed "
+                    "out, 2 for a bad grid or an output folder holding a different grid.")
+    p.add_argument("grid", metavar="GRID", help="grid JSON file (see experiments/grid.json)")
+    p.add_argument("--out", metavar="DIR",
+                   help="output folder (default: data/sweeps/<grid name>/ in the project)")
+    p.add_argument("--repeats", type=int, metavar="N",
+                   help="rounds over all configurations (overrides the grid's repeats; raising it on a "
+                        "finished sweep adds rounds)")
+    p.add_argument("--python", metavar="PATH",
+                   help="interpreter that runs the trials (default: the project's .venv python)")
+    p.add_argument("--seed", type=int, metavar="S",
+                   help="seed of the trial order and of the workloads (overrides the grid's seed; another "
+                        "seed is another sweep, so give it another --out)")
+    p.add_argument("--trial-module", default=TRIAL_MODULE, help=argparse.SUPPRESS)
+    p.set_defaults(func=run_command)
+
+
+def run_command(args):
+    try:
+        return run_sweep(args.grid, out=args.out, repeats=args.repeats, python=args.python, seed=args.seed,
+                         trial_module=args.trial_module)
+    except (gridmod.GridError, SweepError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+# ---------------------------------------------------------------------------------------------- files
+
+def write_atomic(path, text):
+    """Write text to path through a temp file in the same folder and os.replace."""
+    tmp = f"{path}.{os.getpid()}.tq-tmp"
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_json(path, obj):
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def _dig(obj, path):
+    for key in path:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def csv_columns(axes):
+    return (["id", "order", "impl", "repeat", "config_id"] + list(axes)
+            + ["seed", "status", "returncode", "wall_s"] + [c for c, _ in METRIC_COLUMNS])
+
+
+def csv_text(axes, records):
+    """trials.csv: one row per recorded trial, in run order; metrics empty for failed trials."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(csv_columns(axes))
+    for rec in sorted(records, key=lambda r: (r.get("order", 1 << 30), r["id"])):
+        params = rec.get("params", {})
+        result = rec.get("result") if rec.get("status") == "ok" else None
+        row = [rec["id"], rec.get("order", ""), rec.get("impl", ""), rec.get("repeat", ""),
+               rec.get("config_id", "")]
+        row += [_csv_value(params.get(axis)) for axis in axes]
+        row += [params.get("seed", ""), rec.get("status", ""), _csv_value(rec.get("returncode")),
+                _csv_value(rec.get("wall_s"))]
+        row += [_csv_value(_dig(result, path)) if result else "" for _, path in METRIC_COLUMNS]
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+def _csv_value(v):
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def load_records(trials_dir):
+    """Every trial JSON in trials/ (unreadable ones are ignored: they will be rerun)."""
+    records = {}
+    if not os.path.isdir(trials_dir):
+        return records
+    for name in os.listdir(trials_dir):
+        if not name.endswith(".json"):
+            continue
+        try:
+            with open(os.path.join(trials_dir, name), encoding="utf-8") as f:
+                rec = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("id"), str):
+            records[rec["id"]] = rec
+    return records
+
+
+def write_csv(out, grid, records):
+    write_atomic(os.path.join(out, "trials.csv"), csv_text(list(grid["axes"]), records.values()))
+
+
+# ------------------------------------------------------------------------------------------- metadata
+
+def git_commit():
+    """(commit or None, dirty flag or None) of the project checkout."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=10, stdin=subprocess.DEVNULL)
+        if head.returncode != 0:
+            return None, None
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                                capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+        dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
+        return head.stdout.strip() or None, dirty
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+_PROBE = ("import json, os, platform, sys; print(json.dumps({'python_version': platform.python_version(), "
+          "'implementation': platform.python_implementation(), 'executable': sys.executable, "
+          "'gil_enabled': getattr(sys, '_is_gil_enabled', lambda: True)()}))")
+
+
+def probe_python(python):
+    """Version of the interpreter that will run the trials (it may differ from this one)."""
+    try:
+        proc = subprocess.run([python, "-c", _PROBE], capture_output=True, text=True, timeout=60,
+                              env=spawn.trial_env(), stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise SweepError(f"--python: cannot run {python}: {exc}") from None
+    if proc.returncode != 0:
+        raise SweepError(f"--python: {python} exited {proc.returncode}")
+    try:
+        return json.loads(proc.stdout)
+    except ValueError:
+        raise SweepError(f"--python: {python} did not answer the version probe") from None
+
+
+def machine_info():
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count()
+    return {"platform": platform.platform(), "system": platform.system(), "machine": platform.machine(),
+            "processor": platform.processor() or None, "cpu_count": os.cpu_count(), "cpu_usable": usable}
+
+
+def now_iso():
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ------------------------------------------------------------------------------------------- progress
+
+def fmt_duration(seconds):
+    seconds = int(round(max(0.0, seconds)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
+def describe(grid, config):
+    names = grid.get("axis_names", {})
+    return " ".join(f"{names.get(k, k)}={v}" for k, v in config.items())
+
+
+def estimate_left(walls, remaining_impls):
+    """Seconds left: per-implementation mean wall time of this run's trials times what remains."""
+    if not walls:
+        return None
+    everything = [w for ws in walls.values() for w in ws]
+    overall = sum(everything) / len(everything)
+    left = 0.0
+    for impl in remaining_impls:
+        ws = walls.get(impl)
+        left += sum(ws) / len(ws) if ws else overall
+    return left
+
+
+# ---------------------------------------------------------------------------------------------- sweep
+
+class _Lock:
+    """An exclusive lock on <out>/.lock for the sweep's lifetime (released by the OS if it dies)."""
+
+    def __init__(self, out):
+        self.path = os.path.join(out, ".lock")
+        self.f = None
+
+    def __enter__(self):
+        self.f = open(self.path, "a+")
+        if fcntl is not None:
+            try:
+                fcntl.flock(self.f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                self.f.close()
+                raise SweepError(f"another sweep is running in {os.path.dirname(self.path)}") from None
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+def _check_out(out, meta_path, ghash):
+    """The previous sweep.json of this folder (None for a new one); SweepError when the folder holds a
+    sweep of another grid or something that is not a sweep."""
+    if os.path.exists(meta_path):
+        try:
+            with open(meta_path, encoding="utf-8") as f:
+                previous = json.load(f)
+        except (OSError, ValueError):
+            raise SweepError(f"{meta_path} is unreadable; use another --out") from None
+        if not isinstance(previous, dict) or previous.get("grid_hash") != ghash:
+            old = previous.get("grid_hash") if isinstance(previous, dict) else None
+            raise SweepError(f"{out} holds a sweep of a different grid (hash {old}, this grid {ghash}); "
+                             f"use another --out or remove that folder")
+        return previous
+    if os.path.isdir(out):
+        # A sweep killed before its first sweep.json leaves at most these behind.
+        extra = [n for n in os.listdir(out) if n not in ("trials", "work", ".lock")]
+        trials = os.path.join(out, "trials")
+        if extra or (os.path.isdir(trials) and os.listdir(trials)):
+            raise SweepError(f"{out} is not empty and holds no sweep.json; use another --out")
+    elif os.path.exists(out):
+        raise SweepError(f"--out: {out} is not a folder")
+    return None
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run_sweep(grid_path, out=None, repeats=None, python=None, seed=None, trial_module=TRIAL_MODULE,
+              log=None):
+    """Run (or resume) a sweep; return the exit code. GridError/SweepError for bad input."""
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    grid = gridmod.load(grid_path, repeats=repeats, seed=seed)
+    ghash = gridmod.grid_hash(grid)
+    out = os.path.abspath(out or os.path.join(DEFAULT_SWEEPS, grid["name"]))
+    if python is None:
+        python = spawn.default_python()
+    elif not (os.path.isfile(python) and os.access(python, os.X_OK)):
+        found = shutil.which(python)
+        if not found:
+            raise SweepError(f"--python: not an executable: {python}")
+        python = found
+    trial_python = probe_python(python)
+
+    meta_path = os.path.join(out, "sweep.json")
+    trials_dir = os.path.join(out, "trials")
+    work_root = os.path.join(out, "work")
+    _check_out(out, meta_path, ghash)
+    os.makedirs(trials_dir, exist_ok=True)
+
+    with _Lock(out):
+        previous = _check_out(out, meta_path, ghash)  # again, now that no other sweep can write here
+        commit, dirty = git_commit()
+        started = now_iso()
+        meta = {
+            "name": grid["name"], "grid_file": os.path.abspath(grid_path), "grid": grid, "grid_hash": ghash,
+            "started_at": previous.get("started_at", started) if previous else started,
+            "runs": (previous.get("runs", []) if previous else []),
+            "git_commit": commit, "git_dirty": dirty,
+            "machine": machine_info(),
+            "sweep_python": {"python_version": platform.python_version(),
+                             "implementation": platform.python_implementation(),
+                             "executable": sys.executable},
+            "trial_python": trial_python, "trial_module": trial_module,
+            "trial_env": spawn.trial_env(),
+            "csv_columns": csv_columns(list(grid["axes"])),
+        }
+        plan = gridmod.plan(grid)
+        records = load_records(trials_dir)
+        todo = [t for t in plan if records.get(t["id"], {}).get("status") != "ok"]
+        done_before = len(plan) - len(todo)
+        meta["runs"].append({"started_at": started, "repeats": grid["repeats"], "seed": grid["seed"],
+                             "python": python, "git_commit": commit, "planned": len(plan),
+                             "already_ok": done_before})
+        write_json(meta_path, meta)
+        write_csv(out, grid, records)
+
+        log(f"sweep {grid['name']} ({ghash}): {len(gridmod.configurations(grid))} configurations x "
+            f"{len(grid['implementations'])} implementations x {grid['repeats']} repeats = {len(plan)} "
+            f"trials; {done_before} already ok, {len(todo)} to run; out {out}")
+
+        previous_handler = None
+        try:
+            previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
+        except ValueError:  # not the main thread (tests calling run_sweep directly)
+            pass
+        t0 = time.perf_counter()
+        walls = {}
+        failed = []
+        k = 0
+        try:
+            for k, trial in enumerate(todo, 1):
+                rec = run_one(trial, grid, python, trial_module, work_root)
+                records[rec["id"]] = rec
+                write_json(os.path.join(trials_dir, rec["id"] + ".json"), rec)
+                write_csv(out, grid, records)
+                walls.setdefault(trial["impl"], []).append(rec["wall_s"])
+                if rec["status"] != "ok":
+                    failed.append(rec)
+                elapsed = time.perf_counter() - t0
+                left = estimate_left(walls, [t["impl"] for t in todo[k:]])
+                log(f"[{k}/{len(todo)}] {trial['impl']} {describe(grid, trial['config'])} "
+                    f"rep {trial['repeat'] + 1}/{grid['repeats']}: {_outcome(rec)} | elapsed "
+                    f"{fmt_duration(elapsed)}, left ~{fmt_duration(left) if left is not None else '?'}")
+        except KeyboardInterrupt:
+            log(f"interrupted during trial {k} of {len(todo)} (its process group was killed); "
+                f"rerun the same command to resume")
+            return 1
+        finally:
+            if previous_handler is not None:
+                signal.signal(signal.SIGTERM, previous_handler)
+            try:
+                os.rmdir(work_root)
+            except OSError:
+                pass
+
+        meta["finished_at"] = now_iso()
+        meta["runs"][-1]["finished_at"] = meta["finished_at"]
+        meta["runs"][-1]["failed"] = len(failed)
+        write_json(meta_path, meta)
+    total = time.perf_counter() - t0
+    if failed:
+        kinds = {}
+        for rec in failed:
+            kinds[rec["status"]] = kinds.get(rec["status"], 0) + 1
+        detail = ", ".join(f"{n} {s}" for s, n in sorted(kinds.items()))
+        log(f"{len(failed)} of {len(todo)} trials failed ({detail}) in {fmt_duration(total)}; see "
+            f"{os.path.join(out, 'trials.csv')}; rerun the same command to retry them")
+        return 1
+    log(f"all {len(plan)} trials ok ({len(todo)} run now, {done_before} before) in {fmt_duration(total)}; "
+        f"results in {out}")
+    return 0
+
+
+def _outcome(rec):
+    if rec["status"] != "ok":
+        last = [line for line in (rec.get("stderr_tail") or "").splitlines() if line.strip()]
+        why = f" ({last[-1].strip()[:120]})" if last else ""
+        return f"{rec['status'].upper()} after {rec['wall_s']:.2f}s{why}"
+    result = rec.get("result") or {}
+    thr = result.get("throughput_tps")
+    p95 = _dig(result, ("latency_ms", "p95"))
+    parts = [f"ok {rec['wall_s']:.2f}s"]
+    if isinstance(thr, (int, float)):
+        parts.append(f"{thr:.1f} tasks/s")
+    if isinstance(p95, (int, float)):
+        parts.append(f"p95 {p95:.1f} ms")
+    return ", ".join(parts)
+
+
+def run_one(trial, grid, python, trial_module, work_root):
+    """Run one trial in its own process and scratch folder; return its record."""
+    workdir = os.path.join(work_root, trial["id"])
+    shutil.rmtree(workdir, ignore_errors=True)  # left over by a killed sweep
+    os.makedirs(workdir)
+    params = dict(trial["params"], workdir=workdir)
+    started = now_iso()
+    try:
+        outcome = spawn.run_trial(params, python=python, timeout_s=grid["timeout_s"], module=trial_module)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    status = outcome["status"]
+    tail = outcome.get("stderr_tail") or ""
+    if status == "timeout":
+        tail = (tail + f"\n[killed with its process group after the {grid['timeout_s']} s timeout]")[-2000:]
+    return {"id": trial["id"], "order": trial["order"], "impl": trial["impl"], "repeat": trial["repeat"],
+            "config_id": trial["config_id"], "config": trial["config"], "status": status,
+            "params": params, "result": outcome.get("result"), "returncode": outcome.get("returncode"),
+            "stderr_tail": tail, "wall_s": outcome.get("wall_s"), "started_at": started,
+            "finished_at": now_iso(), "argv": outcome.get("argv"), "timeout_s": grid["timeout_s"]}
