@@ -259,3 +259,16 @@ def test_cli_bad_arguments_exit_2(args):
     proc = _cli(*args)
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_notes_line_references():
+    """input_new/notes.md cites `Lnnn `text``: the text must really be on that line of the baseline."""
+    import re
+    with open(SCRIPT, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    with open(os.path.join(ROOT, "input_new", "notes.md"), encoding="utf-8") as f:
+        notes = f.read()
+    refs = re.findall(r"L(\d+) `([^`\n]+)`", notes)
+    assert len(refs) >= 15
+    for number, text in refs:
+        assert text in lines[int(number) - 1], (number, text, lines[int(number) - 1])
