@@ -32,6 +32,7 @@ from .objects import TMP_SUFFIX
 from .tasks import check_key
 
 CHUNK = 64 * 1024
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 BUCKET_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 MAX_LINE = 65536           # longest chunk-size line / trailer line accepted in a chunked body
 DRAIN_LIMIT = 1 << 20      # bytes of an unwanted request body read (and dropped) before answering
@@ -167,6 +168,9 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
     sys_version = ""
     timeout = IDLE_TIMEOUT_S
 
+    def version_string(self):
+        return self.server_version
+
     def log_message(self, format, *args):
         if self.server.verbose:
             self.server.log.write("%s - %s\n" % (self.address_string(), format % args))
@@ -234,13 +238,18 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
     # --- GET / HEAD ---
     def _get(self, path, body):
         try:
-            f = open(path, "rb")
+            fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             self._reply(404, "no such object", head=not body)
             return
-        except PermissionError:
-            self._reply(403, "object is not readable", head=not body)
+        except OSError as exc:
+            if os.path.islink(path):     # like LocalObjectStore: a linked object is refused outright
+                self.server.count("bad_requests")
+                self._reply(400, "key is a symbolic link (refused)", head=not body)
+            else:
+                self._reply(403, f"object is not readable: {exc.strerror}", head=not body)
             return
+        f = open(fd, "rb", buffering=0)
         with f:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode):
