@@ -1,0 +1,89 @@
+"""`python -m lab objects serve`: the HTTP object store server (lab.engine.http_server) on the command line.
+
+    python -m lab objects serve --root data/objects [--host 127.0.0.1] [--port 0]
+                                [--latency-ms MS] [--error-rate R] [--seed S] [--verbose]
+
+Prints `listening on http://HOST:PORT` on stdout once bound (port 0 = any free port), serves
+`<root>/<bucket>/<key>` until SIGINT or SIGTERM, then exits 0. Bad arguments: one line on stderr, exit 2;
+a port that cannot be bound: exit 1.
+"""
+import argparse
+import ipaddress
+import math
+import sys
+
+LOOPBACK_HINT = "binding to a non-loopback address exposes the store to the network"
+
+
+def register(subparsers):
+    parser = subparsers.add_parser("objects", help="the HTTP object store (serve)",
+                                   description="The HTTP object store used by store=http trials.")
+    sub = parser.add_subparsers(dest="objects_command", metavar="ACTION")
+    serve = sub.add_parser("serve", help="serve <root>/<bucket>/<key> over HTTP until SIGINT/SIGTERM")
+    serve.add_argument("--root", required=True, help="directory holding <bucket>/<key> files")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=0, help="port to bind; 0 = any free one (default)")
+    serve.add_argument("--latency-ms", type=float, default=0.0, help="sleep this long in every request")
+    serve.add_argument("--error-rate", type=float, default=0.0,
+                       help="share of requests answered 503 instead (seeded), 0..1")
+    serve.add_argument("--seed", type=int, default=0, help="seed of the 503 draws")
+    serve.add_argument("--verbose", action="store_true", help="log every request on stderr")
+    serve.add_argument("--exit-with-parent", action="store_true",
+                       help="stop when the parent process exits (used by start_server_process)")
+    serve.set_defaults(func=run_serve)
+    parser.set_defaults(func=lambda args: _usage(parser))
+    return parser
+
+
+def _usage(parser):
+    parser.print_usage(sys.stderr)
+    return 2
+
+
+def _fail(message, code=2):
+    print(f"objects serve: {message}", file=sys.stderr)
+    return code
+
+
+def run_serve(args):
+    from lab.engine.http_server import serve
+
+    if not (0 <= args.port <= 65535):
+        return _fail(f"--port must be 0..65535, not {args.port}")
+    if not math.isfinite(args.latency_ms) or args.latency_ms < 0:
+        return _fail(f"--latency-ms must be >= 0, not {args.latency_ms}")
+    if not math.isfinite(args.error_rate) or not (0.0 <= args.error_rate <= 1.0):
+        return _fail(f"--error-rate must be within 0..1, not {args.error_rate}")
+    try:
+        if not ipaddress.ip_address(args.host).is_loopback:
+            print(f"objects serve: warning: {LOOPBACK_HINT}", file=sys.stderr)
+    except ValueError:
+        if args.host != "localhost":
+            print(f"objects serve: warning: {LOOPBACK_HINT}", file=sys.stderr)
+    try:
+        return serve(args.root, host=args.host, port=args.port, latency_ms=args.latency_ms,
+                     error_rate=args.error_rate, seed=args.seed, verbose=args.verbose,
+                     exit_with_parent=args.exit_with_parent)
+    except OSError as exc:
+        return _fail(f"cannot serve on {args.host}:{args.port} from {args.root}: {exc.strerror or exc}", 1)
+
+
+def main(argv=None):
+    """Stand-alone entry (`python -m lab.objects_cli serve ...`), same arguments as `python -m lab objects`."""
+    parser = argparse.ArgumentParser(prog="python -m lab.objects_cli")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    objects = register(sub)
+    # Accept both `serve ...` and `objects serve ...`.
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] != ["objects"]:
+        argv = ["objects"] + argv
+    args = parser.parse_args(argv)
+    del objects
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
