@@ -1,0 +1,508 @@
+"""The HTTP object store: client, server (in-process and as a child process), CLI, faults, confinement,
+atomic uploads and flat memory. All traffic stays on 127.0.0.1.
+
+Measure peak RSS by hand for another size:  .venv/bin/python tests/test_http_objects.py 268435456
+"""
+import hashlib
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from lab.engine.errors import (ConfigError, ObjectNotFound, PermanentError, TransientError,  # noqa: E402
+                               ValidationError)
+from lab.engine.http_objects import (HttpObjectStore, StoreClientError, StoreConnectionError,  # noqa: E402
+                                     StoreServerError, StoreTimeout, bucket_root, default_python,
+                                     make_store, start_server_process)
+from lab.engine.http_server import ObjectServer  # noqa: E402
+from lab.engine.objects import TMP_SUFFIX, LocalObjectStore  # noqa: E402
+from lab.engine.retry import classify  # noqa: E402
+from lab.workload import object_chunks, write_object  # noqa: E402
+
+MiB = 1 << 20
+
+
+# --- helpers ---
+def poll(predicate, timeout=5.0, what="condition"):
+    """Poll `predicate` until it is true or the deadline passes (no fixed sleeps)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.002)
+
+
+def sha(chunks):
+    h = hashlib.sha256()
+    n = 0
+    for c in chunks:
+        h.update(c)
+        n += len(c)
+    return n, h.hexdigest()
+
+
+def files_under(path):
+    return sorted(os.path.relpath(os.path.join(d, f), path) for d, _, fs in os.walk(path) for f in fs)
+
+
+def raw_request(port, method, target, body=None, headers=None):
+    """One request through http.client, bypassing the client-side key checks; returns (status, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.putrequest(method, target, skip_accept_encoding=True)
+        if body is not None:
+            conn.putheader("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            conn.putheader(name, value)
+        conn.endheaders(body)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def with_retries(fn, attempts=12):
+    """A caller's retry loop: retry what retry.classify calls transient; return (result, errors seen)."""
+    errors = []
+    for _ in range(attempts):
+        try:
+            return fn(), errors
+        except Exception as exc:  # noqa: BLE001 - classification decides
+            if classify(exc) != "transient":
+                raise
+            errors.append(exc)
+    raise AssertionError(f"still failing after {attempts} attempts: {errors[-1]!r}")
+
+
+class InProcessServer:
+    def __init__(self, root, **kwargs):
+        self.server = ObjectServer(root, **kwargs)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.stop(grace_s=1.0)
+        self.thread.join(timeout=5)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def srv(tmp_path):
+    s = InProcessServer(str(tmp_path / "srv"))
+    yield s.server
+    s.stop()
+
+
+@pytest.fixture
+def store(srv):
+    with HttpObjectStore(srv.url, chunk_size=64 * 1024, pool_size=4, timeout=(2, 10)) as st:
+        yield st
+
+
+# --- round trips ---
+@pytest.mark.parametrize("nbytes", [0, 1, 65536, 5 * 65536 + 123])
+def test_round_trip_streaming(srv, store, nbytes):
+    key = f"img/rt/{nbytes}.raw"
+    expected = sha(object_chunks(key, nbytes))
+    assert store.write_chunks(key, object_chunks(key, nbytes)) == expected
+    assert store.exists(key) and store.size(key) == nbytes
+    pieces = list(store.read_chunks(key))
+    assert all(0 < len(p) <= store.chunk_size for p in pieces)
+    assert len(pieces) == -(-nbytes // store.chunk_size)
+    assert sha(pieces) == expected
+    assert store.read_all(key) == b"".join(object_chunks(key, nbytes))
+    # the file is where the contract says: <root>/<bucket>/<key>, readable by the local store too
+    local = LocalObjectStore(bucket_root(srv.root, "store"))
+    assert sha(local.read_chunks(key)) == expected
+    assert files_under(srv.root) == [os.path.join("store", *key.split("/"))]
+
+
+def test_write_all_read_all_and_overwrite(store):
+    assert store.write_all("a/b", b"first") == (5, hashlib.sha256(b"first").hexdigest())
+    assert store.write_all("a/b", b"") == (0, hashlib.sha256(b"").hexdigest())
+    assert store.read_all("a/b") == b"" and store.size("a/b") == 0
+    store.write_all("odd key/with %25 ?#&=+ chars é", b"x")
+    assert store.read_all("odd key/with %25 ?#&=+ chars é") == b"x"
+
+
+def test_missing_object(store):
+    with pytest.raises(ObjectNotFound):
+        store.read_chunks("no/such.raw")          # raised at call time, like LocalObjectStore
+    with pytest.raises(ObjectNotFound):
+        store.read_all("no/such.raw")
+    assert store.exists("no/such.raw") is False
+    assert store.size("no/such.raw") is None
+    assert classify(ObjectNotFound("x")) == "permanent"
+
+
+def test_client_side_key_check_before_any_request():
+    st = HttpObjectStore("http://127.0.0.1:9")   # nothing listens there; no request may be made
+    for key in ("../x", "/abs", "a/../b", "a\\b", "a\x00b", "", "a//b", "x" * 1025):
+        for call in (st.read_chunks, st.exists, st.size, st.read_all, lambda k: st.write_all(k, b"")):
+            with pytest.raises(ValidationError):
+                call(key)
+    st.close()
+
+
+def test_other_4xx_is_permanent_and_range_is_served(srv, store):
+    store.write_all("parent", b"0123456789")
+    with pytest.raises(StoreClientError) as info:          # 409: a parent of the key is an object
+        store.write_all("parent/child", b"x")
+    assert info.value.status == 409 and isinstance(info.value, PermanentError)
+    assert raw_request(srv.port, "GET", "/store/parent", headers={"Range": "bytes=2-4"}) == (206, b"234")
+    assert raw_request(srv.port, "GET", "/store/parent", headers={"Range": "bytes=-3"}) == (206, b"789")
+    assert raw_request(srv.port, "GET", "/store/parent", headers={"Range": "bytes=20-"})[0] == 416
+
+
+def test_concurrent_workers_share_one_pool(srv):
+    with HttpObjectStore(srv.url, pool_size=4, chunk_size=16 * 1024) as st:
+        results, errors = {}, []
+
+        def work(i):
+            key = f"c/{i}.raw"
+            try:
+                w = st.write_chunks(key, object_chunks(key, 50_000 + i))
+                results[key] = (w, sha(st.read_chunks(key)))
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=20)
+        assert not errors and len(results) == 8
+        assert all(w == r for w, r in results.values())
+
+
+# --- faults ---
+def test_injected_503_is_transient_and_a_retry_loop_gets_through(tmp_path):
+    s = InProcessServer(str(tmp_path / "srv"), error_rate=0.5, seed=7)
+    try:
+        with HttpObjectStore(s.server.url, timeout=(2, 10)) as st:
+            seen = []
+            for i in range(6):
+                key = f"r/{i}.raw"
+                w, e1 = with_retries(lambda: st.write_chunks(key, object_chunks(key, 200_000)))
+                r, e2 = with_retries(lambda: sha(st.read_chunks(key)))
+                ok, e3 = with_retries(lambda: st.exists(key))
+                assert w == r and ok
+                seen += e1 + e2 + e3
+            assert seen, "error_rate=0.5 with seed 7 should have injected some 503s"
+            assert all(isinstance(e, StoreServerError) and e.status == 503 for e in seen)
+            assert all(isinstance(e, TransientError) for e in seen)
+            assert s.server.stats["injected_503"] == len(seen)
+            assert not [f for f in files_under(s.server.root) if f.endswith(TMP_SUFFIX)]
+    finally:
+        s.stop()
+
+
+def test_503_during_a_large_upload_still_reaches_the_client(tmp_path):
+    """The server answers before reading an 8 MiB body; its lingering close lets the client read the 503
+    instead of a connection reset."""
+    s = InProcessServer(str(tmp_path / "srv"), error_rate=1.0)
+    try:
+        with HttpObjectStore(s.server.url, timeout=(2, 10)) as st:
+            with pytest.raises(StoreServerError) as info:
+                st.write_chunks("big", object_chunks("big", 8 * MiB))
+            assert info.value.status == 503
+        assert files_under(s.server.root) == []
+    finally:
+        s.stop()
+
+
+def test_read_timeout_is_transient(tmp_path):
+    s = InProcessServer(str(tmp_path / "srv"), latency_ms=400)
+    try:
+        with HttpObjectStore(s.server.url, timeout=(2, 0.05)) as st:
+            with pytest.raises(StoreTimeout) as info:
+                st.exists("anything")
+            assert classify(info.value) == "transient"
+    finally:
+        s.stop()
+
+
+def test_server_killed_mid_stream_then_back_on_the_same_port(tmp_path):
+    """SIGKILL the server process in the middle of a download and of an upload: both surface as
+    TransientError; a new server on the same port and root serves the same client again."""
+    root = str(tmp_path / "srv")
+    key = "img/killed.raw"
+    nbytes = 32 * MiB        # larger than the loopback socket buffers, so the cut is seen mid-body
+    write_object(bucket_root(root), key, nbytes)
+    first = start_server_process(root)
+    port = first.port
+    try:
+        with HttpObjectStore(first.url, timeout=(2, 10)) as st:
+            chunks = st.read_chunks(key)
+            next(chunks)
+            first.kill()
+            with pytest.raises(TransientError) as info:
+                for _ in chunks:
+                    pass
+            assert isinstance(info.value, StoreConnectionError)
+            with pytest.raises(StoreConnectionError):          # nobody listening now
+                st.exists(key)
+
+            second = start_server_process(root, port=port)
+            try:
+                assert second.port == port
+                assert sha(st.read_chunks(key)) == sha(object_chunks(key, nbytes))   # same client
+
+                def upload_then_kill():
+                    for i, chunk in enumerate(object_chunks("up.raw", 16 * MiB)):
+                        if i == 8:
+                            second.kill()
+                        yield chunk
+
+                with pytest.raises(TransientError):
+                    st.write_chunks("up.raw", upload_then_kill())
+            finally:
+                second.stop()
+            with start_server_process(root, port=port) as third:
+                assert st.exists("up.raw") is False            # the cut upload is not an object
+                assert st.write_chunks("up.raw", object_chunks("up.raw", MiB)) == \
+                    sha(object_chunks("up.raw", MiB))
+                assert third.port == port
+    finally:
+        first.stop()
+
+
+# --- confinement ---
+TRAVERSALS = [
+    "/store/../../etc/passwd", "/store/%2e%2e/x", "/store/%2E%2E/%2e%2E/x", "/store/a/../../b",
+    "/store/a/%2e%2e/%2e%2e/b", "/store//etc/passwd", "/store/%2Fetc%2Fpasswd", "/store/a%00b",
+    "/store/..%5C..%5Cx", "/store/a\\b", "/store/..\\x", "/../x", "/%2e%2e/store/x", "/store/./x",
+    "/store/a//b", "/store/", "/store", "/", "/store/%ff", "/bad%20bucket/x", "/.hidden-ok/../x",
+    "http://127.0.0.1/store/x", "/store/x" + "y" * 1100, "/store/x.0123456789ab" + TMP_SUFFIX,
+]
+
+
+@pytest.mark.parametrize("target", TRAVERSALS)
+def test_server_refuses_escaping_keys_with_400(srv, tmp_path, target):
+    for method in ("GET", "HEAD"):
+        status, _ = raw_request(srv.port, method, target)
+        assert status == 400, (method, target, status)
+    status, _ = raw_request(srv.port, "PUT", target, body=b"pwned")
+    assert status == 400, ("PUT", target, status)
+    assert files_under(str(tmp_path)) == [], "nothing may be written anywhere"
+
+
+def test_symlink_out_of_the_root_is_refused(srv, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"secret")
+    os.makedirs(os.path.join(srv.root, "store"), exist_ok=True)
+    os.symlink(str(outside), os.path.join(srv.root, "store", "link"))
+    assert raw_request(srv.port, "GET", "/store/link/secret")[0] == 400
+    assert raw_request(srv.port, "PUT", "/store/link/new", body=b"x")[0] == 400
+    assert sorted(os.listdir(outside)) == ["secret"]
+    # a linked last component is refused even when it points inside the root (as LocalObjectStore does)
+    with open(os.path.join(srv.root, "store", "real"), "wb") as f:
+        f.write(b"inside")
+    os.symlink(os.path.join(srv.root, "store", "real"), os.path.join(srv.root, "store", "alias"))
+    assert raw_request(srv.port, "GET", "/store/alias")[0] == 400
+    assert raw_request(srv.port, "GET", "/store/real") == (200, b"inside")
+    with HttpObjectStore(srv.url) as st:
+        with pytest.raises(ValidationError):      # the server's 400 maps to ValidationError
+            st.read_all("link/secret")
+
+
+# --- atomic uploads ---
+def _cut_upload(port, head, body_part):
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(head + body_part)
+    return sock
+
+
+@pytest.mark.parametrize("kind", ["content-length", "chunked-mid-chunk", "chunked-no-last-chunk"])
+def test_put_cut_short_leaves_nothing(srv, store, kind):
+    store.write_all("obj", b"old version")
+    before = srv.stats["aborted_uploads"]
+    if kind == "content-length":
+        head = b"PUT /store/obj HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"
+        part = b"n" * 100_000
+    else:
+        head = b"PUT /store/obj HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        part = b"%x\r\n%s\r\n" % (50_000, b"n" * 50_000)
+        part += b"%x\r\n%s" % (50_000, b"n" * 10_000) if kind == "chunked-mid-chunk" else b""
+    sock = _cut_upload(srv.port, head, part)
+    try:
+        directory = os.path.join(srv.root, "store")
+        poll(lambda: any(f.endswith(TMP_SUFFIX) for f in os.listdir(directory)), what="the temp file")
+        # while the upload is in flight, readers see the old object and cannot reach the temp file
+        assert store.read_all("obj") == b"old version"
+        temp = next(f for f in os.listdir(directory) if f.endswith(TMP_SUFFIX))
+        assert raw_request(srv.port, "GET", "/store/" + temp)[0] == 400
+    finally:
+        sock.close()
+    assert srv.wait_for(lambda st: st["aborted_uploads"] > before, timeout=5)
+    assert store.read_all("obj") == b"old version"
+    assert files_under(srv.root) == [os.path.join("store", "obj")]
+
+
+def test_client_source_error_aborts_the_upload_and_is_reraised(srv, store):
+    class SourceBroke(Exception):
+        pass
+
+    def chunks():
+        yield b"a" * 70_000
+        yield b"b" * 70_000
+        raise SourceBroke("disk read failed")
+
+    with pytest.raises(SourceBroke):
+        store.write_chunks("k", chunks())
+    assert srv.wait_for(lambda st: st["aborted_uploads"] >= 1, timeout=5)
+    assert store.exists("k") is False
+    assert files_under(srv.root) == []
+
+
+# --- the process and the command line ---
+def _lab_cli_missing_modules():
+    """Subcommand modules `python -m lab` imports that are not in the tree yet (other people's work)."""
+    import importlib.util
+    from lab.__main__ import SUBCOMMAND_MODULES
+    return [m for m in SUBCOMMAND_MODULES if importlib.util.find_spec(m) is None]
+
+
+ENTRIES = [pytest.param(["lab", "objects"], id="python-m-lab"),
+           pytest.param(["lab.objects_cli"], id="python-m-lab.objects_cli")]
+
+
+def _serve_argv(entry, root, *extra):
+    if entry == ["lab", "objects"] and _lab_cli_missing_modules():
+        pytest.skip(f"`python -m lab` cannot start yet: {_lab_cli_missing_modules()} not in the tree")
+    return [default_python(), "-m", *entry, "serve", "--root", root, "--port", "0", *extra]
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_cli_prints_port_and_exits_0_on_signal(tmp_path, sig, entry):
+    proc = subprocess.Popen(_serve_argv(entry, str(tmp_path / "r")), cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        line = proc.stdout.readline().decode()        # the server prints it at once (or dies: EOF)
+        assert line.startswith("listening on http://127.0.0.1:"), (line, proc.stderr.read()[-2000:])
+        port = int(line.rsplit(":", 1)[1])
+        assert 0 < port < 65536
+        assert raw_request(port, "HEAD", "/store/none")[0] == 404
+        proc.send_signal(sig)
+        assert proc.wait(timeout=10) == 0
+        assert proc.stderr.read() == b""               # quiet: no per-request log lines
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+@pytest.mark.parametrize("bad", [["--error-rate", "2"], ["--latency-ms", "-1"], ["--port", "70000"]])
+def test_cli_bad_arguments_exit_2(tmp_path, bad, entry):
+    proc = subprocess.run(_serve_argv(entry, str(tmp_path / "r"), *bad), cwd=ROOT, env=_env(), capture_output=True,
+                          timeout=20)
+    assert proc.returncode == 2
+    assert proc.stdout == b"" and len(proc.stderr.decode().strip().splitlines()) == 1
+
+
+def test_start_server_process_and_stop(tmp_path):
+    with start_server_process(str(tmp_path / "r"), latency_ms=1, seed=3) as server:
+        assert server.url == f"http://127.0.0.1:{server.port}"
+        with HttpObjectStore(server.url) as st:
+            st.write_all("x", b"1")
+            assert st.read_all("x") == b"1"
+    assert server.proc.returncode == 0
+    assert server.stop() == 0              # idempotent
+
+
+def test_make_store(tmp_path):
+    local = make_store("local", str(tmp_path / "l"), None, 1024, 2)
+    assert isinstance(local, LocalObjectStore) and local.chunk_size == 1024
+    remote = make_store("http", None, "http://127.0.0.1:1", 2048, 3)
+    assert isinstance(remote, HttpObjectStore) and remote.chunk_size == 2048 and remote.pool_size == 3
+    assert remote.remove_temp_files() == 0
+    remote.close()
+    for args in (("s3", "x", None, 1, 1), ("http", "x", None, 1, 1), ("http", "x", "ftp://h", 1, 1)):
+        with pytest.raises(ConfigError):
+            make_store(*args)
+
+
+# --- memory ---
+RSS_SCRIPT = r"""
+import hashlib, json, os, resource, sys
+from lab.engine.http_objects import HttpObjectStore, start_server_process
+from lab.workload import object_chunks
+
+root, nbytes = sys.argv[1], int(sys.argv[2])
+
+def server_hwm_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+
+def me_kib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+with start_server_process(root) as server, HttpObjectStore(server.url) as st:
+    for key in ("warm/a", "warm/b"):       # load every code path once before the baseline
+        st.write_chunks(key, object_chunks(key, 4 << 20))
+        for _ in st.read_chunks(key):
+            pass
+    st.write_all("warm/c", b"x")
+    st.read_all("warm/c")
+    c0, s0 = me_kib(), server_hwm_kib(server.pid)
+    n, digest = st.write_chunks("big.raw", object_chunks("big.raw", nbytes))
+    c1, s1 = me_kib(), server_hwm_kib(server.pid)
+    h = hashlib.sha256()
+    got = 0
+    for chunk in st.read_chunks("big.raw"):
+        h.update(chunk)
+        got += len(chunk)
+    c2, s2 = me_kib(), server_hwm_kib(server.pid)
+    ok = n == got == nbytes and h.hexdigest() == digest
+print(json.dumps({"nbytes": nbytes, "ok": ok, "client_kib": [c0, c1, c2], "server_kib": [s0, s1, s2]}))
+"""
+
+
+def measure_rss(root, nbytes):
+    out = subprocess.run([default_python(), "-c", RSS_SCRIPT, root, str(nbytes)], cwd=ROOT, env=_env(),
+                         capture_output=True, timeout=120)
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    return json.loads(out.stdout)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the server's VmHWM from /proc")
+def test_streaming_256_mib_keeps_peak_rss_flat(tmp_path):
+    result = measure_rss(str(tmp_path / "r"), 256 * MiB)
+    assert result["ok"]
+    client, server = result["client_kib"], result["server_kib"]
+    assert client[2] - client[0] < 16 * 1024, result
+    assert server[2] - server[0] < 16 * 1024, result
+
+
+if __name__ == "__main__":
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        r = measure_rss(d, int(sys.argv[1]) if len(sys.argv) > 1 else 256 * MiB)
+    c, s = r["client_kib"], r["server_kib"]
+    print(json.dumps(r))
+    print(f"{r['nbytes'] / MiB:.0f} MiB PUT+GET: client peak {c[0] / 1024:.1f} -> {c[2] / 1024:.1f} MiB "
+          f"(+{(c[2] - c[0]) / 1024:.2f}), server peak {s[0] / 1024:.1f} -> {s[2] / 1024:.1f} MiB "
+          f"(+{(s[2] - s[0]) / 1024:.2f})")
