@@ -202,18 +202,24 @@ class BaselineTaskQueue:
                 time.sleep(POLL_INTERVAL_S)   # idle: poll the queue again shortly
 
     def _process(self, task):
-        """One attempt of one task (there is never a second): latency, fault, read, transform, write."""
+        """One attempt of one task (there is never a second). latency_ms is the attempt's service time,
+        as in the engine: a fault sleeps it and raises; otherwise the real work (read, transform, write)
+        runs and a sleep pads it to the latency. All of it while holding the global lock."""
+        started = time.perf_counter()
         image_key, variant = check_task(task)
         latency_s, fault = plan(self.seed, f"{image_key}#{variant}", 1, self.latency_ms,
                                 self.latency_jitter_ms, self.transient_rate, self.permanent_rate)
-        time.sleep(latency_s)                 # the injected I/O latency, slept while holding the lock
-        if fault == "permanent":
-            raise TaskFailed("injected permanent fault")
-        if fault == "transient":
+        if fault is not None:
+            time.sleep(latency_s)             # the injected I/O latency, slept while holding the lock
+            if fault == "permanent":
+                raise TaskFailed("injected permanent fault")
             raise TaskFailed("injected transient fault (not retried)")
         output_key = f"variants/{image_key}@{variant}"
         source = self._read(image_key)        # the whole object in memory
         self._write(output_key, transform(variant, source))
+        remaining = started + latency_s - time.perf_counter()
+        if remaining > 0:
+            time.sleep(remaining)             # the rest of the I/O latency, still holding the lock
         return output_key
 
     def _path(self, key):
