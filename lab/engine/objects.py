@@ -104,6 +104,13 @@ class LocalObjectStore:
             raise
         return nbytes, digest.hexdigest()
 
+    def read_all(self, key):
+        """The whole object in memory (for callers that want it, such as the baseline's store hook)."""
+        return b"".join(self.read_chunks(key))
+
+    def write_all(self, key, data):
+        return self.write_chunks(key, (data,))
+
     def exists(self, key):
         path = self.path_for(key)
         return os.path.isfile(path) and not os.path.islink(path)

@@ -300,9 +300,8 @@ class WorkerPool:
                                        "error_class": row["error_class"], "error": row["last_error"]})
             else:  # dead on arrival (validation), rejected while shutting down, or a key conflict
                 self._resolve(flight, {"status": row["status"], "attempts": 0,
-                                       "error_class": claim.error_class if outcome != "conflict"
-                                       else row.get("error_class"),
-                                       "error": claim.error if outcome != "conflict" else row.get("last_error")})
+                                       "error_class": row.get("error_class", claim.error_class),
+                                       "error": row.get("last_error", claim.error)})
         if duplicate_flights:
             for handle in handles:
                 if id(handle._flight) in duplicate_flights:

@@ -11,9 +11,29 @@ import queue
 STOP = object()
 
 
+class _MeasuredQueue(queue.Queue):
+    """queue.Queue whose depth changes are reported from inside its own mutex, so the recorded depth
+    is exactly qsize() at every instant (the metrics lock is taken inside, never the other way)."""
+
+    def __init__(self, maxsize, metrics):
+        super().__init__(maxsize)
+        self._metrics = metrics
+
+    def _put(self, item):
+        super()._put(item)
+        if item is not STOP:
+            self._metrics.depth_changed(+1)
+
+    def _get(self):
+        item = super()._get()
+        if item is not STOP:
+            self._metrics.depth_changed(-1, dequeued=True)
+        return item
+
+
 class TaskQueue:
     def __init__(self, maxsize, mode, enqueue_timeout_s, metrics):
-        self._q = queue.Queue(maxsize=maxsize)
+        self._q = _MeasuredQueue(maxsize, metrics)
         self.maxsize = maxsize
         self.mode = mode
         self.enqueue_timeout_s = enqueue_timeout_s
@@ -21,39 +41,32 @@ class TaskQueue:
 
     def offer(self, item):
         """Put a newly accepted task; False when the backpressure policy refuses it."""
-        self._metrics.depth_changed(+1)
         try:
             if self.mode == "fail_fast":
                 self._q.put_nowait(item)
             else:
                 self._q.put(item, timeout=self.enqueue_timeout_s)
         except queue.Full:
-            self._metrics.depth_changed(-1)
             return False
         self._metrics.count("enqueued")
         return True
 
     def requeue(self, item, stopping, poll_s=0.1):
         """Put back a task that was accepted before (retry, recovery); False if `stopping()` first."""
-        self._metrics.depth_changed(+1)
         while True:
             try:
                 self._q.put(item, timeout=poll_s)
                 return True
             except queue.Full:
                 if stopping():
-                    self._metrics.depth_changed(-1)
                     return False
 
     def get(self, timeout):
         """The next task, STOP, or None when nothing came within `timeout` seconds."""
         try:
-            item = self._q.get(timeout=timeout)
+            return self._q.get(timeout=timeout)
         except queue.Empty:
             return None
-        if item is not STOP:
-            self._metrics.depth_changed(-1, dequeued=True)
-        return item
 
     def wake(self, n):
         """Hand `n` STOP markers to idle workers without ever blocking."""

@@ -264,7 +264,9 @@ class TaskStore:
             # Refused before owning a key: recorded under no key so the key stays free.
             row_id = execute(_INSERT, (claim.task_id, None, claim.payload, "rejected", now, now,
                                        claim.error_class, claim.error)).fetchall()[0][0]
-            claim.outcome, claim.row = claim.intent, {"id": row_id, "status": "rejected", "attempts": 0}
+            claim.outcome = claim.intent
+            claim.row = {"id": row_id, "status": "rejected", "attempts": 0, "error_class": claim.error_class,
+                         "last_error": claim.error}
             return
         status = "dead" if claim.intent == "dead" else "queued"
         rows = execute(_INSERT, (claim.task_id, claim.key, claim.payload, status, now, now,

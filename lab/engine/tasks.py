@@ -51,6 +51,8 @@ def check_key(key):
         raise ValidationError("image_key contains a backslash")
     if key.startswith("/"):
         raise ValidationError("image_key is an absolute path")
+    if key.endswith(".tq-tmp"):
+        raise ValidationError("image_key may not end in .tq-tmp (reserved for temporary files)")
     parts = key.split("/")
     if any(part in ("", ".", "..") for part in parts):
         raise ValidationError("image_key has an empty, '.' or '..' path component")

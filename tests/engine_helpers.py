@@ -1,0 +1,22 @@
+"""Small builders shared by the engine tests."""
+import os
+
+from lab.engine import Config
+from lab.workload import ensure_objects, make_tasks
+
+
+def engine_config(tmp_path, **overrides):
+    values = dict(db_path=str(tmp_path / "tasks.db"), store_root=str(tmp_path / "store"), max_workers=4,
+                  queue_size=64, latency_ms=0.0, backoff_base_s=0.001, backoff_cap_s=0.01)
+    values.update(overrides)
+    return Config(**values)
+
+
+def workload(tmp_path, count, **kwargs):
+    tasks = make_tasks(count, **kwargs)
+    ensure_objects(tasks, str(tmp_path / "store"))
+    return tasks
+
+
+def output_path(tmp_path, output_key):
+    return os.path.join(str(tmp_path / "store"), *output_key.split("/"))

@@ -1,0 +1,62 @@
+"""Config: defaults, precedence (cli > env > .env > profile > defaults), refusal of bad values."""
+import subprocess
+import sys
+
+import pytest
+
+from lab.engine import Config, ConfigError, load_config
+from tests.conftest import ROOT
+
+
+def test_defaults_match_the_issue():
+    cfg = Config()
+    assert (cfg.max_workers, cfg.queue_size, cfg.mode, cfg.max_attempts, cfg.chunk_size) == \
+        (8, 200, "block", 3, 64 * 1024)
+
+
+def test_precedence_cli_over_env_over_dotenv_over_profile(tmp_path):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("TQ_MAX_WORKERS=3\nTQ_QUEUE_SIZE=30\nTQ_SEED=7\nTQ_LATENCY_MS=2\n")
+    env = {"TQ_QUEUE_SIZE": "40", "TQ_MODE": "fail_fast"}
+    cfg = load_config(cli={"mode": "block", "max_workers": None}, profile={"latency_ms": 5.0, "seed": 1},
+                      environ=env, dotenv_path=str(dotenv))
+    assert cfg.max_workers == 3          # .env (cli gave None)
+    assert cfg.queue_size == 40          # env beats .env
+    assert cfg.mode == "block"           # cli beats env
+    assert cfg.seed == 7                 # .env beats profile
+    assert cfg.latency_ms == 2.0         # .env beats profile
+    assert load_config(environ={}, dotenv_path=None, profile={"latency_ms": 5.0}).latency_ms == 5.0
+
+
+@pytest.mark.parametrize("cli, needle", [
+    ({"max_workers": -1}, "max_workers"), ({"queue_size": 0}, "queue_size"),
+    ({"transient_rate": 1.5}, "transient_rate"), ({"permanent_rate": -0.1}, "permanent_rate"),
+    ({"mode": "drop"}, "mode"), ({"max_attempts": 0}, "max_attempts"),
+])
+def test_invalid_values_are_refused_naming_the_key(cli, needle):
+    with pytest.raises(ConfigError, match=needle):
+        load_config(cli=cli, environ={}, dotenv_path=None)
+
+
+def test_bad_environment_value_is_refused():
+    with pytest.raises(ConfigError, match="queue_size"):
+        load_config(environ={"TQ_QUEUE_SIZE": "lots"}, dotenv_path=None)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--benchmark", "--workers", "-1"], "max_workers"),
+    (["--benchmark", "--queue-size", "0"], "queue_size"),
+    (["--benchmark", "--transient-rate", "2"], "transient_rate"),
+])
+def test_cli_refuses_bad_config_with_exit_2_and_one_line(args, needle):
+    proc = subprocess.run([sys.executable, "task_queue_optimized.py", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_cli_env_setting_is_used(tmp_path):
+    proc = subprocess.run([sys.executable, "task_queue_optimized.py", "--benchmark"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, env={"TQ_MODE": "sideways", "PATH": ""})
+    assert proc.returncode == 2 and "mode" in proc.stderr
