@@ -242,6 +242,9 @@ class BaselineAdapter(Adapter):
         if self._started:
             self._started = False
             self.queue.stop(timeout)
+        close = getattr(self.queue.store, "close", None)
+        if close is not None:
+            close()                     # an HTTP client session we created for it
 
     def metrics(self):
         out = unknown_metrics()
