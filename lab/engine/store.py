@@ -233,6 +233,9 @@ class TaskStore:
     def _apply(self, batch):
         execute = self._conn.execute
         now = time.time()
+        # A `running` whose attempt already ended in this same batch is superseded by that outcome
+        # (which writes the same attempt count): skip it, one UPDATE fewer per fast task.
+        ended = {(op[1][0], op[1][1][0]) for op in batch if op[0] in ("success", "dead", "retrying")}
         execute("BEGIN IMMEDIATE")
         for kind, payload, _callback in batch:
             if kind == "claim":
@@ -243,7 +246,8 @@ class TaskStore:
             else:
                 row_id, args = payload
                 if kind == "running":
-                    execute(_TRANSITIONS["running"], (args[0], now, row_id))
+                    if (row_id, args[0]) not in ended:
+                        execute(_TRANSITIONS["running"], (args[0], now, row_id))
                 elif kind == "success":
                     execute(_TRANSITIONS["success"], (*args, now, row_id))
                 elif kind == "retrying":
