@@ -30,6 +30,16 @@ def peak_rss_mb():
     return round(peak / divisor, 2)
 
 
+def current_rss_mb():
+    """Resident set size right now in MB (Linux /proc), or None elsewhere."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            resident_pages = int(f.read().split()[1])
+        return round(resident_pages * os.sysconf("SC_PAGE_SIZE") / (1024.0 * 1024.0), 2)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
 def cpu_count():
     """CPUs this process may run on (affinity-aware where the OS supports it)."""
     try:

@@ -19,7 +19,7 @@ import threading
 import time
 
 from runners.adapters import unknown_metrics
-from runners.envinfo import env_info, peak_rss_mb
+from runners.envinfo import current_rss_mb, env_info, peak_rss_mb
 
 OK = "success"
 NOT_ANSWERED = ("timeout", "submit_error", "error")   # no final answer from the implementation
@@ -323,6 +323,7 @@ def build_metrics(records, t_start, impl, params, impl_metrics, workers, latency
 def run_load(adapter, tasks, load="closed", clients=100, rate=None, result_timeout_s=60.0, params=None,
              latency_ms=None, impl=None):
     """Start the adapter, drive it, collect metrics, stop it; return the metrics JSON dict."""
+    rss_before = current_rss_mb()       # the workload and the harness, before the implementation runs
     adapter.start()
     stopped = False
     try:
@@ -336,7 +337,8 @@ def run_load(adapter, tasks, load="closed", clients=100, rate=None, result_timeo
         stop_started = time.perf_counter()
         adapter.stop()
         stopped = True
-        info = dict(info, load=load, stop_s=round(time.perf_counter() - stop_started, 6))
+        info = dict(info, load=load, stop_s=round(time.perf_counter() - stop_started, 6),
+                    rss_before_start_mb=rss_before)
     finally:
         if not stopped:
             adapter.stop()
