@@ -1,0 +1,92 @@
+"""`python -m lab report [DIR]`: report.md + summary.csv + charts/*.svg for a sweep folder."""
+import csv
+import os
+import sys
+
+from analysis import report as reportmod
+from lab import sweep as sweepmod
+
+
+def register(subparsers):
+    p = subparsers.add_parser(
+        "report", help="statistics, verdicts and charts for a sweep",
+        description="Write report.md (machine, grid, verdicts on the targets throughput ratio >= 2 and "
+                    "P95 ratio <= 0.6 with 95% intervals, per-axis tables), summary.csv (aggregates) and "
+                    "charts/*.svg for a sweep folder. Exit 0 when written, 2 when DIR is not a sweep.")
+    p.add_argument("dir", nargs="?", metavar="DIR",
+                   help="sweep folder (default: the newest one under data/sweeps/)")
+    p.add_argument("--out", metavar="FILE",
+                   help="report file (default: DIR/report.md); summary.csv and charts/ go next to it")
+    p.set_defaults(func=run_command)
+
+
+def newest_sweep(root=sweepmod.DEFAULT_SWEEPS):
+    """The sweep folder under root whose sweep.json or trials.csv changed last, or None."""
+    best, best_time = None, None
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return None
+    for name in names:
+        folder = os.path.join(root, name)
+        times = [os.path.getmtime(os.path.join(folder, f)) for f in ("sweep.json", "trials.csv")
+                 if os.path.isfile(os.path.join(folder, f))]
+        if os.path.isfile(os.path.join(folder, "sweep.json")) and (best_time is None or max(times) > best_time):
+            best, best_time = folder, max(times)
+    return best
+
+
+def refresh_trials_csv(sweep_dir, meta):
+    """A sweep killed between writing a trial file and trials.csv leaves the CSV one trial behind:
+    rebuild it from trials/*.json when they hold a trial the CSV lacks (or a newer status)."""
+    records = sweepmod.load_records(os.path.join(sweep_dir, "trials"))
+    if not records:
+        return False
+    csv_path = os.path.join(sweep_dir, "trials.csv")
+    known = {}
+    try:
+        with open(csv_path, encoding="utf-8", newline="") as f:
+            known = {row.get("id"): row.get("status") for row in csv.DictReader(f)}
+    except OSError:
+        pass
+    if all(known.get(rid) == rec.get("status") for rid, rec in records.items()):
+        return False
+    if not set(known) <= set(records):   # the CSV knows trials whose files are gone: keep it as it is
+        return False
+    sweepmod.write_atomic(csv_path, sweepmod.csv_text(list(meta["grid"]["axes"]), records.values()))
+    return True
+
+
+def run_command(args):
+    sweep_dir = args.dir
+    if sweep_dir is None:
+        sweep_dir = newest_sweep()
+        if sweep_dir is None:
+            print(f"error: no sweep found under {sweepmod.DEFAULT_SWEEPS}; run `python -m lab sweep GRID` "
+                  f"first or name a DIR", file=sys.stderr)
+            return 2
+    if not os.path.isdir(sweep_dir):
+        print(f"error: {sweep_dir}: no such folder", file=sys.stderr)
+        return 2
+    try:
+        meta, _rows = reportmod.load_sweep(sweep_dir)
+        if refresh_trials_csv(sweep_dir, meta):
+            print(f"note: rebuilt {os.path.join(sweep_dir, 'trials.csv')} from trials/*.json", file=sys.stderr)
+        out = reportmod.write_report(sweep_dir, args.out)
+    except reportmod.ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot write the report: {exc}", file=sys.stderr)
+        return 1
+    agg = out["aggregate"]
+    for t in reportmod.TARGETS:
+        tally = {}
+        for cfg in agg["configs"]:
+            v = cfg["ratios"][t["key"]]["verdict"]
+            tally[v] = tally.get(v, 0) + 1
+        print(f"{t['label']} {t['direction']} {t['target']:g}: "
+              + ", ".join(f"{n} {v}" for v, n in sorted(tally.items())), file=sys.stderr)
+    print(f"report: {out['report']} (summary {out['summary']}, {len(out['charts'])} charts)", file=sys.stderr)
+    print(out["report"])
+    return 0
