@@ -461,7 +461,7 @@ def render_markdown(meta, agg, charts, sweep_dir, chart_rel, trial_tails):
     if noisy:
         lines.append(f"- Noisy cells (CV > 10%): {len(noisy)}: " + "; ".join(
             f"{impl} {describe_config(grid, cfg['config'])} ({', '.join(n)})" for cfg, impl, n in noisy[:12])
-            + (" …" if len(noisy) > 12 else ".")
+            + (" …" if len(noisy) > 12 else "."))
     else:
         lines.append("- Noisy cells (CV > 10%): none.")
     single_n = sum(1 for cfg in configs for c in cfg["cells"].values() if c["n"] == 1)
