@@ -243,6 +243,10 @@ def run_tasks(args, interrupts):
     if args.json:
         write_json(args.json, metrics)
         print(f"metrics written to {args.json}", file=sys.stderr)
+    if statuses["failed"]:
+        print(f"{statuses['failed']} task(s) could not be recorded (state store failure); their state is "
+              f"unknown: run the same command again to resume", file=sys.stderr)
+        return 1
     if not clean or interrupts.stop_intake.is_set():
         print("stopped before all tasks finished; run the same command again to resume", file=sys.stderr)
         return 1

@@ -51,11 +51,12 @@ class _Reader:
             self.col_base = self.column(self.i)
             self.buf, self.i, self.line_start = self.buf[self.i:], 0, 0
         raw = self.f.read(READ_SIZE)
+        carried = len(self.utf8.getstate()[0])   # bytes of a character split by the previous read
         try:
             text = self.utf8.decode(raw, final=not raw)
         except UnicodeDecodeError as exc:
             raise TaskFileError(f"{self.path}: not UTF-8 text (bad byte at byte "
-                                f"{self.bytes_read + exc.start})") from None
+                                f"{self.bytes_read - carried + exc.start})") from None
         if not raw:
             self.eof = True
         self.bytes_read += len(raw)
@@ -140,7 +141,9 @@ class _Reader:
                     raise ValueError("a number at the end of the buffer may continue")
             except ValueError as exc:
                 if self.eof:
-                    if isinstance(exc, json.JSONDecodeError) and exc.pos < len(self.buf.rstrip()):
+                    truncated = not isinstance(exc, json.JSONDecodeError) or exc.pos >= len(self.buf.rstrip()) \
+                        or exc.msg.startswith("Unterminated string")
+                    if not truncated:
                         raise TaskFileError(f"{self.path}: not valid JSON at {self.where(exc.pos)} "
                                             f"(task #{index + 1}): {exc.msg}") from None
                     raise TaskFileError(f"{self.path}: truncated JSON inside task #{index + 1} "

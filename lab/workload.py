@@ -21,19 +21,21 @@ def object_chunks(image_key, nbytes):
 
 
 def write_object(root, image_key, nbytes):
-    """Create <root>/<image_key> with its deterministic content (temp file + rename)."""
-    path = os.path.join(root, *image_key.split("/"))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tq-tmp"
-    with open(tmp, "wb") as f:
-        for chunk in object_chunks(image_key, nbytes):
-            f.write(chunk)
-    os.replace(tmp, path)
-    return path
+    """Create <root>/<image_key> with its deterministic content, streamed through the object store
+    (temp file in its temp area, then rename); returns the path."""
+    from lab.engine.objects import LocalObjectStore
+    store = LocalObjectStore(root)
+    store.write_chunks(image_key, object_chunks(image_key, nbytes))
+    return store.path_for(image_key)
 
 
 def ensure_objects(tasks, root, default_bytes=16 * 1024):
-    """Create every source object the tasks name that is missing; skip tasks too broken to name one."""
+    """Create every source object the tasks name that is missing; skip tasks too broken to name one and
+    keys that would land outside the root (checked like the object store does, links resolved)."""
+    from lab.engine.errors import ValidationError
+    from lab.engine.objects import LocalObjectStore
+    store = LocalObjectStore(root)
+    confine = store.path_for
     seen = set()
     for task in tasks:
         if not isinstance(task, dict):
@@ -41,16 +43,22 @@ def ensure_objects(tasks, root, default_bytes=16 * 1024):
         key = task.get("image_key")
         if not isinstance(key, str) or not key or key in seen:
             continue
-        if ".." in key.split("/") or key.startswith("/") or "\x00" in key or "\\" in key or len(key) > 1024:
-            continue
         seen.add(key)
+        try:
+            path = confine(key)
+        except ValidationError:
+            continue
+        if os.path.islink(path):
+            continue
         nbytes = task.get("object_bytes", default_bytes)
         if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0:
             nbytes = default_bytes
-        path = os.path.join(root, *key.split("/"))
         if os.path.isfile(path) and os.path.getsize(path) == nbytes:
             continue
-        write_object(root, key, nbytes)
+        try:
+            store.write_chunks(key, object_chunks(key, nbytes))
+        except OSError:
+            continue   # cannot exist here (name too long, a file where a folder must be): the task will say so
 
 
 def make_tasks(count, seed=0, object_bytes=16 * 1024, duplicate_rate=0.0, distinct_images=None,

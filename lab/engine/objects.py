@@ -1,8 +1,9 @@
 """The local object store: a directory standing in for MinIO-style storage.
 
 Reads and writes go chunk by chunk (memory never grows with object size); writes go to a temporary
-name in the target directory and are renamed into place only when complete, so a reader or a crash never
-sees half an object. Every key is confined to the root: lexically (tasks.check_key), its directory
+file in the store's own temp area (<root>/.tq-tmp/, a reserved key prefix) and are renamed into place
+only when complete, so a reader or a crash never sees half an object, and the cleanup at start touches
+nothing but that area (a user's object may well be named *.tq-tmp). Every key is confined to the root: lexically (tasks.check_key), its directory
 after resolving symlinks (cached per directory: a store is owned by one engine, and re-resolving every
 path costs a dozen lstat calls per task), and its last component opened with O_NOFOLLOW, so a link
 inside the store that points outside it is refused.
@@ -17,6 +18,7 @@ from .errors import ObjectNotFound, ValidationError
 from .tasks import check_key
 
 TMP_SUFFIX = ".tq-tmp"
+TMP_AREA = ".tq-tmp"
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _DIR_CACHE_MAX = 65536
 
@@ -26,6 +28,7 @@ class LocalObjectStore:
         os.makedirs(root, exist_ok=True)
         self.root = os.path.realpath(root)
         self.chunk_size = chunk_size
+        self.tmp_dir = os.path.join(self.root, TMP_AREA)
         self._confined_dirs = set()     # directories whose realpath is known to be inside the root
         self._made_dirs = set()
         self._tmp_seq = itertools.count()
@@ -82,11 +85,14 @@ class LocalObjectStore:
         check_key(key)
         path = self.root + os.sep + key.replace("/", os.sep)
         directory = os.path.dirname(path)
+        self._confine_dir(directory)            # before creating anything: never mkdir through a link
         if directory not in self._made_dirs:
             os.makedirs(directory, exist_ok=True)
             self._made_dirs.add(directory)
-        self._confine_dir(directory)
-        tmp = f"{path}.{os.getpid()}-{next(self._tmp_seq)}{TMP_SUFFIX}"
+            self._confine_dir(directory)
+        if not os.path.isdir(self.tmp_dir):
+            os.makedirs(self.tmp_dir, exist_ok=True)
+        tmp = os.path.join(self.tmp_dir, f"{os.getpid()}-{threading.get_ident()}-{next(self._tmp_seq)}{TMP_SUFFIX}")
         digest = hashlib.sha256()
         nbytes = 0
         try:
@@ -122,16 +128,18 @@ class LocalObjectStore:
             return None
 
     def remove_temp_files(self):
-        """Delete temporary files a crashed writer left behind; return how many were removed."""
+        """Delete temporary files a crashed writer left in the temp area; return how many were removed."""
         removed = 0
-        for dirpath, _dirs, files in os.walk(self.root):
-            for name in files:
-                if name.endswith(TMP_SUFFIX):
-                    try:
-                        os.unlink(os.path.join(dirpath, name))
-                        removed += 1
-                    except OSError:
-                        pass
+        try:
+            names = os.listdir(self.tmp_dir)
+        except FileNotFoundError:
+            return 0
+        for name in names:
+            try:
+                os.unlink(os.path.join(self.tmp_dir, name))
+                removed += 1
+            except OSError:
+                pass
         return removed
 
     def close(self):

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 
 from . import logs
 from .config import Config
-from .errors import ValidationError
+from .errors import ConfigError, ValidationError
 from .metrics import Metrics
 from .processor import Processor
 from .queue import STOP, TaskQueue
@@ -104,6 +104,8 @@ def _task_identity(task):
         task_id = task.get("task_id")
         if not isinstance(task_id, (str, int)) or isinstance(task_id, bool):
             task_id = None
+        elif isinstance(task_id, str):
+            task_id = _storable(task_id)
         rest = {k: v for k, v in task.items() if k != "task_id"}
     else:
         task_id, rest = None, task
@@ -112,9 +114,19 @@ def _task_identity(task):
     return key, payload, (str(task_id) if task_id is not None else None), image_key, variant, error
 
 
+def _storable(text):
+    """`text` with anything UTF-8 cannot carry (lone surrogates) backslash-escaped, so SQLite takes it."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _invalid_key(task):
-    """Key for a task that failed validation: the usual key when it is printable and short, else None
-    (so repeating the same bad task is still a duplicate, but no hostile key lands in the index)."""
+    """Key for a task that failed validation: the usual key when it is printable and short, else None.
+    Repeating the same bad task is then a duplicate (a rerun adds no dead letters); the store never lets
+    it share a row with a valid task of the same key (see TaskStore._apply_claim)."""
     if not isinstance(task, dict):
         return None
     image_key, variant = task.get("image_key"), task.get("size", task.get("variant"))
@@ -154,8 +166,15 @@ class WorkerPool:
         cfg = self.config
         logs.configure(cfg.log_level, cfg.log_file)
         self.store = TaskStore(cfg.db_path)
-        self.objects = _make_object_store(cfg)
-        removed = self.objects.remove_temp_files()
+        try:
+            self.objects = _make_object_store(cfg)
+            removed = self.objects.remove_temp_files()
+        except OSError as exc:
+            self.store.close()
+            raise ConfigError(f"cannot use store root {cfg.store_root}: {exc.strerror or exc}") from None
+        except Exception:
+            self.store.close()
+            raise
         if removed:
             logs.event(30, "temp_files_removed", count=removed)
         self.processor = Processor.from_config(cfg, self.objects)

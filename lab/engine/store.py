@@ -15,6 +15,7 @@ may lose the last commits (SQLite's documented trade-off), which would replay th
 A database locked by another process is waited for with a bounded, jittered retry.
 """
 import json
+import logging
 import os
 import queue
 import random
@@ -110,10 +111,15 @@ def _is_busy(exc):
 
 
 def connect(db_path, timeout_s=0.2):
-    conn = sqlite3.connect(db_path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
+    return sqlite3.connect(db_path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
+
+
+def enable_wal(conn):
+    """Switch to WAL (needs a moment of exclusive access on a database in rollback-journal mode)."""
+    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise sqlite3.OperationalError("database is locked (could not switch to WAL)")
     conn.execute("PRAGMA synchronous=NORMAL")
-    return conn
 
 
 class TaskStore:
@@ -130,7 +136,10 @@ class TaskStore:
         try:
             directory = os.path.dirname(os.path.abspath(db_path))
             os.makedirs(directory, exist_ok=True)
+            if os.path.isdir(db_path):
+                raise IsADirectoryError(21, "is a directory")
             self._conn = connect(db_path)
+            self._with_lock_retry(lambda: enable_wal(self._conn))
             self._with_lock_retry(lambda: self._conn.executescript(SCHEMA))
             probe = os.path.join(directory, f".tq-write-probe-{os.getpid()}")
             with open(probe, "wb"):
@@ -193,24 +202,41 @@ class TaskStore:
                 except queue.Empty:
                     break
             stop = any(op[0] == "stop" for op in batch)
-            err = None
-            try:
-                self._with_lock_retry(lambda: self._apply(batch))
-                self.commits += 1
-                self.ops_applied += len(batch)
-            except Exception as exc:  # a failed commit must still reach every waiter
-                err = exc
-                self._failed = exc
-            for op in batch:
+            errors = self._commit(batch)
+            for op, err in zip(batch, errors):
                 callback = op[2]
                 if callback is not None:
                     try:
                         callback(err)
                     except Exception:  # a caller's callback must not kill the writer
-                        import logging
                         logging.getLogger("tq").exception("store callback failed")
             if stop:
                 return
+
+    def _commit(self, batch):
+        """Commit the batch in one transaction; if that fails for a reason other than a lock, commit
+        its operations one by one so a single bad one (say, a string SQLite cannot encode) fails
+        alone. Returns one error (or None) per operation."""
+        try:
+            self._with_lock_retry(lambda: self._apply(batch))
+            self.commits += 1
+            self.ops_applied += len(batch)
+            return [None] * len(batch)
+        except Exception as exc:  # a failed commit must still reach every waiter
+            if len(batch) == 1:
+                self._failed = exc
+                return [exc]
+        errors = []
+        for op in batch:
+            try:
+                self._with_lock_retry(lambda: self._apply([op]))
+                self.commits += 1
+                self.ops_applied += 1
+                errors.append(None)
+            except Exception as exc:
+                self._failed = exc
+                errors.append(exc)
+        return errors
 
     def _with_lock_retry(self, action):
         """Run action; on 'database is locked/busy' wait with jittered backoff, up to lock_wait_s."""
@@ -219,13 +245,14 @@ class TaskStore:
         while True:
             try:
                 return action()
-            except sqlite3.OperationalError as exc:
+            except Exception as exc:
                 if self._conn.in_transaction:
                     try:
                         self._conn.execute("ROLLBACK")
                     except sqlite3.Error:
                         pass
-                if not _is_busy(exc) or time.perf_counter() >= deadline:
+                if not isinstance(exc, sqlite3.OperationalError) or not _is_busy(exc) \
+                        or time.perf_counter() >= deadline:
                     raise
                 time.sleep(random.uniform(delay / 2, delay))
                 delay = min(delay * 2, 0.25)
@@ -284,6 +311,17 @@ class TaskStore:
         cols = ("id", "task_id", "payload", "status", "attempts", "output_key", "output_digest",
                 "error_class", "last_error")
         row = dict(zip(cols, execute(_SELECT_KEY, (claim.key,)).fetchone()))
+        if claim.intent == "dead":
+            if row["payload"] == claim.payload and row["status"] == "dead" and \
+                    row["error_class"] == claim.error_class and row["last_error"] == claim.error:
+                claim.outcome, claim.row = "final", row      # the same bad task again
+                return
+            # A bad task never shares a row with the task that holds its key: record it keyless.
+            row_id = execute(_INSERT, (claim.task_id, None, claim.payload, "dead", now, now,
+                                       claim.error_class, claim.error)).fetchall()[0][0]
+            execute(_DEAD_LETTER, (now, row_id))
+            claim.outcome, claim.row = "new", {"id": row_id, "status": "dead", "attempts": 0}
+            return
         if row["payload"] != claim.payload:
             message = (f"conflict: idempotency key {claim.key[:200]!r} is already held by task "
                        f"{row['task_id']!r} with a different payload")
@@ -308,7 +346,9 @@ def open_readonly(db_path):
     if not os.path.exists(db_path):
         raise ConfigError(f"no database at {db_path}")
     try:
-        return connect(db_path, timeout_s=5.0)
+        conn = connect(db_path, timeout_s=5.0)
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
     except sqlite3.Error as exc:
         raise ConfigError(f"cannot open database {db_path}: {exc}") from None
 

@@ -47,16 +47,26 @@ def check_key(key):
         raise ValidationError(f"image_key is longer than {MAX_KEY_LEN} characters")
     if "\x00" in key:
         raise ValidationError("image_key contains a NUL byte")
+    if not _encodable(key):
+        raise ValidationError("image_key is not valid Unicode text (lone surrogate)")
     if "\\" in key:
         raise ValidationError("image_key contains a backslash")
     if key.startswith("/"):
         raise ValidationError("image_key is an absolute path")
-    if key.endswith(".tq-tmp"):
-        raise ValidationError("image_key may not end in .tq-tmp (reserved for temporary files)")
     parts = key.split("/")
+    if parts[0] == ".tq-tmp":
+        raise ValidationError("image_key may not name the store's .tq-tmp/ temporary area")
     if any(part in ("", ".", "..") for part in parts):
         raise ValidationError("image_key has an empty, '.' or '..' path component")
     return key
+
+
+def _encodable(text):
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def parse_variant(variant):
@@ -80,6 +90,8 @@ def validate(task):
     if task_id is not None and (not isinstance(task_id, (str, int)) or isinstance(task_id, bool)
                                 or task_id == ""):
         raise ValidationError("task_id must be a non-empty string or an integer")
+    if isinstance(task_id, str) and not _encodable(task_id):
+        raise ValidationError("task_id is not valid Unicode text (lone surrogate)")
     if "image_key" not in task:
         raise ValidationError("missing field image_key")
     key = check_key(task["image_key"])
