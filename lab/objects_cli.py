@@ -23,7 +23,9 @@ def register(subparsers):
     serve.add_argument("--root", required=True, help="directory holding <bucket>/<key> files")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=0, help="port to bind; 0 = any free one (default)")
-    serve.add_argument("--latency-ms", type=float, default=0.0, help="sleep this long in every request")
+    serve.add_argument("--latency-ms", type=float, default=0.0,
+                       help="service time of every request: answer no sooner than this many ms after the "
+                            "request was read (the server's own work included; longer work is not hidden)")
     serve.add_argument("--error-rate", type=float, default=0.0,
                        help="share of requests answered 503 instead (seeded), 0..1")
     serve.add_argument("--seed", type=int, default=0, help="seed of the 503 draws")

@@ -7,9 +7,18 @@ so a broken upload leaves nothing under the object's name. A missing object is 4
 a simple name or a key that could escape the root is 400 (the rules of tasks.check_key on the
 percent-decoded path, then realpath confinement like LocalObjectStore.path_for).
 
-Faults for experiments: a fixed latency slept at the start of every request and, from a seeded RNG, a
-503 (a transient fault) instead of handling it. Memory stays flat whatever the object size: bodies move
-`chunk_size` bytes at a time in both directions.
+Faults for experiments: a latency and, from a seeded RNG, a 503 (a transient fault) instead of handling
+the request. The latency is the service time of a request, the same model as the engine's Processor:
+the server does the work (parse, open/read, or receive/write/rename) and then sleeps whatever is left of
+`latency_ms`, counted from the moment the request line was read, before it sends the answer's headers
+(for a GET, the time to the first byte). Work that takes longer than latency_ms is not hidden: the answer
+is then simply later. An injected 503 waits the whole latency, then answers. So with latency_ms=5 a task's
+GET and PUT take 5 ms each (10 ms of I/O per task), whatever the server's own overhead below that.
+Memory stays flat whatever the object size: bodies move `chunk_size` bytes at a time in both directions.
+
+Responses leave with few sends: the accepted socket has TCP_NODELAY (no ~40 ms Nagle/delayed-ACK stall
+between the headers and the body of a kept-alive connection), and the headers go out in the same write
+as the first body chunk (a whole small object in one segment).
 
 Run it with `python -m lab objects serve --root DIR`; `ObjectServer` is the in-process form (tests).
 """
@@ -167,6 +176,43 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
     server_version = "TaskQueueLabObjects/1"
     sys_version = ""
     timeout = IDLE_TIMEOUT_S
+    rbufsize = CHUNK        # request line, headers and chunk-size lines come from one 64 KiB buffer
+    wbufsize = 0            # unbuffered writes: each response is sent by the explicit writes below
+
+    def setup(self):
+        """Disable Nagle on the accepted socket. A response goes out as headers and then body pieces;
+        with Nagle on, a piece that follows an unacknowledged small segment waits for the peer's
+        delayed ACK (~40 ms on Linux) on every request of a kept-alive connection."""
+        try:
+            self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, AttributeError):       # not a TCP socket (tests may hand in others)
+            pass
+        super().setup()
+
+    _answer_at = None
+
+    def _wait_for_latency(self):
+        """Sleep whatever is left of the server's latency for this request (once per request)."""
+        answer_at, self._answer_at = self._answer_at, None
+        if answer_at is not None:
+            left = answer_at - time.perf_counter()
+            if left > 0:
+                time.sleep(left)
+
+    def _end_headers_with(self, body=b""):
+        """End the headers and send them together with `body` (the first piece of the response body)
+        in a single write: one segment instead of two for small responses. Every answer of a dispatched
+        request goes out through here, so this is where the latency is paid."""
+        self._wait_for_latency()
+        if self.request_version == "HTTP/0.9" or not hasattr(self, "_headers_buffer"):
+            self.end_headers()
+            if body:
+                self.wfile.write(body)
+            return
+        self._headers_buffer.append(b"\r\n")
+        if body:
+            self._headers_buffer.append(body)
+        self.flush_headers()
 
     def version_string(self):
         return self.server_version
@@ -198,6 +244,13 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
         except OSError:
             return
 
+    _started = 0.0
+
+    def parse_request(self):
+        self._started = time.perf_counter()       # the request line has just been read
+        self._answer_at = None
+        return super().parse_request()
+
     # --- entry points ---
     def do_GET(self):
         self._dispatch(self._get, body=True)
@@ -218,8 +271,8 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
         server.begin()
         try:
             server.count("requests")
-            if server.latency_s:
-                time.sleep(server.latency_s)
+            # the answer leaves no sooner than latency_s after the request was read (_end_headers_with)
+            self._answer_at = self._started + server.latency_s if server.latency_s else None
             if server.inject_error():
                 server.count("injected_503")
                 self._reply(503, "injected transient fault", extra={"Retry-After": "0"}, drain=True)
@@ -267,19 +320,25 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
                 start, end = rng
                 status = 206
             length = end - start + 1 if size else 0
+            chunk = self.server.chunk_size
+            first = b""
+            if body and length:
+                f.seek(start)
+                first = f.read(min(chunk, length))
             self.send_response(status)
             self.send_header("Content-Type", "application/octet-stream")
             self.send_header("Content-Length", str(length))
             self.send_header("Accept-Ranges", "bytes")
             if status == 206:
                 self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-            self.end_headers()
-            if not body or not length:
-                return
-            f.seek(start)
-            remaining = length
-            chunk = self.server.chunk_size
+            if body and length and not first:     # the file shrank under us: say so, then stop
+                self.send_header("Connection", "close")
             try:
+                # headers and the first chunk in one write (a whole small object in one segment)
+                self._end_headers_with(first)
+                if not body or not length or not first:
+                    return
+                remaining = length - len(first)
                 while remaining > 0:
                     data = f.read(min(chunk, remaining))
                     if not data:       # the file shrank under us: the client sees a short body
@@ -324,6 +383,7 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
         digest = hashlib.sha256()
         nbytes = 0
         done = False
+        failure = None
         try:
             with open(tmp, "wb") as f:
                 pieces = self._chunked_body() if chunked else self._sized_body(length)
@@ -335,13 +395,7 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
             os.replace(tmp, path)
             done = True
         except (_BodyError, OSError) as exc:
-            self.close_connection = True
-            self.server.count("aborted_uploads")
-            if isinstance(exc, _BodyError) and not str(exc).startswith("eof"):
-                self._reply(400, f"bad request body: {exc}", quiet=True)
-            elif not isinstance(exc, (_BodyError, ConnectionError, TimeoutError)):
-                self._reply(500, f"could not store the object: {exc.__class__.__name__}", quiet=True)
-            return
+            failure = exc
         finally:
             if not done:
                 try:
@@ -349,6 +403,14 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
                 except OSError:
                     pass
             self.server.track_temp(tmp, False)
+        if failure is not None:         # counted only now, when the temp file is gone
+            self.close_connection = True
+            self.server.count("aborted_uploads")
+            if isinstance(failure, _BodyError) and not str(failure).startswith("eof"):
+                self._reply(400, f"bad request body: {failure}", quiet=True)
+            elif not isinstance(failure, (_BodyError, ConnectionError, TimeoutError)):
+                self._reply(500, f"could not store the object: {failure.__class__.__name__}", quiet=True)
+            return
         self.server.count("uploads")
         payload = json.dumps({"bytes": nbytes, "sha256": digest.hexdigest()}).encode()
         self._reply(200 if existed else 201, payload, content_type="application/json")
@@ -416,9 +478,7 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
                 self.send_header(name, value)
             if self.close_connection:
                 self.send_header("Connection", "close")
-            self.end_headers()
-            if not head and self.command != "HEAD":
-                self.wfile.write(body)
+            self._end_headers_with(b"" if head or self.command == "HEAD" else body)
         except OSError:
             self.close_connection = True
             if not quiet:
@@ -476,6 +536,18 @@ def _parse_range(header, size):
     return max(0, size - suffix), size - 1
 
 
+def _fine_timer_slack(ns=1000):
+    """Linux: lower this thread's timer slack (default 50 us) so the injected latency is slept with
+    ~30 us of overshoot instead of ~90 us; threads started later inherit it. No-op elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(29, int(ns), 0, 0, 0)     # PR_SET_TIMERSLACK
+    except (OSError, AttributeError, ValueError):
+        pass
+
+
 def serve(root, host="127.0.0.1", port=0, latency_ms=0.0, error_rate=0.0, seed=0, verbose=False,
           exit_with_parent=False, out=None, grace_s=2.0):
     """Serve until SIGINT/SIGTERM (or, with exit_with_parent, until the parent process goes away).
@@ -483,6 +555,8 @@ def serve(root, host="127.0.0.1", port=0, latency_ms=0.0, error_rate=0.0, seed=0
     import signal
 
     out = out or sys.stdout
+    if latency_ms:
+        _fine_timer_slack()
     server = ObjectServer(root, host=host, port=port, latency_ms=latency_ms, error_rate=error_rate,
                           seed=seed, verbose=verbose)
     stop = threading.Event()
