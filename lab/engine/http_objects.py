@@ -1,9 +1,25 @@
 """The HTTP object store client (same methods as LocalObjectStore), the server launcher and make_store.
 
-`HttpObjectStore` talks to the server in lab.engine.http_server through one shared requests.Session whose
-connection pool is sized to the number of worker threads. Reads stream (`stream=True` +
-`iter_content(chunk_size)`), writes send a generator body (chunked transfer encoding), every call has a
-(connect, read) timeout, and requests never retries on its own: the engine's retry policy decides.
+`HttpObjectStore` talks to the server in lab.engine.http_server over HTTP/1.1 with kept-alive
+connections from a small thread-safe pool of `http.client` connections (no requests/urllib3 layer: on
+this path their per-call CPU, ~300-400 us for requests, ~120-170 us for urllib3 against ~60-110 us here,
+was the engine process's largest cost per task, and the engine's workers share one GIL).
+
+- `pool_size` is the number of threads that call the store at once (the engine passes max_workers). The
+  pool keeps up to `connections` = 2 * pool_size idle connections, because one worker can hold a
+  streaming GET open while its PUT runs (the processor feeds the download, through the transform, into
+  the upload). A connection returned to a full pool is closed and counted in `stats["discarded"]`
+  (logged once as a warning); a pooled connection the server has closed is noticed (readable socket)
+  and replaced before it is used.
+- Reads stream the body in chunk_size pieces (`read_chunks`); `read_all` reads it in one call.
+- Writes collect the caller's pieces into chunk_size blocks. A body that ends within the first block
+  (every small object) goes out as one Content-Length request whose headers and body leave in a single
+  send, so the download it came from is finished and its connection back in the pool before the upload
+  takes one; a longer body streams with chunked transfer encoding, one chunk per block.
+- TCP_NODELAY is set on every client socket (the server sets it on the sockets it accepts), so no
+  request or answer waits for a delayed ACK.
+- Every call has a (connect, read) timeout, and the client never retries on its own: the engine's retry
+  policy decides.
 
 Error mapping (lab.engine.errors), the same whether it happens before or in the middle of a stream:
 - connection refused/reset/closed early -> StoreConnectionError(TransientError)
@@ -18,18 +34,21 @@ So the same files are seen by both backends when LocalObjectStore's root is <ser
 (`bucket_root`).
 """
 import hashlib
+import http.client
+import json
+import logging
 import os
 import re
+import select
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
-
-import requests
-from requests.adapters import HTTPAdapter
 
 from .errors import (ConfigError, ObjectNotFound, PermanentError, TransientError,
                      ValidationError)
@@ -40,6 +59,9 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 DEFAULT_BUCKET = "store"
 DEFAULT_TIMEOUT = (3.05, 30.0)
 _TRANSIENT_STATUS = (408, 429)
+SMALL_BODY = 256 * 1024        # a Content-Length body up to this size leaves in the same send as its headers
+ERROR_BODY_MAX = 64 * 1024     # an error answer's body is read (for its message) up to this size
+log = logging.getLogger(__name__)
 
 
 class StoreConnectionError(TransientError):
@@ -66,151 +88,359 @@ class StoreClientError(PermanentError):
         self.status = status
 
 
-class _SourceFailed(Exception):
-    """Carries an exception raised by the caller's chunk iterator out through requests."""
+# Everything the transport can raise: socket errors (ConnectionError, TimeoutError, ssl.SSLError are all
+# OSError) and http.client's protocol errors (IncompleteRead, BadStatusLine, RemoteDisconnected, ...).
+_TRANSPORT_ERRORS = (OSError, http.client.HTTPException)
 
 
 def _map_request_error(exc, what):
-    """The lab error for a requests/urllib3/socket exception raised while talking to the server."""
+    """The lab error for a socket/http.client exception raised while talking to the server."""
     if isinstance(exc, (TransientError, PermanentError)):
         return exc
-    if isinstance(exc, (requests.Timeout, TimeoutError)):
+    if isinstance(exc, TimeoutError):
         return StoreTimeout(f"{what}: timed out ({exc.__class__.__name__})")
     return StoreConnectionError(f"{what}: {exc.__class__.__name__}: {str(exc)[:200]}")
 
 
-# Everything the transport can raise mid-call: requests' own classes (ConnectionError, Timeout,
-# ChunkedEncodingError, ContentDecodingError), urllib3's that leak through iter_content, and OSError.
-_TRANSPORT_ERRORS = (requests.RequestException, OSError)
-try:  # urllib3 is a dependency of requests; its HTTPError is the base of ProtocolError etc.
-    import urllib3.exceptions as _u3
-    _TRANSPORT_ERRORS = _TRANSPORT_ERRORS + (_u3.HTTPError,)
-except ImportError:  # pragma: no cover
-    pass
+def _split_timeout(timeout):
+    if isinstance(timeout, (tuple, list)):
+        connect, read = timeout
+    else:
+        connect = read = timeout
+    return connect, read
+
+
+class _Connection(http.client.HTTPConnection):
+    """An http.client connection with a separate read timeout and one send for headers + small body."""
+    read_timeout = None
+
+    def connect(self):
+        super().connect()                      # connect timeout = self.timeout; sets TCP_NODELAY
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.settimeout(self.read_timeout)
+
+    def _send_output(self, message_body=None, encode_chunked=False):
+        buffer = getattr(self, "_buffer", None)
+        if (isinstance(message_body, bytes) and len(message_body) <= SMALL_BODY and not encode_chunked
+                and isinstance(buffer, list)):
+            buffer.extend((b"", b""))
+            msg = b"\r\n".join(buffer)
+            del buffer[:]
+            self.send(msg + message_body)
+            return
+        super()._send_output(message_body, encode_chunked)
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    read_timeout = None
+
+    def connect(self):
+        super().connect()
+        self.sock.settimeout(self.read_timeout)
+
+
+def _dropped(conn):
+    """True if an idle kept-alive connection was closed by the server (its socket is readable: EOF or
+    bytes nobody asked for), so it must not carry the next request."""
+    sock = conn.sock
+    if sock is None:
+        return False                           # not connected: it connects on first use
+    try:
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return True
+
+
+class _Pool:
+    """Idle kept-alive connections to one server, shared by threads (last in, first out)."""
+
+    def __init__(self, scheme, host, port, maxsize, timeout):
+        self.cls = _HTTPSConnection if scheme == "https" else _Connection
+        self.host, self.port = host, port
+        self.maxsize = maxsize
+        self.connect_timeout, self.read_timeout = _split_timeout(timeout)
+        self.idle = []
+        self.lock = threading.Lock()
+        self.closed = False
+        self.stats = {"created": 0, "reused": 0, "dropped": 0, "discarded": 0}
+
+    def get(self):
+        while True:
+            with self.lock:
+                conn = self.idle.pop() if self.idle else None
+            if conn is None:
+                conn = self.cls(self.host, self.port, timeout=self.connect_timeout)
+                conn.read_timeout = self.read_timeout
+                with self.lock:
+                    self.stats["created"] += 1
+                return conn
+            if not _dropped(conn):
+                with self.lock:
+                    self.stats["reused"] += 1
+                return conn
+            conn.close()
+            with self.lock:
+                self.stats["dropped"] += 1
+
+    def put(self, conn):
+        """Keep a connection whose last response was read to the end (or close it if there is no room)."""
+        if conn.sock is None:                  # the server said Connection: close (http.client closed it)
+            return
+        with self.lock:
+            if not self.closed and len(self.idle) < self.maxsize:
+                self.idle.append(conn)
+                return
+            full = not self.closed
+            if full:
+                self.stats["discarded"] += 1
+                first = self.stats["discarded"] == 1
+        if full and first:
+            log.warning("object store connection pool is full (%d idle), closing a connection; more "
+                        "threads call the store than pool_size allows for", self.maxsize)
+        conn.close()
+
+    def close(self):
+        with self.lock:
+            self.closed = True
+            idle, self.idle = self.idle, []
+        for conn in idle:
+            conn.close()
 
 
 class HttpObjectStore:
-    """An object store reached over HTTP; thread-safe for concurrent calls from `pool_size` workers."""
+    """An object store reached over HTTP; thread-safe for concurrent calls from `pool_size` threads."""
 
     def __init__(self, base_url, bucket=DEFAULT_BUCKET, chunk_size=64 * 1024, pool_size=8,
-                 timeout=DEFAULT_TIMEOUT):
+                 timeout=DEFAULT_TIMEOUT, connections=None):
         if not isinstance(base_url, str) or not re.match(r"https?://[^/\s]+", base_url):
             raise ConfigError(f"store_url must be http://host:port, not {base_url!r}")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", bucket or "") or bucket in (".", ".."):
             raise ConfigError(f"bucket must be a simple name, not {bucket!r}")
         if int(chunk_size) <= 0 or int(pool_size) <= 0:
             raise ConfigError("chunk_size and pool_size must be positive")
+        if connections is not None and int(connections) <= 0:
+            raise ConfigError("connections must be positive")
+        parts = urllib.parse.urlsplit(base_url)
+        try:
+            host, port = parts.hostname, parts.port
+        except ValueError as exc:
+            raise ConfigError(f"store_url has a bad port: {base_url!r} ({exc})") from None
+        if not host:
+            raise ConfigError(f"store_url must be http://host:port, not {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self.bucket = bucket
         self.chunk_size = int(chunk_size)
         self.pool_size = int(pool_size)
+        # a caller may hold a GET (being streamed into its upload) and a PUT at the same time
+        self.connections = int(connections) if connections is not None else 2 * self.pool_size
         self.timeout = timeout
-        self.session = requests.Session()
-        self.session.trust_env = False          # loopback only: no proxies or netrc from the environment
-        adapter = HTTPAdapter(pool_connections=self.pool_size, pool_maxsize=self.pool_size, max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        self._prefix = parts.path.rstrip("/") + "/" + urllib.parse.quote(bucket) + "/"
+        self._pool = _Pool(parts.scheme, host, port or (443 if parts.scheme == "https" else 80),
+                           self.connections, timeout)
+
+    @property
+    def stats(self):
+        """Connection counts: created, reused, dropped (closed by the server while idle), discarded
+        (closed because the pool was full)."""
+        with self._pool.lock:
+            return dict(self._pool.stats)
 
     def url_for(self, key):
         check_key(key)
         return f"{self.base_url}/{urllib.parse.quote(self.bucket)}/{urllib.parse.quote(key, safe='/')}"
 
+    def _target(self, key):
+        check_key(key)
+        return self._prefix + urllib.parse.quote(key, safe="/")
+
+    # --- one request ---
+    def _send(self, method, target, what, body=None, headers=None):
+        """Send a request and read the answer's status and headers: (conn, resp). A transport failure
+        closes the connection and raises the mapped error."""
+        conn = self._pool.get()
+        try:
+            conn.request(method, target, body=body, headers=headers or {})
+            return conn, conn.getresponse()
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, _TRANSPORT_ERRORS):
+                raise _map_request_error(exc, what) from exc
+            raise
+
+    def _done(self, conn, resp):
+        """The answer was read to its end: the connection goes back to the pool, else it is closed."""
+        if resp.isclosed():
+            self._pool.put(conn)
+        else:
+            resp.close()
+            conn.close()
+
+    def _fail(self, conn, resp, key, what, head=False):
+        """Read (a bounded part of) an error answer for its message, then raise the mapped error."""
+        detail = ""
+        try:
+            if not head:
+                data = resp.read(ERROR_BODY_MAX)
+                detail = data[:200].decode("utf-8", "replace").strip()
+        except _TRANSPORT_ERRORS:
+            pass
+        finally:
+            self._done(conn, resp)
+        self._raise_for_status(resp.status, key, what, detail)
+
     # --- the LocalObjectStore interface ---
     def read_chunks(self, key):
         """Start the download now (ObjectNotFound/ValidationError/TransientError raise here) and return
         an iterator of chunk_size pieces; transport failures while iterating raise TransientError."""
-        url = self.url_for(key)
+        target = self._target(key)
         what = f"GET {key[:200]!r}"
-        try:
-            resp = self.session.get(url, stream=True, timeout=self.timeout)
-        except _TRANSPORT_ERRORS as exc:
-            raise _map_request_error(exc, what) from exc
-        if resp.status_code != 200:
-            try:
-                self._raise_for_status(resp, key, what)
-            finally:
-                resp.close()
-        return self._iter_body(resp, what)
+        conn, resp = self._send("GET", target, what)
+        if resp.status != 200:
+            self._fail(conn, resp, key, what)
+        return self._iter_body(conn, resp, what)
 
-    def _iter_body(self, resp, what):
-        expected = resp.headers.get("Content-Length")
+    def _iter_body(self, conn, resp, what):
+        expected = resp.getheader("Content-Length")
         received = 0
+        clean = False
+        chunk = self.chunk_size
         try:
             try:
-                for chunk in resp.iter_content(self.chunk_size):
-                    received += len(chunk)
-                    yield chunk
+                while True:
+                    data = resp.read(chunk)
+                    if not data:
+                        break
+                    received += len(data)
+                    yield data
             except _TRANSPORT_ERRORS as exc:
                 raise _map_request_error(exc, what + f" after {received} bytes") from exc
             if expected is not None and received != int(expected):
                 raise StoreConnectionError(f"{what}: body ended after {received} of {expected} bytes")
+            clean = True
         finally:
-            resp.close()
+            if clean:
+                self._done(conn, resp)
+            else:
+                resp.close()
+                conn.close()
 
     def read_all(self, key):
-        return b"".join(self.read_chunks(key))
+        """The whole object in one call (one read of the body)."""
+        target = self._target(key)
+        what = f"GET {key[:200]!r}"
+        conn, resp = self._send("GET", target, what)
+        if resp.status != 200:
+            self._fail(conn, resp, key, what)
+        try:
+            data = resp.read()             # IncompleteRead if the body is cut short
+        except _TRANSPORT_ERRORS as exc:
+            resp.close()
+            conn.close()
+            raise _map_request_error(exc, what) from exc
+        self._done(conn, resp)
+        return data
 
     def write_chunks(self, key, chunks):
-        """Stream `chunks` to `key` (chunked PUT); the server renames it into place only when complete.
-        Returns (bytes written, sha256 hex). An exception from `chunks` itself is re-raised unchanged
-        (the server sees a cut upload and keeps nothing)."""
-        url = self.url_for(key)
+        """Stream `chunks` to `key`; the server renames it into place only when complete. Returns
+        (bytes written, sha256 hex). The pieces are sent in chunk_size blocks: a body that ends within the
+        first block goes out as one request with Content-Length, a longer one as a chunked PUT. An
+        exception from `chunks` itself is re-raised unchanged (the server sees a cut upload, or no upload
+        at all, and keeps nothing)."""
+        target = self._target(key)
         what = f"PUT {key[:200]!r}"
+        iterator = iter(chunks)
+        block, ended = self._collect(iterator)       # the caller's own errors propagate unchanged
+        if ended:
+            return self.write_all(key, block)
         digest = hashlib.sha256()
-        state = {"nbytes": 0, "source_error": None}
-
-        def body():
-            iterator = iter(chunks)
-            while True:
-                try:
-                    chunk = next(iterator)
-                except StopIteration:
-                    return
-                except BaseException as exc:    # keep the caller's own error; abort the upload
-                    state["source_error"] = exc
-                    raise _SourceFailed() from exc
-                if not chunk:
-                    continue
-                digest.update(chunk)
-                state["nbytes"] += len(chunk)
-                yield chunk
-
+        nbytes = 0
+        conn = self._pool.get()
         try:
-            resp = self.session.put(url, data=body(), timeout=self.timeout,
-                                    headers={"Content-Type": "application/octet-stream"})
+            try:
+                conn.putrequest("PUT", target, skip_accept_encoding=True)
+                conn.putheader("Content-Type", "application/octet-stream")
+                conn.putheader("Transfer-Encoding", "chunked")
+                conn.endheaders()
+                while True:
+                    digest.update(block)
+                    nbytes += len(block)
+                    conn.send(b"%x\r\n%b\r\n" % (len(block), block))
+                    block, ended = self._collect(iterator)   # the caller's error: see below
+                    if ended:
+                        break
+                if block:
+                    digest.update(block)
+                    nbytes += len(block)
+                    conn.send(b"%x\r\n%b\r\n" % (len(block), block))
+                conn.send(b"0\r\n\r\n")
+            except (BrokenPipeError, ConnectionResetError) as exc:
+                # The server may have answered early (a 503 before reading the body) and stopped
+                # reading: its answer is still worth reading; if there is none, the send error stands.
+                status, detail = self._early_answer(conn)
+                if status is None or status in (200, 201):
+                    raise _map_request_error(exc, what) from exc
+                self._raise_for_status(status, key, what, detail)
+            resp = conn.getresponse()
         except BaseException as exc:
-            if state["source_error"] is not None:
-                raise state["source_error"]
+            conn.close()                     # a cut chunked body: the server keeps nothing
             if isinstance(exc, _TRANSPORT_ERRORS):
                 raise _map_request_error(exc, what) from exc
-            raise
-        if state["source_error"] is not None:       # should not happen: the upload had to abort
-            raise state["source_error"]
-        return self._finish_put(resp, key, what, state["nbytes"], digest.hexdigest())
+            raise                            # the caller's own error, unchanged (or ours, mapped)
+        return self._finish_put(conn, resp, key, what, nbytes, digest.hexdigest())
+
+    @staticmethod
+    def _early_answer(conn):
+        """(status, detail) of an answer the server sent while the body was still going out, or
+        (None, "") if there is none to read. The connection is closed either way."""
+        try:
+            resp = conn.getresponse()
+            return resp.status, resp.read(ERROR_BODY_MAX)[:200].decode("utf-8", "replace").strip()
+        except _TRANSPORT_ERRORS:
+            return None, ""
+        finally:
+            conn.close()
+
+    def _collect(self, iterator):
+        """(block, ended): the next pieces of `iterator` joined until they reach chunk_size bytes (a
+        bigger piece passes whole), with ended=True when the iterator is exhausted."""
+        pieces = []
+        have = 0
+        for piece in iterator:
+            if not piece:
+                continue
+            pieces.append(piece)
+            have += len(piece)
+            if have >= self.chunk_size:
+                return (bytes(pieces[0]) if len(pieces) == 1 else b"".join(pieces)), False
+        return b"".join(pieces), True
 
     def write_all(self, key, data):
         """Upload `data` (bytes-like) in one PUT with Content-Length; returns (bytes, sha256 hex)."""
-        url = self.url_for(key)
+        target = self._target(key)
         what = f"PUT {key[:200]!r}"
         data = bytes(data)
-        try:
-            resp = self.session.put(url, data=data, timeout=self.timeout,
-                                    headers={"Content-Type": "application/octet-stream"})
-        except _TRANSPORT_ERRORS as exc:
-            raise _map_request_error(exc, what) from exc
-        return self._finish_put(resp, key, what, len(data), hashlib.sha256(data).hexdigest())
+        conn, resp = self._send("PUT", target, what, body=data,
+                                headers={"Content-Type": "application/octet-stream",
+                                         "Content-Length": str(len(data))})
+        return self._finish_put(conn, resp, key, what, len(data), hashlib.sha256(data).hexdigest())
 
-    def _finish_put(self, resp, key, what, nbytes, sha):
-        with resp:
-            if resp.status_code not in (200, 201):
-                self._raise_for_status(resp, key, what)
-            try:
-                info = resp.json()
-            except (ValueError, *_TRANSPORT_ERRORS) as exc:
-                raise StoreConnectionError(f"{what}: unreadable answer to the upload: {exc}") from exc
-        if info.get("bytes") != nbytes or info.get("sha256") != sha:
+    def _finish_put(self, conn, resp, key, what, nbytes, sha):
+        if resp.status not in (200, 201):
+            self._fail(conn, resp, key, what)
+        try:
+            info = json.loads(resp.read(ERROR_BODY_MAX))
+        except (ValueError, *_TRANSPORT_ERRORS) as exc:
+            resp.close()
+            conn.close()
+            raise StoreConnectionError(f"{what}: unreadable answer to the upload: {exc}") from exc
+        self._done(conn, resp)
+        if not isinstance(info, dict) or info.get("bytes") != nbytes or info.get("sha256") != sha:
+            info = info if isinstance(info, dict) else {}
             raise StoreServerError(f"{what}: server stored {info.get('bytes')} bytes "
-                                   f"sha256={str(info.get('sha256'))[:16]}, sent {nbytes} sha256={sha[:16]}")
+                                   f"sha256={str(info.get('sha256'))[:16]}, sent {nbytes} "
+                                   f"sha256={str(sha)[:16]}")
         return nbytes, sha
 
     def exists(self, key):
@@ -221,25 +451,26 @@ class HttpObjectStore:
         return self._head(key)
 
     def _head(self, key):
-        url = self.url_for(key)
+        target = self._target(key)
         what = f"HEAD {key[:200]!r}"
-        try:
-            resp = self.session.head(url, timeout=self.timeout)
-        except _TRANSPORT_ERRORS as exc:
-            raise _map_request_error(exc, what) from exc
-        with resp:
-            if resp.status_code == 404:
-                return None
-            if resp.status_code != 200:
-                self._raise_for_status(resp, key, what)
-            return int(resp.headers.get("Content-Length", 0))
+        conn, resp = self._send("HEAD", target, what)
+        if resp.status == 200:
+            length = resp.getheader("Content-Length")
+            resp.read()
+            self._done(conn, resp)
+            return int(length or 0)
+        if resp.status == 404:
+            resp.read()
+            self._done(conn, resp)
+            return None
+        self._fail(conn, resp, key, what, head=True)
 
     def remove_temp_files(self):
         """Temp files are the server's business (it removes its own); nothing to do here."""
         return 0
 
     def close(self):
-        self.session.close()
+        self._pool.close()
 
     def __enter__(self):
         return self
@@ -249,12 +480,7 @@ class HttpObjectStore:
 
     # --- errors ---
     @staticmethod
-    def _raise_for_status(resp, key, what):
-        status = resp.status_code
-        try:
-            detail = resp.text[:200].strip() if resp.request.method != "HEAD" else ""
-        except _TRANSPORT_ERRORS:
-            detail = ""
+    def _raise_for_status(status, key, what, detail=""):
         message = f"{what}: HTTP {status} {detail}".rstrip()
         if status == 404:
             raise ObjectNotFound(f"source object {key[:200]!r} does not exist ({message})")
@@ -392,7 +618,8 @@ def bucket_root(server_root, bucket=DEFAULT_BUCKET):
 def make_store(kind, root, url, chunk_size=64 * 1024, pool_size=8, bucket=DEFAULT_BUCKET,
                timeout=DEFAULT_TIMEOUT):
     """LocalObjectStore(root) for kind "local", HttpObjectStore(url) for kind "http" (root unused);
-    ConfigError for anything else or an http store without a URL."""
+    ConfigError for anything else or an http store without a URL. pool_size = threads calling at once
+    (the engine's max_workers); the HTTP store keeps 2 * pool_size connections."""
     if kind == "local":
         if not root:
             raise ConfigError("store=local needs store_root")
