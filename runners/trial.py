@@ -129,6 +129,16 @@ def make_adapter(p, store_root, run_dir, store_url=None, http_store_cls=None):
     return EngineAdapter(**config)
 
 
+def service_time_ms(p):
+    """The per-task service time the ceiling uses: latency_ms, except over HTTP, where an attempt cannot
+    finish before its GET and its PUT have each taken server_latency_ms (the server's per-request service
+    time, see docs/HTTP_STORE.md): max(latency_ms, 2 * server_latency_ms). The processor still pads each
+    attempt to latency_ms; when the two requests take longer than that, it pads nothing."""
+    if p["store"] == "http":
+        return max(p["latency_ms"], 2.0 * p["server_latency_ms"])
+    return p["latency_ms"]
+
+
 def run_trial(params):
     """Run one trial in this process and return its metrics dict (ParamError for bad params; any other
     exception means the run failed). `params` in the result is the params as given, defaults filled in."""
@@ -156,9 +166,15 @@ def run_trial(params):
             server = server_factory(workdir, latency_ms=p["server_latency_ms"],
                                     error_rate=p["server_error_rate"], seed=p["seed"])
         adapter = make_adapter(p, store_root, run_dir, server.url if server else None, http_store_cls)
-        return run_load(adapter, tasks, load=p["load"], clients=p["clients"], rate=p["rate"],
-                        result_timeout_s=p["result_timeout_s"], params=p, latency_ms=p["latency_ms"],
-                        impl=p["impl"])
+        service_ms = service_time_ms(p)
+        result = run_load(adapter, tasks, load=p["load"], clients=p["clients"], rate=p["rate"],
+                          result_timeout_s=p["result_timeout_s"], params=p, latency_ms=service_ms,
+                          impl=p["impl"])
+        harness = result.setdefault("harness", {})
+        harness["service_time_ms"] = service_ms
+        if service_ms != p["latency_ms"]:
+            harness["service_time_basis"] = "2 * server_latency_ms (a GET and a PUT per task over http)"
+        return result
     finally:
         if server is not None:
             server.stop()
