@@ -187,6 +187,120 @@ def test_concurrent_workers_share_one_pool(srv):
         assert all(w == r for w, r in results.values())
 
 
+# --- performance properties: no Nagle stall, pool sizing ---
+def test_kept_alive_requests_do_not_stall_on_delayed_ack(srv, store):
+    """Headers and body used to leave in two writes; with Nagle on, the second waited for the client's
+    delayed ACK: ~40 ms per request on a reused connection. Now each takes well under a millisecond on an
+    idle machine; the bound leaves a wide margin for a loaded one and still catches the stall."""
+    data = os.urandom(16 * 1024)
+    store.write_all("warm", data)
+    timings = {"PUT": [], "GET": [], "HEAD": []}
+    for i in range(15):
+        for method, call in (("PUT", lambda: store.write_all(f"n/{i}", data)),
+                             ("GET", lambda: store.read_all(f"n/{i}")),
+                             ("HEAD", lambda: store.size(f"n/{i}"))):
+            started = time.perf_counter()
+            call()
+            timings[method].append(time.perf_counter() - started)
+    medians = {m: sorted(t)[len(t) // 2] * 1000 for m, t in timings.items()}
+    assert all(ms < 20 for ms in medians.values()), medians
+    assert store.stats["created"] == 1, store.stats          # one kept-alive connection did it all
+    conn = store._pool.get()
+    try:
+        assert conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        store._pool.put(conn)
+
+
+def _stream_through(st, src, dst, barrier=None):
+    """What the engine's processor does: the download feeds the upload (GET open while PUT runs)."""
+    def pieces():
+        for i, chunk in enumerate(st.read_chunks(src)):
+            if i == 1 and barrier is not None:
+                barrier.wait(timeout=10)      # every thread now holds a GET and a PUT connection
+            yield chunk
+    return st.write_chunks(dst, pieces())
+
+
+@pytest.mark.parametrize("connections, discarded", [(None, 0), (4, 4)], ids=["2x-pool", "1x-pool"])
+def test_pool_holds_a_get_and_a_put_per_worker(srv, connections, discarded):
+    """pool_size threads each streaming a GET into a PUT need 2 * pool_size connections: the default
+    keeps them all; a pool of only pool_size has to close some (the 'pool is full' warning)."""
+    with HttpObjectStore(srv.url, pool_size=4, chunk_size=16 * 1024, connections=connections) as st:
+        for i in range(4):
+            st.write_chunks(f"src/{i}", object_chunks(f"src/{i}", 100_000))
+        barrier = threading.Barrier(4)
+        errors = []
+
+        def work(i):
+            try:
+                _stream_through(st, f"src/{i}", f"dst/{i}", barrier)
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=20)
+        assert not errors
+        stats = st.stats
+        assert stats["created"] == 8 and stats["discarded"] == discarded, stats
+        for i in range(4):
+            assert st.read_all(f"dst/{i}") == b"".join(object_chunks(f"src/{i}", 100_000))
+
+
+def test_small_body_is_sent_whole_after_the_download_finished(srv):
+    """A body that fits in one chunk goes out with Content-Length once the source is exhausted, so the
+    GET's connection is back in the pool and the PUT reuses it: one connection per worker."""
+    with HttpObjectStore(srv.url, pool_size=1, chunk_size=64 * 1024) as st:
+        st.write_all("small", b"s" * 20_000)
+        _stream_through(st, "small", "small.out")
+        assert st.stats == {"created": 1, "reused": 2, "dropped": 0, "discarded": 0}
+        assert st.read_all("small.out") == b"s" * 20_000
+        st.write_all("large", b"L" * 200_000)
+        _stream_through(st, "large", "large.out")            # chunked: GET and PUT overlap
+        assert st.stats["created"] == 2
+        assert st.read_all("large.out") == b"L" * 200_000
+
+
+def test_server_latency_is_the_service_time_of_a_request(tmp_path):
+    """latency_ms counts from the request line: work shorter than it is inside it (not added on top),
+    and every kind of answer (200, 201, 404, 503) waits for it."""
+    latency = 0.2
+    s = InProcessServer(str(tmp_path / "srv"), latency_ms=latency * 1000)
+    try:
+        class SlowWork(s.server.RequestHandlerClass):
+            def _get(self, path, body):
+                time.sleep(0.12)              # work well under the latency
+                super()._get(path, body)
+
+        s.server.RequestHandlerClass = SlowWork
+        with HttpObjectStore(s.server.url, timeout=(2, 10)) as st:
+            for call in (lambda: st.write_all("k", b"x"), lambda: st.read_all("k"),
+                         lambda: st.exists("missing")):
+                started = time.perf_counter()
+                call()
+                elapsed = time.perf_counter() - started
+                assert latency <= elapsed < latency + 0.1, elapsed      # 0.32 s if it were added
+        s.server.error_rate = 1.0
+        with HttpObjectStore(s.server.url, timeout=(2, 10)) as st:
+            started = time.perf_counter()
+            with pytest.raises(StoreServerError):
+                st.read_all("k")
+            assert time.perf_counter() - started >= latency
+    finally:
+        s.stop()
+
+
+def test_trial_ceiling_uses_the_http_service_time():
+    from runners.trial import service_time_ms, validate
+    http = validate({"store": "http", "latency_ms": 5, "server_latency_ms": 5})
+    assert service_time_ms(http) == 10.0                   # a GET and a PUT of 5 ms each
+    assert service_time_ms(dict(http, latency_ms=25)) == 25   # the processor pads to more than that
+    assert service_time_ms(validate({"store": "local", "latency_ms": 5, "server_latency_ms": 5})) == 5
+
+
 # --- faults ---
 def test_injected_503_is_transient_and_a_retry_loop_gets_through(tmp_path):
     s = InProcessServer(str(tmp_path / "srv"), error_rate=0.5, seed=7)
