@@ -1,4 +1,5 @@
 # Create .venv if missing, install requirements.txt, run the whole test suite (PowerShell).
+$testArgs = $args
 $ErrorActionPreference = "Stop"
 Set-Location -Path $PSScriptRoot
 $venvPython = Join-Path $PSScriptRoot ".venv\Scripts\python.exe"
@@ -8,15 +9,17 @@ if (-not (Test-Path $venvPython)) {
         $parts = $candidate.Split(" ")
         $exe = Get-Command $parts[0] -ErrorAction SilentlyContinue
         if ($exe) {
-            $args = @()
-            if ($parts.Length -gt 1) { $args = $parts[1..($parts.Length - 1)] }
-            & $exe.Source @args -c "import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)" 2>$null
-            if ($LASTEXITCODE -eq 0) { $py = @($exe.Source) + $args; break }
+            $extra = @()
+            if ($parts.Length -gt 1) { $extra = $parts[1..($parts.Length - 1)] }
+            & $exe.Source @extra -c "import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)" 2>$null
+            if ($LASTEXITCODE -eq 0) { $py = @($exe.Source) + $extra; break }
         }
     }
     if (-not $py) { Write-Error "Python 3.11 or newer is required and was not found on PATH"; exit 1 }
     Write-Host "creating .venv"
-    & $py[0] @($py[1..($py.Length)] | Where-Object { $_ }) -m venv .venv
+    $pyArgs = @()
+    if ($py.Length -gt 1) { $pyArgs = $py[1..($py.Length - 1)] }
+    & $py[0] @pyArgs -m venv .venv
 }
 $stamp = Join-Path $PSScriptRoot ".venv\.requirements.sha256"
 $want = (Get-FileHash -Algorithm SHA256 requirements.txt).Hash.ToLower()
@@ -26,5 +29,5 @@ if (-not (Test-Path $stamp) -or (Get-Content $stamp) -ne $want) {
     if ($LASTEXITCODE -ne 0) { exit $LASTEXITCODE }
     Set-Content -Path $stamp -Value $want
 }
-& $venvPython -m pytest -rA @args
+& $venvPython -m pytest -rA @testArgs
 exit $LASTEXITCODE
