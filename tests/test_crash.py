@@ -95,6 +95,40 @@ def test_sigkill_at_a_point_then_restart_finishes_everything(tmp_path, point):
     _assert_unchanged(before, db)
 
 
+def _source_files(store):
+    count = 0
+    for dirpath, dirs, names in os.walk(store):
+        if os.path.relpath(dirpath, store).split(os.sep)[0] == "variants":
+            continue
+        count += sum(1 for n in names if n.endswith(".raw"))
+    return count
+
+
+@pytest.mark.timeout(40)
+def test_sigkill_while_creating_source_objects_then_restart(tmp_path):
+    """Killed during --create-objects (before the engine or its database exists): the restart completes the
+    objects (whole ones: each output verifies against the deterministic source), removes the writer's temp
+    files and processes everything."""
+    count, nbytes = 300, 192 * 1024
+    tasks = make_tasks(count, seed=13, object_bytes=nbytes)
+    tasks_file = write_tasks(tmp_path / "tasks.json", tasks)
+    store, db = tmp_path / "store", tmp_path / "state" / "tasks.db"
+    args = cli_args(tasks_file, store, db, *RUN)
+    proc = start_cli(args, tmp_path)
+    try:
+        wait_for(lambda: store.is_dir() and _source_files(store) >= 20, 20, proc, what="objects being created",
+                 interval=0.002)
+    finally:
+        kill_hard(proc)
+    made = _source_files(store)
+    assert made < count and not db.exists(), "the kill came after the object phase: the test proves nothing"
+    print(f"kill while creating objects: {made} of {count} made, temp files left: {len(temp_files(store))}")
+    rerun = run_cli(args, tmp_path, timeout=30)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert _summary(rerun.stdout) == (count, count, count, 0, 0)
+    assert check_end_state(db, store, tasks, max_attempts=3, default_bytes=nbytes) == {"success": count}
+
+
 @pytest.mark.timeout(40)
 def test_sigkill_during_retry_backoff_twice_then_restart(tmp_path):
     """Tasks sit in `retrying` (high transient rate, long backoff) when the process is killed; the restart is

@@ -152,10 +152,10 @@ def test_lock_wait_is_bounded_then_the_store_recovers(tmp_path):
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(strict=True, reason="lab/engine/store.py connect(): `PRAGMA journal_mode=WAL` runs outside "
-                   "_with_lock_retry with a 0.2 s busy timeout, so a database that is not yet in WAL mode (new, or "
-                   "created by another tool) and is locked by another process fails at once: the CLI prints "
-                   "'error: cannot open database ...: database is locked' and exits 2 instead of waiting")
+# Regression (bug found by this test, fixed in 1155aff): lab/engine/store.py connect(): `PRAGMA journal_mode=WAL`
+# runs outside _with_lock_retry with a 0.2 s busy timeout, so a database that is not yet in WAL mode (new, or
+# created by another tool) and is locked by another process fails at once: the CLI prints 'error: cannot open
+# database ...: database is locked' and exits 2 instead of waiting
 def test_fresh_database_locked_at_start_engine_waits(tmp_path):
     store, db = tmp_path / "store", tmp_path / "tasks.db"
     tasks = make_tasks(10, seed=4, object_bytes=600)
@@ -210,10 +210,10 @@ def test_unusable_database_path_api_config_error(tmp_path, case):
 
 
 @pytest.mark.timeout(20)
-@pytest.mark.xfail(strict=True, reason="lab/engine/pool.py WorkerPool.start -> objects.LocalObjectStore.__init__: "
-                   "os.makedirs(store_root) raises NotADirectoryError/FileExistsError that nobody turns into "
-                   "ConfigError, so `--store <a regular file>/x` ends in a traceback and exit 1 (and the TaskStore "
-                   "opened just before is never closed)")
+# Regression (bug found by this test, fixed in 1155aff): lab/engine/pool.py WorkerPool.start ->
+# objects.LocalObjectStore.__init__: os.makedirs(store_root) raises NotADirectoryError/FileExistsError that nobody
+# turns into ConfigError, so `--store <a regular file>/x` ends in a traceback and exit 1 (and the TaskStore opened
+# just before is never closed)
 def test_unusable_store_root_cli_exit_2_one_line(tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("not a directory\n")

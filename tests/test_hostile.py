@@ -37,17 +37,12 @@ BAD_FILES = {
     "trailing_garbage.json": ("extra data", "line 4 column 1"),
     "missing_comma.json": ("not valid JSON", "line 3"),
 }
-XFAIL_FILES = {
-    "truncated_in_string.json": "lab/taskfile.py _Reader._decode_one: a file cut inside a string is reported as "
-                                "'not valid JSON ... Unterminated string starting at' (dangling 'starting at', "
-                                "and no word that the file is truncated)",
-}
+# Regression (fixed in 1155aff): a file cut inside a string used to be reported as "not valid JSON ...
+# Unterminated string starting at" (a dangling "starting at", and no word that the file is truncated).
 
 
 def _file_params():
-    for name in sorted(BAD_FILES):
-        marks = [pytest.mark.xfail(reason=XFAIL_FILES[name], strict=True)] if name in XFAIL_FILES else []
-        yield pytest.param(name, marks=marks, id=name)
+    return [pytest.param(name, id=name) for name in sorted(BAD_FILES)]
 
 
 @pytest.mark.timeout(20)
@@ -89,9 +84,9 @@ def test_bad_task_file_api_raises_task_file_error(name):
 
 
 @pytest.mark.timeout(10)
-@pytest.mark.xfail(strict=True, reason="lab/taskfile.py _Reader.fill: the 'bad byte at byte N' offset is bytes_read + "
-                   "exc.start, but exc.start counts from the bytes the incremental decoder carried over from the "
-                   "previous 1 MiB read, so past the first read the offset is off by up to 3")
+# Regression (bug found by this test, fixed in 1155aff): lab/taskfile.py _Reader.fill: the 'bad byte at byte N'
+# offset is bytes_read + exc.start, but exc.start counts from the bytes the incremental decoder carried over from
+# the previous 1 MiB read, so past the first read the offset is off by up to 3
 def test_non_utf8_offset_is_exact_past_the_first_read(tmp_path):
     from lab.taskfile import READ_SIZE
     path = tmp_path / "late.json"
@@ -276,7 +271,7 @@ def test_hostile_tasks_api_bad_dead_good_processed(tmp_path):
     tasks = _corpus([HUGE_KEY])
     store, db = tmp_path / "store", tmp_path / "tasks.db"
     create_objects(store, _good(tasks))
-    with WorkerPool(Config(max_workers=4, db_path=str(db), store_root=str(store))) as pool:
+    with WorkerPool(Config(max_workers=4, db_path=str(db), store_root=str(store), log_level="ERROR")) as pool:
         handles = pool.submit_many(tasks)
         results = [h.result(timeout=20) for h in handles]
         assert pool.drain(timeout=20)
@@ -308,7 +303,7 @@ def test_same_key_different_payload_is_a_conflict_never_merged_api(tmp_path):
     c = {"task_id": "c", "image_key": "c/2.raw", "size": "20x20", "object_bytes": 3000}
     d = dict(c, task_id="d", object_bytes=4000)
     create_objects(store, [a, c])
-    with WorkerPool(Config(max_workers=2, db_path=str(db), store_root=str(store))) as pool:
+    with WorkerPool(Config(max_workers=2, db_path=str(db), store_root=str(store), log_level="ERROR")) as pool:
         first = pool.submit(a).result(10)
         assert first.status == "success"
         late = pool.submit(b).result(10)                          # the key finished earlier
@@ -457,7 +452,7 @@ def test_keys_and_symlinks_cannot_leave_the_store_api(tmp_path):
     run_dir = tmp_path / "run"
     before = snapshot_tree(tmp_path, skip=[run_dir])
     canary_before = _canary_state(canary)
-    with WorkerPool(Config(max_workers=2, db_path=str(db), store_root=str(store))) as pool:
+    with WorkerPool(Config(max_workers=2, db_path=str(db), store_root=str(store), log_level="ERROR")) as pool:
         results = [h.result(10) for h in pool.submit_many(good + bad)]
     assert [r.status for r in results] == ["success"] * len(good) + ["dead"] * len(bad)
     assert _canary_state(canary) == canary_before
@@ -465,10 +460,11 @@ def test_keys_and_symlinks_cannot_leave_the_store_api(tmp_path):
     _check_escapes_refused(db, store, good, bad)
 
 
-# -- bugs found while writing these tests (strict xfail: they pass once the engine is fixed) ----------
+# -- regressions: bugs these tests found (each was a strict xfail until the engine fix) ----------------
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(strict=True, reason="lab/workload.py ensure_objects (used by the CLI's --create-objects) follows "
-                   "a symlinked directory inside the store and creates/overwrites files outside the store root")
+# Regression (bug found by this test, fixed in 1155aff): lab/workload.py ensure_objects (used by the CLI's
+# --create-objects) follows a symlinked directory inside the store and creates/overwrites files outside the store
+# root
 def test_create_objects_does_not_write_through_a_symlink(tmp_path):
     sentinel, canary, store, db, good, bad = _escape_layout(tmp_path)
     run_dir = tmp_path / "run"
@@ -482,9 +478,9 @@ def test_create_objects_does_not_write_through_a_symlink(tmp_path):
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(strict=True, reason="lab/engine/objects.py LocalObjectStore.write_chunks calls os.makedirs on the "
-                   "output directory before _confine_dir checks it, so a symlink under variants/ makes it create "
-                   "directories outside the store root (the write itself is then refused)")
+# Regression (bug found by this test, fixed in 1155aff): lab/engine/objects.py LocalObjectStore.write_chunks calls
+# os.makedirs on the output directory before _confine_dir checks it, so a symlink under variants/ makes it create
+# directories outside the store root (the write itself is then refused)
 def test_output_write_does_not_mkdir_through_a_symlink(tmp_path):
     sentinel = tmp_path / "sentinel"
     sentinel.mkdir()
@@ -507,16 +503,16 @@ SURROGATE_ID = {"task_id": "\udcff", "image_key": "bad/sur-id.raw", "size": "10x
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("bad", [SURROGATE_KEY, SURROGATE_ID], ids=["image_key", "task_id"])
-@pytest.mark.xfail(strict=True, reason="lab/engine/tasks.py validate accepts strings with lone surrogates (valid JSON "
-                   "'\\ud800'); SQLite cannot encode them, the whole claim batch fails, and because "
-                   "store.TaskStore._with_lock_retry only rolls back on OperationalError the writer connection "
-                   "stays inside a transaction: every later commit fails ('cannot start a transaction within a "
-                   "transaction'), so all good tasks end 'failed'")
+# Regression (bug found by this test, fixed in 1155aff): lab/engine/tasks.py validate accepts strings with lone
+# surrogates (valid JSON '\ud800'); SQLite cannot encode them, the whole claim batch fails, and because
+# store.TaskStore._with_lock_retry only rolls back on OperationalError the writer connection stays inside a
+# transaction: every later commit fails ('cannot start a transaction within a transaction'), so all good tasks end
+# 'failed'
 def test_unencodable_string_is_dead_and_good_tasks_still_run_api(tmp_path, bad):
     store, db = tmp_path / "store", tmp_path / "tasks.db"
     good = [{"task_id": f"g{i}", "image_key": f"good/{i}.raw", "size": "10x10", "object_bytes": 600} for i in range(4)]
     create_objects(store, good)
-    with WorkerPool(Config(max_workers=2, db_path=str(db), store_root=str(store))) as pool:
+    with WorkerPool(Config(max_workers=2, db_path=str(db), store_root=str(store), log_level="ERROR")) as pool:
         results = [h.result(10) for h in pool.submit_many([good[0], bad, good[1]])]
         later = [h.result(10) for h in pool.submit_many(good[2:])]
     assert [r.status for r in results] == ["success", "dead", "success"], [(r.status, r.error) for r in results]
@@ -524,8 +520,9 @@ def test_unencodable_string_is_dead_and_good_tasks_still_run_api(tmp_path, bad):
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(strict=True, reason="same lone-surrogate bug through the CLI: good tasks are lost (rows missing or "
-                   "left 'queued') and the CLI still exits 0 (task_queue_optimized.run_tasks ignores 'failed' results)")
+# Regression (bug found by this test, fixed in 1155aff): same lone-surrogate bug through the CLI: good tasks are
+# lost (rows missing or left 'queued') and the CLI still exits 0 (task_queue_optimized.run_tasks ignores 'failed'
+# results)
 def test_unencodable_string_in_task_file_cli(tmp_path):
     good = [{"task_id": f"g{i}", "image_key": f"good/{i}.raw", "size": "10x10", "object_bytes": 600}
             for i in range(150)]
@@ -541,10 +538,10 @@ def test_unencodable_string_in_task_file_cli(tmp_path):
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(strict=True, reason="lab/engine/pool.py submit_many: a task that fails validation only because of "
-                   "its task_id (e.g. true) has the same key and payload as a valid twin; when the twin is in "
-                   "flight the store claim is 'adopted' and the handle resolves with status 'queued' (not final, "
-                   "no dead letter)")
+# Regression (bug found by this test, fixed in 1155aff): lab/engine/pool.py submit_many: a task that fails
+# validation only because of its task_id (e.g. true) has the same key and payload as a valid twin; when the twin
+# is in flight the store claim is 'adopted' and the handle resolves with status 'queued' (not final, no dead
+# letter)
 def test_invalid_task_id_twin_resolves_to_a_final_status(tmp_path):
     store, db = tmp_path / "store", tmp_path / "tasks.db"
     task = {"task_id": "ok", "image_key": "t/1.raw", "size": "10x10", "object_bytes": 600}
@@ -558,10 +555,10 @@ def test_invalid_task_id_twin_resolves_to_a_final_status(tmp_path):
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("keys", [["."], ["x" * 300 + ".raw"], ["ab", "ab/c.raw"]], ids=["dot", "name-too-long",
                                                                                            "file-then-dir"])
-@pytest.mark.xfail(strict=True, reason="lab/workload.py ensure_objects (CLI --create-objects) tries to create objects "
-                   "for keys the engine refuses or cannot store ('.', a component longer than NAME_MAX, a key "
-                   "that needs a file to be a directory) and the CLI dies with a traceback (exit 1) instead of "
-                   "dead-lettering those tasks")
+# Regression (bug found by this test, fixed in 1155aff): lab/workload.py ensure_objects (CLI --create-objects)
+# tries to create objects for keys the engine refuses or cannot store ('.', a component longer than NAME_MAX, a
+# key that needs a file to be a directory) and the CLI dies with a traceback (exit 1) instead of dead-lettering
+# those tasks
 def test_create_objects_survives_unstorable_keys(tmp_path, keys):
     tasks = [{"task_id": f"k{i}", "image_key": k, "size": "10x10"} for i, k in enumerate(keys)]
     tasks.append({"task_id": "ok", "image_key": "fine.raw", "size": "10x10"})
@@ -573,9 +570,9 @@ def test_create_objects_survives_unstorable_keys(tmp_path, keys):
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(strict=True, reason="lab/engine/objects.py LocalObjectStore.remove_temp_files (run at every engine "
-                   "start) deletes every file under the store whose name ends in .tq-tmp, including a user's source "
-                   "object whose (valid) key ends that way; the task then fails with ObjectNotFound")
+# Regression (bug found by this test, fixed in 1155aff): lab/engine/objects.py LocalObjectStore.remove_temp_files
+# (run at every engine start) deletes every file under the store whose name ends in .tq-tmp, including a user's
+# source object whose (valid) key ends that way; the task then fails with ObjectNotFound
 def test_source_object_named_like_a_temp_file_is_not_deleted(tmp_path):
     task = {"task_id": "t", "image_key": "photos/holiday.tq-tmp", "size": "10x10", "object_bytes": 600}
     store, db = tmp_path / "store", tmp_path / "tasks.db"
