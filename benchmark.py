@@ -27,6 +27,7 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from lab.atomic import write_text  # noqa: E402
 from runners.spawn import run_trial  # noqa: E402
 
 IMPLS = ("baseline", "optimized")
@@ -87,22 +88,6 @@ def log(message):
 
 
 # ------------------------------------------------------------------------------------------ output
-
-def write_atomic(path, text):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".bench-", suffix=".tq-tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
 
 def flatten(value, prefix=""):
     out = {}
@@ -255,8 +240,8 @@ def run_comparison(args, workdir):
                 "runs": runs, "summary": summary, "ratios": comparisons,
                 "verdicts": {str(c["clients"]): {"throughput": verdict_text(c["throughput_met"]),
                                                  "p95": verdict_text(c["p95_met"])} for c in comparisons}}
-    write_atomic(os.path.join(args.out, "results.json"), json.dumps(document, indent=2, sort_keys=True) + "\n")
-    write_atomic(os.path.join(args.out, "results.csv"), runs_csv(runs))
+    write_text(os.path.join(args.out, "results.json"), json.dumps(document, indent=2, sort_keys=True) + "\n")
+    write_text(os.path.join(args.out, "results.csv"), runs_csv(runs))
     log(f"wrote {os.path.join(args.out, 'results.json')} and results.csv")
     return 0 if all(r["status"] == "ok" for r in runs) else 1
 
@@ -361,7 +346,7 @@ def run_overhead(args, workdir):
     document = {"kind": "overhead", "created_unix": time.time(), "args": vars(args), "env": env_info(),
                 "runs": runs, "pairs": pairs, "ratio": share, "target_min": TARGET_OVERHEAD_SHARE,
                 "verdict": verdict_text(met)}
-    write_atomic(os.path.join(args.out, "overhead.json"), json.dumps(document, indent=2, sort_keys=True) + "\n")
+    write_text(os.path.join(args.out, "overhead.json"), json.dumps(document, indent=2, sort_keys=True) + "\n")
     return 0 if all_ok else 1
 
 
@@ -395,7 +380,7 @@ def run_memory(args, workdir):
         print(f"{count:>8} {fmt(b['peak_rss_mb']):>14} {fmt(b['rss_before_start_mb']):>7} "
               f"{fmt(e['peak_rss_mb']):>12} {fmt(e['rss_before_start_mb']):>7}")
     document = {"kind": "memory", "created_unix": time.time(), "args": vars(args), "runs": runs}
-    write_atomic(os.path.join(args.out, "memory.json"), json.dumps(document, indent=2, sort_keys=True) + "\n")
+    write_text(os.path.join(args.out, "memory.json"), json.dumps(document, indent=2, sort_keys=True) + "\n")
     return 0 if all(r["status"] == "ok" for r in runs) else 1
 
 

@@ -13,6 +13,7 @@ import statistics
 from datetime import datetime, timezone
 
 from analysis import stats, svg
+from lab.atomic import write_text
 
 ENGINE, BASELINE = "optimized", "baseline"
 NOISE_CV = 0.10
@@ -631,13 +632,6 @@ def _trial_tails(sweep_dir, rows):
     return tails
 
 
-def _write_atomic(path, text):
-    tmp = f"{path}.{os.getpid()}.tq-tmp"
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_report(sweep_dir, out_path=None):
     """Write report.md (default <sweep>/report.md), summary.csv and charts/ next to it.
     Returns {"report", "summary", "charts": [paths], "aggregate"}."""
@@ -653,10 +647,10 @@ def write_report(sweep_dir, out_path=None):
     for fname, _title, text, _caption in charts:
         if text is not None:
             path = os.path.join(chart_dir, fname)
-            _write_atomic(path, text)
+            write_text(path, text)
             written.append(path)
     summary_path = os.path.join(out_dir, "summary.csv")
-    _write_atomic(summary_path, summary_csv(meta, agg))
+    write_text(summary_path, summary_csv(meta, agg))
     md = render_markdown(meta, agg, charts, sweep_dir, "charts", _trial_tails(sweep_dir, rows))
-    _write_atomic(out_path, md)
+    write_text(out_path, md)
     return {"report": out_path, "summary": summary_path, "charts": written, "aggregate": agg}

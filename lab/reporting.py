@@ -53,7 +53,7 @@ def refresh_trials_csv(sweep_dir, meta):
         return False
     if not set(known) <= set(records):   # the CSV knows trials whose files are gone: keep it as it is
         return False
-    sweepmod.write_atomic(csv_path, sweepmod.csv_text(list(meta["grid"]["axes"]), records.values()))
+    sweepmod.write_text(csv_path, sweepmod.csv_text(list(meta["grid"]["axes"]), records.values()))
     return True
 
 

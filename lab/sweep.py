@@ -20,6 +20,7 @@ import time
 from datetime import datetime, timezone
 
 from lab import grid as gridmod
+from lab.atomic import write_text
 from runners import spawn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -98,16 +99,8 @@ def run_command(args):
 
 # ---------------------------------------------------------------------------------------------- files
 
-def write_atomic(path, text):
-    """Write text to path through a temp file in the same folder and os.replace."""
-    tmp = f"{path}.{os.getpid()}.tq-tmp"
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_json(path, obj):
-    write_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def _dig(obj, path):
@@ -170,7 +163,7 @@ def load_records(trials_dir):
 
 
 def write_csv(out, grid, records):
-    write_atomic(os.path.join(out, "trials.csv"), csv_text(list(grid["axes"]), records.values()))
+    write_text(os.path.join(out, "trials.csv"), csv_text(list(grid["axes"]), records.values()))
 
 
 # ------------------------------------------------------------------------------------------- metadata

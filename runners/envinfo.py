@@ -7,27 +7,7 @@ import os
 import platform
 import sys
 
-try:
-    import resource
-except ImportError:  # Windows: no getrusage
-    resource = None
-
-
-def peak_rss_mb():
-    """Peak resident set size of this process in MB (MiB), or None where the platform cannot tell.
-
-    ru_maxrss is KiB on Linux and the BSDs but bytes on macOS.
-    """
-    if resource is None:
-        return None
-    try:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    except (OSError, ValueError):
-        return None
-    if not peak:
-        return None
-    divisor = 1024.0 * 1024.0 if sys.platform == "darwin" else 1024.0
-    return round(peak / divisor, 2)
+from lab.engine.metrics import peak_rss_mb  # noqa: F401  (one definition, re-exported for the harness)
 
 
 def current_rss_mb():

@@ -41,13 +41,16 @@ def latency_summary(latencies_ms):
 
 
 def peak_rss_mb():
-    """Peak resident set size of this process in MiB (None where the platform cannot say)."""
+    """Peak resident set size of this process in MiB, or None where the platform cannot tell
+    (ru_maxrss is KiB on Linux and the BSDs, bytes on macOS; Windows has no getrusage)."""
     try:
         import resource
-    except ImportError:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    except (ImportError, OSError, ValueError):
         return None
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+    if not peak:
+        return None
+    return round(peak / (1024.0 * 1024.0 if sys.platform == "darwin" else 1024.0), 2)
 
 
 def env_info():
