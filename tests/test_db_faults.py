@@ -3,6 +3,7 @@ retry and carries on; 'database is locked' never reaches the user), and a databa
 used (a clear one-line error at start, exit code 2)."""
 import os
 import subprocess
+import threading
 import time
 
 import pytest
@@ -166,6 +167,36 @@ def test_fresh_database_locked_at_start_engine_waits(tmp_path):
         _stop(locker)
     _no_lock_error(proc.stderr, tmp_path)
     assert proc.returncode == 0
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.xfail(strict=True, reason="lab/engine/store.py TaskStore._commit: when a batch fails it retries the ops "
+                   "one by one whatever the reason, including a lock held past lock_wait_s, so the bound is paid "
+                   "once per op: a batch of n ops under a long lock takes (n+1) * lock_wait_s to fail (with the "
+                   "default 60 s and batches up to 2048 ops the writer can hang for hours)")
+def test_lock_wait_bound_holds_for_a_whole_batch(tmp_path):
+    db = tmp_path / "tasks.db"
+    store = TaskStore(str(db), lock_wait_s=0.1)
+    locker, _ = _lock(db, hold=20.0)
+    n, done, finished = 8, [], threading.Event()
+
+    def callback(err):
+        done.append(err)
+        if len(done) == n:
+            finished.set()
+
+    try:
+        for row_id in range(1, n + 1):             # queued before the writer starts: one batch
+            store.transition(row_id, "queued", (), callback)
+        started = time.perf_counter()
+        store.start()
+        assert finished.wait(25), "the writer never reported the batch"
+        elapsed = time.perf_counter() - started
+    finally:
+        _stop(locker)
+        store.close()
+    assert all(err is not None and "locked" in str(err) for err in done)
+    assert elapsed < 0.8, f"{n} ops under a lock took {elapsed:.2f} s to fail with lock_wait_s=0.1"
 
 
 # -- a database path that cannot be used --------------------------------------------------------
