@@ -52,7 +52,7 @@ def build_parser():
     p.add_argument("--json", metavar="OUT", help="write the metrics JSON here (atomically)")
     p.add_argument("--create-objects", action="store_true",
                    help="with --tasks: create missing source objects (deterministic content, the task's "
-                        "object_bytes or 16 KiB) before processing")
+                        "object_bytes or 16 KiB; at most 1 GiB each) before processing")
     b = p.add_argument_group("benchmark workload")
     b.add_argument("--count", type=int, default=2000, help="tasks to submit (default 2000)")
     b.add_argument("--clients", type=int, default=100, help="closed-loop clients (default 100)")
@@ -190,13 +190,13 @@ def run_tasks(args, interrupts):
         raise UsageError("--tasks needs --store DIR and --db PATH")
     cfg = engine_config(args)
     total = check(args.tasks) if args.tasks else 0
-    if args.tasks and args.create_objects:
-        ensure_objects(iter_elements(args.tasks), cfg.store_root)
     statuses = collections.Counter()
     duplicates = 0
     started = time.perf_counter()
-    with WorkerPool(cfg) as pool:
+    with WorkerPool(cfg) as pool:       # opens the database first: an unusable one stops us before any write
         interrupts.pool = pool
+        if args.tasks and args.create_objects:
+            ensure_objects(iter_elements(args.tasks), cfg.store_root)
         recovered = getattr(pool, "recovered", 0)
         if recovered:
             print(f"resuming {recovered} unfinished task(s) from {cfg.db_path}", file=sys.stderr)

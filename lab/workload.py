@@ -29,7 +29,10 @@ def write_object(root, image_key, nbytes):
     return store.path_for(image_key)
 
 
-def ensure_objects(tasks, root, default_bytes=16 * 1024):
+MAX_CREATE_BYTES = 1 << 30
+
+
+def ensure_objects(tasks, root, default_bytes=16 * 1024, max_bytes=MAX_CREATE_BYTES):
     """Create every source object the tasks name that is missing; skip tasks too broken to name one and
     keys that would land outside the root (checked like the object store does, links resolved)."""
     from lab.engine.errors import ValidationError
@@ -53,6 +56,8 @@ def ensure_objects(tasks, root, default_bytes=16 * 1024):
         nbytes = task.get("object_bytes", default_bytes)
         if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0:
             nbytes = default_bytes
+        if nbytes > max_bytes:
+            continue   # not created: the task will fail with ObjectNotFound, which says why
         if os.path.isfile(path) and os.path.getsize(path) == nbytes:
             continue
         try:

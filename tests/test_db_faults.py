@@ -170,10 +170,6 @@ def test_fresh_database_locked_at_start_engine_waits(tmp_path):
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(strict=True, reason="lab/engine/store.py TaskStore._commit: when a batch fails it retries the ops "
-                   "one by one whatever the reason, including a lock held past lock_wait_s, so the bound is paid "
-                   "once per op: a batch of n ops under a long lock takes (n+1) * lock_wait_s to fail (with the "
-                   "default 60 s and batches up to 2048 ops the writer can hang for hours)")
 def test_lock_wait_bound_holds_for_a_whole_batch(tmp_path):
     db = tmp_path / "tasks.db"
     store = TaskStore(str(db), lock_wait_s=0.1)

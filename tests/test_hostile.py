@@ -583,10 +583,6 @@ def test_source_object_named_like_a_temp_file_is_not_deleted(tmp_path):
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(strict=True, reason="lab/engine/store.py TaskStore._apply_claim / pool._invalid_key: a bad task still "
-                   "claims the key image_key#variant, so a VALID task submitted after a bad twin that differs only "
-                   "in an invalid task_id (same payload) is answered as a duplicate of the dead row: status dead, "
-                   "error 'task_id must be ...', and it never runs (in the other order the valid one succeeds)")
 def test_valid_task_after_an_invalid_twin_still_runs(tmp_path):
     store, db = tmp_path / "store", tmp_path / "tasks.db"
     task = {"task_id": "ok", "image_key": "t/1.raw", "size": "10x10", "object_bytes": 600}

@@ -124,15 +124,15 @@ def _storable(text):
 
 
 def _invalid_key(task):
-    """Key for a task that failed validation: the usual key when it is printable and short, else None.
-    Repeating the same bad task is then a duplicate (a rerun adds no dead letters); the store never lets
-    it share a row with a valid task of the same key (see TaskStore._apply_claim)."""
+    """Key for a task that failed validation: `invalid:` + the usual key when that is printable and
+    short, else None. Repeating the same bad task is then a duplicate (a rerun adds no dead letters),
+    and the prefix keeps it from ever holding the key of a valid task with the same image and variant."""
     if not isinstance(task, dict):
         return None
     image_key, variant = task.get("image_key"), task.get("size", task.get("variant"))
     if not isinstance(image_key, str) or not isinstance(variant, str):
         return None
-    key = f"{image_key}#{variant}"
+    key = f"invalid:{image_key}#{variant}"
     if len(key) > 1100 or not key.isprintable():
         return None
     return key
@@ -427,7 +427,7 @@ class WorkerPool:
         """Resume what an earlier process left queued, running or retrying."""
         rows = self.store.unfinished()
         now_wall = time.time()
-        resumed = exhausted = 0
+        resumed = settled = 0
         for row in rows:
             try:
                 task = json.loads(row["payload"])
@@ -444,6 +444,15 @@ class WorkerPool:
                 if flight.key is not None:
                     self._inflight[flight.key] = flight
                 self._active += 1
+            if error is None and row["status"] == "running" and row["attempts"] >= self.config.max_attempts:
+                done = self.processor.completed_output(image_key, variant)
+                if done is not None:   # the last attempt finished its output; only the commit was lost
+                    record = {"status": "success", "attempts": row["attempts"], "output_key": done[0],
+                              "output_digest": done[1]}
+                    self.store.transition(flight.row_id, "success", (row["attempts"], *done),
+                                          self._after_commit(flight, record))
+                    settled += 1
+                    continue
             if error is not None or (row["status"] == "running" and row["attempts"] >= self.config.max_attempts):
                 message = (str(error) if error is not None else
                            f"attempt {row['attempts']} was interrupted by a crash and no attempts are left")
@@ -451,7 +460,7 @@ class WorkerPool:
                 self.store.transition(flight.row_id, "dead", (row["attempts"], error_class, message),
                                       self._after_commit(flight, {"status": "dead", "attempts": row["attempts"],
                                                                   "error_class": error_class, "error": message}))
-                exhausted += 1
+                settled += 1
                 continue
             delay = 0.0
             if row["status"] == "retrying" and row["next_attempt_at"]:
@@ -459,8 +468,8 @@ class WorkerPool:
             self.scheduler.schedule(delay, flight)
             resumed += 1
         if rows:
-            logs.event(30, "recovered", resumed=resumed, dead=exhausted)
-        self.recovered = resumed + exhausted
+            logs.event(30, "recovered", resumed=resumed, settled=settled)
+        self.recovered = resumed + settled
         return self.recovered
 
     # -- metrics -----------------------------------------------------------------------------

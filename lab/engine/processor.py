@@ -9,6 +9,7 @@ Knows nothing of queues or threads. The source is read in chunk_size pieces and 
 written through a temporary name and renamed into place, so memory stays flat whatever the object
 size and a reader never sees a partial variant.
 """
+import hashlib
 import time
 
 from . import faults, transform
@@ -59,3 +60,27 @@ class Processor:
             if remaining > 0:
                 time.sleep(remaining)
         return output_key, digest, nbytes
+
+    def completed_output(self, image_key, variant):
+        """(output_key, sha256 hex, bytes) if the variant already in the store is the complete transform
+        of the current source, else None. Used at recovery for an attempt whose result was written
+        (outputs are renamed into place whole) but whose success was never committed."""
+        output_key = output_key_for(image_key, variant)
+        try:
+            if not self.objects.exists(output_key):
+                return None
+            digest = hashlib.sha256()
+            size = 0
+
+            def hashed(chunks):
+                nonlocal size
+                for chunk in chunks:
+                    digest.update(chunk)
+                    size += len(chunk)
+                    yield chunk
+
+            problem = transform.verify_output(hashed(self.objects.read_chunks(output_key)), variant,
+                                              self.objects.read_chunks(image_key))
+        except Exception:   # unreadable source or output: not a completed attempt
+            return None
+        return None if problem else (output_key, digest.hexdigest(), size)

@@ -223,9 +223,9 @@ class TaskStore:
             self.ops_applied += len(batch)
             return [None] * len(batch)
         except Exception as exc:  # a failed commit must still reach every waiter
-            if len(batch) == 1:
-                self._failed = exc
-                return [exc]
+            if len(batch) == 1 or (isinstance(exc, sqlite3.OperationalError) and _is_busy(exc)):
+                self._failed = exc   # locked past the bound: one answer for all, not one wait each
+                return [exc] * len(batch)
         errors = []
         for op in batch:
             try:
