@@ -14,7 +14,6 @@ With WAL and synchronous=NORMAL a commit survives the process being killed (SIGK
 may lose the last commits (SQLite's documented trade-off), which would replay those tasks on resume.
 A database locked by another process is waited for with a bounded, jittered retry.
 """
-import json
 import logging
 import os
 import queue
@@ -87,6 +86,7 @@ _TRANSITIONS = {
 }
 
 MAX_BATCH = 2048
+CHECKPOINT_EVERY_S = 0.5
 
 
 class StoreError(RuntimeError):
@@ -120,6 +120,9 @@ def enable_wal(conn):
     if str(mode).lower() != "wal":
         raise sqlite3.OperationalError("database is locked (could not switch to WAL)")
     conn.execute("PRAGMA synchronous=NORMAL")
+    # Checkpoints (copying the WAL into the database, with fsyncs) run in their own thread
+    # (TaskStore._checkpoint_loop), not inside a commit: a commit never stalls behind one.
+    conn.execute("PRAGMA wal_autocheckpoint=0")
 
 
 class TaskStore:
@@ -160,6 +163,29 @@ class TaskStore:
     def start(self):
         self._thread = threading.Thread(target=self._run, name="tq-store-writer", daemon=True)
         self._thread.start()
+        self._stop_checkpoints = threading.Event()
+        self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="tq-store-checkpoint",
+                                              daemon=True)
+        self._checkpointer.start()
+
+    def _checkpoint_loop(self):
+        """Every CHECKPOINT_EVERY_S, if anything was committed, run a PASSIVE checkpoint on a connection of
+        its own: it copies committed WAL frames into the database without blocking the writer."""
+        try:
+            conn = connect(self.db_path, timeout_s=0.05)
+        except sqlite3.Error:
+            return
+        seen = self.commits
+        with conn:
+            while not self._stop_checkpoints.wait(CHECKPOINT_EVERY_S):
+                if self.commits == seen:
+                    continue
+                seen = self.commits
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error:
+                    pass   # busy (another process holds a lock): the next round tries again
+        conn.close()
 
     def claim(self, claims):
         """Commit the claims (one transaction) and fill in each one's outcome; blocks until durable."""
@@ -186,6 +212,12 @@ class TaskStore:
             self._ops.put(("stop", None, None))
             self._thread.join(timeout)
             self._thread = None
+            self._stop_checkpoints.set()
+            self._checkpointer.join(timeout)
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error:
+            pass
         try:
             self._conn.close()
         except sqlite3.Error:
@@ -351,10 +383,3 @@ def open_readonly(db_path):
         return conn
     except sqlite3.Error as exc:
         raise ConfigError(f"cannot open database {db_path}: {exc}") from None
-
-
-def payload_of(task_json):
-    try:
-        return json.loads(task_json)
-    except ValueError:
-        return None
