@@ -412,7 +412,7 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
                 self._reply(500, f"could not store the object: {failure.__class__.__name__}", quiet=True)
             return
         self.server.count("uploads")
-        payload = json.dumps({"bytes": nbytes, "sha256": digest.hexdigest()}).encode()
+        payload = json.dumps({"bytes": nbytes, "sha256": digest.hexdigest()}).encode() + b"\n"
         self._reply(200 if existed else 201, payload, content_type="application/json")
 
     def _sized_body(self, length):
