@@ -1,22 +1,26 @@
 """Durable task state in SQLite: task records, idempotency keys (UNIQUE), dead letters, recovery.
 
-One writer thread owns the only write connection and applies operations in batches: it takes
-whatever has queued up since its last commit, runs it in one BEGIN IMMEDIATE ... COMMIT (group
-commit), and only then runs the callbacks that tell callers about it. So:
+One write connection; operations are appended to a pending list and committed in batches by group
+commit with leader election: a thread that needs its operation durable takes the commit lock and
+commits everything pending in one BEGIN IMMEDIATE ... COMMIT, its own and everyone else's; threads
+that queued behind it find their operation already committed and return at once. At low load a
+thread commits its own operation with no hand-off to another thread; at high load one commit
+carries many. Operations nobody waits for (`running`, `retrying`) ride along with the next commit,
+or a flusher thread commits them within FLUSH_EVERY_S. So:
 
 - a claim (the INSERT that reserves an idempotency key) is committed before submit() returns;
 - a final state (success / dead / rejected) is committed before the task's handle resolves;
-- `running` and `retrying` are written asynchronously (in the next batch), so after a crash the
-  attempt count may miss an attempt that had just started; the output write is idempotent, so that
-  costs a repeated attempt at most, never a wrong result.
+- `running` and `retrying` are durable within FLUSH_EVERY_S, so after a crash the attempt count may
+  miss an attempt that had just started; the output write is idempotent, so that costs a repeated
+  attempt at most, never a wrong result.
 
 With WAL and synchronous=NORMAL a commit survives the process being killed (SIGKILL); a power loss
 may lose the last commits (SQLite's documented trade-off), which would replay those tasks on resume.
 A database locked by another process is waited for with a bounded, jittered retry.
 """
+import collections
 import logging
 import os
-import queue
 import random
 import sqlite3
 import threading
@@ -85,8 +89,18 @@ _TRANSITIONS = {
                  " version=version+1 WHERE id=?"),
 }
 
-MAX_BATCH = 2048
+MAX_BATCH = 4096
 CHECKPOINT_EVERY_S = 0.5
+FLUSH_EVERY_S = 0.05
+
+
+class _Ticket:
+    """Tells a thread that its operation was committed (done) and how (error None or the exception)."""
+    __slots__ = ("done", "error")
+
+    def __init__(self):
+        self.done = False
+        self.error = None
 
 
 class StoreError(RuntimeError):
@@ -131,8 +145,10 @@ class TaskStore:
     def __init__(self, db_path, lock_wait_s=60.0):
         self.db_path = db_path
         self.lock_wait_s = lock_wait_s
-        self._ops = queue.SimpleQueue()
-        self._thread = None
+        self._pending = collections.deque()   # (kind, payload, callback, ticket) not yet committed
+        self._commit_lock = threading.Lock()
+        self._threads = []
+        self._stop = threading.Event()
         self._failed = None
         self.commits = 0
         self.ops_applied = 0
@@ -161,12 +177,16 @@ class TaskStore:
 
     # -- the writer -------------------------------------------------------------------------
     def start(self):
-        self._thread = threading.Thread(target=self._run, name="tq-store-writer", daemon=True)
-        self._thread.start()
-        self._stop_checkpoints = threading.Event()
-        self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="tq-store-checkpoint",
-                                              daemon=True)
-        self._checkpointer.start()
+        """Start the flusher (commits operations nobody waits for) and the WAL checkpointer."""
+        for target, name in ((self._flush_loop, "tq-store-flush"), (self._checkpoint_loop, "tq-store-checkpoint")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _flush_loop(self):
+        while not self._stop.wait(FLUSH_EVERY_S):
+            if self._pending:
+                self._commit_pending()
 
     def _checkpoint_loop(self):
         """Every CHECKPOINT_EVERY_S, if anything was committed, run a PASSIVE checkpoint on a connection of
@@ -176,44 +196,44 @@ class TaskStore:
         except sqlite3.Error:
             return
         seen = self.commits
-        with conn:
-            while not self._stop_checkpoints.wait(CHECKPOINT_EVERY_S):
-                if self.commits == seen:
-                    continue
-                seen = self.commits
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                except sqlite3.Error:
-                    pass   # busy (another process holds a lock): the next round tries again
+        while not self._stop.wait(CHECKPOINT_EVERY_S):
+            if self.commits == seen:
+                continue
+            seen = self.commits
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error:
+                pass   # busy (another process holds a lock): the next round tries again
         conn.close()
 
     def claim(self, claims):
-        """Commit the claims (one transaction) and fill in each one's outcome; blocks until durable."""
-        done = threading.Event()
-        box = []
-        self._ops.put(("claim", claims, lambda err: (box.append(err), done.set())))
-        done.wait()
-        if box and box[0] is not None:
-            raise StoreError(str(box[0]))
+        """Commit the claims and fill in each one's outcome; returns once they are durable."""
+        ticket = self._commit_through(("claim", claims, None))
+        if ticket.error is not None:
+            raise StoreError(str(ticket.error))
         return claims
 
     def transition(self, row_id, status, args, callback=None):
-        """Queue a state change; `callback(err)` runs after it is committed (err None) or failed."""
-        self._ops.put((status, (row_id, args), callback))
+        """A state change. With a callback it is committed now (by this thread, or by the leader that
+        commits it first) and `callback(err)` runs after the commit (err None) or its failure; without
+        one it rides along with the next commit (at most FLUSH_EVERY_S later)."""
+        op = (status, (row_id, args), callback)
+        if callback is None:
+            self._pending.append(op + (None,))
+        else:
+            self._commit_through(op)
 
     def flush(self, timeout=None):
-        """Wait until everything queued so far is committed."""
-        done = threading.Event()
-        self._ops.put(("noop", None, lambda err: done.set()))
-        return done.wait(timeout)
+        """Commit everything queued so far."""
+        self._commit_through(("noop", None, None))
+        return True
 
     def close(self, timeout=30.0):
-        if self._thread is not None:
-            self._ops.put(("stop", None, None))
-            self._thread.join(timeout)
-            self._thread = None
-            self._stop_checkpoints.set()
-            self._checkpointer.join(timeout)
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads = []
+        self._commit_pending()
         try:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         except sqlite3.Error:
@@ -223,27 +243,42 @@ class TaskStore:
         except sqlite3.Error:
             pass
 
-    def _run(self):
-        ops_get = self._ops.get
-        get_nowait = self._ops.get_nowait
-        while True:
-            batch = [ops_get()]
-            while len(batch) < MAX_BATCH:
-                try:
-                    batch.append(get_nowait())
-                except queue.Empty:
-                    break
-            stop = any(op[0] == "stop" for op in batch)
+    def _commit_through(self, op):
+        """Queue `op` and return once it is committed: lead a commit unless a leader already took it."""
+        ticket = _Ticket()
+        self._pending.append(op + (ticket,))
+        self._commit_pending(ticket)
+        return ticket
+
+    def _commit_pending(self, ticket=None):
+        """Commit everything pending (unless `ticket` was committed by an earlier leader while this
+        thread waited for the lock), then run the callbacks, outside the lock."""
+        with self._commit_lock:
+            if ticket is not None and ticket.done:
+                return
+            pending = self._pending
+            batch = []
+            try:
+                while len(batch) < MAX_BATCH:
+                    batch.append(pending.popleft())
+            except IndexError:
+                pass
+            if not batch:
+                return
             errors = self._commit(batch)
             for op, err in zip(batch, errors):
-                callback = op[2]
-                if callback is not None:
-                    try:
-                        callback(err)
-                    except Exception:  # a caller's callback must not kill the writer
-                        logging.getLogger("tq").exception("store callback failed")
-            if stop:
-                return
+                if op[3] is not None:
+                    op[3].error = err
+                    op[3].done = True
+        if ticket is not None and not ticket.done:   # more than MAX_BATCH were ahead of it
+            self._commit_pending(ticket)
+        for op, err in zip(batch, errors):
+            callback = op[2]
+            if callback is not None:
+                try:
+                    callback(err)
+                except Exception:  # a caller's callback must not break the committer
+                    logging.getLogger("tq").exception("store callback failed")
 
     def _commit(self, batch):
         """Commit the batch in one transaction; if that fails for a reason other than a lock, commit
@@ -296,11 +331,11 @@ class TaskStore:
         # (which writes the same attempt count): skip it, one UPDATE fewer per fast task.
         ended = {(op[1][0], op[1][1][0]) for op in batch if op[0] in ("success", "dead", "retrying")}
         execute("BEGIN IMMEDIATE")
-        for kind, payload, _callback in batch:
+        for kind, payload, _callback, _ticket in batch:
             if kind == "claim":
                 for claim in payload:
                     self._apply_claim(execute, claim, now)
-            elif kind in ("noop", "stop"):
+            elif kind == "noop":
                 continue
             else:
                 row_id, args = payload
