@@ -186,7 +186,7 @@ class TaskStore:
     def _flush_loop(self):
         while not self._stop.wait(FLUSH_EVERY_S):
             if self._pending:
-                self._commit_pending()
+                self._try_lead()
 
     def _checkpoint_loop(self):
         """Every CHECKPOINT_EVERY_S, if anything was committed, run a PASSIVE checkpoint on a connection of
@@ -214,14 +214,13 @@ class TaskStore:
         return claims
 
     def transition(self, row_id, status, args, callback=None):
-        """A state change. With a callback it is committed now (by this thread, or by the leader that
-        commits it first) and `callback(err)` runs after the commit (err None) or its failure; without
-        one it rides along with the next commit (at most FLUSH_EVERY_S later)."""
-        op = (status, (row_id, args), callback)
-        if callback is None:
-            self._pending.append(op + (None,))
-        else:
-            self._commit_through(op)
+        """A state change. With a callback it is committed promptly: this thread commits it unless a
+        commit is already under way, whose leader then takes it too (this thread never waits), and
+        `callback(err)` runs after the commit (err None) or its failure. Without a callback it rides
+        along with the next commit (at most FLUSH_EVERY_S later)."""
+        self._pending.append((status, (row_id, args), callback, None))
+        if callback is not None:
+            self._try_lead()
 
     def flush(self, timeout=None):
         """Commit everything queued so far."""
@@ -252,26 +251,51 @@ class TaskStore:
 
     def _commit_pending(self, ticket=None):
         """Commit everything pending (unless `ticket` was committed by an earlier leader while this
-        thread waited for the lock), then run the callbacks, outside the lock."""
+        thread waited for the lock), run the callbacks outside the lock, then look again: an
+        operation queued while the lock was held may have found it taken and left it to us."""
         with self._commit_lock:
             if ticket is not None and ticket.done:
-                return
-            pending = self._pending
-            batch = []
-            try:
-                while len(batch) < MAX_BATCH:
-                    batch.append(pending.popleft())
-            except IndexError:
-                pass
-            if not batch:
-                return
-            errors = self._commit(batch)
-            for op, err in zip(batch, errors):
-                if op[3] is not None:
-                    op[3].error = err
-                    op[3].done = True
+                batch = None
+            else:
+                batch, errors = self._commit_batch()
+        if batch:
+            self._run_callbacks(batch, errors)
         if ticket is not None and not ticket.done:   # more than MAX_BATCH were ahead of it
             self._commit_pending(ticket)
+        self._try_lead()
+
+    def _try_lead(self):
+        """Commit what is pending if no other thread is committing; never waits for the lock."""
+        while self._pending:
+            if not self._commit_lock.acquire(blocking=False):
+                return          # the leader re-checks the pending list after it releases the lock
+            try:
+                batch, errors = self._commit_batch()
+            finally:
+                self._commit_lock.release()
+            if batch:
+                self._run_callbacks(batch, errors)
+
+    def _commit_batch(self):
+        """Take up to MAX_BATCH pending operations and commit them (commit lock held)."""
+        pending = self._pending
+        batch = []
+        try:
+            while len(batch) < MAX_BATCH:
+                batch.append(pending.popleft())
+        except IndexError:
+            pass
+        if not batch:
+            return batch, []
+        errors = self._commit(batch)
+        for op, err in zip(batch, errors):
+            if op[3] is not None:
+                op[3].error = err
+                op[3].done = True
+        return batch, errors
+
+    @staticmethod
+    def _run_callbacks(batch, errors):
         for op, err in zip(batch, errors):
             callback = op[2]
             if callback is not None:
