@@ -28,6 +28,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from lab.atomic import write_text  # noqa: E402
+from runners.envinfo import scratch_root  # noqa: E402
 from runners.spawn import run_trial  # noqa: E402
 
 IMPLS = ("baseline", "optimized")
@@ -391,7 +392,9 @@ def main(argv=None):
         print(f"benchmark.py: error: {problem}", file=sys.stderr)
         return 2
     args.out = os.path.abspath(args.out)
-    workdir = tempfile.mkdtemp(prefix="tq-bench-")
+    scratch, kind = scratch_root()
+    workdir = tempfile.mkdtemp(prefix="tq-bench-", dir=scratch)
+    log(f"scratch files in {workdir} ({kind or 'unknown filesystem'}; set TQ_SCRATCH_DIR to change)")
     try:
         if args.overhead:
             return run_overhead(args, workdir)

@@ -404,7 +404,10 @@ def render_markdown(meta, agg, charts, sweep_dir, chart_rel, trial_tails):
               f"(`{tpy.get('executable', '?')}`, GIL {'on' if tpy.get('gil_enabled', True) else 'off'})",
               f"- Sweep interpreter: {spy.get('implementation', '?')} {spy.get('python_version', '?')}",
               f"- Each trial ran alone, in its own process (`python -m {meta.get('trial_module', 'runners.trial')}`)"
-              f" with the environment recorded in sweep.json; timeout {grid.get('timeout_s')} s per trial.", ""]
+              f" with the environment recorded in sweep.json; timeout {grid.get('timeout_s')} s per trial.",
+              f"- Scratch files (source objects, outputs, SQLite) on: "
+              f"{(meta.get('scratch') or {}).get('filesystem') or 'unknown'} "
+              f"(`{(meta.get('scratch') or {}).get('path', '?')}`; TQ_SCRATCH_DIR chooses)", ""]
 
     lines += ["## Grid", "",
               f"Implementations: {', '.join(grid.get('implementations', []))}; repeats: {grid.get('repeats')}; "

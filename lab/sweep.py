@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from lab import grid as gridmod
 from lab.atomic import write_text
 from runners import spawn
+from runners.envinfo import scratch_root
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_SWEEPS = os.path.join(ROOT, "data", "sweeps")
@@ -313,7 +314,8 @@ def run_sweep(grid_path, out=None, repeats=None, python=None, seed=None, trial_m
 
     meta_path = os.path.join(out, "sweep.json")
     trials_dir = os.path.join(out, "trials")
-    work_root = os.path.join(out, "work")
+    scratch, scratch_fs = scratch_root()
+    work_root = os.path.join(scratch, f"tq-sweep-{os.path.basename(os.path.abspath(out))}-{ghash[:12]}")
     _check_out(out, meta_path, ghash)
     os.makedirs(trials_dir, exist_ok=True)
 
@@ -332,6 +334,7 @@ def run_sweep(grid_path, out=None, repeats=None, python=None, seed=None, trial_m
                              "executable": sys.executable},
             "trial_python": trial_python, "trial_module": trial_module,
             "trial_env": spawn.trial_env(),
+            "scratch": {"path": work_root, "filesystem": scratch_fs},
             "csv_columns": csv_columns(list(grid["axes"])),
         }
         plan = gridmod.plan(grid)

@@ -16,6 +16,7 @@ import uuid
 
 from lab.engine.errors import ConfigError
 from lab.workload import ensure_objects, make_tasks
+from runners.envinfo import filesystem_kind, scratch_root
 from runners.load import run_load
 
 IMPLS = ("baseline", "optimized")
@@ -150,7 +151,8 @@ def run_trial(params):
             raise ParamError("http store not available (lab.engine.http_objects is missing)")
         server_factory, http_store_cls, bucket_root = support
     own_workdir = p["workdir"] is None
-    workdir = tempfile.mkdtemp(prefix="tq-trial-") if own_workdir else os.path.abspath(p["workdir"])
+    workdir = tempfile.mkdtemp(prefix="tq-trial-", dir=scratch_root()[0]) if own_workdir \
+        else os.path.abspath(p["workdir"])
     run_dir = os.path.join(workdir, "runs", f"{p['impl']}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     # source objects live in <workdir>/store; an HTTP server started on <workdir> serves that directory
     # as its bucket, so local and http trials in one workdir share the same objects
@@ -172,6 +174,7 @@ def run_trial(params):
                           impl=p["impl"])
         harness = result.setdefault("harness", {})
         harness["service_time_ms"] = service_ms
+        harness["scratch_fs"] = filesystem_kind(workdir)
         if service_ms != p["latency_ms"]:
             harness["service_time_basis"] = "2 * server_latency_ms (a GET and a PUT per task over http)"
         return result

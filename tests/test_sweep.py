@@ -27,8 +27,16 @@ def sweep_argv(grid, out, *extra):
     return [sys.executable, "-m", "lab", "sweep", grid, "--out", str(out), "--trial-module", FAKE, *extra]
 
 
+def scratch_env(argv):
+    """Trials' scratch folders inside the sweep folder (TQ_SCRATCH_DIR), so the fake trial can find it."""
+    env = dict(os.environ)
+    if "--out" in argv:
+        env["TQ_SCRATCH_DIR"] = str(argv[argv.index("--out") + 1])
+    return env
+
+
 def run(argv, timeout=60):
-    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=scratch_env(argv))
 
 
 def records(out):
@@ -92,7 +100,7 @@ def test_two_trial_sweep_outputs_and_resume(tmp_path):
         assert rec["params"]["workdir"].startswith(str(out))
         assert rec["wall_s"] > 0 and "stderr_tail" in rec
         assert rec["argv"][1:3] == ["-m", FAKE]
-    assert not (out / "work").exists()           # every trial's workdir was cleaned
+    assert not list(out.glob("tq-sweep-*"))       # every trial's workdir was cleaned
     assert not [n for n in os.listdir(out) if n.endswith(".tq-tmp")]
 
     rows = csv_rows(out)
@@ -146,7 +154,7 @@ def test_hang_is_timed_out_crash_is_recorded_and_sweep_goes_on(tmp_path):
     wait_for(lambda: all(process_gone(p) for p in pids), 10, "the hung trial's process group to die")
     statuses = sorted(r["status"] for r in csv_rows(out))
     assert statuses == ["error", "ok", "timeout"]
-    assert not (out / "work").exists()
+    assert not list(out.glob("tq-sweep-*"))
 
     # rerun: the ok trial is kept, the failed ones are tried again (and fail again)
     again = run(sweep_argv(grid, out))
@@ -156,7 +164,8 @@ def test_hang_is_timed_out_crash_is_recorded_and_sweep_goes_on(tmp_path):
 def test_resume_after_kill(tmp_path):
     grid = write_grid(tmp_path / "grid.json", {"workers": [1, 2, 3]}, count=300)   # 6 trials of ~0.3 s
     out = tmp_path / "sweep"
-    sweep = subprocess.Popen(sweep_argv(grid, out), cwd=ROOT, stdout=subprocess.DEVNULL,
+    argv = sweep_argv(grid, out)
+    sweep = subprocess.Popen(argv, cwd=ROOT, env=scratch_env(argv), stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     try:
         trials_dir = out / "trials"
@@ -189,8 +198,9 @@ def test_sigterm_kills_the_trial_in_flight(tmp_path):
     grid = write_grid(tmp_path / "grid.json", {"workers": [2]}, timeout_s=120, implementations=["optimized"],
                       latency_ms=777)
     out = tmp_path / "sweep"
-    sweep = subprocess.Popen(sweep_argv(grid, out), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             text=True)
+    argv = sweep_argv(grid, out)
+    sweep = subprocess.Popen(argv, cwd=ROOT, env=scratch_env(argv), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
     try:
         pid_file = out / "hang-pids.txt"
         wait_for(lambda: pid_file.exists() and len(pid_file.read_text().split()) == 2, 30, "the hanging trial")
