@@ -154,6 +154,7 @@ def print_figures(m):
         ("thread utilisation", _fmt(m.get("thread_utilization"), ".3f")),
         ("peak RSS", f"{_fmt(m.get('peak_rss_mb'), '.1f')} MB"),
         ("tasks", m["tasks_submitted"]), ("elapsed", f"{m['elapsed_s']:.3f} s"),
+        ("scratch files on", (m.get("harness") or {}).get("scratch_fs") or "n/a"),
     ]
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
