@@ -23,6 +23,7 @@ IMPLS = ("baseline", "optimized")
 LOADS = ("closed", "open")
 MODES = ("block", "fail_fast")
 STORES = ("local", "http")
+HTTP_CLIENTS = ("requests", "stdlib")
 
 DEFAULTS = {
     "impl": "optimized", "count": 2000, "clients": 100, "workers": 8, "queue_size": 200, "mode": "block",
@@ -31,6 +32,7 @@ DEFAULTS = {
     "server_latency_ms": 0.0, "server_error_rate": 0.0, "workdir": None,
     # optional extras (not in the contract's list; defaults leave the implementations' own defaults)
     "max_attempts": None, "enqueue_timeout_s": None, "result_timeout_s": 120.0, "label": None,
+    "http_client": "requests",      # HttpObjectStore transport for store=http (engine and baseline)
 }
 
 _INT = "int"
@@ -47,6 +49,7 @@ def _spec():
         "rate": ("optnum", 0), "seed": (_INT, None), "store": ("choice", STORES),
         "server_latency_ms": (_NUM, 0), "server_error_rate": (_RATE,), "workdir": ("optstr",), "max_attempts": ("optint", 1),
         "enqueue_timeout_s": ("optnum", 0), "result_timeout_s": (_NUM, 0), "label": ("optstr",),
+        "http_client": ("choice", HTTP_CLIENTS),
     }
 
 
@@ -113,7 +116,8 @@ def _http_support():
 def make_adapter(p, store_root, run_dir, store_url=None, http_store_cls=None):
     if p["impl"] == "baseline":
         from runners.adapters import BaselineAdapter
-        store = http_store_cls(store_url, pool_size=p["workers"]) if store_url else None
+        store = (http_store_cls(store_url, pool_size=p["workers"], client=p["http_client"])
+                 if store_url else None)
         return BaselineAdapter(store_root, workers=p["workers"], latency_ms=p["latency_ms"],
                                latency_jitter_ms=p["latency_jitter_ms"], transient_rate=p["transient_rate"],
                                permanent_rate=p["permanent_rate"], seed=p["seed"], store=store)
@@ -122,7 +126,8 @@ def make_adapter(p, store_root, run_dir, store_url=None, http_store_cls=None):
                   latency_ms=p["latency_ms"], latency_jitter_ms=p["latency_jitter_ms"],
                   transient_rate=p["transient_rate"], permanent_rate=p["permanent_rate"], seed=p["seed"],
                   db_path=os.path.join(run_dir, "engine.sqlite3"), store_root=store_root,
-                  store="http" if store_url else "local", store_url=store_url, log_level="WARNING")
+                  store="http" if store_url else "local", store_url=store_url, http_client=p["http_client"],
+                  log_level="WARNING")
     if p["max_attempts"] is not None:
         config["max_attempts"] = p["max_attempts"]
     if p["enqueue_timeout_s"] is not None:

@@ -1,7 +1,10 @@
 """The HTTP object store: client, server (in-process and as a child process), CLI, faults, confinement,
 atomic uploads and flat memory. All traffic stays on 127.0.0.1.
 
-Measure peak RSS by hand for another size:  .venv/bin/python tests/test_http_objects.py 268435456
+Every client test runs against both transports of HttpObjectStore (the `client` fixture: "requests", the
+default, and "stdlib"); the server-only tests run once.
+
+Measure peak RSS by hand for another size:  .venv/bin/python tests/test_http_objects.py 268435456 [stdlib]
 """
 import hashlib
 import http.client
@@ -22,7 +25,7 @@ if ROOT not in sys.path:
 
 from lab.engine.errors import (ConfigError, ObjectNotFound, PermanentError, TransientError,  # noqa: E402
                                ValidationError)
-from lab.engine.http_objects import (HttpObjectStore, StoreClientError, StoreConnectionError,  # noqa: E402
+from lab.engine.http_objects import (CLIENTS, HttpObjectStore, StoreClientError, StoreConnectionError,  # noqa: E402
                                      StoreServerError, StoreTimeout, bucket_root, default_python,
                                      make_store, start_server_process)
 from lab.engine.http_server import ObjectServer  # noqa: E402
@@ -105,9 +108,16 @@ def srv(tmp_path):
     s.stop()
 
 
+@pytest.fixture(params=CLIENTS)
+def client(request):
+    """The HttpObjectStore transport under test: every test that takes it runs once per client."""
+    return request.param
+
+
 @pytest.fixture
-def store(srv):
-    with HttpObjectStore(srv.url, chunk_size=64 * 1024, pool_size=4, timeout=(2, 10)) as st:
+def store(srv, client):
+    with HttpObjectStore(srv.url, chunk_size=64 * 1024, pool_size=4, timeout=(2, 10), client=client) as st:
+        assert st.client == client
         yield st
 
 
@@ -147,8 +157,8 @@ def test_missing_object(store):
     assert classify(ObjectNotFound("x")) == "permanent"
 
 
-def test_client_side_key_check_before_any_request():
-    st = HttpObjectStore("http://127.0.0.1:9")   # nothing listens there; no request may be made
+def test_client_side_key_check_before_any_request(client):
+    st = HttpObjectStore("http://127.0.0.1:9", client=client)   # nothing listens there: no request made
     for key in ("../x", "/abs", "a/../b", "a\\b", "a\x00b", "", "a//b", "x" * 1025):
         for call in (st.read_chunks, st.exists, st.size, st.read_all, lambda k: st.write_all(k, b"")):
             with pytest.raises(ValidationError):
@@ -166,8 +176,8 @@ def test_other_4xx_is_permanent_and_range_is_served(srv, store):
     assert raw_request(srv.port, "GET", "/store/parent", headers={"Range": "bytes=20-"})[0] == 416
 
 
-def test_concurrent_workers_share_one_pool(srv):
-    with HttpObjectStore(srv.url, pool_size=4, chunk_size=16 * 1024) as st:
+def test_concurrent_workers_share_one_pool(srv, client):
+    with HttpObjectStore(srv.url, pool_size=4, chunk_size=16 * 1024, client=client) as st:
         results, errors = {}, []
 
         def work(i):
@@ -205,11 +215,8 @@ def test_kept_alive_requests_do_not_stall_on_delayed_ack(srv, store):
     medians = {m: sorted(t)[len(t) // 2] * 1000 for m, t in timings.items()}
     assert all(ms < 20 for ms in medians.values()), medians
     assert store.stats["created"] == 1, store.stats          # one kept-alive connection did it all
-    conn = store._pool.get()
-    try:
-        assert conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-    finally:
-        store._pool.put(conn)
+    socks = store._transport.idle_sockets()
+    assert len(socks) == 1 and socks[0].getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
 
 def _stream_through(st, src, dst, barrier=None):
@@ -223,10 +230,11 @@ def _stream_through(st, src, dst, barrier=None):
 
 
 @pytest.mark.parametrize("connections, discarded", [(None, 0), (4, 4)], ids=["2x-pool", "1x-pool"])
-def test_pool_holds_a_get_and_a_put_per_worker(srv, connections, discarded):
+def test_pool_holds_a_get_and_a_put_per_worker(srv, client, connections, discarded):
     """pool_size threads each streaming a GET into a PUT need 2 * pool_size connections: the default
     keeps them all; a pool of only pool_size has to close some (the 'pool is full' warning)."""
-    with HttpObjectStore(srv.url, pool_size=4, chunk_size=16 * 1024, connections=connections) as st:
+    with HttpObjectStore(srv.url, pool_size=4, chunk_size=16 * 1024, connections=connections,
+                         client=client) as st:
         for i in range(4):
             st.write_chunks(f"src/{i}", object_chunks(f"src/{i}", 100_000))
         barrier = threading.Barrier(4)
@@ -250,10 +258,10 @@ def test_pool_holds_a_get_and_a_put_per_worker(srv, connections, discarded):
             assert st.read_all(f"dst/{i}") == b"".join(object_chunks(f"src/{i}", 100_000))
 
 
-def test_small_body_is_sent_whole_after_the_download_finished(srv):
+def test_small_body_is_sent_whole_after_the_download_finished(srv, client):
     """A body that fits in one chunk goes out with Content-Length once the source is exhausted, so the
     GET's connection is back in the pool and the PUT reuses it: one connection per worker."""
-    with HttpObjectStore(srv.url, pool_size=1, chunk_size=64 * 1024) as st:
+    with HttpObjectStore(srv.url, pool_size=1, chunk_size=64 * 1024, client=client) as st:
         st.write_all("small", b"s" * 20_000)
         _stream_through(st, "small", "small.out")
         assert st.stats == {"created": 1, "reused": 2, "dropped": 0, "discarded": 0}
@@ -264,7 +272,7 @@ def test_small_body_is_sent_whole_after_the_download_finished(srv):
         assert st.read_all("large.out") == b"L" * 200_000
 
 
-def test_server_latency_is_the_service_time_of_a_request(tmp_path):
+def test_server_latency_is_the_service_time_of_a_request(tmp_path, client):
     """latency_ms counts from the request line: work shorter than it is inside it (not added on top),
     and every kind of answer (200, 201, 404, 503) waits for it."""
     latency = 0.2
@@ -276,7 +284,7 @@ def test_server_latency_is_the_service_time_of_a_request(tmp_path):
                 super()._get(path, body)
 
         s.server.RequestHandlerClass = SlowWork
-        with HttpObjectStore(s.server.url, timeout=(2, 10)) as st:
+        with HttpObjectStore(s.server.url, timeout=(2, 10), client=client) as st:
             for call in (lambda: st.write_all("k", b"x"), lambda: st.read_all("k"),
                          lambda: st.exists("missing")):
                 started = time.perf_counter()
@@ -284,7 +292,7 @@ def test_server_latency_is_the_service_time_of_a_request(tmp_path):
                 elapsed = time.perf_counter() - started
                 assert latency <= elapsed < latency + 0.1, elapsed      # 0.32 s if it were added
         s.server.error_rate = 1.0
-        with HttpObjectStore(s.server.url, timeout=(2, 10)) as st:
+        with HttpObjectStore(s.server.url, timeout=(2, 10), client=client) as st:
             started = time.perf_counter()
             with pytest.raises(StoreServerError):
                 st.read_all("k")
@@ -302,10 +310,10 @@ def test_trial_ceiling_uses_the_http_service_time():
 
 
 # --- faults ---
-def test_injected_503_is_transient_and_a_retry_loop_gets_through(tmp_path):
+def test_injected_503_is_transient_and_a_retry_loop_gets_through(tmp_path, client):
     s = InProcessServer(str(tmp_path / "srv"), error_rate=0.5, seed=7)
     try:
-        with HttpObjectStore(s.server.url, timeout=(2, 10)) as st:
+        with HttpObjectStore(s.server.url, timeout=(2, 10), client=client) as st:
             seen = []
             for i in range(6):
                 key = f"r/{i}.raw"
@@ -323,12 +331,12 @@ def test_injected_503_is_transient_and_a_retry_loop_gets_through(tmp_path):
         s.stop()
 
 
-def test_503_during_a_large_upload_still_reaches_the_client(tmp_path):
+def test_503_during_a_large_upload_still_reaches_the_client(tmp_path, client):
     """The server answers before reading an 8 MiB body; its lingering close lets the client read the 503
     instead of a connection reset."""
     s = InProcessServer(str(tmp_path / "srv"), error_rate=1.0)
     try:
-        with HttpObjectStore(s.server.url, timeout=(2, 10)) as st:
+        with HttpObjectStore(s.server.url, timeout=(2, 10), client=client) as st:
             with pytest.raises(StoreServerError) as info:
                 st.write_chunks("big", object_chunks("big", 8 * MiB))
             assert info.value.status == 503
@@ -337,10 +345,10 @@ def test_503_during_a_large_upload_still_reaches_the_client(tmp_path):
         s.stop()
 
 
-def test_read_timeout_is_transient(tmp_path):
+def test_read_timeout_is_transient(tmp_path, client):
     s = InProcessServer(str(tmp_path / "srv"), latency_ms=400)
     try:
-        with HttpObjectStore(s.server.url, timeout=(2, 0.05)) as st:
+        with HttpObjectStore(s.server.url, timeout=(2, 0.05), client=client) as st:
             with pytest.raises(StoreTimeout) as info:
                 st.exists("anything")
             assert classify(info.value) == "transient"
@@ -348,7 +356,45 @@ def test_read_timeout_is_transient(tmp_path):
         s.stop()
 
 
-def test_server_killed_mid_stream_then_back_on_the_same_port(tmp_path):
+def test_read_timeout_in_mid_stream_is_transient(client):
+    """A server that sends the headers and part of the body, then nothing: the read timeout while
+    iterating maps to StoreTimeout (requests reports it as a ConnectionError around urllib3's
+    ReadTimeoutError), and the half-read connection is not reused."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    release = threading.Event()
+
+    def serve_one():
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(5)
+            request = b""
+            while b"\r\n\r\n" not in request:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                request += data
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 200000\r\n\r\n" + b"x" * 70_000)
+            release.wait(timeout=10)
+
+    thread = threading.Thread(target=serve_one, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        with HttpObjectStore(url, chunk_size=65536, timeout=(2, 0.2), client=client) as st:
+            chunks = st.read_chunks("slow")
+            assert len(next(chunks)) == 65536
+            with pytest.raises(StoreTimeout) as info:
+                for _ in chunks:
+                    pass
+            assert classify(info.value) == "transient"
+            assert st._transport.idle_sockets() == []
+    finally:
+        release.set()
+        thread.join(timeout=10)
+        listener.close()
+
+
+def test_server_killed_mid_stream_then_back_on_the_same_port(tmp_path, client):
     """SIGKILL the server process in the middle of a download and of an upload: both surface as
     TransientError; a new server on the same port and root serves the same client again."""
     root = str(tmp_path / "srv")
@@ -358,7 +404,7 @@ def test_server_killed_mid_stream_then_back_on_the_same_port(tmp_path):
     first = start_server_process(root)
     port = first.port
     try:
-        with HttpObjectStore(first.url, timeout=(2, 10)) as st:
+        with HttpObjectStore(first.url, timeout=(2, 10), client=client) as st:
             chunks = st.read_chunks(key)
             next(chunks)
             first.kill()
@@ -413,7 +459,7 @@ def test_server_refuses_escaping_keys_with_400(srv, tmp_path, target):
     assert files_under(str(tmp_path)) == [], "nothing may be written anywhere"
 
 
-def test_symlink_out_of_the_root_is_refused(srv, tmp_path):
+def test_symlink_out_of_the_root_is_refused(srv, tmp_path, client):
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "secret").write_bytes(b"secret")
@@ -428,7 +474,7 @@ def test_symlink_out_of_the_root_is_refused(srv, tmp_path):
     os.symlink(os.path.join(srv.root, "store", "real"), os.path.join(srv.root, "store", "alias"))
     assert raw_request(srv.port, "GET", "/store/alias")[0] == 400
     assert raw_request(srv.port, "GET", "/store/real") == (200, b"inside")
-    with HttpObjectStore(srv.url) as st:
+    with HttpObjectStore(srv.url, client=client) as st:
         with pytest.raises(ValidationError):      # the server's 400 maps to ValidationError
             st.read_all("link/secret")
 
@@ -466,17 +512,24 @@ def test_put_cut_short_leaves_nothing(srv, store, kind):
     assert files_under(srv.root) == [os.path.join("store", "obj")]
 
 
-def test_client_source_error_aborts_the_upload_and_is_reraised(srv, store):
-    class SourceBroke(Exception):
-        pass
+class SourceBroke(Exception):
+    pass
+
+
+@pytest.mark.parametrize("error", [SourceBroke, OSError], ids=["own-class", "OSError"])
+def test_client_source_error_aborts_the_upload_and_is_reraised(srv, store, error):
+    """The caller's exception comes back as it was raised, even an OSError (which a transport failure
+    also is: it must not turn into a StoreConnectionError)."""
+    raised = error("disk read failed")
 
     def chunks():
         yield b"a" * 70_000
         yield b"b" * 70_000
-        raise SourceBroke("disk read failed")
+        raise raised
 
-    with pytest.raises(SourceBroke):
+    with pytest.raises(error) as info:
         store.write_chunks("k", chunks())
+    assert info.value is raised
     assert srv.wait_for(lambda st: st["aborted_uploads"] >= 1, timeout=5)
     assert store.exists("k") is False
     assert files_under(srv.root) == []
@@ -535,10 +588,10 @@ def test_cli_bad_arguments_exit_2(tmp_path, bad, entry):
     assert proc.stdout == b"" and len(proc.stderr.decode().strip().splitlines()) == 1
 
 
-def test_start_server_process_and_stop(tmp_path):
+def test_start_server_process_and_stop(tmp_path, client):
     with start_server_process(str(tmp_path / "r"), latency_ms=1, seed=3) as server:
         assert server.url == f"http://127.0.0.1:{server.port}"
-        with HttpObjectStore(server.url) as st:
+        with HttpObjectStore(server.url, client=client) as st:
             st.write_all("x", b"1")
             assert st.read_all("x") == b"1"
     assert server.proc.returncode == 0
@@ -550,11 +603,16 @@ def test_make_store(tmp_path):
     assert isinstance(local, LocalObjectStore) and local.chunk_size == 1024
     remote = make_store("http", None, "http://127.0.0.1:1", 2048, 3)
     assert isinstance(remote, HttpObjectStore) and remote.chunk_size == 2048 and remote.pool_size == 3
+    assert remote.client == "requests" and remote.connections == 6     # the issue's client is the default
     assert remote.remove_temp_files() == 0
     remote.close()
+    with make_store("http", None, "http://127.0.0.1:1", 2048, 3, client="stdlib") as fast:
+        assert fast.client == "stdlib" and fast.connections == 6
     for args in (("s3", "x", None, 1, 1), ("http", "x", None, 1, 1), ("http", "x", "ftp://h", 1, 1)):
         with pytest.raises(ConfigError):
             make_store(*args)
+    with pytest.raises(ConfigError):
+        make_store("http", None, "http://127.0.0.1:1", 2048, 3, client="urllib3")
 
 
 # --- memory ---
@@ -563,7 +621,7 @@ import hashlib, json, os, resource, sys
 from lab.engine.http_objects import HttpObjectStore, start_server_process
 from lab.workload import object_chunks
 
-root, nbytes = sys.argv[1], int(sys.argv[2])
+root, nbytes, client = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 
 def server_hwm_kib(pid):
     with open(f"/proc/{pid}/status") as f:
@@ -574,7 +632,7 @@ def server_hwm_kib(pid):
 def me_kib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
-with start_server_process(root) as server, HttpObjectStore(server.url) as st:
+with start_server_process(root) as server, HttpObjectStore(server.url, client=client) as st:
     for key in ("warm/a", "warm/b"):       # load every code path once before the baseline
         st.write_chunks(key, object_chunks(key, 4 << 20))
         for _ in st.read_chunks(key):
@@ -591,20 +649,20 @@ with start_server_process(root) as server, HttpObjectStore(server.url) as st:
         got += len(chunk)
     c2, s2 = me_kib(), server_hwm_kib(server.pid)
     ok = n == got == nbytes and h.hexdigest() == digest
-print(json.dumps({"nbytes": nbytes, "ok": ok, "client_kib": [c0, c1, c2], "server_kib": [s0, s1, s2]}))
+print(json.dumps({"client": client, "nbytes": nbytes, "ok": ok, "client_kib": [c0, c1, c2], "server_kib": [s0, s1, s2]}))
 """
 
 
-def measure_rss(root, nbytes):
-    out = subprocess.run([default_python(), "-c", RSS_SCRIPT, root, str(nbytes)], cwd=ROOT, env=_env(),
+def measure_rss(root, nbytes, client="requests"):
+    out = subprocess.run([default_python(), "-c", RSS_SCRIPT, root, str(nbytes), client], cwd=ROOT, env=_env(),
                          capture_output=True, timeout=120)
     assert out.returncode == 0, out.stderr.decode()[-2000:]
     return json.loads(out.stdout)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the server's VmHWM from /proc")
-def test_streaming_256_mib_keeps_peak_rss_flat(tmp_path):
-    result = measure_rss(str(tmp_path / "r"), 256 * MiB)
+def test_streaming_256_mib_keeps_peak_rss_flat(tmp_path, client):
+    result = measure_rss(str(tmp_path / "r"), 256 * MiB, client)
     assert result["ok"]
     client, server = result["client_kib"], result["server_kib"]
     assert client[2] - client[0] < 16 * 1024, result
@@ -614,9 +672,10 @@ def test_streaming_256_mib_keeps_peak_rss_flat(tmp_path):
 if __name__ == "__main__":
     import tempfile
     with tempfile.TemporaryDirectory() as d:
-        r = measure_rss(d, int(sys.argv[1]) if len(sys.argv) > 1 else 256 * MiB)
+        r = measure_rss(d, int(sys.argv[1]) if len(sys.argv) > 1 else 256 * MiB,
+                        sys.argv[2] if len(sys.argv) > 2 else "requests")
     c, s = r["client_kib"], r["server_kib"]
     print(json.dumps(r))
-    print(f"{r['nbytes'] / MiB:.0f} MiB PUT+GET: client peak {c[0] / 1024:.1f} -> {c[2] / 1024:.1f} MiB "
+    print(f"{r['client']}: {r['nbytes'] / MiB:.0f} MiB PUT+GET: client peak {c[0] / 1024:.1f} -> {c[2] / 1024:.1f} MiB "
           f"(+{(c[2] - c[0]) / 1024:.2f}), server peak {s[0] / 1024:.1f} -> {s[2] / 1024:.1f} MiB "
           f"(+{(s[2] - s[0]) / 1024:.2f})")

@@ -1,33 +1,45 @@
 """The HTTP object store client (same methods as LocalObjectStore), the server launcher and make_store.
 
-`HttpObjectStore` talks to the server in lab.engine.http_server over HTTP/1.1 with kept-alive
-connections from a small thread-safe pool of `http.client` connections (no requests/urllib3 layer: on
-this path their per-call CPU, ~300-400 us for requests, ~120-170 us for urllib3 against ~60-110 us here,
-was the engine process's largest cost per task, and the engine's workers share one GIL).
+`HttpObjectStore` talks to the server in lab.engine.http_server over HTTP/1.1 with kept-alive connections.
+One class holds everything the two clients share: URL building, client-side key checks, the blocking of
+uploads into chunk_size blocks, the size/sha256 check of an upload's answer, the mapping of statuses and
+transport failures to lab errors, and the read_chunks/read_all/write_chunks/write_all/exists/size/close
+methods. Only how bytes move differs, in a small transport object chosen by `client`:
 
+- client="requests" (the default, as the issue that specified the store asks): one shared
+  `requests.Session` whose HTTPAdapter keeps `connections` connections, `stream=True` +
+  `iter_content(chunk_size)` for reads, a generator body (chunked transfer encoding) for writes,
+  `trust_env = False` (no proxy, netrc or CA settings from the environment: the traffic stays where
+  base_url points).
+- client="stdlib": a small thread-safe pool of `http.client` connections. It does the same requests with
+  less CPU per call: measured ~80-145 us against ~280-420 us for requests (docs/HTTP_STORE.md), which
+  matters because the engine's workers share one GIL. It is the faster, explicitly chosen option.
+
+Common to both:
 - `pool_size` is the number of threads that call the store at once (the engine passes max_workers). The
   pool keeps up to `connections` = 2 * pool_size idle connections, because one worker can hold a
   streaming GET open while its PUT runs (the processor feeds the download, through the transform, into
   the upload). A connection returned to a full pool is closed and counted in `stats["discarded"]`
   (logged once as a warning); a pooled connection the server has closed is noticed (readable socket)
-  and replaced before it is used.
+  and replaced before it is used (`stats["dropped"]`).
 - Reads stream the body in chunk_size pieces (`read_chunks`); `read_all` reads it in one call.
 - Writes collect the caller's pieces into chunk_size blocks. A body that ends within the first block
-  (every small object) goes out as one Content-Length request whose headers and body leave in a single
-  send, so the download it came from is finished and its connection back in the pool before the upload
-  takes one; a longer body streams with chunked transfer encoding, one chunk per block.
-- TCP_NODELAY is set on every client socket (the server sets it on the sockets it accepts), so no
-  request or answer waits for a delayed ACK.
+  (every small object) goes out as one Content-Length request: by then the download it came from is
+  finished and its connection back in the pool, so the upload reuses it (one connection per worker, no
+  chunk framing). A longer body streams with chunked transfer encoding, one chunk per block.
+- TCP_NODELAY is set on every client socket (urllib3 does it by default; the stdlib pool sets it), as the
+  server does on the sockets it accepts, so no request or answer waits for a delayed ACK.
 - Every call has a (connect, read) timeout, and the client never retries on its own: the engine's retry
   policy decides.
 
-Error mapping (lab.engine.errors), the same whether it happens before or in the middle of a stream:
+Error mapping (lab.engine.errors), the same for both clients, before or in the middle of a stream:
 - connection refused/reset/closed early -> StoreConnectionError(TransientError)
 - connect/read timeout                  -> StoreTimeout(TransientError)
 - 5xx, 408, 429                          -> StoreServerError(TransientError)   (.status)
 - 404                                    -> ObjectNotFound(PermanentError)
 - 400, and bad keys checked client-side -> ValidationError(PermanentError)
 - any other 4xx                          -> StoreClientError(PermanentError)   (.status)
+- an exception raised by the caller's chunk iterator during an upload -> that exception, unchanged
 
 Objects live on the server at <server root>/<bucket>/<key>; the local store keeps them at <root>/<key>.
 So the same files are seen by both backends when LocalObjectStore's root is <server root>/<bucket>
@@ -38,6 +50,7 @@ import http.client
 import json
 import logging
 import os
+import queue
 import re
 import select
 import selectors
@@ -50,6 +63,11 @@ import threading
 import time
 import urllib.parse
 
+import requests
+import urllib3.exceptions
+from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
 from .errors import (ConfigError, ObjectNotFound, PermanentError, TransientError,
                      ValidationError)
 from .objects import LocalObjectStore
@@ -58,9 +76,13 @@ from .tasks import check_key
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_BUCKET = "store"
 DEFAULT_TIMEOUT = (3.05, 30.0)
+CLIENTS = ("requests", "stdlib")
+DEFAULT_CLIENT = "requests"
 _TRANSIENT_STATUS = (408, 429)
-SMALL_BODY = 256 * 1024        # a Content-Length body up to this size leaves in the same send as its headers
+SMALL_BODY = 256 * 1024        # stdlib: a Content-Length body up to this size goes in one send with its headers
 ERROR_BODY_MAX = 64 * 1024     # an error answer's body is read (for its message) up to this size
+READ_ALL_PIECE = 1 << 20       # requests: read_all reads the body in pieces of this size
+_PUT_HEADERS = {"Content-Type": "application/octet-stream"}
 log = logging.getLogger(__name__)
 
 
@@ -88,16 +110,32 @@ class StoreClientError(PermanentError):
         self.status = status
 
 
-# Everything the transport can raise: socket errors (ConnectionError, TimeoutError, ssl.SSLError are all
-# OSError) and http.client's protocol errors (IncompleteRead, BadStatusLine, RemoteDisconnected, ...).
-_TRANSPORT_ERRORS = (OSError, http.client.HTTPException)
+class _SourceFailed(Exception):
+    """Carries an exception raised by the caller's chunk iterator out through the transport, so it is
+    re-raised unchanged and never mistaken for a transport failure (it may well be an OSError)."""
+
+
+# Everything a transport can raise: socket errors (ConnectionError, TimeoutError, ssl.SSLError are all
+# OSError), http.client's protocol errors (IncompleteRead, RemoteDisconnected, ...), requests' own classes
+# (ConnectionError, Timeout, ChunkedEncodingError, ...) and urllib3's, which can leak through iter_content.
+_TRANSPORT_ERRORS = (OSError, http.client.HTTPException, requests.RequestException,
+                     urllib3.exceptions.HTTPError)
+_TIMEOUTS = (TimeoutError, requests.Timeout, urllib3.exceptions.TimeoutError)
+
+
+def _is_timeout(exc):
+    if isinstance(exc, _TIMEOUTS):
+        return True
+    # requests turns a read timeout in the middle of iter_content into a ConnectionError around urllib3's
+    # ReadTimeoutError
+    return any(isinstance(arg, _TIMEOUTS) for arg in getattr(exc, "args", ()))
 
 
 def _map_request_error(exc, what):
-    """The lab error for a socket/http.client exception raised while talking to the server."""
+    """The lab error for a transport exception raised while talking to the server."""
     if isinstance(exc, (TransientError, PermanentError)):
         return exc
-    if isinstance(exc, TimeoutError):
+    if _is_timeout(exc):
         return StoreTimeout(f"{what}: timed out ({exc.__class__.__name__})")
     return StoreConnectionError(f"{what}: {exc.__class__.__name__}: {str(exc)[:200]}")
 
@@ -110,12 +148,35 @@ def _split_timeout(timeout):
     return connect, read
 
 
+class _Counts:
+    """Connection counts shared by a transport's pool: created, reused, dropped (closed by the server while
+    idle, replaced by a new one), discarded (closed because the pool was full; warned about once)."""
+
+    def __init__(self, maxsize):
+        self.maxsize = maxsize
+        self.lock = threading.Lock()
+        self.values = {"created": 0, "reused": 0, "dropped": 0, "discarded": 0}
+
+    def add(self, name):
+        with self.lock:
+            self.values[name] += 1
+            first = name == "discarded" and self.values[name] == 1
+        if first:
+            log.warning("object store connection pool is full (%d idle), closing a connection; more "
+                        "threads call the store than pool_size allows for", self.maxsize)
+
+    def snapshot(self):
+        with self.lock:
+            return dict(self.values)
+
+
+# --- transport "stdlib": a pool of http.client connections ---
 class _Connection(http.client.HTTPConnection):
     """An http.client connection with a separate read timeout and one send for headers + small body."""
     read_timeout = None
 
     def connect(self):
-        super().connect()                      # connect timeout = self.timeout; sets TCP_NODELAY
+        super().connect()                      # connect timeout = self.timeout
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.settimeout(self.read_timeout)
 
@@ -136,6 +197,7 @@ class _HTTPSConnection(http.client.HTTPSConnection):
 
     def connect(self):
         super().connect()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.settimeout(self.read_timeout)
 
 
@@ -156,7 +218,7 @@ def _dropped(conn):
 class _Pool:
     """Idle kept-alive connections to one server, shared by threads (last in, first out)."""
 
-    def __init__(self, scheme, host, port, maxsize, timeout):
+    def __init__(self, scheme, host, port, maxsize, timeout, counts):
         self.cls = _HTTPSConnection if scheme == "https" else _Connection
         self.host, self.port = host, port
         self.maxsize = maxsize
@@ -164,7 +226,7 @@ class _Pool:
         self.idle = []
         self.lock = threading.Lock()
         self.closed = False
-        self.stats = {"created": 0, "reused": 0, "dropped": 0, "discarded": 0}
+        self.counts = counts
 
     def get(self):
         while True:
@@ -173,16 +235,13 @@ class _Pool:
             if conn is None:
                 conn = self.cls(self.host, self.port, timeout=self.connect_timeout)
                 conn.read_timeout = self.read_timeout
-                with self.lock:
-                    self.stats["created"] += 1
+                self.counts.add("created")
                 return conn
             if not _dropped(conn):
-                with self.lock:
-                    self.stats["reused"] += 1
+                self.counts.add("reused")
                 return conn
             conn.close()
-            with self.lock:
-                self.stats["dropped"] += 1
+            self.counts.add("dropped")
 
     def put(self, conn):
         """Keep a connection whose last response was read to the end (or close it if there is no room)."""
@@ -193,12 +252,8 @@ class _Pool:
                 self.idle.append(conn)
                 return
             full = not self.closed
-            if full:
-                self.stats["discarded"] += 1
-                first = self.stats["discarded"] == 1
-        if full and first:
-            log.warning("object store connection pool is full (%d idle), closing a connection; more "
-                        "threads call the store than pool_size allows for", self.maxsize)
+        if full:
+            self.counts.add("discarded")
         conn.close()
 
     def close(self):
@@ -209,11 +264,256 @@ class _Pool:
             conn.close()
 
 
+class _StdlibAnswer:
+    """A response on a pooled http.client connection."""
+
+    def __init__(self, pool, conn, resp, reusable=True):
+        self._pool, self._conn, self._resp = pool, conn, resp
+        self._reusable = reusable
+        self.status = resp.status
+
+    def header(self, name):
+        return self._resp.getheader(name)
+
+    def chunks(self, size):
+        read = self._resp.read
+        while True:
+            data = read(size)
+            if not data:
+                return
+            yield data
+
+    def read(self, limit=None):
+        return self._resp.read() if limit is None else self._resp.read(limit)
+
+    def release(self):
+        """The answer was read to its end: the connection goes back to the pool, else it is closed."""
+        if self._reusable and self._resp.isclosed() and self._conn is not None:
+            conn, self._conn = self._conn, None
+            self._pool.put(conn)
+        else:
+            self.discard()
+
+    def discard(self):
+        self._resp.close()
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            conn.close()
+
+
+class _StdlibTransport:
+    name = "stdlib"
+
+    def __init__(self, scheme, host, port, netloc, maxsize, timeout, counts):
+        self.counts = counts
+        self._pool = _Pool(scheme, host, port, maxsize, timeout, counts)
+
+    def request(self, method, target, body=None, headers=None):
+        conn = self._pool.get()
+        try:
+            conn.request(method, target, body=body, headers=headers or {})
+            return _StdlibAnswer(self._pool, conn, conn.getresponse())
+        except BaseException:
+            conn.close()
+            raise
+
+    def stream_put(self, target, blocks, headers):
+        """PUT with chunked transfer encoding, one chunk per block of `blocks`."""
+        conn = self._pool.get()
+        try:
+            try:
+                conn.putrequest("PUT", target, skip_accept_encoding=True)
+                for name, value in headers.items():
+                    conn.putheader(name, value)
+                conn.putheader("Transfer-Encoding", "chunked")
+                conn.endheaders()
+                for block in blocks:
+                    conn.send(b"%x\r\n%b\r\n" % (len(block), block))
+                conn.send(b"0\r\n\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                # The server may have answered early (a 503 before reading the body) and stopped
+                # reading: its answer is still worth reading; if there is none, the send error stands.
+                early = self._early_answer(conn)
+                if early is None or early.status in (200, 201):
+                    raise
+                return early
+            return _StdlibAnswer(self._pool, conn, conn.getresponse())
+        except BaseException:
+            conn.close()                       # a cut chunked body: the server keeps nothing
+            raise
+
+    def _early_answer(self, conn):
+        """An answer the server sent while the body was still going out (its connection is never
+        reused: the body was cut), or None if there is none to read."""
+        try:
+            return _StdlibAnswer(self._pool, conn, conn.getresponse(), reusable=False)
+        except _TRANSPORT_ERRORS:
+            return None
+
+    def idle_sockets(self):
+        with self._pool.lock:
+            return [conn.sock for conn in self._pool.idle if conn.sock is not None]
+
+    def close(self):
+        self._pool.close()
+
+
+# --- transport "requests": one shared Session ---
+class _CountingPoolMixin:
+    """urllib3's connection pool, counting connections like _Pool and never keeping a closed one.
+
+    urllib3 keeps `maxsize` slots (None = "make a connection when needed"). A connection that comes back
+    closed (an error, an answer cut short, Connection: close) goes back as an empty slot, so a later
+    request makes a fresh one; one that comes back to a full pool is closed and counted as discarded."""
+    counts = None
+
+    def _new_conn(self):
+        conn = super()._new_conn()
+        conn._tq_new = True
+        self.counts.add("created")
+        return conn
+
+    def _get_conn(self, timeout=None):
+        conn = super()._get_conn(timeout)
+        if getattr(conn, "_tq_new", False):
+            conn._tq_new = False
+        elif conn.sock is None:                # found closed by the server while idle: it reconnects
+            self.counts.add("dropped")
+            self.counts.add("created")
+        else:
+            self.counts.add("reused")
+        return conn
+
+    def _put_conn(self, conn):
+        if conn is not None and conn.sock is None:
+            conn = None
+        pool = self.pool
+        if pool is not None:
+            try:
+                pool.put(conn, block=False)
+                return
+            except queue.Full:
+                if conn is not None:
+                    self.counts.add("discarded")
+        if conn is not None:
+            conn.close()
+
+
+class _CountingHTTPPool(_CountingPoolMixin, HTTPConnectionPool):
+    pass
+
+
+class _CountingHTTPSPool(_CountingPoolMixin, HTTPSConnectionPool):
+    pass
+
+
+class _Adapter(HTTPAdapter):
+    """HTTPAdapter whose urllib3 pools are the counting ones above (and remember them, for idle_sockets)."""
+
+    def __init__(self, counts, **kwargs):
+        self._counts = counts
+        self._pools = []
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, connections, maxsize, block=False, **pool_kwargs):
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+        classes = {"http": _CountingHTTPPool, "https": _CountingHTTPSPool}
+
+        def factory(scheme):
+            def make(host, port, **kwargs):
+                pool = classes[scheme](host, port, **kwargs)
+                pool.counts = self._counts
+                self._pools.append(pool)
+                return pool
+            return make
+
+        self.poolmanager.pool_classes_by_scheme = {scheme: factory(scheme) for scheme in classes}
+
+
+class _RequestsAnswer:
+    """A requests.Response fetched with stream=True."""
+
+    def __init__(self, resp):
+        self._resp = resp
+        self.status = resp.status_code
+
+    def header(self, name):
+        return self._resp.headers.get(name)
+
+    def chunks(self, size):
+        return self._resp.iter_content(size)
+
+    def read(self, limit=None):
+        """The body (or its first `limit` bytes), through iter_content so that requests knows it was
+        consumed and release() keeps the connection."""
+        pieces = []
+        have = 0
+        for piece in self._resp.iter_content(READ_ALL_PIECE if limit is None else min(limit, 65536)):
+            pieces.append(piece)
+            have += len(piece)
+            if limit is not None and have >= limit:
+                break
+        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        return data if limit is None else data[:limit]
+
+    def release(self):
+        # a consumed response gives its connection back to the pool; an unconsumed one closes it
+        self._resp.close()
+
+    def discard(self):
+        self._resp.raw.close()
+        self._resp.close()
+
+
+class _RequestsTransport:
+    name = "requests"
+
+    def __init__(self, scheme, host, port, netloc, maxsize, timeout, counts):
+        self.counts = counts
+        self.timeout = timeout
+        self.origin = f"{scheme}://{netloc}"
+        session = requests.Session()
+        session.trust_env = False          # no proxies, netrc or CA bundle from the environment
+        # one server, so one urllib3 pool (pool_connections=1) of `maxsize` connections: 2 * pool_size,
+        # because a worker can hold a streaming GET open while its PUT runs
+        self._adapter = _Adapter(counts, pool_connections=1, pool_maxsize=maxsize, max_retries=0)
+        session.mount("http://", self._adapter)
+        session.mount("https://", self._adapter)
+        self.session = session
+
+    def request(self, method, target, body=None, headers=None):
+        resp = self.session.request(method, self.origin + target, data=body, headers=headers,
+                                    stream=True, timeout=self.timeout, allow_redirects=False)
+        return _RequestsAnswer(resp)
+
+    def stream_put(self, target, blocks, headers):
+        """A generator body: requests sends it with chunked transfer encoding, one chunk per block."""
+        return self.request("PUT", target, body=blocks, headers=headers)
+
+    def idle_sockets(self):
+        socks = []
+        for pool in self._adapter._pools:
+            slots = pool.pool
+            if slots is not None:
+                with slots.mutex:
+                    socks += [c.sock for c in slots.queue if c is not None and c.sock is not None]
+        return socks
+
+    def close(self):
+        self.session.close()
+
+
+_TRANSPORTS = {"requests": _RequestsTransport, "stdlib": _StdlibTransport}
+
+
 class HttpObjectStore:
-    """An object store reached over HTTP; thread-safe for concurrent calls from `pool_size` threads."""
+    """An object store reached over HTTP; thread-safe for concurrent calls from `pool_size` threads.
+
+    client="requests" (default) or "stdlib" picks the transport (see the module docstring); everything
+    else, errors included, is the same for both."""
 
     def __init__(self, base_url, bucket=DEFAULT_BUCKET, chunk_size=64 * 1024, pool_size=8,
-                 timeout=DEFAULT_TIMEOUT, connections=None):
+                 timeout=DEFAULT_TIMEOUT, connections=None, client=DEFAULT_CLIENT):
         if not isinstance(base_url, str) or not re.match(r"https?://[^/\s]+", base_url):
             raise ConfigError(f"store_url must be http://host:port, not {base_url!r}")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", bucket or "") or bucket in (".", ".."):
@@ -222,6 +522,8 @@ class HttpObjectStore:
             raise ConfigError("chunk_size and pool_size must be positive")
         if connections is not None and int(connections) <= 0:
             raise ConfigError("connections must be positive")
+        if client not in _TRANSPORTS:
+            raise ConfigError(f"http client must be one of {', '.join(CLIENTS)}, not {client!r}")
         parts = urllib.parse.urlsplit(base_url)
         try:
             host, port = parts.hostname, parts.port
@@ -236,16 +538,17 @@ class HttpObjectStore:
         # a caller may hold a GET (being streamed into its upload) and a PUT at the same time
         self.connections = int(connections) if connections is not None else 2 * self.pool_size
         self.timeout = timeout
+        self.client = client
         self._prefix = parts.path.rstrip("/") + "/" + urllib.parse.quote(bucket) + "/"
-        self._pool = _Pool(parts.scheme, host, port or (443 if parts.scheme == "https" else 80),
-                           self.connections, timeout)
+        self._transport = _TRANSPORTS[client](
+            parts.scheme, host, port or (443 if parts.scheme == "https" else 80), parts.netloc,
+            self.connections, timeout, _Counts(self.connections))
 
     @property
     def stats(self):
         """Connection counts: created, reused, dropped (closed by the server while idle), discarded
         (closed because the pool was full)."""
-        with self._pool.lock:
-            return dict(self._pool.stats)
+        return self._transport.counts.snapshot()
 
     def url_for(self, key):
         check_key(key)
@@ -256,62 +559,45 @@ class HttpObjectStore:
         return self._prefix + urllib.parse.quote(key, safe="/")
 
     # --- one request ---
-    def _send(self, method, target, what, body=None, headers=None):
-        """Send a request and read the answer's status and headers: (conn, resp). A transport failure
-        closes the connection and raises the mapped error."""
-        conn = self._pool.get()
+    def _send(self, method, key, body=None, headers=None):
+        """Send a request and read the answer's status and headers: (answer, what). A transport failure
+        raises the mapped error (the transport has closed the connection)."""
+        target = self._target(key)                 # ValidationError before any request
+        what = f"{method} {key[:200]!r}"
         try:
-            conn.request(method, target, body=body, headers=headers or {})
-            return conn, conn.getresponse()
-        except BaseException as exc:
-            conn.close()
-            if isinstance(exc, _TRANSPORT_ERRORS):
-                raise _map_request_error(exc, what) from exc
-            raise
+            return self._transport.request(method, target, body, headers), what
+        except _TRANSPORT_ERRORS as exc:
+            raise _map_request_error(exc, what) from exc
 
-    def _done(self, conn, resp):
-        """The answer was read to its end: the connection goes back to the pool, else it is closed."""
-        if resp.isclosed():
-            self._pool.put(conn)
-        else:
-            resp.close()
-            conn.close()
-
-    def _fail(self, conn, resp, key, what, head=False):
+    def _fail(self, answer, key, what, head=False):
         """Read (a bounded part of) an error answer for its message, then raise the mapped error."""
         detail = ""
         try:
             if not head:
-                data = resp.read(ERROR_BODY_MAX)
-                detail = data[:200].decode("utf-8", "replace").strip()
+                detail = answer.read(ERROR_BODY_MAX)[:200].decode("utf-8", "replace").strip()
         except _TRANSPORT_ERRORS:
             pass
         finally:
-            self._done(conn, resp)
-        self._raise_for_status(resp.status, key, what, detail)
+            answer.release()
+        self._raise_for_status(answer.status, key, what, detail)
 
     # --- the LocalObjectStore interface ---
     def read_chunks(self, key):
         """Start the download now (ObjectNotFound/ValidationError/TransientError raise here) and return
-        an iterator of chunk_size pieces; transport failures while iterating raise TransientError."""
-        target = self._target(key)
-        what = f"GET {key[:200]!r}"
-        conn, resp = self._send("GET", target, what)
-        if resp.status != 200:
-            self._fail(conn, resp, key, what)
-        return self._iter_body(conn, resp, what)
+        an iterator of chunk_size pieces; transport failures while iterating raise TransientError. The
+        response is closed when the iterator ends, fails or is closed/abandoned."""
+        answer, what = self._send("GET", key)
+        if answer.status != 200:
+            self._fail(answer, key, what)
+        return self._iter_body(answer, what)
 
-    def _iter_body(self, conn, resp, what):
-        expected = resp.getheader("Content-Length")
+    def _iter_body(self, answer, what):
+        expected = answer.header("Content-Length")
         received = 0
         clean = False
-        chunk = self.chunk_size
         try:
             try:
-                while True:
-                    data = resp.read(chunk)
-                    if not data:
-                        break
+                for data in answer.chunks(self.chunk_size):
                     received += len(data)
                     yield data
             except _TRANSPORT_ERRORS as exc:
@@ -321,86 +607,64 @@ class HttpObjectStore:
             clean = True
         finally:
             if clean:
-                self._done(conn, resp)
+                answer.release()
             else:
-                resp.close()
-                conn.close()
+                answer.discard()
 
     def read_all(self, key):
-        """The whole object in one call (one read of the body)."""
-        target = self._target(key)
-        what = f"GET {key[:200]!r}"
-        conn, resp = self._send("GET", target, what)
-        if resp.status != 200:
-            self._fail(conn, resp, key, what)
+        """The whole object in one call."""
+        answer, what = self._send("GET", key)
+        if answer.status != 200:
+            self._fail(answer, key, what)
         try:
-            data = resp.read()             # IncompleteRead if the body is cut short
+            data = answer.read()           # a body cut short raises (IncompleteRead / ProtocolError)
         except _TRANSPORT_ERRORS as exc:
-            resp.close()
-            conn.close()
+            answer.discard()
             raise _map_request_error(exc, what) from exc
-        self._done(conn, resp)
+        answer.release()
         return data
 
     def write_chunks(self, key, chunks):
         """Stream `chunks` to `key`; the server renames it into place only when complete. Returns
         (bytes written, sha256 hex). The pieces are sent in chunk_size blocks: a body that ends within the
-        first block goes out as one request with Content-Length, a longer one as a chunked PUT. An
-        exception from `chunks` itself is re-raised unchanged (the server sees a cut upload, or no upload
-        at all, and keeps nothing)."""
+        first block goes out as one request with Content-Length (write_all), a longer one as a chunked
+        PUT. An exception from `chunks` itself is re-raised unchanged (the server sees a cut upload, or no
+        upload at all, and keeps nothing)."""
         target = self._target(key)
         what = f"PUT {key[:200]!r}"
         iterator = iter(chunks)
-        block, ended = self._collect(iterator)       # the caller's own errors propagate unchanged
+        first, ended = self._collect(iterator)       # the caller's own errors propagate unchanged
         if ended:
-            return self.write_all(key, block)
+            return self.write_all(key, first)
         digest = hashlib.sha256()
-        nbytes = 0
-        conn = self._pool.get()
+        state = {"nbytes": 0, "source_error": None}
+
+        def blocks():
+            block, done = first, False
+            while block:
+                digest.update(block)
+                state["nbytes"] += len(block)
+                yield block
+                if done:
+                    return
+                try:
+                    block, done = self._collect(iterator)
+                except BaseException as exc:          # keep the caller's own error; abort the upload
+                    state["source_error"] = exc
+                    raise _SourceFailed() from exc
+
         try:
-            try:
-                conn.putrequest("PUT", target, skip_accept_encoding=True)
-                conn.putheader("Content-Type", "application/octet-stream")
-                conn.putheader("Transfer-Encoding", "chunked")
-                conn.endheaders()
-                while True:
-                    digest.update(block)
-                    nbytes += len(block)
-                    conn.send(b"%x\r\n%b\r\n" % (len(block), block))
-                    block, ended = self._collect(iterator)   # the caller's error: see below
-                    if ended:
-                        break
-                if block:
-                    digest.update(block)
-                    nbytes += len(block)
-                    conn.send(b"%x\r\n%b\r\n" % (len(block), block))
-                conn.send(b"0\r\n\r\n")
-            except (BrokenPipeError, ConnectionResetError) as exc:
-                # The server may have answered early (a 503 before reading the body) and stopped
-                # reading: its answer is still worth reading; if there is none, the send error stands.
-                status, detail = self._early_answer(conn)
-                if status is None or status in (200, 201):
-                    raise _map_request_error(exc, what) from exc
-                self._raise_for_status(status, key, what, detail)
-            resp = conn.getresponse()
+            answer = self._transport.stream_put(target, blocks(), _PUT_HEADERS)
         except BaseException as exc:
-            conn.close()                     # a cut chunked body: the server keeps nothing
+            if state["source_error"] is not None:
+                raise state["source_error"] from None
             if isinstance(exc, _TRANSPORT_ERRORS):
                 raise _map_request_error(exc, what) from exc
-            raise                            # the caller's own error, unchanged (or ours, mapped)
-        return self._finish_put(conn, resp, key, what, nbytes, digest.hexdigest())
-
-    @staticmethod
-    def _early_answer(conn):
-        """(status, detail) of an answer the server sent while the body was still going out, or
-        (None, "") if there is none to read. The connection is closed either way."""
-        try:
-            resp = conn.getresponse()
-            return resp.status, resp.read(ERROR_BODY_MAX)[:200].decode("utf-8", "replace").strip()
-        except _TRANSPORT_ERRORS:
-            return None, ""
-        finally:
-            conn.close()
+            raise
+        if state["source_error"] is not None:        # cannot happen: the upload had to abort
+            answer.discard()
+            raise state["source_error"]
+        return self._finish_put(answer, key, what, state["nbytes"], digest.hexdigest())
 
     def _collect(self, iterator):
         """(block, ended): the next pieces of `iterator` joined until they reach chunk_size bytes (a
@@ -418,24 +682,19 @@ class HttpObjectStore:
 
     def write_all(self, key, data):
         """Upload `data` (bytes-like) in one PUT with Content-Length; returns (bytes, sha256 hex)."""
-        target = self._target(key)
-        what = f"PUT {key[:200]!r}"
         data = bytes(data)
-        conn, resp = self._send("PUT", target, what, body=data,
-                                headers={"Content-Type": "application/octet-stream",
-                                         "Content-Length": str(len(data))})
-        return self._finish_put(conn, resp, key, what, len(data), hashlib.sha256(data).hexdigest())
+        answer, what = self._send("PUT", key, body=data, headers=_PUT_HEADERS)
+        return self._finish_put(answer, key, what, len(data), hashlib.sha256(data).hexdigest())
 
-    def _finish_put(self, conn, resp, key, what, nbytes, sha):
-        if resp.status not in (200, 201):
-            self._fail(conn, resp, key, what)
+    def _finish_put(self, answer, key, what, nbytes, sha):
+        if answer.status not in (200, 201):
+            self._fail(answer, key, what)
         try:
-            info = json.loads(resp.read(ERROR_BODY_MAX))
+            info = json.loads(answer.read(ERROR_BODY_MAX))
         except (ValueError, *_TRANSPORT_ERRORS) as exc:
-            resp.close()
-            conn.close()
+            answer.discard()
             raise StoreConnectionError(f"{what}: unreadable answer to the upload: {exc}") from exc
-        self._done(conn, resp)
+        answer.release()
         if not isinstance(info, dict) or info.get("bytes") != nbytes or info.get("sha256") != sha:
             info = info if isinstance(info, dict) else {}
             raise StoreServerError(f"{what}: server stored {info.get('bytes')} bytes "
@@ -451,26 +710,24 @@ class HttpObjectStore:
         return self._head(key)
 
     def _head(self, key):
-        target = self._target(key)
-        what = f"HEAD {key[:200]!r}"
-        conn, resp = self._send("HEAD", target, what)
-        if resp.status == 200:
-            length = resp.getheader("Content-Length")
-            resp.read()
-            self._done(conn, resp)
-            return int(length or 0)
-        if resp.status == 404:
-            resp.read()
-            self._done(conn, resp)
-            return None
-        self._fail(conn, resp, key, what, head=True)
+        answer, what = self._send("HEAD", key)
+        if answer.status not in (200, 404):
+            self._fail(answer, key, what, head=True)
+        length = answer.header("Content-Length")
+        try:
+            answer.read()                  # no body: this only marks the answer as read to its end
+        except _TRANSPORT_ERRORS as exc:
+            answer.discard()
+            raise _map_request_error(exc, what) from exc
+        answer.release()
+        return int(length or 0) if answer.status == 200 else None
 
     def remove_temp_files(self):
         """Temp files are the server's business (it removes its own); nothing to do here."""
         return 0
 
     def close(self):
-        self._pool.close()
+        self._transport.close()
 
     def __enter__(self):
         return self
@@ -616,10 +873,11 @@ def bucket_root(server_root, bucket=DEFAULT_BUCKET):
 
 
 def make_store(kind, root, url, chunk_size=64 * 1024, pool_size=8, bucket=DEFAULT_BUCKET,
-               timeout=DEFAULT_TIMEOUT):
+               timeout=DEFAULT_TIMEOUT, client=DEFAULT_CLIENT):
     """LocalObjectStore(root) for kind "local", HttpObjectStore(url) for kind "http" (root unused);
     ConfigError for anything else or an http store without a URL. pool_size = threads calling at once
-    (the engine's max_workers); the HTTP store keeps 2 * pool_size connections."""
+    (the engine's max_workers); the HTTP store keeps 2 * pool_size connections. `client` picks the HTTP
+    transport: "requests" (default) or "stdlib" (unused for kind "local")."""
     if kind == "local":
         if not root:
             raise ConfigError("store=local needs store_root")
@@ -628,10 +886,10 @@ def make_store(kind, root, url, chunk_size=64 * 1024, pool_size=8, bucket=DEFAUL
         if not url:
             raise ConfigError("store=http needs store_url (e.g. from start_server_process(...).url)")
         return HttpObjectStore(url, bucket=bucket, chunk_size=chunk_size, pool_size=pool_size,
-                               timeout=timeout)
+                               timeout=timeout, client=client)
     raise ConfigError(f"store must be 'local' or 'http', not {kind!r}")
 
 
-__all__ = ["HttpObjectStore", "ServerProcess", "StoreClientError", "StoreConnectionError",
+__all__ = ["CLIENTS", "HttpObjectStore", "ServerProcess", "StoreClientError", "StoreConnectionError",
            "StoreServerError", "StoreTimeout", "bucket_root", "make_store", "server_argv",
            "start_server_process"]

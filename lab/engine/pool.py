@@ -489,7 +489,8 @@ class WorkerPool:
 def _make_object_store(cfg):
     if cfg.store == "http":
         from .http_objects import make_store
-        return make_store("http", cfg.store_root, cfg.store_url, cfg.chunk_size, cfg.max_workers)
+        return make_store("http", cfg.store_root, cfg.store_url, cfg.chunk_size, cfg.max_workers,
+                          client=cfg.http_client)
     from .objects import LocalObjectStore
     return LocalObjectStore(cfg.store_root, cfg.chunk_size)
 
