@@ -63,6 +63,8 @@ def build_parser():
     b.add_argument("--store-backend", choices=("local", "http"), default=None,
                    help="benchmark against a local directory (default) or an HTTP object store started "
                         "for the run")
+    b.add_argument("--server-latency-ms", type=float, default=0.0,
+                   help="with --store-backend http: service time of each request at the server (default 0)")
     e = p.add_argument_group("engine (default: TQ_* environment, .env, then built-in)")
     e.add_argument("--workers", type=int, dest="max_workers", help="worker threads (8)")
     e.add_argument("--queue-size", type=int, help="bounded queue size (200)")
@@ -81,12 +83,14 @@ def build_parser():
     e.add_argument("--seed", type=int, help="fault-injection seed (0)")
     e.add_argument("--log-level", help="JSON-lines log level on stderr (WARNING)")
     e.add_argument("--store-url", help="HTTP object store base URL (with TQ_STORE=http)")
+    e.add_argument("--http-client", choices=("requests", "stdlib"),
+                   help="HTTP object-store client: requests (default) or the faster stdlib pool")
     return p
 
 
 ENGINE_FLAGS = ("max_workers", "queue_size", "mode", "enqueue_timeout_s", "max_attempts", "backoff_base_s",
                 "backoff_cap_s", "chunk_size", "latency_ms", "latency_jitter_ms", "transient_rate",
-                "permanent_rate", "seed", "log_level", "store_url")
+                "permanent_rate", "seed", "log_level", "store_url", "http_client")
 
 
 class UsageError(Exception):
@@ -116,7 +120,9 @@ def run_benchmark(args):
               "latency_jitter_ms": cfg.latency_jitter_ms, "transient_rate": cfg.transient_rate,
               "permanent_rate": cfg.permanent_rate, "duplicate_rate": args.duplicate_rate,
               "object_kib": args.object_kib, "load": args.load, "rate": args.rate, "seed": cfg.seed,
-              "store": args.store_backend or "local", "max_attempts": cfg.max_attempts,
+              "store": args.store_backend or "local", "http_client": cfg.http_client,
+              "server_latency_ms": args.server_latency_ms,
+              "max_attempts": cfg.max_attempts,
               "enqueue_timeout_s": cfg.enqueue_timeout_s}
     print(f"benchmark: {args.count} tasks, {args.clients} clients ({args.load} loop), {cfg.max_workers} workers, "
           f"queue {cfg.queue_size} ({cfg.mode}), {cfg.latency_ms:g} ms per task, store {params['store']}",
