@@ -125,7 +125,9 @@ def run_benchmark(args):
               "max_attempts": cfg.max_attempts,
               "enqueue_timeout_s": cfg.enqueue_timeout_s}
     print(f"benchmark: {args.count} tasks, {args.clients} clients ({args.load} loop), {cfg.max_workers} workers, "
-          f"queue {cfg.queue_size} ({cfg.mode}), {cfg.latency_ms:g} ms per task, store {params['store']}",
+          f"queue {cfg.queue_size} ({cfg.mode}), {cfg.latency_ms:g} ms per task, store {params['store']}"
+          + (f" ({args.server_latency_ms:g} ms per request, {cfg.http_client} client)"
+             if params["store"] == "http" else ""),
           file=sys.stderr)
     try:
         result = run_trial(params)
