@@ -5,7 +5,6 @@ latency_ms the event carries. Quiet (WARNING) by default so benchmarks do not me
 """
 import json
 import logging
-import time
 
 LOGGER_NAME = "tq"
 logger = logging.getLogger(LOGGER_NAME)
@@ -43,6 +42,3 @@ def event(level, name, **fields):
     if logger.isEnabledFor(level):
         logger.log(level, name, extra={"fields": fields})
 
-
-def now():
-    return time.time()

@@ -28,7 +28,7 @@ from .processor import Processor
 from .queue import STOP, TaskQueue
 from .retry import PERMANENT, BackoffScheduler, backoff_delay, classify
 from .store import Claim, TaskStore
-from .tasks import validate
+from .tasks import fingerprint, validate
 
 WORKER_POLL_S = 0.25
 
@@ -100,16 +100,12 @@ def _task_identity(task):
     except ValidationError as exc:
         image_key = variant = None
         error = exc
-    if isinstance(task, dict):
-        task_id = task.get("task_id")
-        if not isinstance(task_id, (str, int)) or isinstance(task_id, bool):
-            task_id = None
-        elif isinstance(task_id, str):
-            task_id = _storable(task_id)
-        rest = {k: v for k, v in task.items() if k != "task_id"}
-    else:
-        task_id, rest = None, task
-    payload = json.dumps(rest, sort_keys=True, separators=(",", ":"), default=repr)
+    task_id = task.get("task_id") if isinstance(task, dict) else None
+    if not isinstance(task_id, (str, int)) or isinstance(task_id, bool):
+        task_id = None
+    elif isinstance(task_id, str):
+        task_id = _storable(task_id)
+    payload = fingerprint(task)
     key = f"{image_key}#{variant}" if error is None else _invalid_key(task)
     return key, payload, (str(task_id) if task_id is not None else None), image_key, variant, error
 

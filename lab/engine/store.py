@@ -28,7 +28,6 @@ import time
 
 from .errors import ConfigError
 
-FINAL = ("success", "dead", "rejected")
 UNFINISHED = ("queued", "running", "retrying")
 
 SCHEMA = """
@@ -149,7 +148,6 @@ class TaskStore:
         self._commit_lock = threading.Lock()
         self._threads = []
         self._stop = threading.Event()
-        self._failed = None
         self.commits = 0
         self.ops_applied = 0
         try:
@@ -221,11 +219,6 @@ class TaskStore:
         self._pending.append((status, (row_id, args), callback, None))
         if callback is not None:
             self._try_lead()
-
-    def flush(self, timeout=None):
-        """Commit everything queued so far."""
-        self._commit_through(("noop", None, None))
-        return True
 
     def close(self, timeout=30.0):
         self._stop.set()
@@ -315,8 +308,7 @@ class TaskStore:
             return [None] * len(batch)
         except Exception as exc:  # a failed commit must still reach every waiter
             if len(batch) == 1 or (isinstance(exc, sqlite3.OperationalError) and _is_busy(exc)):
-                self._failed = exc   # locked past the bound: one answer for all, not one wait each
-                return [exc] * len(batch)
+                return [exc] * len(batch)   # locked past the bound: one answer for all, not one wait each
         errors = []
         for op in batch:
             try:
@@ -325,7 +317,6 @@ class TaskStore:
                 self.ops_applied += 1
                 errors.append(None)
             except Exception as exc:
-                self._failed = exc
                 errors.append(exc)
         return errors
 

@@ -21,16 +21,6 @@ def variant_of(task):
     return value if isinstance(value, str) else None
 
 
-def idempotency_key(task):
-    """`image_key#variant`, or None when the task is too broken to have one."""
-    if not isinstance(task, dict):
-        return None
-    key, variant = task.get("image_key"), variant_of(task)
-    if not isinstance(key, str) or not key or variant is None:
-        return None
-    return f"{key}#{variant}"
-
-
 def fingerprint(task):
     """Canonical JSON of the task without its task_id: two submissions conflict when these differ."""
     if not isinstance(task, dict):
