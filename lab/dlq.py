@@ -46,11 +46,18 @@ def _when(ts):
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
 
 
-def cmd_list(args):
+def _open(db):
+    """The database connection, or None after one error line on stderr."""
     try:
-        conn = open_readonly(args.db)
+        return open_readonly(db)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_list(args):
+    conn = _open(args.db)
+    if conn is None:
         return 2
     with conn:
         rows = _rows(conn, args.all)
@@ -73,10 +80,8 @@ def cmd_list(args):
 
 
 def cmd_requeue(args):
-    try:
-        conn = open_readonly(args.db)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    conn = _open(args.db)
+    if conn is None:
         return 2
     now = time.time()
     with conn:

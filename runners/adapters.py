@@ -90,6 +90,14 @@ class _Outcomes:
             self.statuses[status] += 1
             self.last_at = time.perf_counter()
 
+    def counters(self):
+        """What the harness saw: enqueued, rejected, and final outcomes (dequeued = tasks that ended)."""
+        with self.lock:
+            succeeded = self.statuses.get("success", 0)
+            finals = sum(self.statuses.values())
+            return {"enqueued": self.enqueued, "rejected": self.rejected, "succeeded": succeeded,
+                    "failed": finals - succeeded, "dequeued": finals}
+
     def window_s(self):
         with self.lock:
             if self.started_at is None or self.last_at is None:
@@ -248,16 +256,12 @@ class BaselineAdapter(Adapter):
 
     def metrics(self):
         out = unknown_metrics()
-        o = self.outcomes
-        with o.lock:
-            succeeded = o.statuses.get("success", 0)
-            finals = sum(o.statuses.values())
-            out["counters"].update(enqueued=o.enqueued, rejected=o.rejected, succeeded=succeeded,
-                                   failed=finals - succeeded, dequeued=finals)
-        window = o.window_s()
+        counts = self.outcomes.counters()
+        out["counters"].update(counts)
+        window = self.outcomes.window_s()
         if window:
-            out["rates"] = {"enqueue_per_s": round(o.enqueued / window, 3),
-                            "dequeue_per_s": round(finals / window, 3)}
+            out["rates"] = {"enqueue_per_s": round(counts["enqueued"] / window, 3),
+                            "dequeue_per_s": round(counts["dequeued"] / window, 3)}
         if self.sampler:
             out["queue_depth"] = self.sampler.summary()
         # the baseline's own counters, kept beside ours for cross-checking
@@ -382,11 +386,5 @@ class BareExecutorAdapter(Adapter):
 
     def metrics(self):
         out = unknown_metrics()
-        o = self.outcomes
-        with o.lock:
-            succeeded = o.statuses.get("success", 0)
-            finals = sum(o.statuses.values())
-            out["counters"].update(enqueued=o.enqueued, rejected=0, succeeded=succeeded,
-                                   failed=finals - succeeded, dequeued=finals, retried=0,
-                                   duplicates=0, dead_lettered=0)
+        out["counters"].update(self.outcomes.counters(), rejected=0, retried=0, duplicates=0, dead_lettered=0)
         return out

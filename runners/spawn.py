@@ -5,20 +5,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from lab.project import ROOT, default_python  # noqa: F401  (re-exported for the sweep)
+
 ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT", "TQ_SCRATCH_DIR")
-
-
-def default_python():
-    """The project's .venv interpreter when it exists, else the running one."""
-    for candidate in (os.path.join(ROOT, ".venv", "bin", "python"),
-                      os.path.join(ROOT, ".venv", "Scripts", "python.exe")):
-        if os.path.exists(candidate):
-            return candidate
-    return sys.executable
 
 
 def trial_env(extra=None):

@@ -73,7 +73,7 @@ from .errors import (ConfigError, ObjectNotFound, PermanentError, TransientError
 from .objects import LocalObjectStore
 from .tasks import check_key
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ..project import ROOT as REPO_ROOT, default_python  # noqa: F401  (default_python is re-exported)
 DEFAULT_BUCKET = "store"
 DEFAULT_TIMEOUT = (3.05, 30.0)
 CLIENTS = ("requests", "stdlib")
@@ -751,14 +751,6 @@ class HttpObjectStore:
 
 
 # --- the server as a child process ---
-def default_python():
-    for candidate in (os.path.join(REPO_ROOT, ".venv", "bin", "python"),
-                      os.path.join(REPO_ROOT, ".venv", "Scripts", "python.exe")):
-        if os.path.exists(candidate):
-            return candidate
-    return sys.executable
-
-
 _LISTENING = re.compile(rb"listening on (http://(\S+):(\d+))")
 
 
