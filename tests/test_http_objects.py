@@ -473,6 +473,8 @@ def test_symlink_out_of_the_root_is_refused(srv, tmp_path, client):
         f.write(b"inside")
     os.symlink(os.path.join(srv.root, "store", "real"), os.path.join(srv.root, "store", "alias"))
     assert raw_request(srv.port, "GET", "/store/alias")[0] == 400
+    assert raw_request(srv.port, "PUT", "/store/alias", body=b"x")[0] == 400
+    assert os.path.islink(os.path.join(srv.root, "store", "alias"))
     assert raw_request(srv.port, "GET", "/store/real") == (200, b"inside")
     with HttpObjectStore(srv.url, client=client) as st:
         with pytest.raises(ValidationError):      # the server's 400 maps to ValidationError

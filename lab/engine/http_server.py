@@ -37,7 +37,7 @@ import urllib.parse
 import uuid
 
 from .errors import ValidationError
-from .objects import TMP_SUFFIX
+from .objects import TMP_SUFFIX, ConfinedDirs
 from .tasks import check_key
 
 CHUNK = 64 * 1024
@@ -96,6 +96,7 @@ class ObjectServer(http.server.ThreadingHTTPServer):
                  chunk_size=CHUNK, verbose=False, log=None):
         os.makedirs(root, exist_ok=True)
         self.root = os.path.realpath(root)
+        self.dirs = ConfinedDirs(self.root)
         self.latency_s = max(0.0, float(latency_ms)) / 1000.0
         self.error_rate = float(error_rate)
         self.chunk_size = int(chunk_size)
@@ -150,11 +151,14 @@ class ObjectServer(http.server.ThreadingHTTPServer):
             (self._temp_files.add if add else self._temp_files.discard)(path)
 
     def path_for(self, bucket, key):
-        """Confined filesystem path of <root>/<bucket>/<key> (BadRequest if it resolves outside)."""
+        """Confined filesystem path of <root>/<bucket>/<key> (BadRequest if its directory resolves
+        outside the root; the last component is never followed: GET opens it with O_NOFOLLOW, PUT
+        refuses a link there and renames over a name, never through it)."""
         path = os.path.join(self.root, bucket, *key.split("/"))
-        real = os.path.realpath(path)
-        if real != path and not real.startswith(self.root + os.sep):
-            raise BadRequest("key resolves outside the store root")
+        try:
+            self.dirs.check(os.path.dirname(path))
+        except ValidationError:
+            raise BadRequest("key resolves outside the store root") from None
         return path
 
     def stop(self, grace_s=2.0):
@@ -366,14 +370,16 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
                 self._reply(400, "bad Content-Length")
                 self.close_connection = True
                 return
-        directory = os.path.dirname(path)
         try:
-            os.makedirs(directory, exist_ok=True)
+            self.server.dirs.ensure(os.path.dirname(path))
         except (FileExistsError, NotADirectoryError):
             self._reply(409, "a parent of this key is an object, not a directory", drain=True)
             return
-        if os.path.realpath(directory) != directory:
+        except ValidationError:
             self._reply(400, "key resolves outside the store root", drain=True)
+            return
+        if os.path.islink(path):
+            self._reply(400, "key is a symbolic link (refused)", drain=True)
             return
         if os.path.isdir(path):
             self._reply(409, "this key is a directory of other objects", drain=True)

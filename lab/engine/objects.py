@@ -3,10 +3,11 @@
 Reads and writes go chunk by chunk (memory never grows with object size); writes go to a temporary
 file in the store's own temp area (<root>/.tq-tmp/, a reserved key prefix) and are renamed into place
 only when complete, so a reader or a crash never sees half an object, and the cleanup at start touches
-nothing but that area (a user's object may well be named *.tq-tmp). Every key is confined to the root: lexically (tasks.check_key), its directory
-after resolving symlinks (cached per directory: a store is owned by one engine, and re-resolving every
-path costs a dozen lstat calls per task), and its last component opened with O_NOFOLLOW, so a link
-inside the store that points outside it is refused.
+nothing but that area (a user's object may well be named *.tq-tmp). Every key is confined to the
+root: lexically (tasks.check_key), its directory after resolving symlinks (ConfinedDirs: cached per
+directory, because a store is owned by one engine and re-resolving every path costs a dozen lstat calls
+per task; the object server uses the same class), and its last component opened with O_NOFOLLOW, so a
+link inside the store that points outside it is refused.
 """
 import hashlib
 import itertools
@@ -23,35 +24,59 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _DIR_CACHE_MAX = 65536
 
 
-class LocalObjectStore:
-    def __init__(self, root, chunk_size=64 * 1024):
-        os.makedirs(root, exist_ok=True)
-        self.root = os.path.realpath(root)
-        self.chunk_size = chunk_size
-        self.tmp_dir = os.path.join(self.root, TMP_AREA)
-        self._confined_dirs = set()     # directories whose realpath is known to be inside the root
-        self._made_dirs = set()
-        self._tmp_seq = itertools.count()
+class ConfinedDirs:
+    """The directories under `root` known to resolve inside it, so a path's directory is resolved once,
+    not on every access (resolving costs one lstat per path component). A directory is remembered only
+    once it exists and is its own realpath; the owner of the root (one engine, or one object server) is
+    assumed not to swap a remembered directory for a link while it runs. Thread-safe."""
+
+    def __init__(self, root):
+        self.root = root
+        self._known = set()
+        self._made = set()
         self._lock = threading.Lock()
 
-    def path_for(self, key):
-        """The confined filesystem path of `key` (ValidationError if it escapes the root)."""
-        check_key(key)
-        path = self.root + os.sep + key.replace("/", os.sep)
-        self._confine_dir(os.path.dirname(path))
-        return path
-
-    def _confine_dir(self, directory):
-        if directory in self._confined_dirs:
+    def check(self, directory):
+        """ValidationError if `directory` resolves outside the root."""
+        if directory in self._known:
             return
         real = os.path.realpath(directory)
         if real != self.root and not real.startswith(self.root + os.sep):
             raise ValidationError("image_key resolves outside the store root")
         if real == directory and os.path.isdir(real):
             with self._lock:
-                if len(self._confined_dirs) >= _DIR_CACHE_MAX:
-                    self._confined_dirs.clear()
-                self._confined_dirs.add(directory)
+                if len(self._known) >= _DIR_CACHE_MAX:
+                    self._known.clear()
+                self._known.add(directory)
+
+    def ensure(self, directory):
+        """Check `directory`, create it (and its parents) if missing, and check it again: it is never
+        created through a link. FileExistsError/NotADirectoryError if a parent is a file."""
+        self.check(directory)
+        if directory not in self._made:
+            os.makedirs(directory, exist_ok=True)
+            self.check(directory)
+            with self._lock:
+                if len(self._made) >= _DIR_CACHE_MAX:
+                    self._made.clear()
+                self._made.add(directory)
+
+
+class LocalObjectStore:
+    def __init__(self, root, chunk_size=64 * 1024):
+        os.makedirs(root, exist_ok=True)
+        self.root = os.path.realpath(root)
+        self.chunk_size = chunk_size
+        self.tmp_dir = os.path.join(self.root, TMP_AREA)
+        self._dirs = ConfinedDirs(self.root)
+        self._tmp_seq = itertools.count()
+
+    def path_for(self, key):
+        """The confined filesystem path of `key` (ValidationError if it escapes the root)."""
+        check_key(key)
+        path = self.root + os.sep + key.replace("/", os.sep)
+        self._dirs.check(os.path.dirname(path))
+        return path
 
     def read_chunks(self, key):
         path = self.path_for(key)
@@ -84,12 +109,7 @@ class LocalObjectStore:
         """Write the stream to `key` atomically; return (bytes written, sha256 hex of them)."""
         check_key(key)
         path = self.root + os.sep + key.replace("/", os.sep)
-        directory = os.path.dirname(path)
-        self._confine_dir(directory)            # before creating anything: never mkdir through a link
-        if directory not in self._made_dirs:
-            os.makedirs(directory, exist_ok=True)
-            self._made_dirs.add(directory)
-            self._confine_dir(directory)
+        self._dirs.ensure(os.path.dirname(path))     # never mkdir through a link
         if not os.path.isdir(self.tmp_dir):
             os.makedirs(self.tmp_dir, exist_ok=True)
         tmp = os.path.join(self.tmp_dir, f"{os.getpid()}-{threading.get_ident()}-{next(self._tmp_seq)}{TMP_SUFFIX}")
