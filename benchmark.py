@@ -2,7 +2,7 @@
 """Baseline vs engine on the same task set, each run in a fresh process through the one load harness.
 
     python benchmark.py [--clients 50 100] [--count N] [--repeats R] [--workers N] [--latency-ms MS]
-                        [--out DIR]
+                        [--store-backend local|http [--server-latency-ms MS] [--http-client C]] [--out DIR]
     python benchmark.py --overhead      engine (full durable path, latency 0) vs a bare ThreadPoolExecutor
                                         running the same per-task function, in this process
     python benchmark.py --memory        peak RSS of each implementation at 1k, 10k, 100k tasks
@@ -58,6 +58,15 @@ def build_parser():
     p.add_argument("--queue-size", type=int, default=200, help="engine queue bound (default 200)")
     p.add_argument("--seed", type=int, default=0, help="task set and fault seed (default 0)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds before one run is killed (default 600)")
+    p.add_argument("--store-backend", choices=("local", "http"), default="local",
+                   help="object store of both implementations: a local directory (default) or an HTTP object "
+                        "server each run starts for itself")
+    p.add_argument("--server-latency-ms", type=float, default=0.0,
+                   help="with --store-backend http: service time of each request at the server (default 0; "
+                        "a task makes two requests, so the ceiling uses max(latency, 2 x this))")
+    p.add_argument("--http-client", choices=("stdlib", "requests"), default=None,
+                   help="with --store-backend http: the client both implementations use (default: the "
+                        "engine's default, stdlib)")
     p.add_argument("--out", default=os.path.join("data", "benchmark"), help="output directory")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--overhead", action="store_true",
@@ -81,6 +90,12 @@ def check_args(args):
         return "--timeout must be > 0"
     if any(c < 1 for c in args.memory_counts):
         return "--memory-counts values must be >= 1"
+    if not args.server_latency_ms >= 0:
+        return "--server-latency-ms must be >= 0"
+    if args.store_backend != "http" and (args.server_latency_ms or args.http_client):
+        return "--server-latency-ms and --http-client need --store-backend http"
+    if args.store_backend == "http" and (args.overhead or args.memory):
+        return "--store-backend http is for the comparison (not --overhead or --memory)"
     return None
 
 
@@ -180,15 +195,16 @@ def verdict_text(met):
 
 
 def print_table(summary, comparisons):
-    header = (f"{'impl':<10} {'clients':>7} {'runs':>4} {'throughput/s':>13} {'mean ms':>9} {'P95 ms':>9} "
-              f"{'P99 ms':>9} {'err rate':>8} {'qdepth max':>10} {'retries':>7} {'rejects':>7}")
+    header = (f"{'impl':<10} {'clients':>7} {'runs':>4} {'throughput/s':>13} {'effic.':>6} {'mean ms':>9} "
+              f"{'P95 ms':>9} {'P99 ms':>9} {'err rate':>8} {'qdepth max':>10} {'retries':>7} {'rejects':>7}")
     print(header)
     print("-" * len(header))
     for row in summary:
         tps = fmt(row["throughput_tps"])
         if row["throughput_sd"] is not None:
             tps = f"{tps}±{row['throughput_sd']:.0f}"
-        print(f"{row['impl']:<10} {row['clients']:>7} {row['runs']:>4} {tps:>13} {fmt(row['mean_ms']):>9} "
+        print(f"{row['impl']:<10} {row['clients']:>7} {row['runs']:>4} {tps:>13} "
+              f"{fmt(row['efficiency'], '.3f'):>6} {fmt(row['mean_ms']):>9} "
               f"{fmt(row['p95_ms']):>9} {fmt(row['p99_ms']):>9} {fmt(row['error_rate'], '.3f'):>8} "
               f"{fmt(row['queue_depth_max'], '.0f'):>10} {fmt(row['retries'], '.0f'):>7} "
               f"{fmt(row['rejections'], '.0f'):>7}")
@@ -202,13 +218,21 @@ def print_table(summary, comparisons):
 # ------------------------------------------------------------------------------------------ modes
 
 def trial_params(args, impl, clients, count, workdir, latency_ms=None, object_kib=None):
-    return {"impl": impl, "count": count, "clients": clients, "workers": args.workers,
-            "queue_size": args.queue_size, "latency_ms": args.latency_ms if latency_ms is None else latency_ms,
-            "object_kib": args.object_kib if object_kib is None else object_kib, "seed": args.seed,
-            "load": "closed", "workdir": workdir}
+    params = {"impl": impl, "count": count, "clients": clients, "workers": args.workers,
+              "queue_size": args.queue_size, "latency_ms": args.latency_ms if latency_ms is None else latency_ms,
+              "object_kib": args.object_kib if object_kib is None else object_kib, "seed": args.seed,
+              "load": "closed", "workdir": workdir}
+    if getattr(args, "store_backend", "local") == "http":
+        params.update(store="http", server_latency_ms=args.server_latency_ms)
+        if args.http_client:
+            params["http_client"] = args.http_client
+    return params
 
 
 def run_comparison(args, workdir):
+    if args.store_backend == "http":
+        log(f"store: HTTP object server per run, {args.server_latency_ms:g} ms per request, client "
+            f"{args.http_client or 'default (stdlib)'}; both implementations use the same client")
     plan = []
     pair = 0
     for clients in args.clients:
@@ -231,7 +255,7 @@ def run_comparison(args, workdir):
         else:
             r = outcome["result"]
             log(f"[{number}/{len(plan)}] {impl:<9} clients={clients:<4} repeat={repeat}: "
-                f"{r['throughput_tps']:.1f} tasks/s, mean {r['latency_ms']['mean']:.1f} ms, "
+                f"{r['throughput_tps']:.1f} tasks/s (efficiency {fmt(r.get('efficiency'), '.3f')}), mean {r['latency_ms']['mean']:.1f} ms, "
                 f"P95 {r['latency_ms']['p95']:.1f} ms, errors {r['error_rate']:.3f} ({outcome['wall_s']:.1f} s)")
         runs.append(run)
     summary, comparisons = summarize(runs, args.clients)

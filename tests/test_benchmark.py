@@ -57,6 +57,28 @@ def test_engine_beats_baseline_at_50_and_100_clients(tmp_path):
 
 
 @needs_engine
+@pytest.mark.timeout(55)
+@pytest.mark.parametrize("client", ["stdlib", "requests"])
+def test_http_comparison_gives_both_implementations_the_same_client(tmp_path, client):
+    proc = _bench("--clients", "20", "--count", "120", "--repeats", "1", "--latency-ms", "2",
+                  "--store-backend", "http", "--server-latency-ms", "2", "--http-client", client,
+                  "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert sorted(r["impl"] for r in doc["runs"]) == ["baseline", "optimized"]
+    for run in doc["runs"]:
+        assert run["status"] == "ok"
+        assert run["params"]["store"] == "http" and run["params"]["http_client"] == client
+        result = run["result"]
+        assert result["counters"]["succeeded"] == 120 and result["error_rate"] == 0
+        # two requests of 2 ms each per task: the ceiling is workers / 4 ms, not workers / latency_ms
+        assert result["ceiling_tps"] == pytest.approx(8 * 1000 / 4.0)
+    assert f"client {client}" in proc.stderr and "effic." in proc.stdout
+    # the engine's 8 workers against the baseline's one task at a time: a wide gap even at 20 clients
+    assert doc["ratios"][0]["throughput_ratio"] > 2.0, doc["ratios"]
+
+
+@needs_engine
 @pytest.mark.timeout(50)
 def test_overhead_reports_engine_and_bare(tmp_path):
     proc = _bench("--overhead", "--count", "400", "--repeats", "1", "--out", str(tmp_path))
@@ -85,7 +107,9 @@ def test_memory_mode_runs_each_implementation_in_its_own_process(tmp_path):
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("args", [["--clients", "0"], ["--count", "-5"], ["--repeats", "0"],
                                   ["--latency-ms", "-1"], ["--nope"], ["--clients", "x"],
-                                  ["--overhead", "--memory"]])
+                                  ["--overhead", "--memory"], ["--server-latency-ms", "5"],
+                                  ["--http-client", "stdlib"], ["--store-backend", "http", "--memory"],
+                                  ["--store-backend", "ftp"]])
 def test_bad_arguments_exit_2(args, tmp_path):
     proc = _bench(*args, "--out", str(tmp_path))
     assert proc.returncode == 2
