@@ -83,8 +83,8 @@ def build_parser():
     e.add_argument("--seed", type=int, help="fault-injection seed (0)")
     e.add_argument("--log-level", help="JSON-lines log level on stderr (WARNING)")
     e.add_argument("--store-url", help="HTTP object store base URL (with TQ_STORE=http)")
-    e.add_argument("--http-client", choices=("requests", "stdlib"),
-                   help="HTTP object-store client: requests (default) or the faster stdlib pool")
+    e.add_argument("--http-client", choices=("stdlib", "requests"),
+                   help="HTTP object-store client: the stdlib http.client pool (default) or requests")
     return p
 
 

@@ -20,6 +20,8 @@ import math
 import random
 import re
 
+from lab.engine.config import DEFAULT_HTTP_CLIENT, HTTP_CLIENTS
+
 IMPLEMENTATIONS = ("baseline", "optimized")
 
 # Trial parameters the grid may set, in the order they appear in configurations and CSV columns.
@@ -30,7 +32,7 @@ PARAM_ORDER = ("workers", "queue_size", "mode", "transient_rate", "permanent_rat
 DEFAULTS = {"count": 200, "clients": 1, "workers": 4, "queue_size": 100, "mode": "block", "latency_ms": 5,
             "latency_jitter_ms": 0, "transient_rate": 0.0, "permanent_rate": 0.0, "duplicate_rate": 0.0,
             "object_kib": 16, "load": "closed", "rate": None, "store": "local", "server_latency_ms": 0,
-            "http_client": "requests"}
+            "http_client": DEFAULT_HTTP_CLIENT}
 
 ALIASES = {"error_rate": "transient_rate"}
 
@@ -98,7 +100,7 @@ PARAM_CHECKS = {
     "rate": _num_range(0, 10_000_000, allow_none=True, lo_open=True),
     "store": _choice("local", "http"),
     "server_latency_ms": _num_range(0, 600_000),
-    "http_client": _choice("requests", "stdlib"),
+    "http_client": _choice(*HTTP_CLIENTS),
 }
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import uuid
 
+from lab.engine.config import DEFAULT_HTTP_CLIENT, HTTP_CLIENTS
 from lab.engine.errors import ConfigError
 from lab.workload import ensure_objects, make_tasks
 from runners.envinfo import filesystem_kind, scratch_root
@@ -23,7 +24,6 @@ IMPLS = ("baseline", "optimized")
 LOADS = ("closed", "open")
 MODES = ("block", "fail_fast")
 STORES = ("local", "http")
-HTTP_CLIENTS = ("requests", "stdlib")
 
 DEFAULTS = {
     "impl": "optimized", "count": 2000, "clients": 100, "workers": 8, "queue_size": 200, "mode": "block",
@@ -32,7 +32,7 @@ DEFAULTS = {
     "server_latency_ms": 0.0, "server_error_rate": 0.0, "workdir": None,
     # optional extras (not in the contract's list; defaults leave the implementations' own defaults)
     "max_attempts": None, "enqueue_timeout_s": None, "result_timeout_s": 120.0, "label": None,
-    "http_client": "requests",      # HttpObjectStore transport for store=http (engine and baseline)
+    "http_client": DEFAULT_HTTP_CLIENT,     # HttpObjectStore transport for store=http (engine and baseline)
 }
 
 _INT = "int"

@@ -605,11 +605,11 @@ def test_make_store(tmp_path):
     assert isinstance(local, LocalObjectStore) and local.chunk_size == 1024
     remote = make_store("http", None, "http://127.0.0.1:1", 2048, 3)
     assert isinstance(remote, HttpObjectStore) and remote.chunk_size == 2048 and remote.pool_size == 3
-    assert remote.client == "requests" and remote.connections == 6     # the client is the default
+    assert remote.client == "stdlib" and remote.connections == 6     # the cheaper client is the default
     assert remote.remove_temp_files() == 0
     remote.close()
-    with make_store("http", None, "http://127.0.0.1:1", 2048, 3, client="stdlib") as fast:
-        assert fast.client == "stdlib" and fast.connections == 6
+    with make_store("http", None, "http://127.0.0.1:1", 2048, 3, client="requests") as other:
+        assert other.client == "requests" and other.connections == 6
     for args in (("s3", "x", None, 1, 1), ("http", "x", None, 1, 1), ("http", "x", "ftp://h", 1, 1)):
         with pytest.raises(ConfigError):
             make_store(*args)

