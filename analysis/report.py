@@ -536,6 +536,11 @@ def render_markdown(meta, agg, charts, sweep_dir, chart_rel, trial_tails):
                 ms = [m for m in ms if m is not None]
                 return statistics.fmean(ms) if ms else None
 
+            def mean_scalar(impl, metric, group=group):
+                ms = [c["cells"].get(impl, {}).get(metric) for c in group]
+                ms = [m for m in ms if m is not None]
+                return statistics.fmean(ms) if ms else None
+
             def med_ratio(key, group=group):
                 rs = [c["ratios"][key]["ratio"] for c in group if c["ratios"][key]["ratio"] is not None]
                 return statistics.median(rs) if rs else None
@@ -543,12 +548,13 @@ def render_markdown(meta, agg, charts, sweep_dir, chart_rel, trial_tails):
             met = [sum(1 for c in group if c["ratios"][t["key"]]["verdict"] == "met") for t in TARGETS]
             rows.append([v, len(group), fmt(mean_of(ENGINE, "throughput_tps")),
                          fmt(mean_of(BASELINE, "throughput_tps")), fmt(med_ratio("throughput")),
+                         fmt(mean_scalar(ENGINE, "efficiency")),
                          fmt(mean_of(ENGINE, "latency_p95_ms")), fmt(mean_of(BASELINE, "latency_p95_ms")),
                          fmt(med_ratio("p95")), fmt_pct(mean_of(ENGINE, "error_rate")),
                          f"{met[0]}/{len(group)}", f"{met[1]}/{len(group)}"])
         lines += [f"### {names.get(a, a)}", "",
                   md_table([names.get(a, a), "configs", "engine tasks/s", "baseline tasks/s", "thr. ratio",
-                            "engine P95 ms", "baseline P95 ms", "P95 ratio", "engine errors",
+                            "engine eff.", "engine P95 ms", "baseline P95 ms", "P95 ratio", "engine errors",
                             "thr. met", "P95 met"], rows), ""]
 
     # ------------------------------------------------------------------ block vs fail_fast
@@ -586,8 +592,8 @@ def render_markdown(meta, agg, charts, sweep_dir, chart_rel, trial_tails):
     lines += ["## Per configuration and implementation", "",
               "95% CI: Student's t interval of the mean; CV flagged when > 10%.", ""]
     header = [names.get(a, a) for a in axes] + ["impl", "n", "fail", "tasks/s mean", "stdev", "median",
-                                                "95% CI", "CV", "P95 ms mean", "stdev", "median", "95% CI",
-                                                "CV", "P50 ms", "P99 ms", "errors", "RSS MB"]
+                                                "95% CI", "CV", "eff.", "P95 ms mean", "stdev", "median",
+                                                "95% CI", "CV", "P50 ms", "P99 ms", "errors", "RSS MB"]
     rows = []
     for cfg in configs:
         for impl, cell in cfg["cells"].items():
@@ -596,7 +602,7 @@ def render_markdown(meta, agg, charts, sweep_dir, chart_rel, trial_tails):
                         + [impl, cell["n"], cell["n_failed"], fmt(t["mean"]), fmt(t["stdev"]), fmt(t["median"]),
                            fmt_ci(t["ci_low"], t["ci_high"]),
                            fmt_pct(t["cv"]) + (" ⚠" if t["cv"] is not None and t["cv"] > NOISE_CV else ""),
-                           fmt(p["mean"]), fmt(p["stdev"]), fmt(p["median"]), fmt_ci(p["ci_low"], p["ci_high"]),
+                           fmt(cell.get("efficiency")), fmt(p["mean"]), fmt(p["stdev"]), fmt(p["median"]), fmt_ci(p["ci_low"], p["ci_high"]),
                            fmt_pct(p["cv"]) + (" ⚠" if p["cv"] is not None and p["cv"] > NOISE_CV else ""),
                            fmt(cell["latency_p50_ms"]["mean"]), fmt(cell["latency_p99_ms"]["mean"]),
                            fmt_pct(cell["error_rate"]["mean"]), fmt(cell["peak_rss_mb"])])

@@ -60,6 +60,9 @@ def test_report_renders_from_fixture(sweep_dir):
     assert "## Failed trials" in md and "timeout" in md
     assert "simulated hang (fixture)" in md          # last stderr line of the failed trial's record
     assert "error_rate: single value (0.05) in this grid: no table." in md
+    # efficiency (throughput / ceiling) is in the per-axis and per-configuration tables; the fixture's trials
+    # have no ceiling, so the cells say so with a dash
+    assert "| thr. ratio | engine eff. | engine P95 ms |" in md and "| CV | eff. | P95 ms mean |" in md
 
     # the verdict row of the clearest configuration
     row = next(line for line in md.splitlines() if line.startswith("| 8 | 16 | block | 0.05 | 100 | local |"))
