@@ -149,3 +149,13 @@ def test_shipped_grids_are_valid_and_cover_100_clients(name):
     assert set(g["axes"].get("store") or [g["fixed"]["store"]]) == {"local"}
     for key in ("workers", "queue_size", "mode", "transient_rate", "clients"):
         assert key in g["axes"], key
+
+
+def test_shipped_http_grid_compares_the_stores_at_one_ceiling():
+    g = gridmod.load(os.path.join(ROOT, "experiments", "http.json"))
+    assert g["axes"]["store"] == ["local", "http"] and 100 in g["axes"]["clients"]
+    assert g["implementations"] == ["baseline", "optimized"]
+    fixed = g["fixed"]
+    # same service time both ways: latency_ms for the local store, a GET + a PUT at the server over HTTP
+    assert fixed["latency_ms"] == 2 * fixed["server_latency_ms"]
+    assert len(gridmod.plan(g)) == 2 * 2 * 2 * g["repeats"]
