@@ -248,3 +248,47 @@ def test_unusable_store_root_cli_exit_2_one_line(tmp_path):
     proc = run_cli(cli_args(tasks_file, afile / "store", tmp_path / "tasks.db"), tmp_path, timeout=15)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-1500:]
     assert len(stderr_lines(proc.stderr)) == 1
+
+
+# -- one engine per database ----------------------------------------------------------------------
+@pytest.mark.timeout(30)
+def test_second_engine_on_the_same_database_is_refused_until_the_first_stops(tmp_path):
+    cfg = dict(max_workers=2, db_path=str(tmp_path / "tasks.db"), store_root=str(tmp_path / "store"))
+    first = WorkerPool(Config(**cfg)).start()
+    try:
+        with pytest.raises(ConfigError, match=r"in use by another engine \(pid %d\)" % os.getpid()):
+            WorkerPool(Config(**cfg)).start()
+        # a different database beside it is not affected
+        with WorkerPool(Config(**dict(cfg, db_path=str(tmp_path / "other.db")))) as other:
+            assert other.submit({"task_id": "x", "image_key": "nope.raw", "size": "8x8"}).result(10).status == "dead"
+    finally:
+        assert first.shutdown()
+    with WorkerPool(Config(**cfg)) as again:          # released at shutdown
+        assert again.drain(5)
+
+
+@pytest.mark.timeout(45)
+def test_second_cli_on_a_running_database_exits_2_and_the_first_finishes(tmp_path):
+    store, db = tmp_path / "store", tmp_path / "tasks.db"
+    tasks = make_tasks(30, seed=5, object_bytes=500)
+    tasks_file = write_tasks(tmp_path / "tasks.json", tasks)
+    first = start_cli(cli_args(tasks_file, store, db, "--create-objects", "--latency-ms", 100, "--workers", 2),
+                      tmp_path)
+    try:
+        wait_for(lambda: os.path.exists(db) and count_where(db, "status = 'success'") >= 1, 20, first,
+                 "the first engine's first result")
+        second = run_cli(cli_args(tasks_file, store, db), tmp_path, timeout=20)
+        assert second.returncode == 2, (second.returncode, second.stderr[-2000:])
+        lines = stderr_lines(second.stderr)
+        assert len(lines) == 1 and "Traceback" not in second.stderr, second.stderr
+        assert f"in use by another engine (pid {first.pid})" in lines[0], lines[0]
+        out, err = first.communicate(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.communicate()
+    assert first.returncode == 0, err[-2000:]
+    check_end_state(db, store, tasks, max_attempts=3)
+    # and once it has stopped, the same command resumes nothing and answers every task as a duplicate
+    again = run_cli(cli_args(tasks_file, store, db), tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]

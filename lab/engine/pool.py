@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 
 from . import logs
 from .config import Config
+from .dblock import DatabaseLock
 from .errors import ConfigError, ValidationError
 from .metrics import Metrics
 from .processor import Processor
@@ -161,15 +162,22 @@ class WorkerPool:
             return self
         cfg = self.config
         logs.configure(cfg.log_level, cfg.log_file)
-        self.store = TaskStore(cfg.db_path)
+        self._db_lock = DatabaseLock(cfg.db_path).acquire()     # one engine per database
+        try:
+            self.store = TaskStore(cfg.db_path)
+        except Exception:
+            self._db_lock.release()
+            raise
         try:
             self.objects = _make_object_store(cfg)
             removed = self.objects.remove_temp_files()
         except OSError as exc:
             self.store.close()
+            self._db_lock.release()
             raise ConfigError(f"cannot use store root {cfg.store_root}: {exc.strerror or exc}") from None
         except Exception:
             self.store.close()
+            self._db_lock.release()
             raise
         if removed:
             logs.event(30, "temp_files_removed", count=removed)
@@ -236,6 +244,7 @@ class WorkerPool:
         self.scheduler.stop()
         self.store.close()
         self.objects.close()
+        self._db_lock.release()
         self._started = False
         left = self._active
         self._release_waiters_after_abort()
