@@ -429,6 +429,11 @@ def render_markdown(meta, agg, charts, sweep_dir, chart_rel, trial_tails):
               "ratio of means, fixed seed) is in summary.csv as a cross-check; a note says where it "
               "disagrees. The baseline has no queue size or mode: it still runs in every configuration, so "
               "the two sides of each ratio are measured back to back under the same conditions.",
+              "- Efficiency (eff.) = throughput / ceiling, the mean over a cell's ok trials. The ceiling is "
+              "workers × 1000 / service time (`latency_ms`; over HTTP at least two requests' server "
+              "latency), the same for both implementations: it is what the workers could do if they never "
+              "waited for anything but the work. The baseline's global lock runs one task at a time, so it "
+              "can reach at most 1 / workers of it.",
               "- Verdicts: **met** when the whole interval clears the target, **not met** when the whole "
               "interval misses it, **inconclusive** otherwise. With fewer than 2 ok trials on a side there "
               "is no interval: the verdict is inconclusive and the note says what the point estimate alone "
