@@ -25,7 +25,7 @@ if ROOT not in sys.path:
 
 from lab.engine.errors import (ConfigError, ObjectNotFound, PermanentError, TransientError,  # noqa: E402
                                ValidationError)
-from lab.engine.http_objects import (CLIENTS, HttpObjectStore, StoreClientError, StoreConnectionError,  # noqa: E402
+from lab.engine.http_objects import (CLIENTS, DEFAULT_CLIENT, HttpObjectStore, StoreClientError, StoreConnectionError,  # noqa: E402
                                      StoreServerError, StoreTimeout, bucket_root, default_python,
                                      make_store, start_server_process)
 from lab.engine.http_server import ObjectServer  # noqa: E402
@@ -655,7 +655,7 @@ print(json.dumps({"client": client, "nbytes": nbytes, "ok": ok, "client_kib": [c
 """
 
 
-def measure_rss(root, nbytes, client="requests"):
+def measure_rss(root, nbytes, client=DEFAULT_CLIENT):
     out = subprocess.run([default_python(), "-c", RSS_SCRIPT, root, str(nbytes), client], cwd=ROOT, env=_env(),
                          capture_output=True, timeout=120)
     assert out.returncode == 0, out.stderr.decode()[-2000:]
@@ -675,7 +675,7 @@ if __name__ == "__main__":
     import tempfile
     with tempfile.TemporaryDirectory() as d:
         r = measure_rss(d, int(sys.argv[1]) if len(sys.argv) > 1 else 256 * MiB,
-                        sys.argv[2] if len(sys.argv) > 2 else "requests")
+                        sys.argv[2] if len(sys.argv) > 2 else DEFAULT_CLIENT)
     c, s = r["client_kib"], r["server_kib"]
     print(json.dumps(r))
     print(f"{r['client']}: {r['nbytes'] / MiB:.0f} MiB PUT+GET: client peak {c[0] / 1024:.1f} -> {c[2] / 1024:.1f} MiB "
