@@ -62,8 +62,8 @@ def build_parser():
     b.add_argument("--rate", type=float, help="open loop: arrivals per second")
     b.add_argument("--store-backend", choices=("local", "http"), default=None,
                    help="benchmark against a local directory (default) or an HTTP object store started "
-                        "for the run")
-    b.add_argument("--server-latency-ms", type=float, default=0.0,
+                        "for the run (TQ_STORE and TQ_STORE_URL are not used by --benchmark)")
+    b.add_argument("--server-latency-ms", type=float, default=None,
                    help="with --store-backend http: service time of each request at the server (default 0)")
     e = p.add_argument_group("engine (default: TQ_* environment, .env, then built-in)")
     e.add_argument("--workers", type=int, dest="max_workers", help="worker threads (8)")
@@ -82,9 +82,11 @@ def build_parser():
     e.add_argument("--permanent-rate", type=float, help="injected permanent fault rate per task (0)")
     e.add_argument("--seed", type=int, help="fault-injection seed (0)")
     e.add_argument("--log-level", help="JSON-lines log level on stderr (WARNING)")
-    e.add_argument("--store-url", help="HTTP object store base URL (with TQ_STORE=http)")
+    e.add_argument("--store-url", help="with --tasks: use the HTTP object store at this base URL (sets "
+                                        "store=http; --store DIR is then unused)")
     e.add_argument("--http-client", choices=("stdlib", "requests"),
-                   help="HTTP object-store client: the stdlib http.client pool (default) or requests")
+                   help="HTTP object-store client: the stdlib http.client pool (default) or requests; only "
+                        "with an HTTP store (--store-backend http, --store-url or TQ_STORE=http)")
     return p
 
 
@@ -97,7 +99,7 @@ class UsageError(Exception):
     pass
 
 
-def engine_config(args, profile=None):
+def engine_config(args, profile=None, benchmark=False):
     cli = {k: getattr(args, k) for k in ENGINE_FLAGS}
     if args.db:
         cli["db_path"] = args.db
@@ -105,13 +107,24 @@ def engine_config(args, profile=None):
         cli["store_root"] = args.store
     if args.store_url:
         cli["store"] = "http"
-    return load_config(cli=cli, profile=profile)
+    if benchmark:       # the benchmark picks its store with --store-backend and starts its own server
+        cli["store"], cli["store_url"] = "local", ""
+    cfg = load_config(cli=cli, profile=profile)
+    http = args.store_backend == "http" if benchmark else cfg.store == "http"
+    if args.http_client and not http:
+        raise UsageError("--http-client needs an HTTP store: --store-backend http with --benchmark, "
+                         "--store-url URL with --tasks")
+    return cfg
 
 
 # -- benchmark ------------------------------------------------------------------------------
 def run_benchmark(args):
     from runners.trial import ParamError, run_trial
-    cfg = engine_config(args, BENCHMARK_PROFILE)
+    if args.store_url:
+        raise UsageError("--store-url is for --tasks; --benchmark starts its own server with --store-backend http")
+    if args.server_latency_ms is not None and args.store_backend != "http":
+        raise UsageError("--server-latency-ms needs --store-backend http")
+    cfg = engine_config(args, BENCHMARK_PROFILE, benchmark=True)
     for name, value, low in (("--count", args.count, 1), ("--clients", args.clients, 1)):
         if value < low:
             raise UsageError(f"{name} must be >= {low} (got {value})")
@@ -121,12 +134,12 @@ def run_benchmark(args):
               "permanent_rate": cfg.permanent_rate, "duplicate_rate": args.duplicate_rate,
               "object_kib": args.object_kib, "load": args.load, "rate": args.rate, "seed": cfg.seed,
               "store": args.store_backend or "local", "http_client": cfg.http_client,
-              "server_latency_ms": args.server_latency_ms,
+              "server_latency_ms": args.server_latency_ms or 0.0,
               "max_attempts": cfg.max_attempts,
               "enqueue_timeout_s": cfg.enqueue_timeout_s}
     print(f"benchmark: {args.count} tasks, {args.clients} clients ({args.load} loop), {cfg.max_workers} workers, "
           f"queue {cfg.queue_size} ({cfg.mode}), {cfg.latency_ms:g} ms per task, store {params['store']}"
-          + (f" ({args.server_latency_ms:g} ms per request, {cfg.http_client} client)"
+          + (f" ({params['server_latency_ms']:g} ms per request, {cfg.http_client} client)"
              if params["store"] == "http" else ""),
           file=sys.stderr)
     try:
@@ -195,9 +208,14 @@ class Interrupts:
 
 
 def run_tasks(args, interrupts):
-    if args.tasks and (not args.store or not args.db):
-        raise UsageError("--tasks needs --store DIR and --db PATH")
+    if args.store_backend or args.server_latency_ms is not None:
+        raise UsageError("--store-backend and --server-latency-ms are for --benchmark; a task file uses "
+                         "--store DIR, or an HTTP object store with --store-url URL")
+    if args.tasks and not args.db:
+        raise UsageError("--tasks needs --store DIR (or --store-url URL) and --db PATH")
     cfg = engine_config(args)
+    if args.tasks and cfg.store == "local" and not args.store:
+        raise UsageError("--tasks needs --store DIR (or --store-url URL) and --db PATH")
     total = check(args.tasks) if args.tasks else 0
     statuses = collections.Counter()
     duplicates = 0
@@ -205,7 +223,8 @@ def run_tasks(args, interrupts):
     with WorkerPool(cfg) as pool:       # opens the database first: an unusable one stops us before any write
         interrupts.pool = pool
         if args.tasks and args.create_objects:
-            ensure_objects(iter_elements(args.tasks), cfg.store_root)
+            ensure_objects(iter_elements(args.tasks), cfg.store_root,
+                           store=pool.objects if cfg.store == "http" else None)
         recovered = getattr(pool, "recovered", 0)
         if recovered:
             print(f"resuming {recovered} unfinished task(s) from {cfg.db_path}", file=sys.stderr)

@@ -32,11 +32,16 @@ def write_object(root, image_key, nbytes):
 MAX_CREATE_BYTES = 1 << 30
 
 
-def ensure_objects(tasks, root, default_bytes=16 * 1024, max_bytes=MAX_CREATE_BYTES):
+def ensure_objects(tasks, root, default_bytes=16 * 1024, max_bytes=MAX_CREATE_BYTES, store=None):
     """Create every source object the tasks name that is missing; skip tasks too broken to name one and
-    keys that would land outside the root (checked like the object store does, links resolved)."""
+    keys that would land outside the root (checked like the object store does, links resolved).
+
+    `store`: an HTTP object store (lab.engine.http_objects) to create them through instead of the local
+    directory `root`; an object is then missing when the server has none of the expected size."""
     from lab.engine.errors import ValidationError
     from lab.engine.objects import LocalObjectStore
+    if store is not None and not isinstance(store, LocalObjectStore):
+        return _ensure_remote_objects(tasks, store, default_bytes, max_bytes)
     store = LocalObjectStore(root)
     confine = store.path_for
     seen = set()
@@ -64,6 +69,26 @@ def ensure_objects(tasks, root, default_bytes=16 * 1024, max_bytes=MAX_CREATE_BY
             store.write_chunks(key, object_chunks(key, nbytes))
         except OSError:
             continue   # cannot exist here (name too long, a file where a folder must be): the task will say so
+
+
+def _ensure_remote_objects(tasks, store, default_bytes, max_bytes):
+    from lab.engine.errors import PermanentError, TransientError
+    seen = set()
+    for task in tasks:
+        key = task.get("image_key") if isinstance(task, dict) else None
+        if not isinstance(key, str) or not key or key in seen:
+            continue
+        seen.add(key)
+        nbytes = task.get("object_bytes", default_bytes)
+        if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0:
+            nbytes = default_bytes
+        if nbytes > max_bytes:
+            continue
+        try:
+            if store.size(key) != nbytes:
+                store.write_chunks(key, object_chunks(key, nbytes))
+        except (PermanentError, TransientError):
+            continue   # a refused key, or a server that fails: the task itself will say so
 
 
 def make_tasks(count, seed=0, object_bytes=16 * 1024, duplicate_rate=0.0, distinct_images=None,

@@ -68,3 +68,69 @@ def test_help_is_available_and_no_mode_is_a_usage_error():
     proc = run(["task_queue_optimized.py"])
     assert proc.returncode == 2 and "--benchmark" in proc.stderr
     assert run(["task_queue_optimized.py", "--tasks", "x.json"]).returncode == 2
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("args, says", [
+    (["--benchmark", "--server-latency-ms", "5"], "--server-latency-ms needs --store-backend http"),
+    (["--benchmark", "--http-client", "requests"], "--http-client needs an HTTP store"),
+    (["--benchmark", "--store-url", "http://127.0.0.1:1"], "--store-url is for --tasks"),
+    (["--tasks", "t.json", "--store", "s", "--db", "d.db", "--store-backend", "http"], "are for --benchmark"),
+    (["--tasks", "t.json", "--store", "s", "--db", "d.db", "--http-client", "requests"],
+     "--http-client needs an HTTP store"),
+    (["--tasks", "t.json", "--db", "d.db"], "--tasks needs --store DIR (or --store-url URL)"),
+], ids=["latency-local", "client-local-benchmark", "url-benchmark", "backend-tasks", "client-local-tasks",
+        "no-store"])
+def test_http_flags_where_they_do_not_apply_are_usage_errors(tmp_path, args, says):
+    """A flag that would be silently ignored is refused instead: exit 2, one line, nothing written."""
+    proc = subprocess.run([sys.executable, ROOT + "/task_queue_optimized.py", *args], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=50, env={**_clean_env(), "PYTHONPATH": ROOT})
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and says in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and list(tmp_path.iterdir()) == []
+
+
+def _clean_env(**extra):
+    import os
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TQ_")}
+    env.update(extra)
+    return env
+
+
+@pytest.mark.timeout(60)
+def test_benchmark_over_http_ignores_a_tq_store_setting_for_the_engine(tmp_path):
+    # TQ_STORE=http without a URL would be a configuration error for the engine; the benchmark picks its
+    # store with --store-backend and starts its own server, so it runs
+    proc = subprocess.run([sys.executable, ROOT + "/task_queue_optimized.py", "--benchmark", "--count", "60",
+                           "--clients", "10", "--store-backend", "http", "--server-latency-ms", "1",
+                           "--http-client", "requests"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=50, env=_clean_env(TQ_STORE="http", PYTHONPATH=ROOT))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "store http (1 ms per request, requests client)" in proc.stderr
+    assert "succeeded           60" in proc.stdout
+
+
+@pytest.mark.timeout(60)
+def test_task_file_against_an_http_store_creates_its_objects_on_the_server(tmp_path):
+    from lab.engine.http_objects import HttpObjectStore, start_server_process
+    from lab.workload import object_chunks
+    tasks = [{"task_id": f"h{i}", "image_key": f"remote/{i}.raw", "size": "10x10", "object_bytes": 3000 + i}
+             for i in range(12)]
+    task_file = tmp_path / "tasks.json"
+    task_file.write_text(json.dumps(tasks))
+    server_root = tmp_path / "server"
+    with start_server_process(str(server_root)) as srv:
+        args = [sys.executable, ROOT + "/task_queue_optimized.py", "--tasks", str(task_file),
+                "--store-url", srv.url, "--db", str(tmp_path / "t.db"), "--create-objects"]
+        proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=50,
+                              env=_clean_env(PYTHONPATH=ROOT))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "success 12, dead 0" in proc.stdout, proc.stdout
+        with HttpObjectStore(srv.url) as remote:
+            for task in tasks:   # the sources were created on the server, with their deterministic content
+                assert remote.read_all(task["image_key"]) == b"".join(
+                    object_chunks(task["image_key"], task["object_bytes"]))
+                assert remote.size(f"variants/{task['image_key']}@10x10") > 0
+    assert not (tmp_path / "data").exists(), "nothing may be written to the local default store"
+    assert sorted(p.name for p in (server_root / "store" / "remote").iterdir()) == sorted(
+        f"{i}.raw" for i in range(12))
