@@ -66,7 +66,7 @@ def build_parser():
                         "a task makes two requests, so the ceiling uses max(latency, 2 x this))")
     p.add_argument("--http-client", choices=("stdlib", "requests"), default=None,
                    help="with --store-backend http: the client both implementations use (default: the "
-                        "engine's default, stdlib)")
+                        "engine's default, stdlib; TQ_* settings and .env are not read by benchmark.py)")
     p.add_argument("--out", default=os.path.join("data", "benchmark"), help="output directory")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--overhead", action="store_true",

@@ -14,7 +14,7 @@ methods. Only how bytes move differs, in a small transport object chosen by `cli
 The two behave the same (the tests run every client test on both). stdlib is the default because it
 costs less CPU per call (single thread, GET + PUT of 16 KiB: ~170 us against ~400 us), and the client's
 CPU is on every task's path and under the GIL the workers share: over HTTP at 8 workers, 100 clients and
-5 ms per request it reaches ~0.92 of the ceiling, requests ~0.87 (docs/HTTP_STORE.md).
+5 ms per request it reaches ~0.91 of the ceiling, requests ~0.86 (docs/HTTP_STORE.md).
 
 Common to both:
 - `pool_size` is the number of threads that call the store at once (the engine passes max_workers). The
