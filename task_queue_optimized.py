@@ -211,10 +211,8 @@ def run_tasks(args, interrupts):
     if args.store_backend or args.server_latency_ms is not None:
         raise UsageError("--store-backend and --server-latency-ms are for --benchmark; a task file uses "
                          "--store DIR, or an HTTP object store with --store-url URL")
-    if args.tasks and not args.db:
-        raise UsageError("--tasks needs --store DIR (or --store-url URL) and --db PATH")
     cfg = engine_config(args)
-    if args.tasks and cfg.store == "local" and not args.store:
+    if args.tasks and (not args.db or (cfg.store == "local" and not args.store)):
         raise UsageError("--tasks needs --store DIR (or --store-url URL) and --db PATH")
     total = check(args.tasks) if args.tasks else 0
     statuses = collections.Counter()
