@@ -151,7 +151,7 @@ def test_shipped_grids_are_valid_and_cover_100_clients(name):
         assert key in g["axes"], key
 
 
-def test_shipped_http_grid_compares_the_stores_at_one_ceiling():
+def test_shipped_http_grids_compare_stores_and_clients_at_one_ceiling():
     g = gridmod.load(os.path.join(ROOT, "experiments", "http.json"))
     assert g["axes"]["store"] == ["local", "http"] and 100 in g["axes"]["clients"]
     assert g["implementations"] == ["baseline", "optimized"]
@@ -159,3 +159,7 @@ def test_shipped_http_grid_compares_the_stores_at_one_ceiling():
     # same service time both ways: latency_ms for the local store, a GET + a PUT at the server over HTTP
     assert fixed["latency_ms"] == 2 * fixed["server_latency_ms"]
     assert len(gridmod.plan(g)) == 2 * 2 * 2 * g["repeats"]
+    clients = gridmod.load(os.path.join(ROOT, "experiments", "http_clients.json"))
+    assert clients["axes"]["http_client"] == ["stdlib", "requests"]
+    assert clients["fixed"]["store"] == "http" and clients["fixed"]["clients"] == 100
+    assert clients["fixed"]["workers"] == 8 and clients["fixed"]["server_latency_ms"] == 5
