@@ -107,6 +107,8 @@ def engine_config(args, profile=None, benchmark=False):
         cli["store_root"] = args.store
     if args.store_url:
         cli["store"] = "http"
+    elif args.store:
+        cli["store"] = "local"      # --store DIR on the command line beats TQ_STORE=http from the environment
     if benchmark:       # the benchmark picks its store with --store-backend and starts its own server
         cli["store"], cli["store_url"] = "local", ""
     cfg = load_config(cli=cli, profile=profile)
@@ -120,9 +122,13 @@ def engine_config(args, profile=None, benchmark=False):
 # -- benchmark ------------------------------------------------------------------------------
 def run_benchmark(args):
     from runners.trial import ParamError, run_trial
+    from runners.trial import validate
     if args.store_url:
         raise UsageError("--store-url is for --tasks; --benchmark starts its own server with --store-backend http")
-    if args.server_latency_ms is not None and args.store_backend != "http":
+    if args.store or args.db or args.create_objects:
+        raise UsageError("--store, --db and --create-objects are for --tasks; --benchmark uses scratch files of "
+                         "its own (TQ_SCRATCH_DIR chooses where)")
+    if args.server_latency_ms and args.store_backend != "http":
         raise UsageError("--server-latency-ms needs --store-backend http")
     cfg = engine_config(args, BENCHMARK_PROFILE, benchmark=True)
     for name, value, low in (("--count", args.count, 1), ("--clients", args.clients, 1)):
@@ -135,8 +141,13 @@ def run_benchmark(args):
               "object_kib": args.object_kib, "load": args.load, "rate": args.rate, "seed": cfg.seed,
               "store": args.store_backend or "local", "http_client": cfg.http_client,
               "server_latency_ms": args.server_latency_ms or 0.0,
-              "max_attempts": cfg.max_attempts,
-              "enqueue_timeout_s": cfg.enqueue_timeout_s}
+              "max_attempts": cfg.max_attempts, "enqueue_timeout_s": cfg.enqueue_timeout_s,
+              "backoff_base_s": cfg.backoff_base_s, "backoff_cap_s": cfg.backoff_cap_s,
+              "chunk_size": cfg.chunk_size, "log_level": cfg.log_level}
+    try:
+        params = validate(params)       # a bad value is one line, before the banner
+    except ParamError as exc:
+        raise UsageError(str(exc)) from None
     print(f"benchmark: {args.count} tasks, {args.clients} clients ({args.load} loop), {cfg.max_workers} workers, "
           f"queue {cfg.queue_size} ({cfg.mode}), {cfg.latency_ms:g} ms per task, store {params['store']}"
           + (f" ({params['server_latency_ms']:g} ms per request, {cfg.http_client} client)"
@@ -150,7 +161,11 @@ def run_benchmark(args):
     if args.json:
         write_json(args.json, result)
         print(f"metrics written to {args.json}", file=sys.stderr)
-    return 0 if result.get("counters", {}).get("succeeded", 0) > 0 or args.count == 0 else 1
+    if result.get("counters", {}).get("succeeded", 0) > 0:
+        return 0
+    print(f"benchmark: no task succeeded (error rate {result.get('error_rate')}); --log-level INFO shows "
+          f"each attempt's error", file=sys.stderr)
+    return 1
 
 
 def _fmt(value, spec=".2f"):
@@ -212,8 +227,11 @@ def run_tasks(args, interrupts):
         raise UsageError("--store-backend and --server-latency-ms are for --benchmark; a task file uses "
                          "--store DIR, or an HTTP object store with --store-url URL")
     cfg = engine_config(args)
-    if args.tasks and (not args.db or (cfg.store == "local" and not args.store)):
-        raise UsageError("--tasks needs --store DIR (or --store-url URL) and --db PATH")
+    if not args.db or (cfg.store == "local" and not args.store):
+        raise UsageError(f"{'--tasks' if args.tasks else 'resuming'} needs --db PATH and --store DIR (or "
+                         f"--store-url URL): the database does not record where the objects are")
+    if args.create_objects and not args.tasks:
+        raise UsageError("--create-objects needs --tasks FILE (the tasks name the objects)")
     total = check(args.tasks) if args.tasks else 0
     statuses = collections.Counter()
     duplicates = 0
@@ -265,7 +283,8 @@ def run_tasks(args, interrupts):
     c = metrics["counters"]
     print(f"submitted {submitted} of {total} task(s) in {elapsed:.2f} s: success {statuses['success']}, "
           f"dead {statuses['dead']}, rejected {statuses['rejected']}; {duplicates} of them duplicates answered without running again; "
-          f"resumed {recovered}; retries {c['retried']}; dead letters {c['dead_lettered']}")
+          f"resumed {recovered}{_outcomes(pool.recovered_outcomes) if recovered else ''}; retries {c['retried']}; "
+          f"dead letters {c['dead_lettered']}")
     if args.json:
         write_json(args.json, metrics)
         print(f"metrics written to {args.json}", file=sys.stderr)
@@ -277,6 +296,10 @@ def run_tasks(args, interrupts):
         print("stopped before all tasks finished; run the same command again to resume", file=sys.stderr)
         return 1
     return 0
+
+
+def _outcomes(counter):
+    return " (" + ", ".join(f"{status} {n}" for status, n in sorted(counter.items())) + ")" if counter else ""
 
 
 _last_progress = [0.0]

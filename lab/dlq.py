@@ -98,5 +98,5 @@ def cmd_requeue(args):
             conn.execute("UPDATE dead_letters SET requeued_at=? WHERE id=?", (now, i))
         conn.execute("COMMIT")
     print(f"requeued {len(ids)} task(s); run `python task_queue_optimized.py --db {args.db} --store DIR` "
-          f"to process them")
+          f"(or `--store-url URL` for an HTTP object store) to process them")
     return 0

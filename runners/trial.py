@@ -31,7 +31,8 @@ DEFAULTS = {
     "duplicate_rate": 0.0, "object_kib": 16, "load": "closed", "rate": None, "seed": 0, "store": "local",
     "server_latency_ms": 0.0, "server_error_rate": 0.0, "workdir": None,
     # optional extras (not in the contract's list; defaults leave the implementations' own defaults)
-    "max_attempts": None, "enqueue_timeout_s": None, "result_timeout_s": 120.0, "label": None,
+    "max_attempts": None, "enqueue_timeout_s": None, "backoff_base_s": None, "backoff_cap_s": None,
+    "chunk_size": None, "log_level": None, "result_timeout_s": 120.0, "label": None,
     "http_client": DEFAULT_HTTP_CLIENT,     # HttpObjectStore transport for store=http (engine and baseline)
 }
 
@@ -48,7 +49,8 @@ def _spec():
         "duplicate_rate": (_RATE,), "object_kib": (_NUM, 0), "load": ("choice", LOADS),
         "rate": ("optnum", 0), "seed": (_INT, None), "store": ("choice", STORES),
         "server_latency_ms": (_NUM, 0), "server_error_rate": (_RATE,), "workdir": ("optstr",), "max_attempts": ("optint", 1),
-        "enqueue_timeout_s": ("optnum", 0), "result_timeout_s": (_NUM, 0), "label": ("optstr",),
+        "enqueue_timeout_s": ("optnum", 0), "backoff_base_s": ("optnum", 0), "backoff_cap_s": ("optnum", 0),
+        "chunk_size": ("optint", 1), "log_level": ("optstr",), "result_timeout_s": (_NUM, 0), "label": ("optstr",),
         "http_client": ("choice", HTTP_CLIENTS),
     }
 
@@ -128,10 +130,9 @@ def make_adapter(p, store_root, run_dir, store_url=None, http_store_cls=None):
                   db_path=os.path.join(run_dir, "engine.sqlite3"), store_root=store_root,
                   store="http" if store_url else "local", store_url=store_url, http_client=p["http_client"],
                   log_level="WARNING")
-    if p["max_attempts"] is not None:
-        config["max_attempts"] = p["max_attempts"]
-    if p["enqueue_timeout_s"] is not None:
-        config["enqueue_timeout_s"] = p["enqueue_timeout_s"]
+    for key in ("max_attempts", "enqueue_timeout_s", "backoff_base_s", "backoff_cap_s", "chunk_size", "log_level"):
+        if p[key] is not None:
+            config[key] = p[key]
     return EngineAdapter(**config)
 
 

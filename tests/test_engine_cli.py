@@ -58,7 +58,7 @@ def test_task_file_run_then_rerun_is_all_duplicates_and_dlq_requeue_runs_again(t
     db = sqlite3.connect(str(tmp_path / "t.db"))
     assert db.execute("SELECT status FROM tasks WHERE task_id='bad'").fetchone()[0] == "queued"
     resumed = run(["task_queue_optimized.py", "--db", str(tmp_path / "t.db"), "--store", str(tmp_path / "store")])
-    assert resumed.returncode == 0 and "resumed 1" in resumed.stdout
+    assert resumed.returncode == 0 and "resumed 1 (dead 1)" in resumed.stdout, resumed.stdout
     assert db.execute("SELECT status FROM tasks WHERE task_id='bad'").fetchone()[0] == "dead"
     assert run(["-m", "lab", "dlq", "requeue", "--db", str(tmp_path / "t.db"), "--id", "999"]).returncode == 2
 
@@ -78,16 +78,28 @@ def test_help_is_available_and_no_mode_is_a_usage_error():
     (["--tasks", "t.json", "--store", "s", "--db", "d.db", "--store-backend", "http"], "are for --benchmark"),
     (["--tasks", "t.json", "--store", "s", "--db", "d.db", "--http-client", "requests"],
      "--http-client needs an HTTP store"),
-    (["--tasks", "t.json", "--db", "d.db"], "--tasks needs --store DIR (or --store-url URL)"),
+    (["--tasks", "t.json", "--db", "d.db"], "--tasks needs --db PATH and --store DIR (or --store-url URL)"),
+    (["--db", "d.db"], "resuming needs --db PATH and --store DIR (or --store-url URL)"),
+    (["--db", "d.db", "--store", "s", "--create-objects"], "--create-objects needs --tasks FILE"),
+    (["--benchmark", "--store", "s"], "are for --tasks; --benchmark uses scratch files of its own"),
+    (["--benchmark", "--db", "d.db"], "are for --tasks; --benchmark uses scratch files of its own"),
+    (["--benchmark", "--object-kib", "-1"], "object_kib must be >= 0"),
+    (["--benchmark", "--store-backend", "http", "--server-latency-ms", "-1"], "server_latency_ms must be >= 0"),
+    (["--tasks", "t.json", "--db", "d.db", "--store-url", "http://127.0.0.1:1"],
+     "cannot reach the object store at http://127.0.0.1:1"),
 ], ids=["latency-local", "client-local-benchmark", "url-benchmark", "backend-tasks", "client-local-tasks",
-        "no-store"])
+        "no-store", "resume-no-store", "create-on-resume", "benchmark-store", "benchmark-db", "bad-kib",
+        "bad-server-latency", "unreachable-store"])
 def test_http_flags_where_they_do_not_apply_are_usage_errors(tmp_path, args, says):
     """A flag that would be silently ignored is refused instead: exit 2, one line, nothing written."""
+    (tmp_path / "t.json").write_text('[{"task_id": 1, "image_key": "a.raw", "size": "8x8"}]')
     proc = subprocess.run([sys.executable, ROOT + "/task_queue_optimized.py", *args], cwd=tmp_path, capture_output=True,
                           text=True, timeout=50, env={**_clean_env(), "PYTHONPATH": ROOT})
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and says in proc.stderr, proc.stderr
-    assert "Traceback" not in proc.stderr and list(tmp_path.iterdir()) == []
+    assert "Traceback" not in proc.stderr
+    if "cannot reach" not in says:      # (the unreachable store is found after the database is opened)
+        assert [p.name for p in tmp_path.iterdir()] == ["t.json"]
 
 
 def _clean_env(**extra):
@@ -134,3 +146,31 @@ def test_task_file_against_an_http_store_creates_its_objects_on_the_server(tmp_p
     assert not (tmp_path / "data").exists(), "nothing may be written to the local default store"
     assert sorted(p.name for p in (server_root / "store" / "remote").iterdir()) == sorted(
         f"{i}.raw" for i in range(12))
+
+
+@pytest.mark.timeout(60)
+def test_benchmark_passes_every_engine_knob_to_the_engine(tmp_path):
+    out = tmp_path / "m.json"
+    proc = subprocess.run([sys.executable, ROOT + "/task_queue_optimized.py", "--benchmark", "--count", "40",
+                           "--clients", "8", "--backoff-base", "0.2", "--backoff-cap", "0.4", "--chunk-size", "4096",
+                           "--max-attempts", "2", "--json", str(out)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=50, env=_clean_env(PYTHONPATH=ROOT))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    params = json.loads(out.read_text())["params"]
+    assert (params["backoff_base_s"], params["backoff_cap_s"], params["chunk_size"], params["max_attempts"]) == (
+        0.2, 0.4, 4096, 2)
+
+
+@pytest.mark.timeout(60)
+def test_store_dir_on_the_command_line_beats_tq_store_from_the_environment(tmp_path):
+    tasks = [{"task_id": f"e{i}", "image_key": f"env/{i}.raw", "size": "10x10", "object_bytes": 800}
+             for i in range(5)]
+    task_file = tmp_path / "tasks.json"
+    task_file.write_text(json.dumps(tasks))
+    proc = subprocess.run([sys.executable, ROOT + "/task_queue_optimized.py", "--tasks", str(task_file), "--store",
+                           str(tmp_path / "store"), "--db", str(tmp_path / "t.db"), "--create-objects"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=50,
+                          env=_clean_env(PYTHONPATH=ROOT, TQ_STORE="http", TQ_STORE_URL="http://127.0.0.1:1"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "success 5, dead 0" in proc.stdout
+    assert len(list((tmp_path / "store" / "variants" / "env").iterdir())) == 5

@@ -571,7 +571,7 @@ class HttpObjectStore:
     def __init__(self, base_url, bucket=DEFAULT_BUCKET, chunk_size=64 * 1024, pool_size=8,
                  timeout=DEFAULT_TIMEOUT, connections=None, client=DEFAULT_CLIENT):
         if not isinstance(base_url, str) or not re.match(r"https?://[^/\s]+", base_url):
-            raise ConfigError(f"store_url must be http://host:port, not {base_url!r}")
+            raise ConfigError(f"store_url must be http(s)://host:port, not {base_url!r}")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", bucket or "") or bucket in (".", ".."):
             raise ConfigError(f"bucket must be a simple name, not {bucket!r}")
         if int(chunk_size) <= 0 or int(pool_size) <= 0:
@@ -781,6 +781,23 @@ class HttpObjectStore:
     def remove_temp_files(self):
         """Temp files are the server's business (it removes its own); nothing to do here."""
         return 0
+
+    def ping(self):
+        """Check that an HTTP server answers at base_url (any status will do): the engine calls this at
+        start, so a wrong or dead URL is one clear error instead of every task failing. Raises the mapped
+        TransientError (StoreConnectionError, StoreTimeout) when nothing answers."""
+        what = f"HEAD {self.base_url}{self._prefix}"
+        try:
+            answer = self._transport.request("HEAD", self._prefix)
+        except _TRANSPORT_ERRORS as exc:
+            raise _map_request_error(exc, what) from exc
+        try:
+            answer.read()
+        except _TRANSPORT_ERRORS:
+            answer.discard()
+        else:
+            answer.release()
+        return answer.status
 
     def close(self):
         self._transport.close()

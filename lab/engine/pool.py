@@ -13,6 +13,7 @@ Every submission of one idempotency key shares one `_Flight`: a duplicate that a
 is queued or running joins it (and never runs it twice); one that arrives after it ended gets the
 stored result. The in-memory flight table only routes waiters; the truth is the SQLite row.
 """
+import collections
 import json
 import random
 import threading
@@ -23,7 +24,7 @@ from dataclasses import asdict, dataclass
 from . import logs
 from .config import Config
 from .dblock import DatabaseLock
-from .errors import ConfigError, ValidationError
+from .errors import ConfigError, TransientError, ValidationError
 from .metrics import Metrics
 from .processor import Processor
 from .queue import STOP, TaskQueue
@@ -56,7 +57,7 @@ class TaskResult:
 class _Flight:
     """One idempotency key on its way through the engine, shared by every submission of it."""
     __slots__ = ("key", "payload", "task_id", "image_key", "variant", "row_id", "attempts", "event",
-                 "record", "finished_at", "submitted_at", "primary_counted")
+                 "record", "finished_at", "submitted_at", "primary_counted", "recovered")
 
     def __init__(self, key, payload, task_id, image_key, variant, submitted_at):
         self.key, self.payload, self.task_id = key, payload, task_id
@@ -68,6 +69,7 @@ class _Flight:
         self.finished_at = None
         self.submitted_at = submitted_at
         self.primary_counted = True
+        self.recovered = False          # resumed from the database at start (no handle waits for it)
 
 
 class TaskHandle:
@@ -152,6 +154,7 @@ class WorkerPool:
         self._abort = False
         self._workers_stop = False
         self._submitted = 0
+        self.recovered_outcomes = collections.Counter()     # final statuses of tasks resumed at start
         self._started = False
         self.metrics = Metrics(self.config.max_workers)
         self._rng = random.Random(f"backoff|{self.config.seed}")
@@ -168,16 +171,22 @@ class WorkerPool:
         except Exception:
             self._db_lock.release()
             raise
+        self.objects = None
         try:
             self.objects = _make_object_store(cfg)
             removed = self.objects.remove_temp_files()
-        except OSError as exc:
+            if cfg.store == "http":     # a wrong or dead URL: one clear error, not every task dead
+                try:
+                    self.objects.ping()
+                except TransientError as exc:
+                    raise ConfigError(f"cannot reach the object store at {cfg.store_url}: {exc}") from None
+        except BaseException as exc:
+            if self.objects is not None:
+                self.objects.close()
             self.store.close()
             self._db_lock.release()
-            raise ConfigError(f"cannot use store root {cfg.store_root}: {exc.strerror or exc}") from None
-        except Exception:
-            self.store.close()
-            self._db_lock.release()
+            if isinstance(exc, OSError):
+                raise ConfigError(f"cannot use store root {cfg.store_root}: {exc.strerror or exc}") from None
             raise
         if removed:
             logs.event(30, "temp_files_removed", count=removed)
@@ -363,7 +372,8 @@ class WorkerPool:
             self.metrics.count("failed")
             kind = classify(exc)
             error_class, message = type(exc).__name__, str(exc)[:2000]
-            logs.event(30 if kind == PERMANENT else 20, "attempt_failed", task_id=flight.task_id,
+            final = kind == PERMANENT or attempt >= cfg.max_attempts
+            logs.event(30 if final else 20, "attempt_failed", task_id=flight.task_id,
                        idempotency_key=flight.key, attempt=attempt, error_class=error_class, error=message,
                        kind=kind)
             if kind != PERMANENT and attempt < cfg.max_attempts:
@@ -407,6 +417,8 @@ class WorkerPool:
             self._active -= 1
             if self._active == 0:
                 self._idle.notify_all()
+            if flight.recovered:
+                self.recovered_outcomes[record["status"]] += 1
         status = record["status"]
         if flight.primary_counted:
             latency = (flight.finished_at - flight.submitted_at) * 1000.0 if status == "success" or \
@@ -445,6 +457,7 @@ class WorkerPool:
                              time.perf_counter())
             flight.row_id = row["id"]
             flight.attempts = row["attempts"]
+            flight.recovered = True
             with self._lock:
                 if flight.key is not None:
                     self._inflight[flight.key] = flight
