@@ -5,6 +5,7 @@ and closes its dead-letter entry; the next engine start on that database (for ex
 `python task_queue_optimized.py --db PATH --store DIR`) runs it.
 """
 import json
+import sqlite3
 import sys
 import time
 
@@ -49,10 +50,17 @@ def _when(ts):
 def _open(db):
     """The database connection, or None after one error line on stderr."""
     try:
-        return open_readonly(db)
+        conn = open_readonly(db)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None
+    try:
+        conn.execute("SELECT 1 FROM dead_letters LIMIT 1").fetchall()
+    except sqlite3.Error:
+        conn.close()
+        print(f"error: {db} is not a task database of the engine (no dead_letters table)", file=sys.stderr)
+        return None
+    return conn
 
 
 def cmd_list(args):
@@ -86,7 +94,7 @@ def cmd_requeue(args):
     now = time.time()
     with conn:
         open_rows = {r["id"]: r for r in _rows(conn, False)}
-        ids = sorted(open_rows) if args.all else args.ids
+        ids = sorted(open_rows) if args.all else sorted(set(args.ids))
         missing = [i for i in ids if i not in open_rows]
         if missing:
             print(f"error: no open dead letter with id {missing[0]} in {args.db}", file=sys.stderr)

@@ -228,6 +228,8 @@ def load(path, repeats=None, seed=None):
         raise GridError(f"grid: file not found: {path}") from None
     except OSError as exc:
         raise GridError(f"grid: cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise GridError(f"grid: {path} is not UTF-8 text (byte {exc.start})") from None
     try:
         raw = json.loads(text)
     except ValueError as exc:

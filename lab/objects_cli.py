@@ -10,6 +10,8 @@ a port that cannot be bound: exit 1.
 import argparse
 import ipaddress
 import math
+import os
+import socket
 import sys
 
 LOOPBACK_HINT = "binding to a non-loopback address exposes the store to the network"
@@ -56,6 +58,8 @@ def run_serve(args):
         return _fail(f"--latency-ms must be >= 0, not {args.latency_ms}")
     if not math.isfinite(args.error_rate) or not (0.0 <= args.error_rate <= 1.0):
         return _fail(f"--error-rate must be within 0..1, not {args.error_rate}")
+    if os.path.exists(args.root) and not os.path.isdir(args.root):
+        return _fail(f"--root must be a folder, not a file: {args.root}")
     try:
         if not ipaddress.ip_address(args.host).is_loopback:
             print(f"objects serve: warning: {LOOPBACK_HINT}", file=sys.stderr)
@@ -66,6 +70,8 @@ def run_serve(args):
         return serve(args.root, host=args.host, port=args.port, latency_ms=args.latency_ms,
                      error_rate=args.error_rate, seed=args.seed, verbose=args.verbose,
                      exit_with_parent=args.exit_with_parent)
+    except socket.gaierror as exc:      # a host name that does not resolve: bad input, not a failed run
+        return _fail(f"--host {args.host}: {exc.strerror or exc}")
     except OSError as exc:
         return _fail(f"cannot serve on {args.host}:{args.port} from {args.root}: {exc.strerror or exc}", 1)
 

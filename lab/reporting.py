@@ -57,6 +57,22 @@ def refresh_trials_csv(sweep_dir, meta):
     return True
 
 
+def _bad_report_target(sweep_dir, out):
+    """Why `out` cannot take the report (None if it can): a folder, or one of the sweep's own records,
+    which the report (and its summary.csv and charts/ beside it) would overwrite."""
+    target = os.path.abspath(out)
+    if os.path.isdir(target):
+        return "is a folder; give a file name such as report.md"
+    sweep = os.path.abspath(sweep_dir)
+    folder = os.path.dirname(target)
+    own = {os.path.join(sweep, name) for name in ("sweep.json", "trials.csv", ".lock")}
+    if target in own or target.startswith(os.path.join(sweep, "trials") + os.sep):
+        return "would overwrite the sweep's own records"
+    if folder == sweep and os.path.basename(target) != "report.md" and os.path.splitext(target)[1] != ".md":
+        return "inside the sweep folder, only a .md file"
+    return None
+
+
 def run_command(args):
     sweep_dir = args.dir
     if sweep_dir is None:
@@ -68,6 +84,11 @@ def run_command(args):
     if not os.path.isdir(sweep_dir):
         print(f"error: {sweep_dir}: no such folder", file=sys.stderr)
         return 2
+    if args.out is not None:
+        problem = _bad_report_target(sweep_dir, args.out)
+        if problem:
+            print(f"error: --out {args.out}: {problem}", file=sys.stderr)
+            return 2
     try:
         meta, _rows = reportmod.load_sweep(sweep_dir)
         if refresh_trials_csv(sweep_dir, meta):

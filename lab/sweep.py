@@ -317,7 +317,10 @@ def run_sweep(grid_path, out=None, repeats=None, python=None, seed=None, trial_m
     scratch, scratch_fs = scratch_root()
     work_root = os.path.join(scratch, f"tq-sweep-{os.path.basename(os.path.abspath(out))}-{ghash[:12]}")
     _check_out(out, meta_path, ghash)
-    os.makedirs(trials_dir, exist_ok=True)
+    try:
+        os.makedirs(trials_dir, exist_ok=True)
+    except OSError as exc:
+        raise SweepError(f"--out: cannot create {trials_dir}: {exc.strerror or exc}") from None
 
     with _Lock(out):
         previous = _check_out(out, meta_path, ghash)  # again, now that no other sweep can write here
@@ -351,11 +354,16 @@ def run_sweep(grid_path, out=None, repeats=None, python=None, seed=None, trial_m
             f"{len(grid['implementations'])} implementations x {grid['repeats']} repeats = {len(plan)} "
             f"trials; {done_before} already ok, {len(todo)} to run; out {out}")
 
-        previous_handler = None
-        try:
-            previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
-        except ValueError:  # not the main thread (tests calling run_sweep directly)
-            pass
+        # SIGTERM, and SIGHUP (a closed terminal or a dropped SSH session), stop the sweep as Ctrl-C does:
+        # the running trial's process group is killed, so no trial is left running unsupervised
+        previous_handlers = {}
+        for signum in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if signum is None:
+                continue
+            try:
+                previous_handlers[signum] = signal.signal(signum, _raise_interrupt)
+            except ValueError:  # not the main thread (tests calling run_sweep directly)
+                pass
         t0 = time.perf_counter()
         walls = {}
         failed = []
@@ -379,8 +387,8 @@ def run_sweep(grid_path, out=None, repeats=None, python=None, seed=None, trial_m
                 f"rerun the same command to resume")
             return 1
         finally:
-            if previous_handler is not None:
-                signal.signal(signal.SIGTERM, previous_handler)
+            for signum, handler in previous_handlers.items():
+                signal.signal(signum, handler)
             try:
                 os.rmdir(work_root)
             except OSError:

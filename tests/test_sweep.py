@@ -194,7 +194,9 @@ def test_resume_after_kill(tmp_path):
     assert len(meta["runs"]) == 2 and meta["runs"][1]["already_ok"] == len(first)
 
 
-def test_sigterm_kills_the_trial_in_flight(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_kills_the_trial_in_flight(tmp_path, signum):
+    """SIGTERM, and SIGHUP (a closed terminal), stop the sweep and the trial's whole process group."""
     grid = write_grid(tmp_path / "grid.json", {"workers": [2]}, timeout_s=120, implementations=["optimized"],
                       latency_ms=777)
     out = tmp_path / "sweep"
@@ -204,7 +206,7 @@ def test_sigterm_kills_the_trial_in_flight(tmp_path):
     try:
         pid_file = out / "hang-pids.txt"
         wait_for(lambda: pid_file.exists() and len(pid_file.read_text().split()) == 2, 30, "the hanging trial")
-        sweep.send_signal(signal.SIGTERM)
+        sweep.send_signal(signum)
         _, err = sweep.communicate(timeout=20)
     finally:
         if sweep.poll() is None:
@@ -214,3 +216,50 @@ def test_sigterm_kills_the_trial_in_flight(tmp_path):
     assert "interrupted" in err and "rerun the same command to resume" in err
     pids = [int(p) for p in pid_file.read_text().split()]
     wait_for(lambda: all(process_gone(p) for p in pids), 10, "the trial's process group to die")
+
+
+def test_user_mistakes_are_one_line_exit_2(tmp_path):
+    bad_bytes = tmp_path / "latin1.json"
+    bad_bytes.write_bytes(b"\xff\xfe{}")
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    grid = write_grid(tmp_path / "grid.json", {"workers": [2]}, implementations=["optimized"])
+    done = tmp_path / "done"
+    assert run(sweep_argv(grid, done)).returncode == 0
+    db = tmp_path / "other.db"
+    import sqlite3
+    sqlite3.connect(str(db)).execute("CREATE TABLE t(x)").connection.close()
+    cases = [
+        ([sys.executable, "-m", "lab", "sweep", str(bad_bytes), "--out", str(tmp_path / "o1")], "not UTF-8"),
+        (sweep_argv(grid, a_file / "sub"), "--out"),
+        ([sys.executable, "-m", "lab", "report", str(done), "--out", str(done / "sweep.json")], "own records"),
+        ([sys.executable, "-m", "lab", "report", str(done), "--out", str(done / "trials" / "x.md")], "own records"),
+        ([sys.executable, "-m", "lab", "report", str(done), "--out", str(tmp_path)], "is a folder"),
+        ([sys.executable, "-m", "lab", "dlq", "list", "--db", str(db)], "not a task database"),
+        ([sys.executable, "-m", "lab", "dlq", "requeue", "--all", "--db", str(db)], "not a task database"),
+        ([sys.executable, "-m", "lab", "objects", "serve", "--root", str(a_file)], "must be a folder"),
+    ]
+    for argv, says in cases:
+        proc = run(argv)
+        assert proc.returncode == 2, (argv, proc.returncode, proc.stderr[-1500:])
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and says in lines[0] and "Traceback" not in proc.stderr, (argv, proc.stderr)
+    # the refused report targets left the sweep usable
+    assert run([sys.executable, "-m", "lab", "report", str(done)]).returncode == 0
+    assert not (tmp_path / "summary.csv").exists() and not (tmp_path / "charts").exists()
+
+
+@pytest.mark.timeout(120)
+def test_run_all_reads_the_grid_from_where_it_is_typed_and_takes_out(tmp_path):
+    """`../run_all.sh quick.json` from experiments/ (or any folder) finds the grid; --out is honoured."""
+    grid = write_grid(tmp_path / "mine.json", {"workers": [2]}, implementations=["baseline", "optimized"],
+                      count=20, name="mine")
+    proc = subprocess.run([os.path.join(ROOT, "run_all.sh"), "mine.json", "--out", "res"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=110,
+                          env=dict(os.environ, TQ_SCRATCH_DIR=str(tmp_path)))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "res" / "report.md").is_file() and (tmp_path / "res" / "trials.csv").is_file()
+    assert os.path.basename(grid) == "mine.json"
+    bad = subprocess.run([os.path.join(ROOT, "run_all.sh"), "mine.json", "--bogus"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "usage: ./run_all.sh" in bad.stderr
