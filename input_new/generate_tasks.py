@@ -129,6 +129,10 @@ def atomic_write(path, chunks):
         with os.fdopen(fd, "wb") as f:
             for chunk in chunks:
                 f.write(chunk)
+            if hasattr(os, "fchmod"):   # the mode a plain open() would give (mkstemp makes it 0600)
+                mask = os.umask(0o022)
+                os.umask(mask)
+                os.fchmod(f.fileno(), 0o666 & ~mask)
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -4,6 +4,14 @@ import os
 import tempfile
 
 
+def _new_file_mode():
+    """What open() would give a new file now (mkstemp makes it 0600): 0666 less the umask, which can
+    only be read by setting it, so it is put straight back."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_text(path, text):
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -11,6 +19,8 @@ def write_text(path, text):
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
+            if hasattr(os, "fchmod"):       # (not on Windows before 3.13, where the mode means little)
+                os.fchmod(f.fileno(), _new_file_mode())
         os.replace(tmp, path)
     except BaseException:
         try:
