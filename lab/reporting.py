@@ -107,7 +107,7 @@ def run_command(args):
             v = cfg["ratios"][t["key"]]["verdict"]
             tally[v] = tally.get(v, 0) + 1
         print(f"{t['label']} {t['direction']} {t['target']:g}: "
-              + ", ".join(f"{n} {v}" for v, n in sorted(tally.items())), file=sys.stderr)
+              + (", ".join(f"{n} {v}" for v, n in sorted(tally.items())) or "no trials yet"), file=sys.stderr)
     print(f"report: {out['report']} (summary {out['summary']}, {len(out['charts'])} charts)", file=sys.stderr)
     print(out["report"])
     return 0
