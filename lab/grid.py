@@ -211,6 +211,12 @@ def validate(raw, repeats=None, seed=None):
         raise GridError("rate: load 'open' needs a rate (tasks per second) > 0")
     if "open" not in loads and any(r is not None for r in rates):
         raise GridError("rate: applies to load 'open' only (this grid is closed loop)")
+    stores = axes.get("store", [full_fixed.get("store")])
+    if "http" not in stores:
+        for key in ("http_client", "server_latency_ms"):
+            if key in axes and len(axes[key]) > 1:
+                raise GridError(f"axes.{axis_names[key]}: applies to store 'http' only (this grid uses the "
+                                f"local store, so its trials would all be the same)")
     ordered_axes = {k: axes[k] for k in PARAM_ORDER if k in axes}
     return {"name": name, "description": raw.get("description", ""), "implementations": impls,
             "repeats": repeats, "seed": seed, "timeout_s": timeout_s,

@@ -48,6 +48,8 @@ def base_grid(**changes):
     ({"implementations": []}, "implementations"),
     ({"name": "../escape"}, "name"),
     ({"fixed": []}, "fixed"),
+    ({"axes": {"workers": [2], "http_client": ["stdlib", "requests"]}}, "axes.http_client"),
+    ({"axes": {"workers": [2], "server_latency_ms": [1, 5]}}, "axes.server_latency_ms"),
 ])
 def test_validation_names_the_key(change, key):
     with pytest.raises(gridmod.GridError) as info:
@@ -55,6 +57,13 @@ def test_validation_names_the_key(change, key):
     message = str(info.value)
     assert message.startswith(key + ":") or message.startswith(key + " "), message
     assert "\n" not in message
+
+
+def test_http_only_axes_are_fine_once_a_store_is_http():
+    gridmod.validate(base_grid(axes={"workers": [2], "store": ["local", "http"],
+                                     "http_client": ["stdlib", "requests"]}))
+    gridmod.validate(base_grid(axes={"workers": [2], "server_latency_ms": [1, 5]},
+                               fixed={"count": 50, "store": "http"}))
 
 
 def test_valid_grid_is_completed():
