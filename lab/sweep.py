@@ -324,6 +324,9 @@ def run_sweep(grid_path, out=None, repeats=None, python=None, seed=None, trial_m
 
     with _Lock(out):
         previous = _check_out(out, meta_path, ghash)  # again, now that no other sweep can write here
+        earlier_repeats = ((previous or {}).get("grid") or {}).get("repeats") or 0
+        if earlier_repeats > grid["repeats"]:     # a sweep never shrinks: rounds already run stay counted
+            grid = dict(grid, repeats=earlier_repeats)
         commit, dirty = git_commit()
         started = now_iso()
         meta = {

@@ -263,3 +263,13 @@ def test_run_all_reads_the_grid_from_where_it_is_typed_and_takes_out(tmp_path):
     bad = subprocess.run([os.path.join(ROOT, "run_all.sh"), "mine.json", "--bogus"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "usage: ./run_all.sh" in bad.stderr
+
+
+def test_a_rerun_with_fewer_repeats_keeps_the_rounds_already_run(tmp_path):
+    grid = write_grid(tmp_path / "grid.json", {"workers": [2]}, implementations=["optimized"])
+    out = tmp_path / "sweep"
+    assert run(sweep_argv(grid, out, "--repeats", "2")).returncode == 0
+    again = run(sweep_argv(grid, out))              # the grid file says 1 repeat
+    assert again.returncode == 0, again.stderr
+    assert "2 already ok, 0 to run" in again.stderr, again.stderr
+    assert json.loads((out / "sweep.json").read_text())["grid"]["repeats"] == 2
