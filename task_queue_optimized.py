@@ -54,11 +54,11 @@ def build_parser():
                    help="with --tasks: create missing source objects (deterministic content, the task's "
                         "object_bytes or 16 KiB; at most 1 GiB each) before processing")
     b = p.add_argument_group("benchmark workload")
-    b.add_argument("--count", type=int, default=2000, help="tasks to submit (default 2000)")
-    b.add_argument("--clients", type=int, default=100, help="closed-loop clients (default 100)")
-    b.add_argument("--object-kib", type=float, default=16, help="source object size in KiB (default 16)")
-    b.add_argument("--duplicate-rate", type=float, default=0.0, help="share of duplicate tasks (default 0)")
-    b.add_argument("--load", choices=("closed", "open"), default="closed", help="load model (default closed)")
+    b.add_argument("--count", type=int, help="tasks to submit (default 2000)")
+    b.add_argument("--clients", type=int, help="closed-loop clients (default 100)")
+    b.add_argument("--object-kib", type=float, help="source object size in KiB (default 16)")
+    b.add_argument("--duplicate-rate", type=float, help="share of duplicate tasks (default 0)")
+    b.add_argument("--load", choices=("closed", "open"), help="load model (default closed)")
     b.add_argument("--rate", type=float, help="open loop: arrivals per second")
     b.add_argument("--store-backend", choices=("local", "http"), default=None,
                    help="benchmark against a local directory (default) or an HTTP object store started "
@@ -89,6 +89,9 @@ def build_parser():
                         "with an HTTP store (--store-backend http, --store-url or TQ_STORE=http)")
     return p
 
+
+WORKLOAD_DEFAULTS = {"count": 2000, "clients": 100, "object_kib": 16, "duplicate_rate": 0.0, "load": "closed"}
+WORKLOAD_FLAGS = ("count", "clients", "object_kib", "duplicate_rate", "load", "rate")
 
 ENGINE_FLAGS = ("max_workers", "queue_size", "mode", "enqueue_timeout_s", "max_attempts", "backoff_base_s",
                 "backoff_cap_s", "chunk_size", "latency_ms", "latency_jitter_ms", "transient_rate",
@@ -123,6 +126,9 @@ def engine_config(args, profile=None, benchmark=False):
 def run_benchmark(args):
     from runners.trial import ParamError, run_trial
     from runners.trial import validate
+    for name, default in WORKLOAD_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     if args.store_url:
         raise UsageError("--store-url is for --tasks; --benchmark starts its own server with --store-backend http")
     if args.store or args.db or args.create_objects:
@@ -223,6 +229,10 @@ class Interrupts:
 
 
 def run_tasks(args, interrupts):
+    given = [f"--{name.replace('_', '-')}" for name in WORKLOAD_FLAGS if getattr(args, name) is not None]
+    if given:
+        raise UsageError(f"{', '.join(given)}: benchmark workload flags, for --benchmark only (a task file "
+                         f"brings its own tasks)")
     if args.store_backend or args.server_latency_ms is not None:
         raise UsageError("--store-backend and --server-latency-ms are for --benchmark; a task file uses "
                          "--store DIR, or an HTTP object store with --store-url URL")

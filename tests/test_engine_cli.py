@@ -80,6 +80,8 @@ def test_help_is_available_and_no_mode_is_a_usage_error():
      "--http-client needs an HTTP store"),
     (["--tasks", "t.json", "--db", "d.db"], "--tasks needs --db PATH and --store DIR (or --store-url URL)"),
     (["--db", "d.db"], "resuming needs --db PATH and --store DIR (or --store-url URL)"),
+    (["--tasks", "t.json", "--store", "s", "--db", "d.db", "--count", "5", "--clients", "2"],
+     "--count, --clients: benchmark workload flags, for --benchmark only"),
     (["--db", "d.db", "--store", "s", "--create-objects"], "--create-objects needs --tasks FILE"),
     (["--benchmark", "--store", "s"], "are for --tasks; --benchmark uses scratch files of its own"),
     (["--benchmark", "--db", "d.db"], "are for --tasks; --benchmark uses scratch files of its own"),
@@ -88,7 +90,7 @@ def test_help_is_available_and_no_mode_is_a_usage_error():
     (["--tasks", "t.json", "--db", "d.db", "--store-url", "http://127.0.0.1:1"],
      "cannot reach the object store at http://127.0.0.1:1"),
 ], ids=["latency-local", "client-local-benchmark", "url-benchmark", "backend-tasks", "client-local-tasks",
-        "no-store", "resume-no-store", "create-on-resume", "benchmark-store", "benchmark-db", "bad-kib",
+        "no-store", "resume-no-store", "workload-on-tasks", "create-on-resume", "benchmark-store", "benchmark-db", "bad-kib",
         "bad-server-latency", "unreachable-store"])
 def test_http_flags_where_they_do_not_apply_are_usage_errors(tmp_path, args, says):
     """A flag that would be silently ignored is refused instead: exit 2, one line, nothing written."""
