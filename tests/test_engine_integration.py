@@ -124,3 +124,66 @@ def test_restart_resumes_what_an_aborted_engine_left(tmp_path):
     assert len(rows) == 60 and all(r[0] == "success" and 1 <= r[1] <= 3 for r in rows)
     for _status, _attempts, output_key, digest in rows:
         assert os.path.exists(output_path(tmp_path, output_key))
+
+
+_SUBMIT_DURING_SHUTDOWN = r"""
+import sys, threading, time
+sys.path.insert(0, sys.argv[1])
+from lab.engine import Config, WorkerPool
+pool = WorkerPool(Config(max_workers=2, db_path=sys.argv[2] + "/t.db", store_root=sys.argv[2] + "/s",
+                         log_level="ERROR")).start()
+stopped = []
+def submitter(n):
+    i = 0
+    while True:
+        try:
+            pool.submit({"image_key": f"k{n}-{i}", "size": "1x1"})
+        except RuntimeError:
+            stopped.append(n)
+            return
+        i += 1
+threads = [threading.Thread(target=submitter, args=(n,)) for n in range(3)]
+for t in threads:
+    t.start()
+time.sleep(0.05)
+clean = pool.shutdown(timeout=5)
+for t in threads:
+    t.join(10)
+print("clean", clean, "stopped", len(stopped))
+"""
+
+
+@pytest.mark.timeout(60)
+def test_submitting_while_the_engine_shuts_down_never_crashes_and_does_not_stall_it(tmp_path):
+    """Regression: shutdown() closed the SQLite connection under a claim in a submitting thread
+    (segmentation fault), and shutdown refusals counted as work, so a graceful shutdown waited out its
+    whole timeout while clients kept submitting."""
+    import subprocess
+    import sys
+    from tests.conftest import ROOT
+    for attempt in range(3):
+        proc = subprocess.run([sys.executable, "-c", _SUBMIT_DURING_SHUTDOWN, ROOT, str(tmp_path / str(attempt))],
+                              capture_output=True, text=True, timeout=50)
+        assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+        assert "clean True stopped 3" in proc.stdout, proc.stdout
+
+
+@pytest.mark.timeout(30)
+def test_tasks_json_cannot_hold_are_dead_letters_and_never_strand_their_batch(tmp_path):
+    cfg = engine_config(tmp_path)
+    good = workload(tmp_path, 1)[0]
+    looped = {"image_key": "a.raw", "size": "1x1"}
+    looped["self"] = looped
+    deep = {"image_key": "b.raw", "size": "1x1"}
+    node = deep
+    for _ in range(5000):
+        node["x"] = {}
+        node = node["x"]
+    bad = [{1: 2, "image_key": "c.raw", "size": "1x1"}, {(1, 2): 3, "image_key": "d.raw", "size": "1x1"}, looped, deep]
+    with WorkerPool(cfg) as pool:
+        handles = pool.submit_many([good] + bad)
+        results = [h.result(10) for h in handles]
+        assert pool.drain(5)
+    assert results[0].status == "success"
+    assert [r.status for r in results[1:]] == ["dead"] * 4
+    assert all(r.error_class == "ValidationError" for r in results[1:])

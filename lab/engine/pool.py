@@ -16,6 +16,7 @@ stored result. The in-memory flight table only routes waiters; the truth is the 
 import collections
 import json
 import random
+import reprlib
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -57,7 +58,7 @@ class TaskResult:
 class _Flight:
     """One idempotency key on its way through the engine, shared by every submission of it."""
     __slots__ = ("key", "payload", "task_id", "image_key", "variant", "row_id", "attempts", "event",
-                 "record", "finished_at", "submitted_at", "primary_counted", "recovered")
+                 "record", "finished_at", "submitted_at", "primary_counted", "recovered", "refused")
 
     def __init__(self, key, payload, task_id, image_key, variant, submitted_at):
         self.key, self.payload, self.task_id = key, payload, task_id
@@ -70,6 +71,7 @@ class _Flight:
         self.submitted_at = submitted_at
         self.primary_counted = True
         self.recovered = False          # resumed from the database at start (no handle waits for it)
+        self.refused = False            # rejected because the engine is shutting down
 
 
 class TaskHandle:
@@ -108,7 +110,13 @@ def _task_identity(task):
         task_id = None
     elif isinstance(task_id, str):
         task_id = _storable(task_id)
-    payload = fingerprint(task)
+    try:
+        payload = fingerprint(task)
+    except (TypeError, ValueError, RecursionError) as exc:   # keys JSON cannot hold, a cycle, deep nesting
+        payload = json.dumps(reprlib.repr(task))
+        if error is None:
+            error = ValidationError(f"a task must be plain JSON data ({type(exc).__name__}: {str(exc)[:200]})")
+            image_key = variant = None
     key = f"{image_key}#{variant}" if error is None else _invalid_key(task)
     return key, payload, (str(task_id) if task_id is not None else None), image_key, variant, error
 
@@ -154,6 +162,8 @@ class WorkerPool:
         self._abort = False
         self._workers_stop = False
         self._submitted = 0
+        self._submitting = 0            # submit_many calls in progress (the store must outlive them)
+        self._closing = False
         self.recovered_outcomes = collections.Counter()     # final statuses of tasks resumed at start
         self._started = False
         self.metrics = Metrics(self.config.max_workers)
@@ -196,6 +206,7 @@ class WorkerPool:
         self.store.start()
         self._executor = ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix="tq-worker")
         self._worker_futures = [self._executor.submit(self._worker_loop) for _ in range(cfg.max_workers)]
+        self._closing = False
         self._accepting = True
         self._started = True
         if cfg.recover:
@@ -251,6 +262,9 @@ class WorkerPool:
                 logs.event(40, "worker_did_not_stop")
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.scheduler.stop()
+        with self._idle:                # no submission may be using the store when it closes
+            self._closing = True
+            self._idle.wait_for(lambda: self._submitting == 0, timeout=30.0)
         self.store.close()
         self.objects.close()
         self._db_lock.release()
@@ -267,8 +281,20 @@ class WorkerPool:
 
     def submit_many(self, tasks):
         """Submit several tasks with one database commit for all their claims; a list of handles."""
-        if not self._started:
-            raise RuntimeError("the engine is not started (use `with WorkerPool(...)` or start())")
+        with self._lock:
+            if not self._started or self._closing:
+                raise RuntimeError("the engine is not running (start() it, or use `with WorkerPool(...)`); "
+                                   "after shutdown() it takes no tasks")
+            self._submitting += 1
+        try:
+            return self._submit_many(tasks)
+        finally:
+            with self._lock:
+                self._submitting -= 1
+                if self._submitting == 0:
+                    self._idle.notify_all()
+
+    def _submit_many(self, tasks):
         now = time.perf_counter()
         if self.metrics.first_submit is None:
             self.metrics.first_submit = now
@@ -284,9 +310,10 @@ class WorkerPool:
                     handles.append(TaskHandle(flight, task_id, True, now))
                     continue
                 flight = _Flight(key, payload, task_id, image_key, variant, now)
-                if not accepting:
+                if not accepting:       # recorded and answered, but not work that drain() waits for
                     claim = Claim(key, payload, task_id, "rejected", "ShuttingDown",
                                   "the engine is shutting down and accepts no new tasks")
+                    flight.refused = True
                 elif error is not None:
                     claim = Claim(key, payload, task_id, "dead", type(error).__name__, str(error))
                 elif key in self._inflight:
@@ -296,7 +323,8 @@ class WorkerPool:
                 else:
                     claim = Claim(key, payload, task_id)
                     self._inflight[key] = flight
-                self._active += 1
+                if not flight.refused:
+                    self._active += 1
                 claims.append(claim)
                 flights.append(flight)
                 handles.append(TaskHandle(flight, task_id, False, now))
@@ -414,9 +442,10 @@ class WorkerPool:
         with self._lock:
             if flight.key is not None and self._inflight.get(flight.key) is flight:
                 del self._inflight[flight.key]
-            self._active -= 1
-            if self._active == 0:
-                self._idle.notify_all()
+            if not flight.refused:
+                self._active -= 1
+                if self._active == 0:
+                    self._idle.notify_all()
             if flight.recovered:
                 self.recovered_outcomes[record["status"]] += 1
         status = record["status"]

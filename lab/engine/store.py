@@ -150,6 +150,7 @@ class TaskStore:
         self._stop = threading.Event()
         self.commits = 0
         self.ops_applied = 0
+        self._closed = False
         try:
             directory = os.path.dirname(os.path.abspath(db_path))
             os.makedirs(directory, exist_ok=True)
@@ -226,14 +227,16 @@ class TaskStore:
             thread.join(timeout)
         self._threads = []
         self._commit_pending()
-        try:
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-        except sqlite3.Error:
-            pass
-        try:
-            self._conn.close()
-        except sqlite3.Error:
-            pass
+        with self._commit_lock:         # never close the connection under a commit in another thread
+            self._closed = True
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.Error:
+                pass
+            try:
+                self._conn.close()
+            except sqlite3.Error:
+                pass
 
     def _commit_through(self, op):
         """Queue `op` and return once it is committed: lead a commit unless a leader already took it."""
@@ -301,6 +304,8 @@ class TaskStore:
         """Commit the batch in one transaction; if that fails for a reason other than a lock, commit
         its operations one by one so a single bad one (say, a string SQLite cannot encode) fails
         alone. Returns one error (or None) per operation."""
+        if self._closed:
+            return [StoreError("the state store is closed")] * len(batch)
         try:
             self._with_lock_retry(lambda: self._apply(batch))
             self.commits += 1
