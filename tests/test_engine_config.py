@@ -60,3 +60,18 @@ def test_cli_env_setting_is_used(tmp_path):
     proc = subprocess.run([sys.executable, "task_queue_optimized.py", "--benchmark"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60, env={"TQ_MODE": "sideways", "PATH": ""})
     assert proc.returncode == 2 and "mode" in proc.stderr
+
+
+@pytest.mark.parametrize("cli, key", [
+    ({"log_level": 5}, "log_level"), ({"recover": "false"}, "recover"), ({"db_path": 5}, "db_path"),
+    ({"enqueue_timeout_s": float("inf")}, "enqueue_timeout_s"), ({"latency_ms": float("inf")}, "latency_ms"),
+    ({"latency_ms": float("nan")}, "latency_ms"),
+])
+def test_wrong_types_and_infinities_are_config_errors_naming_the_key(cli, key, tmp_path):
+    with pytest.raises(ConfigError, match=rf"^invalid {key}: "):
+        load_config(cli=cli, environ={}, dotenv_path=str(tmp_path / "none.env"))
+
+
+def test_config_built_directly_is_type_checked_too():
+    with pytest.raises(ConfigError, match="invalid max_workers: must be an integer"):
+        Config(max_workers="8").validate()

@@ -5,6 +5,7 @@ a caller's profile defaults (e.g. the benchmark's latency) > the dataclass defau
 raise ConfigError with one line naming the key; the command lines turn that into exit code 2.
 """
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, fields
 
@@ -48,6 +49,17 @@ class Config:
         def need(cond, key, msg):
             if not cond:
                 raise ConfigError(f"invalid {key}: {msg} (got {getattr(self, key)!r})")
+        for f in fields(self):      # the right type first, so the checks below compare like with like
+            value, kind = getattr(self, f.name), (f.type if isinstance(f.type, str) else f.type.__name__)
+            if kind == "int":
+                need(isinstance(value, int) and not isinstance(value, bool), f.name, "must be an integer")
+            elif kind == "float":
+                need(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+                     f.name, "must be a finite number")
+            elif kind == "str":
+                need(isinstance(value, str), f.name, "must be text")
+            elif kind == "bool":
+                need(isinstance(value, bool), f.name, "must be true or false")
         need(self.max_workers >= 1, "max_workers", "must be a positive integer")
         need(self.max_workers <= 1024, "max_workers", "must be at most 1024")
         need(self.queue_size >= 1, "queue_size", "must be a positive integer")
