@@ -187,3 +187,19 @@ def test_tasks_json_cannot_hold_are_dead_letters_and_never_strand_their_batch(tm
     assert results[0].status == "success"
     assert [r.status for r in results[1:]] == ["dead"] * 4
     assert all(r.error_class == "ValidationError" for r in results[1:])
+
+
+@pytest.mark.timeout(30)
+def test_an_invalid_task_never_holds_a_key_a_valid_task_needs(tmp_path):
+    """Regression: invalid tasks were keyed `invalid:<image>#<variant>`, which is also the key of a valid
+    task whose image_key starts with `invalid:`."""
+    cfg = engine_config(tmp_path)
+    from lab.workload import ensure_objects
+    valid = {"task_id": "v", "image_key": "invalid:y", "size": "1x1", "object_bytes": 100}
+    ensure_objects([valid], str(tmp_path / "store"))
+    with WorkerPool(cfg) as pool:
+        bad = pool.submit({"task_id": "b", "image_key": "y", "size": "1x1", "object_bytes": -1}).result(10)
+        good = pool.submit(valid).result(10)
+        again = pool.submit({"task_id": "b2", "image_key": "y", "size": "1x1", "object_bytes": -1}).result(10)
+    assert bad.status == "dead" and good.status == "success", (bad, good)
+    assert again.duplicate and again.status == "dead"

@@ -131,15 +131,16 @@ def _storable(text):
 
 
 def _invalid_key(task):
-    """Key for a task that failed validation: `invalid:` + the usual key when that is printable and
-    short, else None. Repeating the same bad task is then a duplicate (a rerun adds no dead letters),
-    and the prefix keeps it from ever holding the key of a valid task with the same image and variant."""
+    """Key for a task that failed validation: `/invalid/` + the usual key when that is printable and
+    short, else None. Repeating the same bad task is then a duplicate (a rerun adds no dead letters). A
+    valid image_key never starts with `/` (tasks.check_key refuses absolute keys), so no valid task can
+    ever need a key of this form, whatever its image and variant."""
     if not isinstance(task, dict):
         return None
     image_key, variant = task.get("image_key"), task.get("size", task.get("variant"))
     if not isinstance(image_key, str) or not isinstance(variant, str):
         return None
-    key = f"invalid:{image_key}#{variant}"
+    key = f"/invalid/{image_key}#{variant}"
     if len(key) > 1100 or not key.isprintable():
         return None
     return key
