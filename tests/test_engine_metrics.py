@@ -1,6 +1,7 @@
 """Metrics: exact counters under contention, percentiles against hand-computed values, lock-free export."""
 import statistics
 import threading
+import time
 
 import pytest
 
@@ -53,3 +54,20 @@ def test_export_does_not_block_on_the_queue_or_its_own_lock(tmp_path):
     assert set(snap) >= {"impl", "params", "tasks_submitted", "elapsed_s", "throughput_tps", "latency_ms",
                          "error_rate", "counters", "queue_depth", "rates", "thread_utilization", "ceiling_tps",
                          "efficiency", "peak_rss_mb", "env"}
+
+
+@pytest.mark.timeout(30)
+def test_queue_depth_covers_the_runs_window_not_the_engines_idle_time(tmp_path):
+    """Regression: depth mean/P95 were averaged from the engine's construction to the export, so idle time
+    before the first submission and after the last result diluted them (0.75, then 0.41, for this run)."""
+    tasks = workload(tmp_path, 10, object_bytes=100)
+    with WorkerPool(engine_config(tmp_path, max_workers=1, latency_ms=20)) as pool:
+        time.sleep(0.3)                     # idle before the run: not part of it
+        for handle in pool.submit_many(tasks):
+            handle.result(10)
+        first = pool.metrics_snapshot()
+        time.sleep(0.3)                     # idle after the run: not part of it either
+        second = pool.metrics_snapshot()
+    # one worker drains 10 queued tasks: the queue holds 9, 8, ... 0 for a task's time each (mean ~4.5)
+    assert 3.5 <= first["queue_depth"]["mean"] <= 5.5, first["queue_depth"]
+    assert second["queue_depth"] == first["queue_depth"] and second["elapsed_s"] == first["elapsed_s"]

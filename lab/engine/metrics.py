@@ -94,9 +94,17 @@ class Metrics:
         with self._lock:
             self._counts[name] += n
 
-    def submitted(self):
-        if self.first_submit is None:
-            self.first_submit = time.perf_counter()
+    def submitted(self, now=None):
+        """The first submission opens the run's window: queue-depth time before it (an engine idle since
+        construction) is not counted, so depth mean and P95 cover the same window as elapsed_s."""
+        if self.first_submit is not None:
+            return
+        now = time.perf_counter() if now is None else now
+        with self._lock:
+            if self.first_submit is None:
+                self._time_at_depth = {}
+                self._depth_since = now
+                self.first_submit = now
 
     def depth_changed(self, delta, dequeued=False, enqueued=False):
         """Queue depth moved by delta (+1 put, -1 get); optionally count the put or get."""
@@ -136,15 +144,16 @@ class Metrics:
         """The metrics JSON (docs/CONTRACTS.md) as the engine sees it. When the engine is idle the
         wall-time window ends at the last final result, else now."""
         now = time.perf_counter()
+        start = self.first_submit if self.first_submit is not None else self.started
+        end = self.last_final if (idle and self.last_final is not None) else now
         with self._lock:
             counts = dict(self._counts)
             busy = self._busy_s
             time_at_depth = dict(self._time_at_depth)
             depth = self._depth
-            time_at_depth[depth] = time_at_depth.get(depth, 0.0) + (now - self._depth_since)
+            # the current depth counts up to the end of the window (the last result, once idle)
+            time_at_depth[depth] = time_at_depth.get(depth, 0.0) + max(0.0, end - self._depth_since)
             depth_max = self._depth_max
-        start = self.first_submit if self.first_submit is not None else self.started
-        end = self.last_final if (idle and self.last_final is not None) else now
         elapsed = max(end - start, 1e-9)
         lat = latency_summary(self._latencies_ms.copy())
         total_time = sum(time_at_depth.values())

@@ -298,7 +298,7 @@ class WorkerPool:
     def _submit_many(self, tasks):
         now = time.perf_counter()
         if self.metrics.first_submit is None:
-            self.metrics.first_submit = now
+            self.metrics.submitted(now)
         handles, claims, flights = [], [], []
         accepting = self._accepting
         with self._lock:
