@@ -58,9 +58,7 @@ def ensure_objects(tasks, root, default_bytes=16 * 1024, max_bytes=MAX_CREATE_BY
             continue
         if os.path.islink(path):
             continue
-        nbytes = task.get("object_bytes", default_bytes)
-        if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0:
-            nbytes = default_bytes
+        nbytes = _object_bytes(task, default_bytes)
         if nbytes > max_bytes:
             continue   # not created: the task will fail with ObjectNotFound, which says why
         if os.path.isfile(path) and os.path.getsize(path) == nbytes:
@@ -71,6 +69,14 @@ def ensure_objects(tasks, root, default_bytes=16 * 1024, max_bytes=MAX_CREATE_BY
             continue   # cannot exist here (name too long, a file where a folder must be): the task will say so
 
 
+def _object_bytes(task, default_bytes):
+    """The source size a task asks for (`object_bytes`), or default_bytes when it names none usable."""
+    nbytes = task.get("object_bytes", default_bytes)
+    if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0:
+        return default_bytes
+    return nbytes
+
+
 def _ensure_remote_objects(tasks, store, default_bytes, max_bytes):
     from lab.engine.errors import PermanentError, TransientError
     seen = set()
@@ -79,9 +85,7 @@ def _ensure_remote_objects(tasks, store, default_bytes, max_bytes):
         if not isinstance(key, str) or not key or key in seen:
             continue
         seen.add(key)
-        nbytes = task.get("object_bytes", default_bytes)
-        if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0:
-            nbytes = default_bytes
+        nbytes = _object_bytes(task, default_bytes)
         if nbytes > max_bytes:
             continue
         try:
