@@ -13,9 +13,10 @@ import statistics
 from datetime import datetime, timezone
 
 from analysis import stats, svg
-from lab.atomic import write_text
+from tqcontract.metrics import BASELINE, ENGINE, canonical_impl
+from tqcontract.files import write_text
 
-ENGINE, BASELINE = "optimized", "baseline"
+
 NOISE_CV = 0.10
 # The user's targets: engine/baseline ratios of means.
 TARGETS = (
@@ -76,6 +77,10 @@ def load_sweep(sweep_dir):
             rows = list(csv.DictReader(f))
     except (OSError, csv.Error) as exc:
         raise ReportError(f"{csv_path}: unreadable ({exc})") from None
+    # trial files written before the engine was called `engine` name it `optimized`: read it as today
+    grid["implementations"] = [canonical_impl(i) for i in grid.get("implementations", [BASELINE, ENGINE])]
+    for row in rows:
+        row["impl"] = canonical_impl(row.get("impl", ""))
     return meta, rows
 
 
@@ -422,7 +427,7 @@ def render_markdown(meta, agg, charts, sweep_dir, chart_rel, trial_tails):
               "- Per configuration and implementation: n ok trials, mean, sample stdev, median, and the 95% "
               "interval of the mean from Student's t (quantile computed exactly from the incomplete beta "
               "function). CV = stdev / mean; a cell with CV > 10% is flagged noisy.",
-              "- Ratios are engine (`optimized`) mean / `baseline` mean of the same configuration, from "
+              "- Ratios are engine mean / `baseline` mean of the same configuration, from "
               "trials run back to back. Their 95% interval is Fieller's (the ratios R for which "
               "mean_engine − R·mean_baseline is within t·SE of 0, Welch degrees of freedom), exact under "
               "normal noise and wide when repeats are few. A percentile bootstrap (10,000 resamples of the "

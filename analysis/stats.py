@@ -13,6 +13,8 @@ import math
 import random
 import statistics
 
+from tqcontract.metrics import percentile
+
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 20240601
@@ -110,18 +112,6 @@ def t_critical(df, confidence=CONFIDENCE):
 
 # -------------------------------------------------------------------------------- one sample
 
-def percentile(sorted_values, q):
-    """Linear interpolation between closest ranks (statistics.quantiles method="inclusive")."""
-    if not sorted_values:
-        return None
-    if len(sorted_values) == 1:
-        return sorted_values[0]
-    pos = (len(sorted_values) - 1) * q
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
 def t_interval(values, confidence=CONFIDENCE):
     """(low, high) of the Student-t interval of the mean; None with fewer than 2 values."""
     n = len(values)
@@ -213,8 +203,8 @@ def bootstrap_ratio(a, b, resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED, co
             ratios.append((sa / na) / (sb / nb))
     ratios.sort()
     alpha = (1.0 - confidence) / 2.0
-    return {"ratio": statistics.fmean(a) / mb, "low": percentile(ratios, alpha),
-            "high": percentile(ratios, 1.0 - alpha), "resamples": len(ratios)}
+    return {"ratio": statistics.fmean(a) / mb, "low": percentile(ratios, 100.0 * alpha),
+            "high": percentile(ratios, 100.0 * (1.0 - alpha)), "resamples": len(ratios)}
 
 
 # ---------------------------------------------------------------------------------- verdicts

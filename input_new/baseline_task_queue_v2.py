@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The "before" task queue: a naive thread-pool image-variant queue, kept honest as the baseline.
 
-Every gain of the engine (lab.engine) is measured against this file, so it does the same work per task
+Every gain of the engine (tqengine) is measured against this file, so it does the same work per task
 (read the source object, header + zlib level 1, write the variant, seeded latency and faults) and keeps
 the defects a first version really has, no worse:
 
@@ -40,8 +40,8 @@ _VARIANT = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")
 
 
 # ---------------------------------------------------------------------------------------------------
-# Deliberate copies of the shared contract (docs/CONTRACTS.md, lab/workload.py, lab/engine/faults.py,
-# lab/engine/tasks.py), so this file runs alone. tests/test_baseline.py checks they agree with lab.
+# Deliberate copies of the shared contract (docs/CONTRACTS.md, lab/workload.py, tqengine/faults.py,
+# tqengine/tasks.py), so this file runs alone. tests/test_baseline.py checks they agree with lab.
 
 def object_chunks(image_key, nbytes):
     """Yield the deterministic content of source object `image_key` with `nbytes` bytes, block by block."""

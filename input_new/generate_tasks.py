@@ -24,7 +24,7 @@ INVALID_KINDS = ("bad_size", "missing_size", "missing_key", "escaping_key", "zer
 
 
 def object_chunks(image_key, nbytes):
-    """Deterministic content of object `image_key` (deliberate copy of lab.workload.object_chunks)."""
+    """Deterministic content of object `image_key` (deliberate copy of runners.workload.object_chunks)."""
     index = 0
     while nbytes > 0:
         block = random.Random(f"{image_key}|{index}").randbytes(BLOCK)

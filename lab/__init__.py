@@ -1,1 +1,1 @@
-"""Task Queue Lab: a thread-pool task queue engine (lab.engine) and the lab that measures it."""
+"""Task Queue Lab: a thread-pool task queue engine (tqengine) and the lab that measures it."""

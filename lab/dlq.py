@@ -9,8 +9,8 @@ import sqlite3
 import sys
 import time
 
-from .engine.errors import ConfigError
-from .engine.store import open_readonly
+from tqengine.errors import ConfigError
+from tqengine.state.store import open_readonly
 
 DEFAULT_DB = "data/run/tasks.db"
 

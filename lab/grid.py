@@ -2,7 +2,7 @@
 
 A grid file is one JSON object:
 
-    {"name": "default", "description": "...", "implementations": ["baseline", "optimized"],
+    {"name": "default", "description": "...", "implementations": ["baseline", "engine"],
      "repeats": 3, "seed": 1, "timeout_s": 120,
      "fixed": {"count": 300, "latency_ms": 5, "object_kib": 16, "load": "closed", ...},
      "axes":  {"workers": [2, 8, 32], "queue_size": [16, 256], "mode": ["block", "fail_fast"],
@@ -20,9 +20,10 @@ import math
 import random
 import re
 
-from lab.engine.config import DEFAULT_HTTP_CLIENT, HTTP_CLIENTS
+from tqcontract.metrics import IMPLEMENTATIONS, canonical_impl
+from tqengine.config import DEFAULT_HTTP_CLIENT, HTTP_CLIENTS
 
-IMPLEMENTATIONS = ("baseline", "optimized")
+
 
 # Trial parameters the grid may set, in the order they appear in configurations and CSV columns.
 PARAM_ORDER = ("workers", "queue_size", "mode", "transient_rate", "permanent_rate", "clients", "store",
@@ -150,6 +151,7 @@ def validate(raw, repeats=None, seed=None):
     impls = raw.get("implementations", list(IMPLEMENTATIONS))
     if not impls:
         raise GridError("implementations: must not be empty")
+    impls = [canonical_impl(i) if isinstance(i, str) else i for i in impls]   # "optimized" is the engine
     for impl in impls:
         if impl not in IMPLEMENTATIONS:
             raise GridError(f"implementations: unknown implementation {json.dumps(impl)} "

@@ -1,4 +1,4 @@
-"""`python -m lab objects serve`: the HTTP object store server (lab.engine.http_server) on the command line.
+"""`python -m lab objects serve`: the HTTP object store server (lab.objects_server) on the command line.
 
     python -m lab objects serve --root data/objects [--host 127.0.0.1] [--port 0]
                                 [--latency-ms MS] [--error-rate R] [--seed S] [--verbose]
@@ -50,7 +50,7 @@ def _fail(message, code=2):
 
 
 def run_serve(args):
-    from lab.engine.http_server import serve
+    from lab.objects_server import serve
 
     if not (0 <= args.port <= 65535):
         return _fail(f"--port must be 0..65535, not {args.port}")

@@ -20,11 +20,12 @@ import time
 from datetime import datetime, timezone
 
 from lab import grid as gridmod
-from lab.atomic import write_text
+from tqcontract.files import write_text
+from tqcontract.metrics import TRIAL_COLUMNS, dig
 from runners import spawn
 from runners.envinfo import scratch_root
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = spawn.ROOT
 DEFAULT_SWEEPS = os.path.join(ROOT, "data", "sweeps")
 TRIAL_MODULE = "runners.trial"
 
@@ -33,33 +34,7 @@ try:
 except ImportError:  # not POSIX: no lock, one sweep per folder is then the user's job
     fcntl = None
 
-# (CSV column, path into the metrics JSON). The report reads these columns, so every number behind an
-# interval in report.md is in trials.csv.
-METRIC_COLUMNS = (
-    ("throughput_tps", ("throughput_tps",)),
-    ("latency_p50_ms", ("latency_ms", "p50")),
-    ("latency_p95_ms", ("latency_ms", "p95")),
-    ("latency_p99_ms", ("latency_ms", "p99")),
-    ("latency_mean_ms", ("latency_ms", "mean")),
-    ("latency_max_ms", ("latency_ms", "max")),
-    ("error_rate", ("error_rate",)),
-    ("efficiency", ("efficiency",)),
-    ("ceiling_tps", ("ceiling_tps",)),
-    ("thread_utilization", ("thread_utilization",)),
-    ("peak_rss_mb", ("peak_rss_mb",)),
-    ("elapsed_s", ("elapsed_s",)),
-    ("tasks_submitted", ("tasks_submitted",)),
-    ("enqueued", ("counters", "enqueued")),
-    ("dequeued", ("counters", "dequeued")),
-    ("succeeded", ("counters", "succeeded")),
-    ("failed", ("counters", "failed")),
-    ("retried", ("counters", "retried")),
-    ("rejected", ("counters", "rejected")),
-    ("duplicates", ("counters", "duplicates")),
-    ("dead_lettered", ("counters", "dead_lettered")),
-    ("queue_depth_max", ("queue_depth", "max")),
-    ("queue_depth_mean", ("queue_depth", "mean")),
-)
+METRIC_COLUMNS = TRIAL_COLUMNS
 
 
 class SweepError(Exception):
@@ -104,14 +79,6 @@ def write_json(path, obj):
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def _dig(obj, path):
-    for key in path:
-        if not isinstance(obj, dict):
-            return None
-        obj = obj.get(key)
-    return obj
-
-
 def csv_columns(axes):
     return (["id", "order", "impl", "repeat", "config_id"] + list(axes)
             + ["seed", "status", "returncode", "wall_s"] + [c for c, _ in METRIC_COLUMNS])
@@ -130,7 +97,7 @@ def csv_text(axes, records):
         row += [_csv_value(params.get(axis)) for axis in axes]
         row += [params.get("seed", ""), rec.get("status", ""), _csv_value(rec.get("returncode")),
                 _csv_value(rec.get("wall_s"))]
-        row += [_csv_value(_dig(result, path)) if result else "" for _, path in METRIC_COLUMNS]
+        row += [_csv_value(dig(result, path)) if result else "" for _, path in METRIC_COLUMNS]
         writer.writerow(row)
     return buf.getvalue()
 
@@ -422,7 +389,7 @@ def _outcome(rec):
         return f"{rec['status'].upper()} after {rec['wall_s']:.2f}s{why}"
     result = rec.get("result") or {}
     thr = result.get("throughput_tps")
-    p95 = _dig(result, ("latency_ms", "p95"))
+    p95 = dig(result, ("latency_ms", "p95"))
     parts = [f"ok {rec['wall_s']:.2f}s"]
     if isinstance(thr, (int, float)):
         parts.append(f"{thr:.1f} tasks/s")
@@ -439,7 +406,7 @@ def run_one(trial, grid, python, trial_module, work_root):
     params = dict(trial["params"], workdir=workdir)
     started = now_iso()
     try:
-        outcome = spawn.run_trial(params, python=python, timeout_s=grid["timeout_s"], module=trial_module)
+        outcome = spawn.spawn_trial(params, python=python, timeout_s=grid["timeout_s"], module=trial_module)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     status = outcome["status"]

@@ -19,22 +19,13 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from tqcontract.metrics import BASELINE, ENGINE, IMPLEMENTATION_FIELDS, percentile, unknown_metrics
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASELINE_PATH = os.path.join(ROOT, "input_new", "baseline_task_queue_v2.py")
 BASELINE_MODULE = "baseline_task_queue_v2"
 
-COUNTER_KEYS = ("enqueued", "dequeued", "succeeded", "failed", "retried", "rejected", "duplicates",
-                "dead_lettered")
-IMPL_KEYS = ("counters", "queue_depth", "rates", "thread_utilization")
 ENGINE_VIEW_KEYS = ("tasks_submitted", "elapsed_s", "throughput_tps", "latency_ms", "error_rate")
-
-
-def unknown_metrics():
-    """The implementation-side metrics block with every field unknown."""
-    return {"counters": {k: None for k in COUNTER_KEYS},
-            "queue_depth": {"max": None, "mean": None, "p95": None},
-            "rates": {"enqueue_per_s": None, "dequeue_per_s": None},
-            "thread_utilization": None}
 
 
 class Adapter:
@@ -199,7 +190,6 @@ class DepthSampler:
             self._thread.join(timeout=5)
 
     def summary(self):
-        from runners.load import percentile
         values = sorted(self.samples)
         if not values:
             return {"max": None, "mean": None, "p95": None}
@@ -212,7 +202,7 @@ class BaselineAdapter(Adapter):
     harness sees it honestly (enqueued = accepted submits, rejected = refused submits, succeeded/failed
     = final ticket statuses, dequeued = tickets that reached a final status, so every one of them left
     the queue); retries, duplicates and dead letters are invisible from outside and stay None."""
-    impl = "baseline"
+    impl = BASELINE
 
     def __init__(self, store_root, workers=8, latency_ms=5.0, latency_jitter_ms=0.0, transient_rate=0.0,
                  permanent_rate=0.0, seed=0, store=None, sample_depth=True, baseline_path=BASELINE_PATH):
@@ -281,12 +271,12 @@ def _as_dict(value):
 # ---------------------------------------------------------------------------------------------- engine
 
 class EngineAdapter(Adapter):
-    """lab.engine.WorkerPool. Final statuses are success / dead / rejected; a duplicate resolves to the
+    """tqengine.WorkerPool. Final statuses are success / dead / rejected; a duplicate resolves to the
     same outcome as the original. Metrics come from the engine's own snapshot."""
-    impl = "optimized"
+    impl = ENGINE
 
     def __init__(self, **config):
-        from lab.engine import Config, WorkerPool
+        from tqengine import Config, WorkerPool
         if config.get("store_url") is None:
             config.pop("store_url", None)
         self.config = Config(**config)
@@ -323,7 +313,7 @@ class EngineAdapter(Adapter):
         snap = self.pool.metrics_snapshot() if self._entered or self.final_snapshot is None \
             else self.final_snapshot
         out = unknown_metrics()
-        for key in IMPL_KEYS:
+        for key in IMPLEMENTATION_FIELDS:
             if key in snap:
                 value = snap[key]
                 if isinstance(out[key], dict) and isinstance(value, dict):

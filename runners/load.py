@@ -13,79 +13,16 @@ timestamp of a fast one.
 
 All timing is time.perf_counter(), client-side, identical for every implementation.
 """
-import math
 import queue as queue_module
 import threading
 import time
 
-from runners.adapters import unknown_metrics
-from runners.envinfo import current_rss_mb, env_info, peak_rss_mb
+from tqcontract.environment import current_rss_mb, env_info, peak_rss_mb
+from tqcontract.metrics import latency_summary, unknown_metrics
 
 OK = "success"
 NOT_ANSWERED = ("timeout", "submit_error", "error")   # no final answer from the implementation
 MAX_WAITERS = 4096
-
-
-# ------------------------------------------------------------------------------------------ percentile
-
-def _percentile_local(sorted_values, q):
-    """Linear interpolation between closest ranks, q in percent (0..100); the same cut points as
-    statistics.quantiles(data, n=100, method="inclusive") for integer q. None for an empty sample."""
-    n = len(sorted_values)
-    if n == 0:
-        return None
-    if not 0 <= q <= 100:
-        raise ValueError("q must be within 0..100")
-    if n == 1:
-        return float(sorted_values[0])
-    position = (n - 1) * q / 100.0
-    lo = int(math.floor(position))
-    hi = min(lo + 1, n - 1)
-    fraction = position - lo
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * fraction
-
-
-def _engine_percentile():
-    """lab.engine.metrics.percentile when it exists (the one definition), adapted to q in percent."""
-    try:
-        from lab.engine.metrics import percentile as engine_percentile
-    except Exception:
-        return None
-    try:
-        if engine_percentile([0.0, 100.0], 50) == 50.0 and engine_percentile([0.0, 100.0], 95) == 95.0:
-            return engine_percentile
-    except Exception:
-        pass
-    try:
-        if engine_percentile([0.0, 100.0], 0.5) == 50.0:      # defined with q as a fraction
-            return lambda values, q: engine_percentile(values, q / 100.0)
-    except Exception:
-        pass
-    return None
-
-
-_shared = _engine_percentile()
-PERCENTILE_SOURCE = "lab.engine.metrics" if _shared else "runners.load"
-
-
-def percentile(sorted_values, q):
-    """The q-th percentile (q in percent) of an already sorted sample; None when it is empty."""
-    if not sorted_values:
-        return None
-    if _shared is not None:
-        return _shared(sorted_values, q)
-    return _percentile_local(sorted_values, q)
-
-
-def latency_summary(values_ms):
-    values = sorted(values_ms)
-    if not values:
-        return {"mean": None, "p50": None, "p95": None, "p99": None, "max": None}
-    return {"mean": round(sum(values) / len(values), 3),
-            "p50": round(percentile(values, 50), 3),
-            "p95": round(percentile(values, 95), 3),
-            "p99": round(percentile(values, 99), 3),
-            "max": round(values[-1], 3)}
 
 
 # ------------------------------------------------------------------------------------------ records
@@ -296,7 +233,7 @@ def build_metrics(records, t_start, impl, params, impl_metrics, workers, latency
                "not_answered": sum(statuses.get(s, 0) for s in NOT_ANSWERED),
                "latency_scope": "tasks with a final answer, from intended start",
                "latency_success_ms": latency_summary(ok_latencies),
-               "percentile": PERCENTILE_SOURCE, "clock": "time.perf_counter", "sample_errors": errors}
+               "clock": "time.perf_counter", "sample_errors": errors}
     harness.update(harness_info or {})
     extras = {k: v for k, v in impl_metrics.items() if k not in base}
     return {

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import time
 
-from lab.project import ROOT, default_python  # noqa: F401  (re-exported for the sweep)
+from runners.project import ROOT, default_python
 
 ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT", "TQ_SCRATCH_DIR")
 
@@ -22,7 +22,7 @@ def trial_env(extra=None):
     return env
 
 
-def run_trial(params, python=None, timeout_s=300.0, env=None, module="runners.trial"):
+def spawn_trial(params, python=None, timeout_s=300.0, env=None, module="runners.trial"):
     """Run `python -m runners.trial '<params json>'`; return a dict:
     {"status": "ok"|"timeout"|"error", "result": metrics dict or None, "returncode", "stderr_tail",
      "wall_s", "argv", "env"}.

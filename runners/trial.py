@@ -14,19 +14,20 @@ import sys
 import tempfile
 import uuid
 
-from lab.engine.config import DEFAULT_HTTP_CLIENT, HTTP_CLIENTS
-from lab.engine.errors import ConfigError
-from lab.workload import ensure_objects, make_tasks
+from tqengine.config import DEFAULT_HTTP_CLIENT, HTTP_CLIENTS
+from tqengine.errors import ConfigError
+from runners.workload import ensure_objects, make_tasks
+from tqcontract.metrics import ENGINE, IMPLEMENTATIONS
 from runners.envinfo import filesystem_kind, scratch_root
 from runners.load import run_load
 
-IMPLS = ("baseline", "optimized")
+IMPLS = IMPLEMENTATIONS
 LOADS = ("closed", "open")
 MODES = ("block", "fail_fast")
 STORES = ("local", "http")
 
 DEFAULTS = {
-    "impl": "optimized", "count": 2000, "clients": 100, "workers": 8, "queue_size": 200, "mode": "block",
+    "impl": ENGINE, "count": 2000, "clients": 100, "workers": 8, "queue_size": 200, "mode": "block",
     "latency_ms": 5.0, "latency_jitter_ms": 0.0, "transient_rate": 0.0, "permanent_rate": 0.0,
     "duplicate_rate": 0.0, "object_kib": 16, "load": "closed", "rate": None, "seed": 0, "store": "local",
     "server_latency_ms": 0.0, "server_error_rate": 0.0, "workdir": None,
@@ -106,15 +107,6 @@ def validate(params):
     return out
 
 
-def _http_support():
-    """lab.engine.http_objects (start_server_process, HttpObjectStore, bucket_root), or None."""
-    try:
-        from lab.engine import http_objects
-        return http_objects.start_server_process, http_objects.HttpObjectStore, http_objects.bucket_root
-    except (ImportError, AttributeError):
-        return None
-
-
 def make_adapter(p, store_root, run_dir, store_url=None, http_store_cls=None):
     if p["impl"] == "baseline":
         from runners.adapters import BaselineAdapter
@@ -152,10 +144,9 @@ def run_trial(params):
     p = validate(params)
     server_factory = http_store_cls = None
     if p["store"] == "http":
-        support = _http_support()
-        if support is None:
-            raise ParamError("http store not available (lab.engine.http_objects is missing)")
-        server_factory, http_store_cls, bucket_root = support
+        from runners.server_process import bucket_root, start_server_process
+        from tqengine.objects.http import HttpObjectStore
+        server_factory, http_store_cls = start_server_process, HttpObjectStore
     own_workdir = p["workdir"] is None
     workdir = tempfile.mkdtemp(prefix="tq-trial-", dir=scratch_root()[0]) if own_workdir \
         else os.path.abspath(p["workdir"])

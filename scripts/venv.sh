@@ -1,5 +1,7 @@
-# Sourced by run_all.sh and run_tests.sh: make sure .venv exists and holds requirements.txt.
-# Reinstalls only when requirements.txt changed since the last install (a stamp in .venv).
+# Sourced by run_all.sh, run_tests.sh and .ci/run: make sure .venv exists and holds requirements.txt and
+# the project itself (pip install -e ., so tqengine, tqcontract, lab, runners and analysis import from
+# the checkout and the console scripts tq-engine, tq-lab and tq-benchmark exist). Reinstalls only when
+# requirements.txt or pyproject.toml changed since the last install (a stamp in .venv).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
@@ -20,10 +22,11 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 STAMP="$VENV/.requirements.sha256"
-WANT="$(sha256sum "$ROOT/requirements.txt" | cut -d' ' -f1)"
+WANT="$(cat "$ROOT/requirements.txt" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
-  echo "installing requirements.txt into .venv" >&2
+  echo "installing requirements.txt and the project (pip install -e .) into .venv" >&2
   "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$ROOT/requirements.txt"
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps -e "$ROOT"
   echo "$WANT" > "$STAMP"
 fi
 export PATH="$VENV/bin:$PATH"

@@ -1,6 +1,4 @@
+"""Shared test settings: ROOT is the checkout (pytest.ini puts it on sys.path)."""
 import os
-import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)

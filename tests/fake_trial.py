@@ -19,12 +19,12 @@ def metrics(params):
     workers, clients = params["workers"], params["clients"]
     key = f"{params['seed']}|{impl}|{workers}|{clients}|{params['mode']}|{params['queue_size']}"
     rng = random.Random(key)
-    sigma = 0.15 if impl == "optimized" and params["mode"] == "fail_fast" else 0.02
+    sigma = 0.15 if impl == "engine" and params["mode"] == "fail_fast" else 0.02
     parallel = 1 if impl == "baseline" else min(workers, clients)
     thr = 200.0 * parallel * (1 + rng.gauss(0, sigma))
     p95 = (params["latency_ms"] * clients / parallel + params["latency_ms"]) * (1 + rng.gauss(0, sigma))
     count = params["count"]
-    rejected = int(count * 0.1) if impl == "optimized" and params["mode"] == "fail_fast" and clients > 1 else 0
+    rejected = int(count * 0.1) if impl == "engine" and params["mode"] == "fail_fast" and clients > 1 else 0
     succeeded = count - rejected
     return {"impl": impl, "params": params, "tasks_submitted": count, "elapsed_s": succeeded / thr,
             "throughput_tps": thr,

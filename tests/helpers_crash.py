@@ -14,8 +14,8 @@ import subprocess
 import sys
 import time
 
-from lab.engine.transform import verify_output
-from lab.workload import object_chunks, write_object
+from tqengine.transform import verify_output
+from runners.workload import object_chunks, write_object
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLI = os.path.join(ROOT, "task_queue_optimized.py")

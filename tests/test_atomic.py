@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from lab.atomic import write_json, write_text
+from tqcontract.files import write_json, write_text
 
 
 def test_write_replaces_whole_and_leaves_no_temp_file(tmp_path):

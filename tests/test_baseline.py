@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from lab.engine import faults
-from lab.engine.transform import verify_output
-from lab.workload import ensure_objects, object_chunks
+from tqengine import faults
+from tqengine.transform import verify_output
+from runners.workload import ensure_objects, object_chunks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "input_new", "baseline_task_queue_v2.py")

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-import benchmark
+from lab import benchmark
 from runners import spawn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -16,14 +16,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _engine_available():
     try:
-        from lab.engine import WorkerPool  # noqa: F401
+        from tqengine import WorkerPool  # noqa: F401
         return True
     except Exception:
         return False
 
 
 needs_engine = pytest.mark.skipif(not _engine_available(),
-                                  reason="lab.engine.WorkerPool not importable yet (the engine has not landed)")
+                                  reason="tqengine.WorkerPool not importable yet (the engine has not landed)")
 
 
 def _bench(*args, timeout=50):
@@ -41,7 +41,7 @@ def test_engine_beats_baseline_at_50_and_100_clients(tmp_path):
     assert [r["status"] for r in doc["runs"]] == ["ok"] * 4
     # alternation: baseline first in the first pair, engine first in the second
     assert [(r["impl"], r["clients"]) for r in doc["runs"]] == [
-        ("baseline", 50), ("optimized", 50), ("optimized", 100), ("baseline", 100)]
+        ("baseline", 50), ("engine", 50), ("engine", 100), ("baseline", 100)]
     for ratio in doc["ratios"]:
         assert ratio["throughput_ratio"] > 1.5, ratio
         assert ratio["p95_ratio"] < 0.8, ratio
@@ -65,7 +65,7 @@ def test_http_comparison_gives_both_implementations_the_same_client(tmp_path, cl
                   "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads((tmp_path / "results.json").read_text())
-    assert sorted(r["impl"] for r in doc["runs"]) == ["baseline", "optimized"]
+    assert sorted(r["impl"] for r in doc["runs"]) == ["baseline", "engine"]
     for run in doc["runs"]:
         assert run["status"] == "ok"
         assert run["params"]["store"] == "http" and run["params"]["http_client"] == client
@@ -100,7 +100,7 @@ def test_memory_mode_runs_each_implementation_in_its_own_process(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads((tmp_path / "memory.json").read_text())
     assert sorted((r["impl"], r["count"]) for r in doc["runs"]) == [
-        ("baseline", 50), ("baseline", 120), ("optimized", 50), ("optimized", 120)]
+        ("baseline", 50), ("baseline", 120), ("engine", 50), ("engine", 120)]
     assert all(r["status"] == "ok" and r["peak_rss_mb"] > 1 for r in doc["runs"])
 
 
@@ -127,10 +127,10 @@ def test_summarize_ratios_and_verdicts():
     runs = [
         {"impl": "baseline", "clients": 50, "status": "ok", "result": _result(100, 500)},
         {"impl": "baseline", "clients": 50, "status": "ok", "result": _result(120, 300)},
-        {"impl": "optimized", "clients": 50, "status": "ok", "result": _result(330, 100, retried=None)},
-        {"impl": "optimized", "clients": 50, "status": "error", "result": None},     # failed: left out
+        {"impl": "engine", "clients": 50, "status": "ok", "result": _result(330, 100, retried=None)},
+        {"impl": "engine", "clients": 50, "status": "error", "result": None},     # failed: left out
         {"impl": "baseline", "clients": 100, "status": "ok", "result": _result(100, 100)},
-        {"impl": "optimized", "clients": 100, "status": "ok", "result": _result(150, 90)},
+        {"impl": "engine", "clients": 100, "status": "ok", "result": _result(150, 90)},
     ]
     summary, comparisons = benchmark.summarize(runs, [50, 100])
     base50 = next(s for s in summary if s["impl"] == "baseline" and s["clients"] == 50)

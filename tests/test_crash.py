@@ -13,8 +13,8 @@ import pytest
 
 from helpers_crash import (CLI, PY, check_end_state, cli_args, count_where, kill_hard, rows, run_cli, start_cli,
                            temp_files, wait_for, write_tasks)
-from lab.engine import faults
-from lab.workload import make_tasks
+from tqengine import faults
+from runners.workload import make_tasks
 
 N = 600
 OBJECT_BYTES = 3000

@@ -10,10 +10,10 @@ import pytest
 
 from helpers_crash import (PY, check_end_state, cli_args, cli_env, count_where, run_cli, start_cli,
                            stderr_lines, wait_for, write_tasks)
-from lab.engine import Config, WorkerPool
-from lab.engine.errors import ConfigError
-from lab.engine.store import Claim, StoreError, TaskStore
-from lab.workload import make_tasks
+from tqengine import Config, WorkerPool
+from tqengine.errors import ConfigError
+from tqengine.state.store import Claim, StoreError, TaskStore
+from runners.workload import make_tasks
 
 HOLD_S = 2.5
 LOCKER = """
@@ -153,7 +153,7 @@ def test_lock_wait_is_bounded_then_the_store_recovers(tmp_path):
 
 
 @pytest.mark.timeout(30)
-# Regression (bug found by this test, fixed in 1155aff): lab/engine/store.py connect(): `PRAGMA journal_mode=WAL`
+# Regression (bug found by this test, fixed in 1155aff): tqengine/store.py connect(): `PRAGMA journal_mode=WAL`
 # runs outside _with_lock_retry with a 0.2 s busy timeout, so a database that is not yet in WAL mode (new, or
 # created by another tool) and is locked by another process fails at once: the CLI prints 'error: cannot open
 # database ...: database is locked' and exits 2 instead of waiting
@@ -237,7 +237,7 @@ def test_unusable_database_path_api_config_error(tmp_path, case):
 
 
 @pytest.mark.timeout(20)
-# Regression (bug found by this test, fixed in 1155aff): lab/engine/pool.py WorkerPool.start ->
+# Regression (bug found by this test, fixed in 1155aff): tqengine/pool.py WorkerPool.start ->
 # objects.LocalObjectStore.__init__: os.makedirs(store_root) raises NotADirectoryError/FileExistsError that nobody
 # turns into ConfigError, so `--store <a regular file>/x` ends in a traceback and exit 1 (and the TaskStore opened
 # just before is never closed)

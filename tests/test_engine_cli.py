@@ -28,7 +28,7 @@ def test_benchmark_prints_the_figures_and_writes_the_metrics_json(tmp_path):
         assert label in proc.stdout
     metrics = json.loads(out.read_text())
     assert METRIC_KEYS <= set(metrics)
-    assert metrics["impl"] == "optimized" and metrics["tasks_submitted"] == 300
+    assert metrics["impl"] == "engine" and metrics["tasks_submitted"] == 300
     assert set(metrics["latency_ms"]) == {"mean", "p50", "p95", "p99", "max"}
     assert set(metrics["counters"]) >= {"enqueued", "dequeued", "succeeded", "failed", "retried", "rejected",
                                         "duplicates", "dead_lettered"}
@@ -126,8 +126,9 @@ def test_benchmark_over_http_ignores_a_tq_store_setting_for_the_engine(tmp_path)
 
 @pytest.mark.timeout(60)
 def test_task_file_against_an_http_store_creates_its_objects_on_the_server(tmp_path):
-    from lab.engine.http_objects import HttpObjectStore, start_server_process
-    from lab.workload import object_chunks
+    from runners.server_process import start_server_process
+    from tqengine.objects.http import HttpObjectStore
+    from runners.workload import object_chunks
     tasks = [{"task_id": f"h{i}", "image_key": f"remote/{i}.raw", "size": "10x10", "object_bytes": 3000 + i}
              for i in range(12)]
     task_file = tmp_path / "tasks.json"

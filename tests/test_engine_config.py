@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from lab.engine import Config, ConfigError, load_config
+from tqengine import Config, ConfigError, load_config
 from tests.conftest import ROOT
 
 

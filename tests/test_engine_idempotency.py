@@ -4,8 +4,8 @@ import threading
 
 import pytest
 
-from lab.engine import WorkerPool
-from lab.engine import processor as processor_module
+from tqengine import WorkerPool
+from tqengine import processor as processor_module
 from tests.engine_helpers import engine_config, workload
 
 

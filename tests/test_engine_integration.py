@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from lab.engine import WorkerPool
-from lab.engine.transform import verify_output
-from lab.workload import object_chunks
+from tqengine import WorkerPool
+from tqengine.transform import verify_output
+from runners.workload import object_chunks
 from tests.engine_helpers import engine_config, output_path, workload
 
 
@@ -129,7 +129,7 @@ def test_restart_resumes_what_an_aborted_engine_left(tmp_path):
 _SUBMIT_DURING_SHUTDOWN = r"""
 import sys, threading, time
 sys.path.insert(0, sys.argv[1])
-from lab.engine import Config, WorkerPool
+from tqengine import Config, WorkerPool
 pool = WorkerPool(Config(max_workers=2, db_path=sys.argv[2] + "/t.db", store_root=sys.argv[2] + "/s",
                          log_level="ERROR")).start()
 stopped = []
@@ -194,7 +194,7 @@ def test_an_invalid_task_never_holds_a_key_a_valid_task_needs(tmp_path):
     """Regression: invalid tasks were keyed `invalid:<image>#<variant>`, which is also the key of a valid
     task whose image_key starts with `invalid:`."""
     cfg = engine_config(tmp_path)
-    from lab.workload import ensure_objects
+    from runners.workload import ensure_objects
     valid = {"task_id": "v", "image_key": "invalid:y", "size": "1x1", "object_bytes": 100}
     ensure_objects([valid], str(tmp_path / "store"))
     with WorkerPool(cfg) as pool:

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from lab.engine import WorkerPool, percentile
-from lab.engine.metrics import Metrics, latency_summary
+from tqengine import WorkerPool, percentile
+from tqengine.metrics import Metrics, latency_summary
 from tests.engine_helpers import engine_config, workload
 
 

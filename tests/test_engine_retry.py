@@ -3,8 +3,8 @@ import random
 
 import pytest
 
-from lab.engine import errors
-from lab.engine.retry import BackoffScheduler, backoff_delay, classify
+from tqengine import errors
+from tqengine.retry import BackoffScheduler, backoff_delay, classify
 
 
 @pytest.mark.parametrize("exc, kind", [

@@ -13,9 +13,9 @@ from tests.conftest import ROOT
 PROBE = r"""
 import json, os, resource, sys, tempfile
 sys.path.insert(0, sys.argv[1])
-from lab.engine.objects import LocalObjectStore
-from lab.engine.processor import Processor
-from lab.workload import write_object
+from tqengine.objects.local import LocalObjectStore
+from tqengine.processor import Processor
+from runners.workload import write_object
 size = int(sys.argv[2])
 root = tempfile.mkdtemp()
 write_object(root, "big/object.raw", size)

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from lab.engine.errors import ValidationError
-from lab.engine.tasks import validate
-from lab.workload import object_chunks
+from tqengine.errors import ValidationError
+from tqengine.tasks import validate
+from runners.workload import object_chunks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "input_new", "generate_tasks.py")

@@ -12,7 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def base_grid(**changes):
-    raw = {"name": "t", "implementations": ["baseline", "optimized"], "repeats": 2, "seed": 5,
+    raw = {"name": "t", "implementations": ["baseline", "engine"], "repeats": 2, "seed": 5,
            "timeout_s": 30, "fixed": {"count": 50, "latency_ms": 5},
            "axes": {"workers": [2, 8], "mode": ["block", "fail_fast"], "error_rate": [0, 0.05],
                     "clients": [1, 100]}}
@@ -126,7 +126,7 @@ def test_plan_rounds_pairs_and_determinism():
         assert sorted(t["config_id"] for t in chunk[::2]) == sorted(gridmod.config_id(c) for c in configs)
         for first, second in zip(chunk[::2], chunk[1::2]):   # the pair of a configuration is adjacent
             assert first["config_id"] == second["config_id"]
-            assert {first["impl"], second["impl"]} == {"baseline", "optimized"}
+            assert {first["impl"], second["impl"]} == {"baseline", "engine"}
             assert first["params"]["seed"] == second["params"]["seed"]   # same workload and faults
             assert first["params"]["transient_rate"] == first["config"]["transient_rate"]
     # shuffled: not the grid order in every round, and the pair order is not always the same
@@ -154,7 +154,7 @@ def test_more_repeats_extend_the_same_sweep():
 def test_shipped_grids_are_valid_and_cover_100_clients(name):
     g = gridmod.load(os.path.join(ROOT, "experiments", name))
     assert 100 in (g["axes"].get("clients") or [g["fixed"].get("clients")])
-    assert g["implementations"] == ["baseline", "optimized"]
+    assert g["implementations"] == ["baseline", "engine"]
     assert set(g["axes"].get("store") or [g["fixed"]["store"]]) == {"local"}
     for key in ("workers", "queue_size", "mode", "transient_rate", "clients"):
         assert key in g["axes"], key
@@ -163,7 +163,7 @@ def test_shipped_grids_are_valid_and_cover_100_clients(name):
 def test_shipped_http_grids_compare_stores_and_clients_at_one_ceiling():
     g = gridmod.load(os.path.join(ROOT, "experiments", "http.json"))
     assert g["axes"]["store"] == ["local", "http"] and 100 in g["axes"]["clients"]
-    assert g["implementations"] == ["baseline", "optimized"]
+    assert g["implementations"] == ["baseline", "engine"]
     fixed = g["fixed"]
     # same service time both ways: latency_ms for the local store, a GET + a PUT at the server over HTTP
     assert fixed["latency_ms"] == 2 * fixed["server_latency_ms"]

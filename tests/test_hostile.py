@@ -17,8 +17,8 @@ import pytest
 
 from helpers_crash import (DATA, PY, check_end_state, cli_args, cli_env, create_objects, dead_letters, rows,
                            run_cli, snapshot_tree, stderr_lines, write_tasks)
-from lab.engine import Config, WorkerPool
-from lab.engine.tasks import fingerprint
+from tqengine import Config, WorkerPool
+from tqengine.tasks import fingerprint
 from lab.taskfile import TaskFileError, check, iter_elements
 
 MB = 1024 * 1024
@@ -478,7 +478,7 @@ def test_create_objects_does_not_write_through_a_symlink(tmp_path):
 
 
 @pytest.mark.timeout(30)
-# Regression (bug found by this test, fixed in 1155aff): lab/engine/objects.py LocalObjectStore.write_chunks calls
+# Regression (bug found by this test, fixed in 1155aff): tqengine/objects.py LocalObjectStore.write_chunks calls
 # os.makedirs on the output directory before _confine_dir checks it, so a symlink under variants/ makes it create
 # directories outside the store root (the write itself is then refused)
 def test_output_write_does_not_mkdir_through_a_symlink(tmp_path):
@@ -503,7 +503,7 @@ SURROGATE_ID = {"task_id": "\udcff", "image_key": "bad/sur-id.raw", "size": "10x
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("bad", [SURROGATE_KEY, SURROGATE_ID], ids=["image_key", "task_id"])
-# Regression (bug found by this test, fixed in 1155aff): lab/engine/tasks.py validate accepts strings with lone
+# Regression (bug found by this test, fixed in 1155aff): tqengine/tasks.py validate accepts strings with lone
 # surrogates (valid JSON '\ud800'); SQLite cannot encode them, the whole claim batch fails, and because
 # store.TaskStore._with_lock_retry only rolls back on OperationalError the writer connection stays inside a
 # transaction: every later commit fails ('cannot start a transaction within a transaction'), so all good tasks end
@@ -538,7 +538,7 @@ def test_unencodable_string_in_task_file_cli(tmp_path):
 
 
 @pytest.mark.timeout(30)
-# Regression (bug found by this test, fixed in 1155aff): lab/engine/pool.py submit_many: a task that fails
+# Regression (bug found by this test, fixed in 1155aff): tqengine/pool.py submit_many: a task that fails
 # validation only because of its task_id (e.g. true) has the same key and payload as a valid twin; when the twin
 # is in flight the store claim is 'adopted' and the handle resolves with status 'queued' (not final, no dead
 # letter)
@@ -570,7 +570,7 @@ def test_create_objects_survives_unstorable_keys(tmp_path, keys):
 
 
 @pytest.mark.timeout(30)
-# Regression (bug found by this test, fixed in 1155aff): lab/engine/objects.py LocalObjectStore.remove_temp_files
+# Regression (bug found by this test, fixed in 1155aff): tqengine/objects.py LocalObjectStore.remove_temp_files
 # (run at every engine start) deletes every file under the store whose name ends in .tq-tmp, including a user's
 # source object whose (valid) key ends that way; the task then fails with ObjectNotFound
 def test_source_object_named_like_a_temp_file_is_not_deleted(tmp_path):

@@ -20,18 +20,18 @@ import time
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
-from lab.engine.errors import (ConfigError, ObjectNotFound, PermanentError, TransientError,  # noqa: E402
-                               ValidationError)
-from lab.engine.http_objects import (CLIENTS, DEFAULT_CLIENT, HttpObjectStore, StoreClientError, StoreConnectionError,  # noqa: E402
-                                     StoreServerError, StoreTimeout, bucket_root, default_python,
-                                     make_store, start_server_process)
-from lab.engine.http_server import ObjectServer  # noqa: E402
-from lab.engine.objects import TMP_SUFFIX, LocalObjectStore  # noqa: E402
-from lab.engine.retry import classify  # noqa: E402
-from lab.workload import object_chunks, write_object  # noqa: E402
+from runners.project import default_python  # noqa: E402
+from runners.server_process import bucket_root, start_server_process  # noqa: E402
+from tqengine.errors import (ConfigError, ObjectNotFound, PermanentError, StoreClientError,  # noqa: E402
+                             StoreConnectionError, StoreServerError, StoreTimeout, TransientError,
+                             ValidationError)
+from tqengine.objects import make_store  # noqa: E402
+from tqengine.objects.http import CLIENTS, DEFAULT_CLIENT, HttpObjectStore  # noqa: E402
+from lab.objects_server import ObjectServer  # noqa: E402
+from tqengine.objects.local import TMP_SUFFIX, LocalObjectStore  # noqa: E402
+from tqengine.retry import classify  # noqa: E402
+from runners.workload import object_chunks, write_object  # noqa: E402
 
 MiB = 1 << 20
 
@@ -620,8 +620,9 @@ def test_make_store(tmp_path):
 # --- memory ---
 RSS_SCRIPT = r"""
 import hashlib, json, os, resource, sys
-from lab.engine.http_objects import HttpObjectStore, start_server_process
-from lab.workload import object_chunks
+from tqengine.objects.http import HttpObjectStore
+from runners.server_process import start_server_process
+from runners.workload import object_chunks
 
 root, nbytes, client = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 

@@ -10,7 +10,8 @@ import pytest
 
 from runners import load
 from runners.adapters import Adapter, BareExecutorAdapter
-from runners.load import _percentile_local, percentile, run_closed, run_load, run_open
+from runners.load import run_closed, run_load, run_open
+from tqcontract.metrics import percentile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METRIC_KEYS = {"impl", "params", "tasks_submitted", "elapsed_s", "throughput_tps", "latency_ms", "error_rate",
@@ -207,7 +208,6 @@ def test_percentile_hand_computed():
     values = sorted([3.0, 1.0, 4.0, 1.5, 9.0, 2.6, 5.3])
     for q in (1, 25, 50, 90, 95, 99):
         assert percentile(values, q) == pytest.approx(cuts[q - 1])
-        assert _percentile_local(values, q) == pytest.approx(cuts[q - 1])
 
 
 @pytest.mark.timeout(20)
@@ -270,7 +270,7 @@ def test_submit_errors_and_timeouts_count_as_errors_not_latency():
 @pytest.mark.skipif(not os.path.isfile(os.path.join(ROOT, "input_new", "baseline_task_queue_v2.py")),
                     reason="baseline file not present")
 def test_baseline_adapter_counts_from_outside(tmp_path):
-    from lab.workload import ensure_objects, make_tasks
+    from runners.workload import ensure_objects, make_tasks
     from runners.adapters import BaselineAdapter
     tasks = make_tasks(40, seed=3, object_bytes=1024)
     ensure_objects(tasks, str(tmp_path))

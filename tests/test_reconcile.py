@@ -14,9 +14,9 @@ import time
 import pytest
 
 from helpers_crash import dead_letters, file_chunks, rows, sha256_file
-from lab.engine import Config, WorkerPool, faults
-from lab.engine.transform import verify_output
-from lab.workload import make_tasks, object_chunks, write_object
+from tqengine import Config, WorkerPool, faults
+from tqengine.transform import verify_output
+from runners.workload import make_tasks, object_chunks, write_object
 
 COUNT, CLIENTS, SEED = 20_000, 100, 7
 TRANSIENT, PERMANENT, DUPLICATES, MAX_ATTEMPTS = 0.05, 0.01, 0.10, 3

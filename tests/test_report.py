@@ -17,6 +17,7 @@ import pytest
 from analysis import report as reportmod
 from analysis import stats
 from lab import reporting
+from tqcontract.metrics import canonical_impl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "sweep_small")
@@ -79,9 +80,9 @@ def test_report_renders_from_fixture(sweep_dir):
 
     summary = read_csv(sweep_dir / "summary.csv")
     assert len(summary) == 16
-    assert {r["impl"] for r in summary} == {"baseline", "optimized"}
+    assert {r["impl"] for r in summary} == {"baseline", "engine"}
     assert all(r["throughput_verdict"] in ("met", "not met", "inconclusive") for r in summary
-               if r["impl"] == "optimized")
+               if r["impl"] == "engine")
     assert not [n for n in os.listdir(sweep_dir) if n.endswith(".tq-tmp")]
 
 
@@ -91,7 +92,7 @@ def test_intervals_recompute_from_trials_csv(sweep_dir):
     trials = [r for r in read_csv(sweep_dir / "trials.csv") if r["status"] == "ok"]
     groups = {}
     for r in trials:
-        groups.setdefault((r["config_id"], r["impl"]), []).append(r)
+        groups.setdefault((r["config_id"], canonical_impl(r["impl"])), []).append(r)
     checked = 0
     for (cid, impl), rows in groups.items():
         thr = [float(r["throughput_tps"]) for r in rows]
@@ -104,7 +105,7 @@ def test_intervals_recompute_from_trials_csv(sweep_dir):
             assert float(s["throughput_tps_ci_low"]) == pytest.approx(statistics.fmean(thr) - half, rel=1e-3)
             assert float(s["throughput_tps_ci_high"]) == pytest.approx(statistics.fmean(thr) + half, rel=1e-3)
             checked += 1
-        if impl == "optimized":
+        if impl == "engine":
             base = [float(r["latency_p95_ms"]) for r in groups[(cid, "baseline")]]
             eng = [float(r["latency_p95_ms"]) for r in rows]
             assert float(s["p95_ratio"]) == pytest.approx(statistics.fmean(eng) / statistics.fmean(base))

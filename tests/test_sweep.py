@@ -14,7 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAKE = "tests.fake_trial"
 
 
-def write_grid(path, axes, repeats=1, timeout_s=20, count=10, implementations=("baseline", "optimized"),
+def write_grid(path, axes, repeats=1, timeout_s=20, count=10, implementations=("baseline", "engine"),
                name="t", **fixed):
     fixed = dict({"count": count, "latency_ms": 5, "queue_size": 16}, **fixed)
     raw = {"name": name, "implementations": list(implementations), "repeats": repeats, "seed": 3,
@@ -94,7 +94,7 @@ def test_two_trial_sweep_outputs_and_resume(tmp_path):
 
     recs = records(out)
     assert len(recs) == 2
-    assert sorted(r["impl"] for r in recs.values()) == ["baseline", "optimized"]
+    assert sorted(r["impl"] for r in recs.values()) == ["baseline", "engine"]
     for rec in recs.values():
         assert rec["status"] == "ok" and rec["result"]["throughput_tps"] > 0
         assert rec["params"]["workdir"].startswith(str(out))
@@ -135,7 +135,7 @@ def test_two_trial_sweep_outputs_and_resume(tmp_path):
 def test_hang_is_timed_out_crash_is_recorded_and_sweep_goes_on(tmp_path):
     # fake trial: latency_ms 666 crashes, 777 hangs (with a child in its process group)
     grid = write_grid(tmp_path / "grid.json", {"latency_ms": [5, 666, 777]}, timeout_s=1.5,
-                      implementations=["optimized"], workers=2, clients=4)
+                      implementations=["engine"], workers=2, clients=4)
     out = tmp_path / "sweep"
     proc = run(sweep_argv(grid, out))
     assert proc.returncode == 1, proc.stderr
@@ -197,7 +197,7 @@ def test_resume_after_kill(tmp_path):
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_sigterm_kills_the_trial_in_flight(tmp_path, signum):
     """SIGTERM, and SIGHUP (a closed terminal), stop the sweep and the trial's whole process group."""
-    grid = write_grid(tmp_path / "grid.json", {"workers": [2]}, timeout_s=120, implementations=["optimized"],
+    grid = write_grid(tmp_path / "grid.json", {"workers": [2]}, timeout_s=120, implementations=["engine"],
                       latency_ms=777)
     out = tmp_path / "sweep"
     argv = sweep_argv(grid, out)
@@ -223,7 +223,7 @@ def test_user_mistakes_are_one_line_exit_2(tmp_path):
     bad_bytes.write_bytes(b"\xff\xfe{}")
     a_file = tmp_path / "afile"
     a_file.write_text("x")
-    grid = write_grid(tmp_path / "grid.json", {"workers": [2]}, implementations=["optimized"])
+    grid = write_grid(tmp_path / "grid.json", {"workers": [2]}, implementations=["engine"])
     done = tmp_path / "done"
     assert run(sweep_argv(grid, done)).returncode == 0
     db = tmp_path / "other.db"
@@ -252,7 +252,7 @@ def test_user_mistakes_are_one_line_exit_2(tmp_path):
 @pytest.mark.timeout(120)
 def test_run_all_reads_the_grid_from_where_it_is_typed_and_takes_out(tmp_path):
     """`../run_all.sh quick.json` from experiments/ (or any folder) finds the grid; --out is honoured."""
-    grid = write_grid(tmp_path / "mine.json", {"workers": [2]}, implementations=["baseline", "optimized"],
+    grid = write_grid(tmp_path / "mine.json", {"workers": [2]}, implementations=["baseline", "engine"],
                       count=20, name="mine")
     proc = subprocess.run([os.path.join(ROOT, "run_all.sh"), "mine.json", "--out", "res"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=110,
@@ -266,7 +266,7 @@ def test_run_all_reads_the_grid_from_where_it_is_typed_and_takes_out(tmp_path):
 
 
 def test_a_rerun_with_fewer_repeats_keeps_the_rounds_already_run(tmp_path):
-    grid = write_grid(tmp_path / "grid.json", {"workers": [2]}, implementations=["optimized"])
+    grid = write_grid(tmp_path / "grid.json", {"workers": [2]}, implementations=["engine"])
     out = tmp_path / "sweep"
     assert run(sweep_argv(grid, out, "--repeats", "2")).returncode == 0
     again = run(sweep_argv(grid, out))              # the grid file says 1 repeat

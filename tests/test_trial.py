@@ -16,18 +16,18 @@ HAVE_BASELINE = os.path.isfile(os.path.join(ROOT, "input_new", "baseline_task_qu
 
 def _engine_available():
     try:
-        from lab.engine import WorkerPool  # noqa: F401
+        from tqengine import WorkerPool  # noqa: F401
         return True
     except Exception:
         return False
 
 
 def _http_available():
-    return importlib.util.find_spec("lab.engine.http_objects") is not None
+    return importlib.util.find_spec("tqengine.objects.http") is not None
 
 
 needs_baseline = pytest.mark.skipif(not HAVE_BASELINE, reason="input_new/baseline_task_queue_v2.py not present")
-needs_engine = pytest.mark.skipif(not _engine_available(), reason="lab.engine.WorkerPool not importable yet")
+needs_engine = pytest.mark.skipif(not _engine_available(), reason="tqengine.WorkerPool not importable yet")
 
 METRIC_KEYS = {"impl", "params", "tasks_submitted", "elapsed_s", "throughput_tps", "latency_ms", "error_rate",
                "counters", "queue_depth", "rates", "thread_utilization", "ceiling_tps", "efficiency",
@@ -72,13 +72,13 @@ def test_cli_baseline_prints_one_metrics_document():
 @needs_engine
 @pytest.mark.timeout(40)
 def test_cli_optimized_prints_one_metrics_document():
-    proc = _run_cli({"impl": "optimized", "count": 80, "clients": 10, "workers": 4, "latency_ms": 1,
+    proc = _run_cli({"impl": "engine", "count": 80, "clients": 10, "workers": 4, "latency_ms": 1,
                      "object_kib": 1, "duplicate_rate": 0.2, "transient_rate": 0.2, "seed": 5})
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     assert len(lines) == 1
     doc = json.loads(lines[0])
-    _check_metrics(doc, "optimized", 80)
+    _check_metrics(doc, "engine", 80)
     c = doc["counters"]
     assert c["duplicates"] > 0 and c["retried"] > 0          # engine-side counters are real numbers
     assert doc["thread_utilization"] is not None
@@ -104,7 +104,7 @@ def test_in_process_open_loop_and_shared_workdir(tmp_path):
 @needs_engine
 @pytest.mark.timeout(40)
 def test_in_process_engine_runs_are_independent_in_one_workdir(tmp_path):
-    params = {"impl": "optimized", "count": 30, "clients": 5, "workers": 2, "latency_ms": 0, "object_kib": 1,
+    params = {"impl": "engine", "count": 30, "clients": 5, "workers": 2, "latency_ms": 0, "object_kib": 1,
               "workdir": str(tmp_path)}
     first, second = run_trial(params), run_trial(params)
     # a second run must process its tasks again, not replay the first run's records as duplicates
@@ -153,9 +153,9 @@ def test_validate_fills_defaults():
 
 @needs_baseline
 @needs_engine
-@pytest.mark.skipif(not _http_available(), reason="lab.engine.http_objects not present")
+@pytest.mark.skipif(not _http_available(), reason="tqengine.objects.http not present")
 @pytest.mark.timeout(40)
-@pytest.mark.parametrize("impl", ["baseline", "optimized"])
+@pytest.mark.parametrize("impl", ["baseline", "engine"])
 def test_http_store_trial(impl, tmp_path):
     doc = run_trial({"impl": impl, "count": 12, "clients": 4, "workers": 2, "latency_ms": 0, "object_kib": 1,
                      "store": "http", "workdir": str(tmp_path)})

@@ -36,9 +36,9 @@ import time
 import urllib.parse
 import uuid
 
-from .errors import ValidationError
-from .objects import TMP_SUFFIX, ConfinedDirs
-from .tasks import check_key
+from tqengine.errors import ValidationError
+from tqengine.objects.local import TMP_SUFFIX, ConfinedDirs
+from tqengine.tasks import check_key
 
 CHUNK = 64 * 1024
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)

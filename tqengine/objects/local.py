@@ -15,8 +15,9 @@ import os
 import stat
 import threading
 
-from .errors import ObjectNotFound, ValidationError
-from .tasks import check_key
+from ..errors import ObjectNotFound, ValidationError
+from ..tasks import check_key
+from .base import ObjectStore
 
 TMP_SUFFIX = ".tq-tmp"
 TMP_AREA = ".tq-tmp"
@@ -62,7 +63,7 @@ class ConfinedDirs:
                 self._made.add(directory)
 
 
-class LocalObjectStore:
+class LocalObjectStore(ObjectStore):
     def __init__(self, root, chunk_size=64 * 1024):
         os.makedirs(root, exist_ok=True)
         self.root = os.path.realpath(root)
@@ -130,13 +131,6 @@ class LocalObjectStore:
             raise
         return nbytes, digest.hexdigest()
 
-    def read_all(self, key):
-        """The whole object in memory (for callers that want it, such as the baseline's store hook)."""
-        return b"".join(self.read_chunks(key))
-
-    def write_all(self, key, data):
-        return self.write_chunks(key, (data,))
-
     def exists(self, key):
         path = self.path_for(key)
         return os.path.isfile(path) and not os.path.islink(path)
@@ -161,6 +155,3 @@ class LocalObjectStore:
             except OSError:
                 pass
         return removed
-
-    def close(self):
-        pass

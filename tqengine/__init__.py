@@ -1,4 +1,4 @@
-"""lab.engine: a bounded, idempotent, retrying, observable thread-pool task queue with durable state.
+"""tqengine: a bounded, idempotent, retrying, observable thread-pool task queue with durable state.
 
 Public API: Config (every knob), WorkerPool (the engine; alias Engine), TaskQueue (the bounded queue),
 Processor (one task), Metrics (counters, latency, depth, JSON), TaskResult and TaskHandle.

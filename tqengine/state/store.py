@@ -26,7 +26,7 @@ import sqlite3
 import threading
 import time
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 UNFINISHED = ("queued", "running", "retrying")
 

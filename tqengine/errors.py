@@ -29,5 +29,29 @@ class InjectedPermanent(PermanentError):
     """A permanent fault injected by the fault model (stands in for a corrupt source object)."""
 
 
+class StoreConnectionError(TransientError):
+    """The object server could not be reached, or the connection broke (also in mid-stream)."""
+
+
+class StoreTimeout(TransientError):
+    """The object server did not connect or answer within the timeout."""
+
+
+class StoreServerError(TransientError):
+    """The object server answered 5xx (or 408/429): worth another attempt later."""
+
+    def __init__(self, message, status=None):
+        super().__init__(message)
+        self.status = status
+
+
+class StoreClientError(PermanentError):
+    """The object server refused the request with a 4xx other than 400/404."""
+
+    def __init__(self, message, status=None):
+        super().__init__(message)
+        self.status = status
+
+
 class ConfigError(ValueError):
     """A configuration value is invalid; the command line turns it into exit code 2."""

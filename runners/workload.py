@@ -23,7 +23,7 @@ def object_chunks(image_key, nbytes):
 def write_object(root, image_key, nbytes):
     """Create <root>/<image_key> with its deterministic content, streamed through the object store
     (temp file in its temp area, then rename); returns the path."""
-    from lab.engine.objects import LocalObjectStore
+    from tqengine.objects.local import LocalObjectStore
     store = LocalObjectStore(root)
     store.write_chunks(image_key, object_chunks(image_key, nbytes))
     return store.path_for(image_key)
@@ -36,10 +36,10 @@ def ensure_objects(tasks, root, default_bytes=16 * 1024, max_bytes=MAX_CREATE_BY
     """Create every source object the tasks name that is missing; skip tasks too broken to name one and
     keys that would land outside the root (checked like the object store does, links resolved).
 
-    `store`: an HTTP object store (lab.engine.http_objects) to create them through instead of the local
+    `store`: an HTTP object store (tqengine.objects.http) to create them through instead of the local
     directory `root`; an object is then missing when the server has none of the expected size."""
-    from lab.engine.errors import ValidationError
-    from lab.engine.objects import LocalObjectStore
+    from tqengine.errors import ValidationError
+    from tqengine.objects.local import LocalObjectStore
     if store is not None and not isinstance(store, LocalObjectStore):
         return _ensure_remote_objects(tasks, store, default_bytes, max_bytes)
     store = LocalObjectStore(root)
@@ -78,7 +78,7 @@ def _object_bytes(task, default_bytes):
 
 
 def _ensure_remote_objects(tasks, store, default_bytes, max_bytes):
-    from lab.engine.errors import PermanentError, TransientError
+    from tqengine.errors import PermanentError, TransientError
     seen = set()
     for task in tasks:
         key = task.get("image_key") if isinstance(task, dict) else None

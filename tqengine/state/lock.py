@@ -12,7 +12,7 @@ Where `fcntl` does not exist (Windows) there is no lock, and one engine per data
 import errno
 import os
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 try:
     import fcntl

@@ -6,58 +6,13 @@ time-weighted histogram (seconds spent at each depth), which gives its mean and 
 without a sampling thread. Latencies (submit to final result, perf_counter) are appended to a list;
 list.append is atomic in CPython and export sorts a copy.
 """
-import math
-import os
-import platform
-import sys
 import threading
 import time
 
-COUNTERS = ("enqueued", "dequeued", "succeeded", "failed", "retried", "rejected", "duplicates",
-            "dead_lettered")
+from tqcontract.environment import env_info, peak_rss_mb
+from tqcontract.metrics import COUNTERS, ENGINE, latency_summary, percentile
 
-
-def percentile(sorted_values, q):
-    """The q-th percentile (0..100) of already sorted values, linear interpolation between closest
-    ranks (the same as statistics.quantiles(method="inclusive")); None for no values."""
-    n = len(sorted_values)
-    if n == 0:
-        return None
-    if n == 1:
-        return float(sorted_values[0])
-    pos = (n - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, n - 1)
-    frac = pos - lo
-    return float(sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * frac)
-
-
-def latency_summary(latencies_ms):
-    values = sorted(latencies_ms)
-    if not values:
-        return {"mean": None, "p50": None, "p95": None, "p99": None, "max": None}
-    return {"mean": sum(values) / len(values), "p50": percentile(values, 50),
-            "p95": percentile(values, 95), "p99": percentile(values, 99), "max": float(values[-1])}
-
-
-def peak_rss_mb():
-    """Peak resident set size of this process in MiB, or None where the platform cannot tell
-    (ru_maxrss is KiB on Linux and the BSDs, bytes on macOS; Windows has no getrusage)."""
-    try:
-        import resource
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    except (ImportError, OSError, ValueError):
-        return None
-    if not peak:
-        return None
-    return round(peak / (1024.0 * 1024.0 if sys.platform == "darwin" else 1024.0), 2)
-
-
-def env_info():
-    return {"python": platform.python_version(), "implementation": platform.python_implementation(),
-            "platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
-            "pid": os.getpid()}
-
+__all__ = ["Metrics", "COUNTERS", "latency_summary", "percentile"]
 
 def _depth_percentile(time_at_depth, q):
     total = sum(time_at_depth.values())
@@ -140,7 +95,7 @@ class Metrics:
         with self._lock:
             return dict(self._counts)
 
-    def snapshot(self, params=None, impl="optimized", tasks_submitted=None, latency_ms=None, idle=False):
+    def snapshot(self, params=None, impl=ENGINE, tasks_submitted=None, latency_ms=None, idle=False):
         """The metrics JSON (docs/CONTRACTS.md) as the engine sees it. When the engine is idle the
         wall-time window ends at the last final result, else now."""
         now = time.perf_counter()

@@ -24,13 +24,14 @@ from dataclasses import asdict, dataclass
 
 from . import logs
 from .config import Config
-from .dblock import DatabaseLock
+from .objects import make_store
+from .state.lock import DatabaseLock
 from .errors import ConfigError, TransientError, ValidationError
 from .metrics import Metrics
 from .processor import Processor
 from .queue import STOP, TaskQueue
 from .retry import PERMANENT, BackoffScheduler, backoff_delay, classify
-from .store import Claim, TaskStore
+from .state.store import Claim, TaskStore
 from .tasks import fingerprint, validate
 
 WORKER_POLL_S = 0.25
@@ -535,12 +536,8 @@ class WorkerPool:
 
 
 def _make_object_store(cfg):
-    if cfg.store == "http":
-        from .http_objects import make_store
-        return make_store("http", cfg.store_root, cfg.store_url, cfg.chunk_size, cfg.max_workers,
-                          client=cfg.http_client)
-    from .objects import LocalObjectStore
-    return LocalObjectStore(cfg.store_root, cfg.chunk_size)
+    return make_store(cfg.store, cfg.store_root, cfg.store_url, cfg.chunk_size, cfg.max_workers,
+                      client=cfg.http_client)
 
 
 Engine = WorkerPool

@@ -1,0 +1,432 @@
+"""Baseline vs engine on the same task set, each run in a fresh process through the one load harness.
+
+    python benchmark.py [--clients 50 100] [--count N] [--repeats R] [--workers N] [--latency-ms MS]
+                        [--store-backend local|http [--server-latency-ms MS] [--http-client C]] [--out DIR]
+    python benchmark.py --overhead      engine (full durable path, latency 0) vs a bare ThreadPoolExecutor
+                                        running the same per-task function, in this process
+    python benchmark.py --memory        peak RSS of each implementation at 1k, 10k, 100k tasks
+
+Runs alternate baseline and engine (the order inside each pair alternates too), so drift of the machine
+hits both alike. Every figure comes from runners.trial -> runners.load, the same code the lab sweep uses.
+Writes results.json and results.csv (one row per run) atomically in --out (default data/benchmark/).
+Exit codes: 0 all runs ok (targets are reported, not exit codes), 1 a run failed, 2 bad arguments.
+"""
+import argparse
+import csv
+import io
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+from runners.envinfo import scratch_root
+from runners.spawn import spawn_trial
+from tqcontract.files import write_text
+from tqcontract.metrics import ENGINE, IMPLEMENTATIONS
+
+IMPLS = IMPLEMENTATIONS
+TARGET_THROUGHPUT_RATIO = 2.0     # engine throughput >= 2x baseline
+TARGET_P95_RATIO = 0.6            # engine P95 <= 0.6x baseline
+TARGET_OVERHEAD_SHARE = 0.25      # engine >= 25% of a bare executor's tasks/s
+DEFAULT_COUNT = 2000
+OVERHEAD_COUNT = 20000            # no-op tasks are ~10 us each: fewer would time scheduler noise
+OVERHEAD_IO_MAX = 2000            # the I/O pair creates one file per task
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        print(f"benchmark.py: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def build_parser():
+    p = _Parser(prog="benchmark.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--clients", type=int, nargs="+", default=[50, 100], help="closed-loop concurrency levels")
+    p.add_argument("--count", type=int, default=None,
+                   help="tasks per run (default 2000; --overhead: 20000 no-op tasks, I/O pair at most 2000)")
+    p.add_argument("--repeats", type=int, default=3, help="runs per implementation and concurrency (default 3)")
+    p.add_argument("--workers", type=int, default=8, help="worker threads of both implementations (default 8)")
+    p.add_argument("--latency-ms", type=float, default=5.0, help="injected latency per task (default 5)")
+    p.add_argument("--object-kib", type=float, default=16, help="source object size (default 16)")
+    p.add_argument("--queue-size", type=int, default=200, help="engine queue bound (default 200)")
+    p.add_argument("--seed", type=int, default=0, help="task set and fault seed (default 0)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds before one run is killed (default 600)")
+    p.add_argument("--store-backend", choices=("local", "http"), default="local",
+                   help="object store of both implementations: a local directory (default) or an HTTP object "
+                        "server each run starts for itself")
+    p.add_argument("--server-latency-ms", type=float, default=0.0,
+                   help="with --store-backend http: service time of each request at the server (default 0; "
+                        "a task makes two requests, so the ceiling uses max(latency, 2 x this))")
+    p.add_argument("--http-client", choices=("stdlib", "requests"), default=None,
+                   help="with --store-backend http: the client both implementations use (default: the "
+                        "engine's default, stdlib; TQ_* settings and .env are not read by benchmark.py)")
+    p.add_argument("--out", default=os.path.join("data", "benchmark"), help="output directory")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--overhead", action="store_true",
+                      help="engine vs a bare ThreadPoolExecutor running the same per-task function (latency 0)")
+    mode.add_argument("--memory", action="store_true", help="peak RSS per implementation at several task counts")
+    p.add_argument("--memory-counts", type=int, nargs="+", default=[1000, 10000, 100000],
+                   help="task counts for --memory (default 1000 10000 100000)")
+    return p
+
+
+def check_args(args):
+    if any(c < 1 for c in args.clients):
+        return "--clients values must be >= 1"
+    if args.count is None:
+        args.count = OVERHEAD_COUNT if args.overhead else DEFAULT_COUNT
+    if args.count < 1 or args.repeats < 1 or args.workers < 1 or args.queue_size < 1:
+        return "--count, --repeats, --workers and --queue-size must be >= 1"
+    if not (args.latency_ms >= 0 and args.object_kib >= 0):
+        return "--latency-ms and --object-kib must be >= 0"
+    if not args.timeout > 0:
+        return "--timeout must be > 0"
+    if any(c < 1 for c in args.memory_counts):
+        return "--memory-counts values must be >= 1"
+    if not args.server_latency_ms >= 0:
+        return "--server-latency-ms must be >= 0"
+    if args.store_backend != "http" and (args.server_latency_ms or args.http_client):
+        return "--server-latency-ms and --http-client need --store-backend http"
+    if args.store_backend == "http" and (args.overhead or args.memory):
+        return "--store-backend http is for the comparison (not --overhead or --memory)"
+    return None
+
+
+def log(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------ output
+
+def flatten(value, prefix=""):
+    out = {}
+    if isinstance(value, dict):
+        for key, item in value.items():
+            out.update(flatten(item, f"{prefix}{key}."))
+    else:
+        out[prefix[:-1]] = value if not isinstance(value, (list, tuple)) else json.dumps(value)
+    return out
+
+
+LEAD_COLUMNS = ["run", "impl", "clients", "repeat", "order", "status", "wall_s"]
+
+
+def runs_csv(runs):
+    rows = []
+    for run in runs:
+        row = {k: run.get(k) for k in LEAD_COLUMNS}
+        result = run.get("result") or {}
+        row.update(flatten({k: v for k, v in result.items() if k not in ("harness", "impl_extra")}))
+        rows.append(row)
+    columns = list(LEAD_COLUMNS)
+    for row in rows:
+        columns += [k for k in sorted(row) if k not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def fmt(value, spec=".1f"):
+    return "-" if value is None else format(value, spec)
+
+
+def mean_of(values):
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else None
+
+
+def stdev_of(values):
+    values = [v for v in values if v is not None]
+    return statistics.stdev(values) if len(values) > 1 else None
+
+
+# ------------------------------------------------------------------------------------------ comparison
+
+def summarize(runs, clients_levels):
+    """Per (impl, clients): means over the ok runs; per clients: engine/baseline ratios and verdicts."""
+    summary, comparisons = [], []
+    for clients in clients_levels:
+        by_impl = {}
+        for impl in IMPLS:
+            results = [r["result"] for r in runs
+                       if r["impl"] == impl and r["clients"] == clients and r["status"] == "ok"]
+            tps = [r["throughput_tps"] for r in results]
+            row = {
+                "impl": impl, "clients": clients, "runs": len(results),
+                "throughput_tps": mean_of(tps), "throughput_sd": stdev_of(tps),
+                "mean_ms": mean_of([r["latency_ms"]["mean"] for r in results]),
+                "p95_ms": mean_of([r["latency_ms"]["p95"] for r in results]),
+                "p99_ms": mean_of([r["latency_ms"]["p99"] for r in results]),
+                "error_rate": mean_of([r["error_rate"] for r in results]),
+                "queue_depth_max": max((r["queue_depth"]["max"] for r in results
+                                        if r["queue_depth"]["max"] is not None), default=None),
+                "retries": mean_of([r["counters"]["retried"] for r in results]),
+                "rejections": mean_of([r["counters"]["rejected"] for r in results]),
+                "efficiency": mean_of([r["efficiency"] for r in results]),
+                "peak_rss_mb": mean_of([r["peak_rss_mb"] for r in results]),
+            }
+            by_impl[impl] = row
+            summary.append(row)
+        base, eng = by_impl["baseline"], by_impl[ENGINE]
+        tps_ratio = (eng["throughput_tps"] / base["throughput_tps"]
+                     if eng["throughput_tps"] is not None and base["throughput_tps"] else None)
+        p95_ratio = (eng["p95_ms"] / base["p95_ms"] if eng["p95_ms"] is not None and base["p95_ms"] else None)
+        comparisons.append({
+            "clients": clients, "throughput_ratio": tps_ratio, "p95_ratio": p95_ratio,
+            "throughput_target": f">= {TARGET_THROUGHPUT_RATIO:g}x", "p95_target": f"<= {TARGET_P95_RATIO:g}x",
+            "throughput_met": None if tps_ratio is None else tps_ratio >= TARGET_THROUGHPUT_RATIO,
+            "p95_met": None if p95_ratio is None else p95_ratio <= TARGET_P95_RATIO,
+        })
+    return summary, comparisons
+
+
+def verdict_text(met):
+    return {True: "MET", False: "NOT MET", None: "UNKNOWN (a run failed)"}[met]
+
+
+def print_table(summary, comparisons):
+    header = (f"{'impl':<10} {'clients':>7} {'runs':>4} {'throughput/s':>13} {'effic.':>6} {'mean ms':>9} "
+              f"{'P95 ms':>9} {'P99 ms':>9} {'err rate':>8} {'qdepth max':>10} {'retries':>7} {'rejects':>7}")
+    print(header)
+    print("-" * len(header))
+    for row in summary:
+        tps = fmt(row["throughput_tps"])
+        if row["throughput_sd"] is not None:
+            tps = f"{tps}±{row['throughput_sd']:.0f}"
+        print(f"{row['impl']:<10} {row['clients']:>7} {row['runs']:>4} {tps:>13} "
+              f"{fmt(row['efficiency'], '.3f'):>6} {fmt(row['mean_ms']):>9} "
+              f"{fmt(row['p95_ms']):>9} {fmt(row['p99_ms']):>9} {fmt(row['error_rate'], '.3f'):>8} "
+              f"{fmt(row['queue_depth_max'], '.0f'):>10} {fmt(row['retries'], '.0f'):>7} "
+              f"{fmt(row['rejections'], '.0f'):>7}")
+    print()
+    for c in comparisons:
+        print(f"clients {c['clients']}: engine/baseline throughput {fmt(c['throughput_ratio'], '.2f')}x "
+              f"(target {c['throughput_target']}: {verdict_text(c['throughput_met'])}), "
+              f"P95 {fmt(c['p95_ratio'], '.3f')}x (target {c['p95_target']}: {verdict_text(c['p95_met'])})")
+
+
+# ------------------------------------------------------------------------------------------ modes
+
+def trial_params(args, impl, clients, count, workdir, latency_ms=None, object_kib=None):
+    params = {"impl": impl, "count": count, "clients": clients, "workers": args.workers,
+              "queue_size": args.queue_size, "latency_ms": args.latency_ms if latency_ms is None else latency_ms,
+              "object_kib": args.object_kib if object_kib is None else object_kib, "seed": args.seed,
+              "load": "closed", "workdir": workdir}
+    if getattr(args, "store_backend", "local") == "http":
+        params.update(store="http", server_latency_ms=args.server_latency_ms)
+        if args.http_client:
+            params["http_client"] = args.http_client
+    return params
+
+
+def run_comparison(args, workdir):
+    if args.store_backend == "http":
+        log(f"store: HTTP object server per run, {args.server_latency_ms:g} ms per request, client "
+            f"{args.http_client or 'default (stdlib)'}; both implementations use the same client")
+    plan = []
+    pair = 0
+    for clients in args.clients:
+        for repeat in range(args.repeats):
+            order = IMPLS if pair % 2 == 0 else IMPLS[::-1]
+            for position, impl in enumerate(order):
+                plan.append((impl, clients, repeat, position))
+            pair += 1
+    runs = []
+    for number, (impl, clients, repeat, position) in enumerate(plan, 1):
+        params = trial_params(args, impl, clients, args.count, workdir)
+        outcome = spawn_trial(params, timeout_s=args.timeout)
+        run = {"run": number, "impl": impl, "clients": clients, "repeat": repeat, "order": position,
+               "status": outcome["status"], "returncode": outcome["returncode"], "wall_s": outcome["wall_s"],
+               "params": params, "result": outcome["result"]}
+        if outcome["status"] != "ok":
+            run["stderr_tail"] = outcome["stderr_tail"]
+            log(f"[{number}/{len(plan)}] {impl} clients={clients} repeat={repeat}: {outcome['status'].upper()} "
+                f"(exit {outcome['returncode']}): {outcome['stderr_tail'].strip().splitlines()[-1:]}")
+        else:
+            r = outcome["result"]
+            log(f"[{number}/{len(plan)}] {impl:<9} clients={clients:<4} repeat={repeat}: "
+                f"{r['throughput_tps']:.1f} tasks/s (efficiency {fmt(r.get('efficiency'), '.3f')}), mean {r['latency_ms']['mean']:.1f} ms, "
+                f"P95 {r['latency_ms']['p95']:.1f} ms, errors {r['error_rate']:.3f} ({outcome['wall_s']:.1f} s)")
+        runs.append(run)
+    summary, comparisons = summarize(runs, args.clients)
+    print_table(summary, comparisons)
+    document = {"kind": "comparison", "created_unix": time.time(), "args": vars(args),
+                "targets": {"throughput_ratio_min": TARGET_THROUGHPUT_RATIO, "p95_ratio_max": TARGET_P95_RATIO},
+                "runs": runs, "summary": summary, "ratios": comparisons,
+                "verdicts": {str(c["clients"]): {"throughput": verdict_text(c["throughput_met"]),
+                                                 "p95": verdict_text(c["p95_met"])} for c in comparisons}}
+    write_text(os.path.join(args.out, "results.json"), json.dumps(document, indent=2, sort_keys=True) + "\n")
+    write_text(os.path.join(args.out, "results.csv"), runs_csv(runs))
+    log(f"wrote {os.path.join(args.out, 'results.json')} and results.csv")
+    return 0 if all(r["status"] == "ok" for r in runs) else 1
+
+
+def _time_batch(submit_all):
+    """Run submit_all() -> list of zero-arg waiters; return (successes, seconds)."""
+    started = time.perf_counter()
+    waiters = submit_all()
+    ok = sum(1 for wait in waiters if wait() == "success")
+    return ok, time.perf_counter() - started
+
+
+class _NoopProcessor:
+    """Stands in for the engine's Processor: the task's work is nothing at all."""
+
+    def process(self, image_key, variant, key, attempt):
+        return f"variants/{image_key}@{variant}", None, 0
+
+
+def run_overhead(args, workdir):
+    """What the engine's machinery (validation, idempotency claim, SQLite state transitions, bounded
+    queue, metrics, handles) costs per task, against a bare ThreadPoolExecutor in this process.
+
+    Two pairs, each engine vs bare running the SAME per-task function:
+      noop: the function does nothing (the engine's Processor is swapped for a no-op one after start);
+      io:   Processor.process on empty objects (open, read, write header, rename) - the engine as shipped.
+    The target (engine >= 25% of bare) is judged on the noop pair, which isolates the overhead."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqengine import Config, WorkerPool
+    from tqengine.objects.local import LocalObjectStore
+    from tqengine.processor import Processor
+    from runners.workload import ensure_objects, make_tasks
+    from runners.envinfo import env_info
+
+    store_root = os.path.join(workdir, "store")
+    task_sets = {"noop": make_tasks(args.count, seed=args.seed, object_bytes=0)}
+    task_sets["io"] = task_sets["noop"][:min(args.count, OVERHEAD_IO_MAX)]
+    ensure_objects(task_sets["io"], store_root)
+    processor = Processor(LocalObjectStore(store_root))
+    noop = _NoopProcessor()
+
+    def work(proc):
+        def run(task):
+            variant = task["size"]
+            proc.process(task["image_key"], variant, f"{task['image_key']}#{variant}", 1)
+            return "success"
+        return run
+
+    def engine_run(kind, repeat):
+        tasks = task_sets[kind]
+        cfg = Config(max_workers=args.workers, queue_size=args.queue_size, latency_ms=0.0,
+                     db_path=os.path.join(workdir, "runs", f"engine-{kind}-{repeat}", "tasks.db"),
+                     store_root=store_root, log_level="WARNING")
+        os.makedirs(os.path.dirname(cfg.db_path), exist_ok=True)
+        with WorkerPool(cfg) as pool:
+            if kind == "noop":
+                if not hasattr(getattr(pool, "processor", None), "process"):
+                    raise RuntimeError("WorkerPool has no .processor to swap for a no-op one")
+                pool.processor = noop
+            return _time_batch(lambda: [lambda h=h: h.result(args.timeout).status
+                                        for h in pool.submit_many(tasks)])
+
+    def bare_run(kind):
+        tasks = task_sets[kind]
+        fn = work(noop if kind == "noop" else processor)
+        with ThreadPoolExecutor(max_workers=args.workers) as executor:
+            return _time_batch(lambda: [lambda f=f: f.result(args.timeout)
+                                        for f in [executor.submit(fn, t) for t in tasks]])
+
+    runs = []
+    for kind in ("noop", "io"):
+        for repeat in range(args.repeats):
+            order = (ENGINE, "bare") if repeat % 2 == 0 else ("bare", ENGINE)
+            for impl in order:
+                ok, seconds = engine_run(kind, repeat) if impl == ENGINE else bare_run(kind)
+                tasks = task_sets[kind]
+                runs.append({"work": kind, "impl": impl, "repeat": repeat, "tasks": len(tasks), "succeeded": ok,
+                             "elapsed_s": seconds, "tasks_per_s": ok / seconds if seconds > 0 else None})
+                log(f"overhead {kind:<4} repeat {repeat}: {impl:<9} {ok}/{len(tasks)} ok in {seconds:.3f} s "
+                    f"= {ok / seconds:.0f} tasks/s")
+    pairs = {}
+    for kind in ("noop", "io"):
+        engine_tps = mean_of([r["tasks_per_s"] for r in runs if r["work"] == kind and r["impl"] == ENGINE])
+        bare_tps = mean_of([r["tasks_per_s"] for r in runs if r["work"] == kind and r["impl"] == "bare"])
+        share = engine_tps / bare_tps if engine_tps and bare_tps else None
+        pairs[kind] = {"tasks": len(task_sets[kind]), "engine_tps": engine_tps, "bare_tps": bare_tps,
+                       "ratio": share}
+    share = pairs["noop"]["ratio"]
+    met = None if share is None else share >= TARGET_OVERHEAD_SHARE
+    all_ok = all(r["succeeded"] == r["tasks"] for r in runs)
+    print(f"overhead: {args.workers} workers, latency 0, submit_many vs executor.submit, "
+          f"mean of {args.repeats} alternating repeats, one process")
+    print(f"{'per-task work':<44} {'tasks':>6} {'engine/s':>9} {'bare/s':>9} {'engine/bare':>11}")
+    labels = {"noop": "no-op (engine Processor swapped for a no-op)",
+              "io": "Processor.process on empty objects"}
+    for kind in ("noop", "io"):
+        pair = pairs[kind]
+        print(f"{labels[kind]:<44} {pair['tasks']:>6} {fmt(pair['engine_tps'], '.0f'):>9} {fmt(pair['bare_tps'], '.0f'):>9} "
+              f"{fmt(pair['ratio'], '.3f'):>11}")
+    print(f"target: engine >= {TARGET_OVERHEAD_SHARE:g} x bare on no-op tasks: {verdict_text(met)}")
+    document = {"kind": "overhead", "created_unix": time.time(), "args": vars(args), "env": env_info(),
+                "runs": runs, "pairs": pairs, "ratio": share, "target_min": TARGET_OVERHEAD_SHARE,
+                "verdict": verdict_text(met)}
+    write_text(os.path.join(args.out, "overhead.json"), json.dumps(document, indent=2, sort_keys=True) + "\n")
+    return 0 if all_ok else 1
+
+
+def run_memory(args, workdir):
+    clients = max(args.clients)
+    runs = []
+    plan = [(count, impl) for i, count in enumerate(args.memory_counts)
+            for impl in (IMPLS if i % 2 == 0 else IMPLS[::-1])]
+    for number, (count, impl) in enumerate(plan, 1):
+        params = trial_params(args, impl, clients, count, workdir, latency_ms=0.0)
+        outcome = spawn_trial(params, timeout_s=args.timeout)
+        result = outcome["result"] or {}
+        run = {"impl": impl, "count": count, "clients": clients, "status": outcome["status"],
+               "wall_s": outcome["wall_s"], "peak_rss_mb": result.get("peak_rss_mb"),
+               "throughput_tps": result.get("throughput_tps"), "error_rate": result.get("error_rate"),
+               "queue_depth_max": (result.get("queue_depth") or {}).get("max"),
+               "rss_before_start_mb": (result.get("harness") or {}).get("rss_before_start_mb")}
+        if outcome["status"] != "ok":
+            run["stderr_tail"] = outcome["stderr_tail"]
+        runs.append(run)
+        log(f"[{number}/{len(plan)}] memory {impl:<9} {count:>7} tasks: {outcome['status']}, "
+            f"peak RSS {fmt(run['peak_rss_mb'])} MB ({outcome['wall_s']:.1f} s)")
+    print(f"peak RSS (MB), closed loop, {clients} clients, latency 0, {args.object_kib:g} KiB objects, "
+          f"fresh process per run")
+    print("(setup = RSS of the task list and the harness just before the implementation starts; the peak "
+          "includes it, so peak - setup is what running the implementation added)")
+    print(f"{'tasks':>8} {'baseline peak':>14} {'setup':>7} {'engine peak':>12} {'setup':>7}")
+    for count in args.memory_counts:
+        cells = {r["impl"]: r for r in runs if r["count"] == count}
+        b, e = cells["baseline"], cells[ENGINE]
+        print(f"{count:>8} {fmt(b['peak_rss_mb']):>14} {fmt(b['rss_before_start_mb']):>7} "
+              f"{fmt(e['peak_rss_mb']):>12} {fmt(e['rss_before_start_mb']):>7}")
+    document = {"kind": "memory", "created_unix": time.time(), "args": vars(args), "runs": runs}
+    write_text(os.path.join(args.out, "memory.json"), json.dumps(document, indent=2, sort_keys=True) + "\n")
+    return 0 if all(r["status"] == "ok" for r in runs) else 1
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    problem = check_args(args)
+    if problem:
+        print(f"benchmark.py: error: {problem}", file=sys.stderr)
+        return 2
+    args.out = os.path.abspath(args.out)
+    scratch, kind = scratch_root()
+    workdir = tempfile.mkdtemp(prefix="tq-bench-", dir=scratch)
+    log(f"scratch files in {workdir} ({kind or 'unknown filesystem'}; set TQ_SCRATCH_DIR to change)")
+    try:
+        if args.overhead:
+            return run_overhead(args, workdir)
+        if args.memory:
+            return run_memory(args, workdir)
+        return run_comparison(args, workdir)
+    except KeyboardInterrupt:
+        log("benchmark.py: interrupted")
+        return 1
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

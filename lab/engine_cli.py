@@ -1,0 +1,347 @@
+"""task_queue_optimized.py: the command-line face of the engine (tqengine).
+
+  python task_queue_optimized.py --benchmark [--count 2000 --clients 100 ...] [--json OUT]
+      a built-in workload through the same load harness as benchmark.py and the lab trials
+  python task_queue_optimized.py --tasks FILE --store DIR --db PATH [--json OUT]
+      process a task file; running it again on the same database resumes whatever is unfinished
+  python task_queue_optimized.py --db PATH --store DIR
+      resume only (for example after `python -m lab dlq requeue`)
+
+Exit codes: 0 ok, 1 the run failed or was interrupted, 2 bad input or configuration.
+SIGINT/SIGTERM: stop taking tasks, finish queued and running ones, write the metrics; a second SIGINT
+stops at once and leaves unfinished tasks in the database for the next start.
+"""
+import argparse
+import collections
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+from tqengine import WorkerPool, load_config
+from tqengine.errors import ConfigError
+from lab.taskfile import TaskFileError, check, iter_elements
+from runners.workload import ensure_objects
+from tqcontract.files import write_json
+from tqcontract.metrics import ENGINE
+
+BENCHMARK_PROFILE = {"latency_ms": 5.0}
+SUBMIT_BATCH = 64
+HANDLE_WINDOW = 4096
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="task_queue_optimized.py",
+        description="The optimized task queue engine: run a benchmark workload, or process a task file "
+                    "with durable state (resumable after a crash).",
+        epilog="Settings not given here come from TQ_* environment variables, then .env, then defaults "
+               "(see .env.example).")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--benchmark", action="store_true",
+                      help="run the built-in workload (closed loop of --clients) and print the figures")
+    what.add_argument("--tasks", metavar="FILE", help="process the tasks in this JSON list file")
+    p.add_argument("--store", metavar="DIR", help="object store root (source objects and variants/)")
+    p.add_argument("--db", metavar="PATH", help="SQLite database for task state")
+    p.add_argument("--json", metavar="OUT", help="write the metrics JSON here (atomically)")
+    p.add_argument("--create-objects", action="store_true",
+                   help="with --tasks: create missing source objects (deterministic content, the task's "
+                        "object_bytes or 16 KiB; at most 1 GiB each) before processing")
+    b = p.add_argument_group("benchmark workload")
+    b.add_argument("--count", type=int, help="tasks to submit (default 2000)")
+    b.add_argument("--clients", type=int, help="closed-loop clients (default 100)")
+    b.add_argument("--object-kib", type=float, help="source object size in KiB (default 16)")
+    b.add_argument("--duplicate-rate", type=float, help="share of duplicate tasks (default 0)")
+    b.add_argument("--load", choices=("closed", "open"), help="load model (default closed)")
+    b.add_argument("--rate", type=float, help="open loop: arrivals per second")
+    b.add_argument("--store-backend", choices=("local", "http"), default=None,
+                   help="benchmark against a local directory (default) or an HTTP object store started "
+                        "for the run (TQ_STORE and TQ_STORE_URL are not used by --benchmark)")
+    b.add_argument("--server-latency-ms", type=float, default=None,
+                   help="with --store-backend http: service time of each request at the server (default 0)")
+    e = p.add_argument_group("engine (default: TQ_* environment, .env, then built-in)")
+    e.add_argument("--workers", type=int, dest="max_workers", help="worker threads (8)")
+    e.add_argument("--queue-size", type=int, help="bounded queue size (200)")
+    e.add_argument("--mode", choices=("block", "fail_fast"), help="backpressure when the queue is full (block)")
+    e.add_argument("--enqueue-timeout", type=float, dest="enqueue_timeout_s",
+                   help="block mode: seconds to wait for room before rejecting (10)")
+    e.add_argument("--max-attempts", type=int, help="attempts per task before the dead-letter queue (3)")
+    e.add_argument("--backoff-base", type=float, dest="backoff_base_s", help="backoff base seconds (0.05)")
+    e.add_argument("--backoff-cap", type=float, dest="backoff_cap_s", help="backoff cap seconds (2.0)")
+    e.add_argument("--chunk-size", type=int, help="streaming chunk in bytes (65536)")
+    e.add_argument("--latency-ms", type=float,
+                   help="service time per attempt, ms (benchmark 5; task files 0)")
+    e.add_argument("--latency-jitter-ms", type=float, help="uniform jitter around --latency-ms (0)")
+    e.add_argument("--transient-rate", type=float, help="injected transient fault rate per attempt (0)")
+    e.add_argument("--permanent-rate", type=float, help="injected permanent fault rate per task (0)")
+    e.add_argument("--seed", type=int, help="fault-injection seed (0)")
+    e.add_argument("--log-level", help="JSON-lines log level on stderr (WARNING)")
+    e.add_argument("--store-url", help="with --tasks: use the HTTP object store at this base URL (sets "
+                                        "store=http; --store DIR is then unused)")
+    e.add_argument("--http-client", choices=("stdlib", "requests"),
+                   help="HTTP object-store client: the stdlib http.client pool (default) or requests; only "
+                        "with an HTTP store (--store-backend http, --store-url or TQ_STORE=http)")
+    return p
+
+
+WORKLOAD_DEFAULTS = {"count": 2000, "clients": 100, "object_kib": 16, "duplicate_rate": 0.0, "load": "closed"}
+WORKLOAD_FLAGS = ("count", "clients", "object_kib", "duplicate_rate", "load", "rate")
+
+ENGINE_FLAGS = ("max_workers", "queue_size", "mode", "enqueue_timeout_s", "max_attempts", "backoff_base_s",
+                "backoff_cap_s", "chunk_size", "latency_ms", "latency_jitter_ms", "transient_rate",
+                "permanent_rate", "seed", "log_level", "store_url", "http_client")
+
+
+class UsageError(Exception):
+    pass
+
+
+def engine_config(args, profile=None, benchmark=False):
+    cli = {k: getattr(args, k) for k in ENGINE_FLAGS}
+    if args.db:
+        cli["db_path"] = args.db
+    if args.store:
+        cli["store_root"] = args.store
+    if args.store_url:
+        cli["store"] = "http"
+    elif args.store:
+        cli["store"] = "local"      # --store DIR on the command line beats TQ_STORE=http from the environment
+    if benchmark:       # the benchmark picks its store with --store-backend and starts its own server
+        cli["store"], cli["store_url"] = "local", ""
+    cfg = load_config(cli=cli, profile=profile)
+    http = args.store_backend == "http" if benchmark else cfg.store == "http"
+    if args.http_client and not http:
+        raise UsageError("--http-client needs an HTTP store: --store-backend http with --benchmark, "
+                         "--store-url URL with --tasks")
+    return cfg
+
+
+# -- benchmark ------------------------------------------------------------------------------
+def run_benchmark(args):
+    from runners.trial import ParamError, run_trial
+    from runners.trial import validate
+    for name, default in WORKLOAD_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    if args.store_url:
+        raise UsageError("--store-url is for --tasks; --benchmark starts its own server with --store-backend http")
+    if args.store or args.db or args.create_objects:
+        raise UsageError("--store, --db and --create-objects are for --tasks; --benchmark uses scratch files of "
+                         "its own (TQ_SCRATCH_DIR chooses where)")
+    if args.server_latency_ms and args.store_backend != "http":
+        raise UsageError("--server-latency-ms needs --store-backend http")
+    cfg = engine_config(args, BENCHMARK_PROFILE, benchmark=True)
+    for name, value, low in (("--count", args.count, 1), ("--clients", args.clients, 1)):
+        if value < low:
+            raise UsageError(f"{name} must be >= {low} (got {value})")
+    params = {"impl": ENGINE, "count": args.count, "clients": args.clients, "workers": cfg.max_workers,
+              "queue_size": cfg.queue_size, "mode": cfg.mode, "latency_ms": cfg.latency_ms,
+              "latency_jitter_ms": cfg.latency_jitter_ms, "transient_rate": cfg.transient_rate,
+              "permanent_rate": cfg.permanent_rate, "duplicate_rate": args.duplicate_rate,
+              "object_kib": args.object_kib, "load": args.load, "rate": args.rate, "seed": cfg.seed,
+              "store": args.store_backend or "local", "http_client": cfg.http_client,
+              "server_latency_ms": args.server_latency_ms or 0.0,
+              "max_attempts": cfg.max_attempts, "enqueue_timeout_s": cfg.enqueue_timeout_s,
+              "backoff_base_s": cfg.backoff_base_s, "backoff_cap_s": cfg.backoff_cap_s,
+              "chunk_size": cfg.chunk_size, "log_level": cfg.log_level}
+    try:
+        params = validate(params)       # a bad value is one line, before the banner
+    except ParamError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"benchmark: {args.count} tasks, {args.clients} clients ({args.load} loop), {cfg.max_workers} workers, "
+          f"queue {cfg.queue_size} ({cfg.mode}), {cfg.latency_ms:g} ms per task, store {params['store']}"
+          + (f" ({params['server_latency_ms']:g} ms per request, {cfg.http_client} client)"
+             if params["store"] == "http" else ""),
+          file=sys.stderr)
+    try:
+        result = run_trial(params)
+    except ParamError as exc:
+        raise UsageError(str(exc)) from None
+    print_figures(result)
+    if args.json:
+        write_json(args.json, result)
+        print(f"metrics written to {args.json}", file=sys.stderr)
+    if result.get("counters", {}).get("succeeded", 0) > 0:
+        return 0
+    print(f"benchmark: no task succeeded (error rate {result.get('error_rate')}); --log-level INFO shows "
+          f"each attempt's error", file=sys.stderr)
+    return 1
+
+
+def _fmt(value, spec=".2f"):
+    return "n/a" if value is None else format(value, spec)
+
+
+def print_figures(m):
+    lat, c, depth = m["latency_ms"], m["counters"], m["queue_depth"]
+    rows = [
+        ("throughput", f"{_fmt(m['throughput_tps'], '.1f')} tasks/s"
+                       + (f"  (ceiling {m['ceiling_tps']:.0f}, efficiency {m['efficiency']:.3f})"
+                          if m.get("ceiling_tps") else "")),
+        ("latency mean", f"{_fmt(lat['mean'])} ms"),
+        ("latency P50", f"{_fmt(lat['p50'])} ms"),
+        ("latency P95", f"{_fmt(lat['p95'])} ms"),
+        ("latency P99", f"{_fmt(lat['p99'])} ms"),
+        ("error rate", f"{_fmt(m['error_rate'] * 100 if m['error_rate'] is not None else None)} %"),
+        ("queue depth", f"max {_fmt(depth['max'], '.0f')}, mean {_fmt(depth['mean'], '.1f')}, "
+                        f"P95 {_fmt(depth['p95'], '.0f')}"),
+        ("succeeded", c.get("succeeded")), ("retries", c.get("retried")), ("rejections", c.get("rejected")),
+        ("duplicates", c.get("duplicates")), ("dead letters", c.get("dead_lettered")),
+        ("thread utilisation", _fmt(m.get("thread_utilization"), ".3f")),
+        ("peak RSS", f"{_fmt(m.get('peak_rss_mb'), '.1f')} MB"),
+        ("tasks", m["tasks_submitted"]), ("elapsed", f"{m['elapsed_s']:.3f} s"),
+        ("scratch files on", (m.get("harness") or {}).get("scratch_fs") or "n/a"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+
+
+# -- task files -----------------------------------------------------------------------------
+class Interrupts:
+    """First SIGINT/SIGTERM: stop intake and finish gracefully. Second SIGINT: stop at once."""
+
+    def __init__(self):
+        self.stop_intake = threading.Event()
+        self.abort = threading.Event()
+        self.pool = None
+
+    def install(self):
+        signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, _frame):
+        if self.stop_intake.is_set() and signum == signal.SIGINT:
+            self.abort.set()
+            if self.pool is not None:
+                self.pool.abort()
+            print("second interrupt: stopping now; unfinished tasks resume at the next start", file=sys.stderr)
+            return
+        self.stop_intake.set()
+        print(f"{signal.Signals(signum).name}: finishing queued and running tasks (Ctrl-C again to stop now)",
+              file=sys.stderr)
+
+
+def run_tasks(args, interrupts):
+    given = [f"--{name.replace('_', '-')}" for name in WORKLOAD_FLAGS if getattr(args, name) is not None]
+    if given:
+        raise UsageError(f"{', '.join(given)}: benchmark workload flags, for --benchmark only (a task file "
+                         f"brings its own tasks)")
+    if args.store_backend or args.server_latency_ms is not None:
+        raise UsageError("--store-backend and --server-latency-ms are for --benchmark; a task file uses "
+                         "--store DIR, or an HTTP object store with --store-url URL")
+    cfg = engine_config(args)
+    if not args.db or (cfg.store == "local" and not args.store):
+        raise UsageError(f"{'--tasks' if args.tasks else 'resuming'} needs --db PATH and --store DIR (or "
+                         f"--store-url URL): the database does not record where the objects are")
+    if args.create_objects and not args.tasks:
+        raise UsageError("--create-objects needs --tasks FILE (the tasks name the objects)")
+    total = check(args.tasks) if args.tasks else 0
+    statuses = collections.Counter()
+    duplicates = 0
+    started = time.perf_counter()
+    with WorkerPool(cfg) as pool:       # opens the database first: an unusable one stops us before any write
+        interrupts.pool = pool
+        if args.tasks and args.create_objects:
+            ensure_objects(iter_elements(args.tasks), cfg.store_root,
+                           store=pool.objects if cfg.store == "http" else None)
+        recovered = getattr(pool, "recovered", 0)
+        if recovered:
+            print(f"resuming {recovered} unfinished task(s) from {cfg.db_path}", file=sys.stderr)
+        window = collections.deque()
+        submitted = 0
+
+        def settle(handle):
+            nonlocal duplicates
+            result = handle.result()
+            statuses[result.status] += 1
+            duplicates += result.duplicate
+
+        if args.tasks:
+            batch = []
+            for task in iter_elements(args.tasks):
+                if interrupts.stop_intake.is_set():
+                    break
+                batch.append(task)
+                if len(batch) == SUBMIT_BATCH:
+                    window.extend(pool.submit_many(batch))
+                    submitted += len(batch)
+                    batch = []
+                    while len(window) > HANDLE_WINDOW:
+                        settle(window.popleft())
+                    progress(submitted, total, pool)
+            if batch and not interrupts.stop_intake.is_set():
+                window.extend(pool.submit_many(batch))
+                submitted += len(batch)
+        while not pool.drain(timeout=0.5):
+            if interrupts.abort.is_set():
+                break
+            progress(submitted, total, pool)
+        if not interrupts.abort.is_set():
+            while window:
+                settle(window.popleft())
+        clean = pool.shutdown(graceful=not interrupts.abort.is_set())
+        metrics = pool.metrics_snapshot()
+    print("", file=sys.stderr)
+    elapsed = time.perf_counter() - started
+    c = metrics["counters"]
+    print(f"submitted {submitted} of {total} task(s) in {elapsed:.2f} s: success {statuses['success']}, "
+          f"dead {statuses['dead']}, rejected {statuses['rejected']}; {duplicates} of them duplicates answered without running again; "
+          f"resumed {recovered}{_outcomes(pool.recovered_outcomes) if recovered else ''}; retries {c['retried']}; "
+          f"dead letters {c['dead_lettered']}")
+    if args.json:
+        write_json(args.json, metrics)
+        print(f"metrics written to {args.json}", file=sys.stderr)
+    if statuses["failed"]:
+        print(f"{statuses['failed']} task(s) could not be recorded (state store failure); their state is "
+              f"unknown: run the same command again to resume", file=sys.stderr)
+        return 1
+    if not clean or interrupts.stop_intake.is_set():
+        print("stopped before all tasks finished; run the same command again to resume", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _outcomes(counter):
+    return " (" + ", ".join(f"{status} {n}" for status, n in sorted(counter.items())) + ")" if counter else ""
+
+
+_last_progress = [0.0]
+
+
+def progress(done, total, pool):
+    now = time.monotonic()
+    if now - _last_progress[0] < 0.5:
+        return
+    _last_progress[0] = now
+    c = pool.metrics.counters()
+    print(f"\rsubmitted {done}/{total}  success {c['succeeded']}  dead {c['dead_lettered']}  "
+          f"rejected {c['rejected']}  retries {c['retried']}", end="", file=sys.stderr, flush=True)
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    interrupts = Interrupts()
+    try:
+        if args.benchmark:
+            return run_benchmark(args)
+        if not args.tasks and not args.db:
+            parser.print_usage(sys.stderr)
+            print("task_queue_optimized.py: error: give --benchmark, or --tasks FILE --store DIR --db PATH, "
+                  "or --db PATH to resume", file=sys.stderr)
+            return 2
+        interrupts.install()
+        return run_tasks(args, interrupts)
+    except (ConfigError, TaskFileError, UsageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
