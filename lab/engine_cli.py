@@ -20,14 +20,25 @@ import sys
 import threading
 import time
 
+from runners import params as trial_params
 from tqengine import WorkerPool, load_config
+from tqengine.config import DEFAULTS, SETTINGS
 from tqengine.errors import ConfigError
 from lab.taskfile import TaskFileError, check, iter_elements
 from runners.workload import ensure_objects
 from tqcontract.files import write_json
 from tqcontract.metrics import ENGINE
 
-BENCHMARK_PROFILE = {"latency_ms": 5.0}
+BENCHMARK_PROFILE = trial_params.LAB_PROFILE
+# flag -> Config field; type, choices and help come from the field's Setting (tqengine/config.py)
+ENGINE_FLAG_NAMES = {
+    "--workers": "max_workers", "--queue-size": "queue_size", "--mode": "mode",
+    "--enqueue-timeout": "enqueue_timeout_s", "--max-attempts": "max_attempts", "--backoff-base": "backoff_base_s",
+    "--backoff-cap": "backoff_cap_s", "--chunk-size": "chunk_size", "--latency-ms": "latency_ms",
+    "--latency-jitter-ms": "latency_jitter_ms", "--transient-rate": "transient_rate",
+    "--permanent-rate": "permanent_rate", "--seed": "seed", "--log-level": "log_level",
+    "--store-url": "store_url", "--http-client": "http_client",
+}
 SUBMIT_BATCH = 64
 HANDLE_WINDOW = 4096
 
@@ -62,36 +73,21 @@ def build_parser():
     b.add_argument("--server-latency-ms", type=float, default=None,
                    help="with --store-backend http: service time of each request at the server (default 0)")
     e = p.add_argument_group("engine (default: TQ_* environment, .env, then built-in)")
-    e.add_argument("--workers", type=int, dest="max_workers", help="worker threads (8)")
-    e.add_argument("--queue-size", type=int, help="bounded queue size (200)")
-    e.add_argument("--mode", choices=("block", "fail_fast"), help="backpressure when the queue is full (block)")
-    e.add_argument("--enqueue-timeout", type=float, dest="enqueue_timeout_s",
-                   help="block mode: seconds to wait for room before rejecting (10)")
-    e.add_argument("--max-attempts", type=int, help="attempts per task before the dead-letter queue (3)")
-    e.add_argument("--backoff-base", type=float, dest="backoff_base_s", help="backoff base seconds (0.05)")
-    e.add_argument("--backoff-cap", type=float, dest="backoff_cap_s", help="backoff cap seconds (2.0)")
-    e.add_argument("--chunk-size", type=int, help="streaming chunk in bytes (65536)")
-    e.add_argument("--latency-ms", type=float,
-                   help="service time per attempt, ms (benchmark 5; task files 0)")
-    e.add_argument("--latency-jitter-ms", type=float, help="uniform jitter around --latency-ms (0)")
-    e.add_argument("--transient-rate", type=float, help="injected transient fault rate per attempt (0)")
-    e.add_argument("--permanent-rate", type=float, help="injected permanent fault rate per task (0)")
-    e.add_argument("--seed", type=int, help="fault-injection seed (0)")
-    e.add_argument("--log-level", help="JSON-lines log level on stderr (WARNING)")
-    e.add_argument("--store-url", help="with --tasks: use the HTTP object store at this base URL (sets "
-                                        "store=http; --store DIR is then unused)")
-    e.add_argument("--http-client", choices=("stdlib", "requests"),
-                   help="HTTP object-store client: the stdlib http.client pool (default) or requests; only "
-                        "with an HTTP store (--store-backend http, --store-url or TQ_STORE=http)")
+    for flag, name in ENGINE_FLAG_NAMES.items():
+        spec = SETTINGS[name]
+        default = BENCHMARK_PROFILE.get(name)
+        shown = f"{DEFAULTS[name]!r}" + (f"; --benchmark {default!r}" if default is not None else "")
+        e.add_argument(flag, dest=name, metavar=name.upper() if spec.choices is None else None,
+                       type={"int": int, "float": float}.get(spec.kind, str),
+                       choices=spec.choices if spec.choices and not spec.upper else None,
+                       help=f"{spec.help} (TQ_{name.upper()}; default {shown})")
     return p
 
 
 WORKLOAD_DEFAULTS = {"count": 2000, "clients": 100, "object_kib": 16, "duplicate_rate": 0.0, "load": "closed"}
 WORKLOAD_FLAGS = ("count", "clients", "object_kib", "duplicate_rate", "load", "rate")
 
-ENGINE_FLAGS = ("max_workers", "queue_size", "mode", "enqueue_timeout_s", "max_attempts", "backoff_base_s",
-                "backoff_cap_s", "chunk_size", "latency_ms", "latency_jitter_ms", "transient_rate",
-                "permanent_rate", "seed", "log_level", "store_url", "http_client")
+ENGINE_FLAGS = tuple(ENGINE_FLAG_NAMES.values())
 
 
 class UsageError(Exception):
@@ -136,16 +132,10 @@ def run_benchmark(args):
     for name, value, low in (("--count", args.count, 1), ("--clients", args.clients, 1)):
         if value < low:
             raise UsageError(f"{name} must be >= {low} (got {value})")
-    params = {"impl": ENGINE, "count": args.count, "clients": args.clients, "workers": cfg.max_workers,
-              "queue_size": cfg.queue_size, "mode": cfg.mode, "latency_ms": cfg.latency_ms,
-              "latency_jitter_ms": cfg.latency_jitter_ms, "transient_rate": cfg.transient_rate,
-              "permanent_rate": cfg.permanent_rate, "duplicate_rate": args.duplicate_rate,
-              "object_kib": args.object_kib, "load": args.load, "rate": args.rate, "seed": cfg.seed,
-              "store": args.store_backend or "local", "http_client": cfg.http_client,
-              "server_latency_ms": args.server_latency_ms or 0.0,
-              "max_attempts": cfg.max_attempts, "enqueue_timeout_s": cfg.enqueue_timeout_s,
-              "backoff_base_s": cfg.backoff_base_s, "backoff_cap_s": cfg.backoff_cap_s,
-              "chunk_size": cfg.chunk_size, "log_level": cfg.log_level}
+    params = trial_params.from_engine_config(cfg)
+    params.update(impl=ENGINE, count=args.count, clients=args.clients, duplicate_rate=args.duplicate_rate,
+                  object_kib=args.object_kib, load=args.load, rate=args.rate, store=args.store_backend or "local",
+                  server_latency_ms=args.server_latency_ms or 0.0)
     try:
         params = validate(params)       # a bad value is one line, before the banner
     except ParamError as exc:

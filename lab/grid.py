@@ -8,9 +8,9 @@ A grid file is one JSON object:
      "axes":  {"workers": [2, 8, 32], "queue_size": [16, 256], "mode": ["block", "fail_fast"],
                "error_rate": [0, 0.05], "clients": [10, 100], "store": ["local"]}}
 
-Every trial parameter of docs/CONTRACTS.md (except `impl`, `seed` and `workdir`, which the sweep sets)
-may be fixed or an axis, never both; `error_rate` is the grid's name for the trial's `transient_rate`.
-Parameters named in neither take DEFAULTS. Validation raises GridError with a one-line message that
+The trial parameters in PARAM_ORDER may be fixed or an axis, never both; `error_rate` is the grid's name
+for the trial's `transient_rate`. Their types, ranges and defaults are the trial's (runners/params.py,
+derived from the engine's Config), so a grid that validates runs. Validation raises GridError with a one-line message that
 starts with the offending key.
 """
 import hashlib
@@ -20,8 +20,8 @@ import math
 import random
 import re
 
+from runners import params as param_specs
 from tqcontract.metrics import IMPLEMENTATIONS, canonical_impl
-from tqengine.config import DEFAULT_HTTP_CLIENT, HTTP_CLIENTS
 
 
 
@@ -30,10 +30,8 @@ PARAM_ORDER = ("workers", "queue_size", "mode", "transient_rate", "permanent_rat
                "count", "latency_ms", "latency_jitter_ms", "duplicate_rate", "object_kib", "load", "rate",
                "server_latency_ms", "http_client")
 
-DEFAULTS = {"count": 200, "clients": 1, "workers": 4, "queue_size": 100, "mode": "block", "latency_ms": 5,
-            "latency_jitter_ms": 0, "transient_rate": 0.0, "permanent_rate": 0.0, "duplicate_rate": 0.0,
-            "object_kib": 16, "load": "closed", "rate": None, "store": "local", "server_latency_ms": 0,
-            "http_client": DEFAULT_HTTP_CLIENT}
+# Parameters named in neither `fixed` nor `axes` take the trial's defaults (runners/params.py).
+DEFAULTS = {k: param_specs.DEFAULTS[k] for k in PARAM_ORDER}
 
 ALIASES = {"error_rate": "transient_rate"}
 
@@ -54,63 +52,19 @@ def _is_number(v):
     return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
 
 
-def _int_range(lo, hi):
-    def check(v):
-        if not _is_int(v):
-            return f"must be an integer, got {json.dumps(v)}"
-        if not lo <= v <= hi:
-            return f"must be between {lo} and {hi}, got {v}"
-        return None
-    return check
+def _problem(key, value):
+    """Why a grid value is not valid for trial parameter `key` (None when it is), with the value shown."""
+    problem = param_specs.check(key, value)
+    return None if problem is None else f"{problem}, got {json.dumps(value)}"
 
-
-def _num_range(lo, hi, allow_none=False, lo_open=False):
-    def check(v):
-        if v is None and allow_none:
-            return None
-        if not _is_number(v):
-            return f"must be a number, got {json.dumps(v)}"
-        if v < lo or v > hi or (lo_open and v == lo):
-            low = f"> {lo}" if lo_open else f">= {lo}"
-            return f"must be {low} and <= {hi}, got {v}"
-        return None
-    return check
-
-
-def _choice(*options):
-    def check(v):
-        if v not in options or not isinstance(v, str):
-            return f"must be one of {', '.join(options)}, got {json.dumps(v)}"
-        return None
-    return check
-
-
-PARAM_CHECKS = {
-    "count": _int_range(1, 10_000_000),
-    "clients": _int_range(1, 10_000),
-    "workers": _int_range(1, 4096),
-    "queue_size": _int_range(1, 10_000_000),
-    "mode": _choice("block", "fail_fast"),
-    "latency_ms": _num_range(0, 600_000),
-    "latency_jitter_ms": _num_range(0, 600_000),
-    "transient_rate": _num_range(0, 1),
-    "permanent_rate": _num_range(0, 1),
-    "duplicate_rate": _num_range(0, 1),
-    "object_kib": _int_range(0, 4 * 1024 * 1024),
-    "load": _choice("closed", "open"),
-    "rate": _num_range(0, 10_000_000, allow_none=True, lo_open=True),
-    "store": _choice("local", "http"),
-    "server_latency_ms": _num_range(0, 600_000),
-    "http_client": _choice(*HTTP_CLIENTS),
-}
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
 def _canonical_param(key, where):
     canon = ALIASES.get(key, key)
-    if canon not in PARAM_CHECKS:
-        allowed = ", ".join(sorted(set(PARAM_CHECKS) | set(ALIASES)))
+    if canon not in PARAM_ORDER:
+        allowed = ", ".join(sorted(set(PARAM_ORDER) | set(ALIASES)))
         raise GridError(f"{where}.{key}: unknown key (allowed: {allowed})")
     return canon
 
@@ -177,7 +131,7 @@ def validate(raw, repeats=None, seed=None):
         canon = _canonical_param(key, "fixed")
         if canon in fixed:
             raise GridError(f"fixed.{key}: given twice (error_rate is transient_rate)")
-        problem = PARAM_CHECKS[canon](value)
+        problem = _problem(canon, value)
         if problem:
             raise GridError(f"fixed.{key}: {problem}")
         fixed[canon] = value
@@ -196,7 +150,7 @@ def validate(raw, repeats=None, seed=None):
         if not values:
             raise GridError(f"axes.{key}: empty axis")
         for value in values:
-            problem = PARAM_CHECKS[canon](value)
+            problem = _problem(canon, value)
             if problem:
                 raise GridError(f"axes.{key}: {problem}")
         if len({json.dumps(v) for v in values}) != len(values):

@@ -14,95 +14,33 @@ import sys
 import tempfile
 import uuid
 
-from tqengine.config import DEFAULT_HTTP_CLIENT, HTTP_CLIENTS
 from tqengine.errors import ConfigError
 from runners.workload import ensure_objects, make_tasks
-from tqcontract.metrics import ENGINE, IMPLEMENTATIONS
+from runners import params as trial_params
 from runners.envinfo import filesystem_kind, scratch_root
 from runners.load import run_load
 
-IMPLS = IMPLEMENTATIONS
-LOADS = ("closed", "open")
-MODES = ("block", "fail_fast")
-STORES = ("local", "http")
-
-DEFAULTS = {
-    "impl": ENGINE, "count": 2000, "clients": 100, "workers": 8, "queue_size": 200, "mode": "block",
-    "latency_ms": 5.0, "latency_jitter_ms": 0.0, "transient_rate": 0.0, "permanent_rate": 0.0,
-    "duplicate_rate": 0.0, "object_kib": 16, "load": "closed", "rate": None, "seed": 0, "store": "local",
-    "server_latency_ms": 0.0, "server_error_rate": 0.0, "workdir": None,
-    # optional extras (not in the contract's list; defaults leave the implementations' own defaults)
-    "max_attempts": None, "enqueue_timeout_s": None, "backoff_base_s": None, "backoff_cap_s": None,
-    "chunk_size": None, "log_level": None, "result_timeout_s": 120.0, "label": None,
-    "http_client": DEFAULT_HTTP_CLIENT,     # HttpObjectStore transport for store=http (engine and baseline)
-}
-
-_INT = "int"
-_NUM = "number"
-_RATE = "rate"
-
-
-def _spec():
-    return {
-        "impl": ("choice", IMPLS), "count": (_INT, 1), "clients": (_INT, 1), "workers": (_INT, 1),
-        "queue_size": (_INT, 1), "mode": ("choice", MODES), "latency_ms": (_NUM, 0),
-        "latency_jitter_ms": (_NUM, 0), "transient_rate": (_RATE,), "permanent_rate": (_RATE,),
-        "duplicate_rate": (_RATE,), "object_kib": (_NUM, 0), "load": ("choice", LOADS),
-        "rate": ("optnum", 0), "seed": (_INT, None), "store": ("choice", STORES),
-        "server_latency_ms": (_NUM, 0), "server_error_rate": (_RATE,), "workdir": ("optstr",), "max_attempts": ("optint", 1),
-        "enqueue_timeout_s": ("optnum", 0), "backoff_base_s": ("optnum", 0), "backoff_cap_s": ("optnum", 0),
-        "chunk_size": ("optint", 1), "log_level": ("optstr",), "result_timeout_s": (_NUM, 0), "label": ("optstr",),
-        "http_client": ("choice", HTTP_CLIENTS),
-    }
-
-
 class ParamError(ValueError):
     """Bad trial params: exit 2."""
-
-
-def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value \
-        and value not in (float("inf"), float("-inf"))
 
 
 def validate(params):
     """Return the complete params (defaults filled in) or raise ParamError with a one-line reason."""
     if not isinstance(params, dict):
         raise ParamError("params must be a JSON object")
-    spec = _spec()
-    unknown = sorted(set(params) - set(spec))
+    unknown = sorted(set(params) - set(trial_params.SPECS))
     if unknown:
         raise ParamError(f"unknown param(s): {', '.join(map(str, unknown))}")
-    out = dict(DEFAULTS)
+    out = dict(trial_params.DEFAULTS)
     for key, value in params.items():
-        kind = spec[key][0]
-        if kind == "choice":
-            if value not in spec[key][1]:
-                raise ParamError(f"{key} must be one of {', '.join(spec[key][1])}, not {value!r}")
-        elif kind in (_INT, "optint"):
-            if value is None and kind == "optint":
-                pass
-            elif not isinstance(value, int) or isinstance(value, bool):
-                raise ParamError(f"{key} must be an integer, not {value!r}")
-            elif spec[key][1] is not None and value < spec[key][1]:
-                raise ParamError(f"{key} must be >= {spec[key][1]}, not {value}")
-        elif kind in (_NUM, "optnum"):
-            if value is None and kind == "optnum":
-                pass
-            elif not _is_number(value):
-                raise ParamError(f"{key} must be a finite number, not {value!r}")
-            elif value < spec[key][1] or (kind == "optnum" and value == spec[key][1]):
-                raise ParamError(f"{key} must be {'>' if kind == 'optnum' else '>='} {spec[key][1]}, "
-                                 f"not {value}")
-        elif kind == _RATE:
-            if not _is_number(value) or not 0 <= value <= 1:
-                raise ParamError(f"{key} must be a number within 0..1, not {value!r}")
-        elif kind == "optstr":
-            if value is not None and (not isinstance(value, str) or not value):
-                raise ParamError(f"{key} must be a non-empty string, not {value!r}")
+        problem = trial_params.check(key, value)
+        if problem:
+            raise ParamError(f"{key} {problem}, not {value!r}")
         out[key] = value
     if out["load"] == "open" and out["rate"] is None:
         raise ParamError("load 'open' needs a rate (tasks/s)")
+    if out["backoff_cap_s"] < out["backoff_base_s"]:
+        raise ParamError(f"backoff_cap_s must be >= backoff_base_s, not {out['backoff_cap_s']!r}")
     # a rate given with the closed loop is ignored (a sweep grid may cross load and rate)
     return out
 
@@ -116,15 +54,9 @@ def make_adapter(p, store_root, run_dir, store_url=None, http_store_cls=None):
                                latency_jitter_ms=p["latency_jitter_ms"], transient_rate=p["transient_rate"],
                                permanent_rate=p["permanent_rate"], seed=p["seed"], store=store)
     from runners.adapters import EngineAdapter
-    config = dict(max_workers=p["workers"], queue_size=p["queue_size"], mode=p["mode"],
-                  latency_ms=p["latency_ms"], latency_jitter_ms=p["latency_jitter_ms"],
-                  transient_rate=p["transient_rate"], permanent_rate=p["permanent_rate"], seed=p["seed"],
-                  db_path=os.path.join(run_dir, "engine.sqlite3"), store_root=store_root,
-                  store="http" if store_url else "local", store_url=store_url, http_client=p["http_client"],
-                  log_level="WARNING")
-    for key in ("max_attempts", "enqueue_timeout_s", "backoff_base_s", "backoff_cap_s", "chunk_size", "log_level"):
-        if p[key] is not None:
-            config[key] = p[key]
+    config = trial_params.engine_config(p)
+    config.update(db_path=os.path.join(run_dir, "engine.sqlite3"), store_root=store_root,
+                  store="http" if store_url else "local", store_url=store_url or "")
     return EngineAdapter(**config)
 
 

@@ -1,13 +1,21 @@
-"""Every knob of the engine in one dataclass, and where each value comes from.
+"""Every knob of the engine in one dataclass, each with its type, range, default and help in one place.
+
+`Config` fields carry a `Setting` (in the field's metadata) that says what values are valid; `validate()`,
+the TQ_* environment and .env loader, the command line's help and the lab's grid and trial specs all read
+those Settings, so a range or a default is written once (`SETTINGS`).
 
 Precedence, highest first: command line > environment (TQ_<FIELD>) > .env file (python-dotenv) >
 a caller's profile defaults (e.g. the benchmark's latency) > the dataclass defaults. Invalid values
 raise ConfigError with one line naming the key; the command lines turn that into exit code 2.
 """
+from __future__ import annotations
+
 import dataclasses
 import math
 import os
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from .errors import ConfigError
 
@@ -16,106 +24,157 @@ STORES = ("local", "http")
 HTTP_CLIENTS = ("stdlib", "requests")
 DEFAULT_HTTP_CLIENT = "stdlib"     # why not requests: docs/HTTP_STORE.md, "Which client is the default"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
-
-@dataclass
-class Config:
-    max_workers: int = 8            # worker threads in the ThreadPoolExecutor
-    queue_size: int = 200           # queue.Queue(maxsize=...): the bound that gives backpressure
-    mode: str = "block"             # block: wait up to enqueue_timeout_s, then reject; fail_fast: reject at once
-    enqueue_timeout_s: float = 10.0
-    max_attempts: int = 3           # attempts per task, first one included
-    backoff_base_s: float = 0.05    # full-jitter backoff: U(0, min(cap, base * 2**(n-1)))
-    backoff_cap_s: float = 2.0
-    db_path: str = "data/run/tasks.db"
-    store_root: str = "data/run/store"
-    store: str = "local"            # local directory, or http (lab objects serve)
-    store_url: str = ""             # base URL of the HTTP object store when store=http
-    # store=http transport: stdlib (http.client pool) or requests (one shared Session, stream=True); the
-    # same behaviour and errors, stdlib with less CPU per call (docs/HTTP_STORE.md)
-    http_client: str = DEFAULT_HTTP_CLIENT
-    chunk_size: int = 64 * 1024     # streaming chunk, bytes
-    latency_ms: float = 0.0         # injected mean service latency per attempt (slept like real I/O)
-    latency_jitter_ms: float = 0.0  # uniform +- jitter around latency_ms
-    transient_rate: float = 0.0     # share of attempts failing with a transient (retried) fault
-    permanent_rate: float = 0.0     # share of tasks failing with a permanent fault
-    seed: int = 0                   # seed of the fault model
-    log_level: str = "WARNING"      # JSON-lines logs on stderr; WARNING keeps benchmarks quiet
-    log_file: str = ""              # JSON-lines log file instead of stderr
-    shutdown_timeout_s: float = 60.0  # graceful shutdown waits at most this long for queued work
-    recover: bool = True            # resume tasks an earlier process left unfinished
-
-    def validate(self):
-        def need(cond, key, msg):
-            if not cond:
-                raise ConfigError(f"invalid {key}: {msg} (got {getattr(self, key)!r})")
-        for f in fields(self):      # the right type first, so the checks below compare like with like
-            value, kind = getattr(self, f.name), (f.type if isinstance(f.type, str) else f.type.__name__)
-            if kind == "int":
-                need(isinstance(value, int) and not isinstance(value, bool), f.name, "must be an integer")
-            elif kind == "float":
-                need(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
-                     f.name, "must be a finite number")
-            elif kind == "str":
-                need(isinstance(value, str), f.name, "must be text")
-            elif kind == "bool":
-                need(isinstance(value, bool), f.name, "must be true or false")
-        need(self.max_workers >= 1, "max_workers", "must be a positive integer")
-        need(self.max_workers <= 1024, "max_workers", "must be at most 1024")
-        need(self.queue_size >= 1, "queue_size", "must be a positive integer")
-        need(self.mode in MODES, "mode", f"must be one of {', '.join(MODES)}")
-        need(self.enqueue_timeout_s >= 0, "enqueue_timeout_s", "must be >= 0")
-        need(self.max_attempts >= 1, "max_attempts", "must be >= 1")
-        need(self.backoff_base_s >= 0, "backoff_base_s", "must be >= 0")
-        need(self.backoff_cap_s >= self.backoff_base_s, "backoff_cap_s", "must be >= backoff_base_s")
-        need(bool(self.db_path), "db_path", "must not be empty")
-        need(bool(self.store_root), "store_root", "must not be empty")
-        need(self.store in STORES, "store", f"must be one of {', '.join(STORES)}")
-        need(self.store != "http" or bool(self.store_url), "store_url", "is required when store=http")
-        need(self.http_client in HTTP_CLIENTS, "http_client", f"must be one of {', '.join(HTTP_CLIENTS)}")
-        need(self.chunk_size >= 1, "chunk_size", "must be a positive integer")
-        need(self.latency_ms >= 0, "latency_ms", "must be >= 0")
-        need(self.latency_jitter_ms >= 0, "latency_jitter_ms", "must be >= 0")
-        for key in ("transient_rate", "permanent_rate"):
-            need(0.0 <= getattr(self, key) <= 1.0, key, "must be within [0, 1]")
-        need(self.log_level.upper() in LOG_LEVELS, "log_level", f"must be one of {', '.join(LOG_LEVELS)}")
-        need(self.shutdown_timeout_s > 0, "shutdown_timeout_s", "must be > 0")
-        return self
-
-    @property
-    def ceiling_tps(self):
-        """The most successes per second the workers can give: workers / service time."""
-        return self.max_workers * 1000.0 / self.latency_ms if self.latency_ms > 0 else None
-
-
-FIELD_TYPES = {f.name: (f.type if isinstance(f.type, str) else f.type.__name__) for f in fields(Config)}
 ENV_PREFIX = "TQ_"
 
 
-def coerce(key, raw):
-    """Turn a string (from the environment or .env) into the field's type, or ConfigError."""
-    kind = FIELD_TYPES[key]
-    text = str(raw).strip()
-    try:
-        if kind == "bool":
+@dataclass(frozen=True)
+class Setting:
+    """What one value may be: its kind ("int", "float", "str", "bool"), inclusive bounds (`low_open`: the
+    low bound itself is refused), a list of choices, whether None is allowed, and a one-line help."""
+    kind: str
+    help: str = ""
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    choices: tuple[str, ...] | None = None
+    optional: bool = False          # None is a valid value ("not set")
+    nonempty: bool = False          # for str: "" is refused
+    upper: bool = False             # for choices: compared case-insensitively, stored upper-case
+
+    def problem(self, value: Any) -> str | None:
+        """Why `value` is not valid (a phrase such as "must be an integer"), or None when it is."""
+        if value is None:
+            return None if self.optional else f"must be {self._kind_phrase()}"
+        kind = self.kind
+        if kind == "int":
+            if not isinstance(value, int) or isinstance(value, bool):
+                return "must be an integer"
+        elif kind == "float":
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                return "must be a finite number"
+        elif kind == "bool":
+            if not isinstance(value, bool):
+                return "must be true or false"
+        elif kind == "str":
+            if not isinstance(value, str):
+                return "must be text"
+            if self.nonempty and not value:
+                return "must not be empty"
+        if self.choices is not None:
+            probe = value.upper() if self.upper and isinstance(value, str) else value
+            if probe not in self.choices:
+                return f"must be one of {', '.join(self.choices)}"
+        if kind in ("int", "float"):
+            low, high = self.low, self.high
+            if low is not None and (value < low or (self.low_open and value == low)):
+                return self._range_phrase()
+            if high is not None and value > high:
+                return self._range_phrase()
+        return None
+
+    def _kind_phrase(self) -> str:
+        return {"int": "an integer", "float": "a finite number", "bool": "true or false"}.get(self.kind, "text")
+
+    def _range_phrase(self) -> str:
+        low = None if self.low is None else (f"> {self.low:g}" if self.low_open else f">= {self.low:g}")
+        high = None if self.high is None else f"<= {self.high:g}"
+        return "must be " + " and ".join(p for p in (low, high) if p)
+
+    def coerce(self, raw: Any) -> Any:
+        """A string (from the environment or .env) turned into this kind; ValueError if it cannot be."""
+        text = str(raw).strip()
+        if self.kind == "bool":
             lowered = text.lower()
             if lowered in ("1", "true", "yes", "on"):
                 return True
             if lowered in ("0", "false", "no", "off"):
                 return False
-            raise ValueError
-        if kind == "int":
+            raise ValueError(text)
+        if self.kind == "int":
             return int(text)
-        if kind == "float":
+        if self.kind == "float":
             return float(text)
         return text
+
+
+def setting(default: Any, kind: str, help: str, **limits: Any) -> Any:
+    """A dataclass field whose metadata holds its Setting."""
+    return field(default=default, metadata={"setting": Setting(kind, help, **limits)})
+
+
+@dataclass
+class Config:
+    max_workers: int = setting(8, "int", "worker threads in the ThreadPoolExecutor", low=1, high=1024)
+    queue_size: int = setting(200, "int", "queue.Queue(maxsize=...): the bound that gives backpressure",
+                              low=1, high=10_000_000)
+    mode: str = setting("block", "str", "when the queue is full: block (wait up to enqueue_timeout_s, then "
+                        "reject) or fail_fast (reject at once)", choices=MODES)
+    enqueue_timeout_s: float = setting(10.0, "float", "block mode: seconds to wait for room before rejecting",
+                                       low=0, high=86_400)
+    max_attempts: int = setting(3, "int", "attempts per task, the first one included, before the dead-letter "
+                                "queue", low=1, high=1000)
+    backoff_base_s: float = setting(0.05, "float", "full-jitter backoff U(0, min(cap, base * 2**(n-1))): base, "
+                                    "seconds", low=0, high=3600)
+    backoff_cap_s: float = setting(2.0, "float", "backoff cap, seconds (>= backoff_base_s)", low=0, high=86_400)
+    db_path: str = setting("data/run/tasks.db", "str", "SQLite database of task state", nonempty=True)
+    store_root: str = setting("data/run/store", "str", "object store root: source objects and variants/",
+                              nonempty=True)
+    store: str = setting("local", "str", "object store: a local directory or an HTTP object store",
+                         choices=STORES)
+    store_url: str = setting("", "str", "base URL of the HTTP object store when store=http")
+    http_client: str = setting(DEFAULT_HTTP_CLIENT, "str", "HTTP object-store client: stdlib (http.client "
+                               "pool) or requests; same behaviour and errors (docs/HTTP_STORE.md)",
+                               choices=HTTP_CLIENTS)
+    chunk_size: int = setting(64 * 1024, "int", "streaming chunk in bytes", low=1, high=64 * 1024 * 1024)
+    latency_ms: float = setting(0.0, "float", "service time of one attempt in ms: the real work, padded by a "
+                                "sleep to this (fault injection; 0 = the real work alone)", low=0, high=600_000)
+    latency_jitter_ms: float = setting(0.0, "float", "uniform +- jitter around latency_ms", low=0, high=600_000)
+    transient_rate: float = setting(0.0, "float", "share of attempts failing with an injected transient (retried) "
+                                    "fault", low=0, high=1)
+    permanent_rate: float = setting(0.0, "float", "share of tasks failing with an injected permanent fault",
+                                    low=0, high=1)
+    seed: int = setting(0, "int", "seed of the fault model")
+    log_level: str = setting("WARNING", "str", "JSON-lines log level", choices=LOG_LEVELS, upper=True)
+    log_file: str = setting("", "str", "JSON-lines log file instead of stderr")
+    shutdown_timeout_s: float = setting(60.0, "float", "graceful shutdown waits at most this long for queued "
+                                        "work", low=0, low_open=True, high=86_400)
+    recover: bool = setting(True, "bool", "resume tasks an earlier process left unfinished")
+
+    def validate(self) -> Config:
+        """Check every field against its Setting and the rules across fields; ConfigError (one line)."""
+        for name, spec in SETTINGS.items():
+            value = getattr(self, name)
+            problem = spec.problem(value)
+            if problem:
+                raise ConfigError(f"invalid {name}: {problem} (got {value!r})")
+        if self.backoff_cap_s < self.backoff_base_s:
+            raise ConfigError(f"invalid backoff_cap_s: must be >= backoff_base_s (got {self.backoff_cap_s!r})")
+        if self.store == "http" and not self.store_url:
+            raise ConfigError("invalid store_url: is required when store=http (got '')")
+        return self
+
+    @property
+    def ceiling_tps(self) -> float | None:
+        """The most successes per second the workers can give: workers / service time."""
+        return self.max_workers * 1000.0 / self.latency_ms if self.latency_ms > 0 else None
+
+
+SETTINGS: dict[str, Setting] = {f.name: f.metadata["setting"] for f in fields(Config)}
+DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Config)}
+FIELD_TYPES = {name: spec.kind for name, spec in SETTINGS.items()}
+
+
+def coerce(key: str, raw: Any) -> Any:
+    """Turn a string (from the environment or .env) into the field's type, or ConfigError."""
+    try:
+        return SETTINGS[key].coerce(raw)
     except ValueError:
-        raise ConfigError(f"invalid {key}: expected {kind}, got {text!r}") from None
+        raise ConfigError(f"invalid {key}: expected {SETTINGS[key].kind}, got {str(raw).strip()!r}") from None
 
 
-def env_values(environ=None, dotenv_path=".env"):
+def env_values(environ: Mapping[str, str] | None = None, dotenv_path: str | None = ".env") -> dict[str, Any]:
     """Settings from .env, overlaid by TQ_* environment variables (environment wins)."""
-    values = {}
+    values: dict[str, Any] = {}
     if dotenv_path and os.path.isfile(dotenv_path):
         from dotenv import dotenv_values
         for name, raw in dotenv_values(dotenv_path).items():
@@ -129,14 +188,15 @@ def env_values(environ=None, dotenv_path=".env"):
     return values
 
 
-def _field_for(name):
+def _field_for(name: str) -> str | None:
     if not name.startswith(ENV_PREFIX):
         return None
     key = name[len(ENV_PREFIX):].lower()
-    return key if key in FIELD_TYPES else None
+    return key if key in SETTINGS else None
 
 
-def load_config(cli=None, profile=None, environ=None, dotenv_path=".env"):
+def load_config(cli: Mapping[str, Any] | None = None, profile: Mapping[str, Any] | None = None,
+                environ: Mapping[str, str] | None = None, dotenv_path: str | None = ".env") -> Config:
     """Build and validate a Config: cli > environment > .env > profile > defaults.
 
     `cli` and `profile` are dicts of field -> value; None values in `cli` mean "not given".
@@ -144,11 +204,11 @@ def load_config(cli=None, profile=None, environ=None, dotenv_path=".env"):
     values = dict(profile or {})
     values.update(env_values(environ, dotenv_path))
     values.update({k: v for k, v in (cli or {}).items() if v is not None})
-    unknown = sorted(set(values) - set(FIELD_TYPES))
+    unknown = sorted(set(values) - set(SETTINGS))
     if unknown:
         raise ConfigError(f"unknown setting {unknown[0]}")
     for key, value in values.items():
-        kind = FIELD_TYPES[key]
+        kind = SETTINGS[key].kind
         if kind in ("int", "float") and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise ConfigError(f"invalid {key}: expected {kind}, got {value!r}")
         if kind == "int" and isinstance(value, float):
@@ -158,5 +218,5 @@ def load_config(cli=None, profile=None, environ=None, dotenv_path=".env"):
     return Config(**values).validate()
 
 
-def as_dict(config):
+def as_dict(config: Config) -> dict[str, Any]:
     return dataclasses.asdict(config)
