@@ -318,11 +318,7 @@ def run_overhead(args, workdir):
                      db_path=os.path.join(workdir, "runs", f"engine-{kind}-{repeat}", "tasks.db"),
                      store_root=store_root, log_level="WARNING")
         os.makedirs(os.path.dirname(cfg.db_path), exist_ok=True)
-        with WorkerPool(cfg) as pool:
-            if kind == "noop":
-                if not hasattr(getattr(pool, "processor", None), "process"):
-                    raise RuntimeError("WorkerPool has no .processor to swap for a no-op one")
-                pool.processor = noop
+        with WorkerPool(cfg, processor=noop if kind == "noop" else None) as pool:
             return _time_batch(lambda: [lambda h=h: h.result(args.timeout).status
                                         for h in pool.submit_many(tasks)])
 

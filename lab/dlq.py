@@ -5,12 +5,11 @@ and closes its dead-letter entry; the next engine start on that database (for ex
 `python task_queue_optimized.py --db PATH --store DIR`) runs it.
 """
 import json
-import sqlite3
 import sys
 import time
 
 from tqengine.errors import ConfigError
-from tqengine.state.store import open_readonly
+from tqengine.state.inspect import dead_letters, open_database, requeue_dead_letters
 
 DEFAULT_DB = "data/run/tasks.db"
 
@@ -34,15 +33,6 @@ def register(subparsers):
     p.set_defaults(func=lambda args: (p.print_help(sys.stderr), 2)[1])
 
 
-def _rows(conn, include_requeued):
-    where = "" if include_requeued else "WHERE d.requeued_at IS NULL"
-    cur = conn.execute(
-        "SELECT d.id, d.task_row, d.task_id, d.idempotency_key, d.error_class, d.error_message, d.attempts,"
-        f" d.created_at, d.dead_at, d.requeued_at, d.payload FROM dead_letters d {where} ORDER BY d.id")
-    cols = [c[0] for c in cur.description]
-    return [dict(zip(cols, r)) for r in cur.fetchall()]
-
-
 def _when(ts):
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
 
@@ -50,17 +40,10 @@ def _when(ts):
 def _open(db):
     """The database connection, or None after one error line on stderr."""
     try:
-        conn = open_readonly(db)
+        return open_database(db)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None
-    try:
-        conn.execute("SELECT 1 FROM dead_letters LIMIT 1").fetchall()
-    except sqlite3.Error:
-        conn.close()
-        print(f"error: {db} is not a task database of the engine (no dead_letters table)", file=sys.stderr)
-        return None
-    return conn
 
 
 def cmd_list(args):
@@ -68,7 +51,7 @@ def cmd_list(args):
     if conn is None:
         return 2
     with conn:
-        rows = _rows(conn, args.all)
+        rows = dead_letters(conn, args.all)
     if args.json:
         for row in rows:
             print(json.dumps(row, default=str))
@@ -91,20 +74,12 @@ def cmd_requeue(args):
     conn = _open(args.db)
     if conn is None:
         return 2
-    now = time.time()
-    with conn:
-        open_rows = {r["id"]: r for r in _rows(conn, False)}
-        ids = sorted(open_rows) if args.all else sorted(set(args.ids))
-        missing = [i for i in ids if i not in open_rows]
-        if missing:
-            print(f"error: no open dead letter with id {missing[0]} in {args.db}", file=sys.stderr)
-            return 2
-        conn.execute("BEGIN IMMEDIATE")
-        for i in ids:
-            conn.execute("UPDATE tasks SET status='queued', attempts=0, next_attempt_at=NULL, updated_at=?,"
-                         " version=version+1 WHERE id=? AND status='dead'", (now, open_rows[i]["task_row"]))
-            conn.execute("UPDATE dead_letters SET requeued_at=? WHERE id=?", (now, i))
-        conn.execute("COMMIT")
+    try:
+        with conn:
+            ids = requeue_dead_letters(conn, None if args.all else args.ids)
+    except ConfigError as exc:
+        print(f"error: {exc} in {args.db}", file=sys.stderr)
+        return 2
     print(f"requeued {len(ids)} task(s); run `python task_queue_optimized.py --db {args.db} --store DIR` "
           f"(or `--store-url URL` for an HTTP object store) to process them")
     return 0

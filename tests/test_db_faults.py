@@ -12,7 +12,8 @@ from helpers_crash import (PY, check_end_state, cli_args, cli_env, count_where, 
                            stderr_lines, wait_for, write_tasks)
 from tqengine import Config, WorkerPool
 from tqengine.errors import ConfigError
-from tqengine.state.store import Claim, StoreError, TaskStore
+from tqengine.records import Outcome
+from tqengine.state.store import Claim, StateStore, StoreError
 from runners.workload import make_tasks
 
 HOLD_S = 2.5
@@ -134,7 +135,7 @@ def test_lock_wait_is_bounded_then_the_store_recovers(tmp_path):
     """The retry gives up after lock_wait_s with a clean StoreError (no hang), and the same store works again
     once the lock is gone."""
     db = tmp_path / "tasks.db"
-    store = TaskStore(str(db), lock_wait_s=0.6)
+    store = StateStore(str(db), lock_wait_s=0.6)
     store.start()
     try:
         locker, _ = _lock(db, hold=5.0)
@@ -172,7 +173,7 @@ def test_fresh_database_locked_at_start_engine_waits(tmp_path):
 @pytest.mark.timeout(30)
 def test_lock_wait_bound_holds_for_a_whole_batch(tmp_path):
     db = tmp_path / "tasks.db"
-    store = TaskStore(str(db), lock_wait_s=0.1)
+    store = StateStore(str(db), lock_wait_s=0.1)
     locker, _ = _lock(db, hold=20.0)
     n, done, finished = 8, [], threading.Event()
 
@@ -183,7 +184,7 @@ def test_lock_wait_bound_holds_for_a_whole_batch(tmp_path):
 
     try:
         for row_id in range(1, n + 1):             # queued before the writer starts: one batch
-            store.transition(row_id, "queued", (), callback)
+            store.finish(row_id, Outcome.rejected(0, "Test", "queued before the writer"), callback)
         started = time.perf_counter()
         store.start()
         assert finished.wait(25), "the writer never reported the batch"

@@ -77,7 +77,6 @@ _DEAD_LETTER = ("INSERT INTO dead_letters(task_row, task_id, idempotency_key, pa
                 " error_class, last_error, attempts, created_at, ? FROM tasks WHERE id = ?")
 _TRANSITIONS = {
     "running": "UPDATE tasks SET status='running', attempts=?, updated_at=?, version=version+1 WHERE id=?",
-    "queued": "UPDATE tasks SET status='queued', updated_at=?, version=version+1 WHERE id=?",
     "retrying": ("UPDATE tasks SET status='retrying', attempts=?, next_attempt_at=?, error_class=?,"
                  " last_error=?, updated_at=?, version=version+1 WHERE id=?"),
     "success": ("UPDATE tasks SET status='success', attempts=?, output_key=?, output_digest=?,"
@@ -91,6 +90,16 @@ _TRANSITIONS = {
 MAX_BATCH = 4096
 CHECKPOINT_EVERY_S = 0.5
 FLUSH_EVERY_S = 0.05
+
+
+class _Op:
+    """One pending write: `kind` (claim | running | retrying | success | dead | rejected), the row it
+    changes and the statement's arguments (for a claim: the Claims), who to call once it is committed,
+    and the ticket of a thread waiting for it."""
+    __slots__ = ("kind", "row_id", "args", "callback", "ticket")
+
+    def __init__(self, kind, row_id, args, callback=None, ticket=None):
+        self.kind, self.row_id, self.args, self.callback, self.ticket = kind, row_id, args, callback, ticket
 
 
 class _Ticket:
@@ -138,13 +147,13 @@ def enable_wal(conn):
     conn.execute("PRAGMA wal_autocheckpoint=0")
 
 
-class TaskStore:
-    """The SQLite task table and its single writer thread."""
+class StateStore:
+    """The SQLite task table: claims, state transitions, recovery reads; group commit."""
 
     def __init__(self, db_path, lock_wait_s=60.0):
         self.db_path = db_path
         self.lock_wait_s = lock_wait_s
-        self._pending = collections.deque()   # (kind, payload, callback, ticket) not yet committed
+        self._pending = collections.deque()   # _Op not yet committed
         self._commit_lock = threading.Lock()
         self._threads = []
         self._stop = threading.Event()
@@ -207,19 +216,37 @@ class TaskStore:
 
     def claim(self, claims):
         """Commit the claims and fill in each one's outcome; returns once they are durable."""
-        ticket = self._commit_through(("claim", claims, None))
+        ticket = _Ticket()
+        self._pending.append(_Op("claim", None, claims, ticket=ticket))
+        self._commit_pending(ticket)
         if ticket.error is not None:
             raise StoreError(str(ticket.error))
         return claims
 
-    def transition(self, row_id, status, args, callback=None):
-        """A state change. With a callback it is committed promptly: this thread commits it unless a
-        commit is already under way, whose leader then takes it too (this thread never waits), and
-        `callback(err)` runs after the commit (err None) or its failure. Without a callback it rides
-        along with the next commit (at most FLUSH_EVERY_S later)."""
-        self._pending.append((status, (row_id, args), callback, None))
-        if callback is not None:
-            self._try_lead()
+    def mark_running(self, row_id, attempt):
+        """Attempt `attempt` started; rides along with the next commit (at most FLUSH_EVERY_S later)."""
+        self._pending.append(_Op("running", row_id, (attempt,)))
+
+    def mark_retrying(self, row_id, attempt, next_attempt_at, error_class, error):
+        """Attempt `attempt` failed and the task waits until `next_attempt_at` (wall clock) for the next;
+        rides along with the next commit."""
+        self._pending.append(_Op("retrying", row_id, (attempt, next_attempt_at, error_class, error)))
+
+    def finish(self, row_id, outcome, on_commit):
+        """The final state (outcome.status success, dead or rejected), committed promptly: this thread
+        commits it unless a commit is already under way, whose leader then takes it too (this thread never
+        waits); `on_commit(err)` runs after the commit (err None) or its failure."""
+        status = outcome.status
+        if status == "success":
+            args = (outcome.attempts, outcome.output_key, outcome.output_digest, outcome.output_bytes)
+        elif status == "dead":
+            args = (outcome.attempts, outcome.error_class, outcome.error)
+        elif status == "rejected":
+            args = (outcome.error_class, outcome.error)
+        else:
+            raise ValueError(f"not a final status: {status!r}")
+        self._pending.append(_Op(status, row_id, args, on_commit))
+        self._try_lead()
 
     def close(self, timeout=30.0):
         self._stop.set()
@@ -237,13 +264,6 @@ class TaskStore:
                 self._conn.close()
             except sqlite3.Error:
                 pass
-
-    def _commit_through(self, op):
-        """Queue `op` and return once it is committed: lead a commit unless a leader already took it."""
-        ticket = _Ticket()
-        self._pending.append(op + (ticket,))
-        self._commit_pending(ticket)
-        return ticket
 
     def _commit_pending(self, ticket=None):
         """Commit everything pending (unless `ticket` was committed by an earlier leader while this
@@ -284,16 +304,16 @@ class TaskStore:
         if not batch:
             return batch, []
         errors = self._commit(batch)
-        for op, err in zip(batch, errors):
-            if op[3] is not None:
-                op[3].error = err
-                op[3].done = True
+        for op, err in zip(batch, errors, strict=True):
+            if op.ticket is not None:
+                op.ticket.error = err
+                op.ticket.done = True
         return batch, errors
 
     @staticmethod
     def _run_callbacks(batch, errors):
-        for op, err in zip(batch, errors):
-            callback = op[2]
+        for op, err in zip(batch, errors, strict=True):
+            callback = op.callback
             if callback is not None:
                 try:
                     callback(err)
@@ -349,32 +369,22 @@ class TaskStore:
         now = time.time()
         # A `running` whose attempt already ended in this same batch is superseded by that outcome
         # (which writes the same attempt count): skip it, one UPDATE fewer per fast task.
-        ended = {(op[1][0], op[1][1][0]) for op in batch if op[0] in ("success", "dead", "retrying")}
+        ended = {(op.row_id, op.args[0]) for op in batch if op.kind in ("success", "dead", "retrying")}
         execute("BEGIN IMMEDIATE")
-        for kind, payload, _callback, _ticket in batch:
+        for op in batch:
+            kind = op.kind
             if kind == "claim":
-                for claim in payload:
+                for claim in op.args:
                     self._apply_claim(execute, claim, now)
-            elif kind == "noop":
-                continue
+            elif kind == "running":
+                if (op.row_id, op.args[0]) not in ended:
+                    execute(_TRANSITIONS["running"], (op.args[0], now, op.row_id))
+            elif kind in _TRANSITIONS:
+                execute(_TRANSITIONS[kind], (*op.args, now, op.row_id))
+                if kind == "dead":
+                    execute(_DEAD_LETTER, (now, op.row_id))
             else:
-                row_id, args = payload
-                if kind == "running":
-                    if (row_id, args[0]) not in ended:
-                        execute(_TRANSITIONS["running"], (args[0], now, row_id))
-                elif kind == "success":
-                    execute(_TRANSITIONS["success"], (*args, now, row_id))
-                elif kind == "retrying":
-                    execute(_TRANSITIONS["retrying"], (*args, now, row_id))
-                elif kind == "dead":
-                    execute(_TRANSITIONS["dead"], (*args, now, row_id))
-                    execute(_DEAD_LETTER, (now, row_id))
-                elif kind == "rejected":
-                    execute(_TRANSITIONS["rejected"], (*args, now, row_id))
-                elif kind == "queued":
-                    execute(_TRANSITIONS["queued"], (now, row_id))
-                else:
-                    raise ValueError(f"unknown store operation {kind!r}")
+                raise ValueError(f"unknown store operation {kind!r}")
         execute("COMMIT")
 
     def _apply_claim(self, execute, claim, now):
@@ -426,15 +436,3 @@ class TaskStore:
             claim.outcome, claim.row = "adopted", row
         else:
             claim.outcome, claim.row = "final", row
-
-
-def open_readonly(db_path):
-    """A connection for inspection commands (dlq list): fails cleanly when the file is missing."""
-    if not os.path.exists(db_path):
-        raise ConfigError(f"no database at {db_path}")
-    try:
-        conn = connect(db_path, timeout_s=5.0)
-        conn.execute("PRAGMA synchronous=NORMAL")
-        return conn
-    except sqlite3.Error as exc:
-        raise ConfigError(f"cannot open database {db_path}: {exc}") from None

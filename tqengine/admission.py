@@ -1,0 +1,164 @@
+"""Admission: what happens to a submission before a worker sees it.
+
+validate -> idempotency key and payload fingerprint -> join the key's flight (a duplicate in flight) or
+claim the key in SQLite (committed before submit returns) -> the stored result of a key that ended earlier,
+or TaskQueue.offer (block with deadline | fail_fast), a refusal recorded as `rejected`.
+Every submission resolves to exactly one final record: success, dead, rejected, or a duplicate of one.
+"""
+from __future__ import annotations
+
+import json
+import reprlib
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+from .errors import ValidationError
+from .flight import Flight, FlightTable, TaskHandle
+from .metrics import Metrics
+from .queue import TaskQueue
+from .records import Outcome
+from .state.store import Claim, StateStore
+from .tasks import fingerprint, validate
+
+
+class Identity(NamedTuple):
+    """Who a submission is: its idempotency key (None when it cannot have one), payload fingerprint,
+    task_id, image key and variant (None when invalid) and the validation error, if any."""
+    key: str | None
+    payload: str
+    task_id: str | None
+    image_key: str | None
+    variant: str | None
+    error: ValidationError | None
+
+
+def identify(task: Any) -> Identity:
+    """The Identity of a submission; never raises, whatever `task` is."""
+    try:
+        image_key, variant = validate(task)
+        error = None
+    except ValidationError as exc:
+        image_key = variant = None
+        error = exc
+    task_id = task.get("task_id") if isinstance(task, dict) else None
+    if not isinstance(task_id, (str, int)) or isinstance(task_id, bool):
+        task_id = None
+    elif isinstance(task_id, str):
+        task_id = storable(task_id)
+    try:
+        payload = fingerprint(task)
+    except (TypeError, ValueError, RecursionError) as exc:   # keys JSON cannot hold, a cycle, deep nesting
+        payload = json.dumps(reprlib.repr(task))
+        if error is None:
+            error = ValidationError(f"a task must be plain JSON data ({type(exc).__name__}: {str(exc)[:200]})")
+            image_key = variant = None
+    key = f"{image_key}#{variant}" if error is None else invalid_key(task)
+    return Identity(key, payload, str(task_id) if task_id is not None else None, image_key, variant, error)
+
+
+def storable(text: str) -> str:
+    """`text` with anything UTF-8 cannot carry (lone surrogates) backslash-escaped, so SQLite takes it."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def invalid_key(task: Any) -> str | None:
+    """Key for a task that failed validation: `/invalid/` + the usual key when that is printable and
+    short, else None. Repeating the same bad task is then a duplicate (a rerun adds no dead letters). A
+    valid image_key never starts with `/` (tasks.check_key refuses absolute keys), so no valid task can
+    ever need a key of this form, whatever its image and variant."""
+    if not isinstance(task, dict):
+        return None
+    image_key, variant = task.get("image_key"), task.get("size", task.get("variant"))
+    if not isinstance(image_key, str) or not isinstance(variant, str):
+        return None
+    key = f"/invalid/{image_key}#{variant}"
+    if len(key) > 1100 or not key.isprintable():
+        return None
+    return key
+
+
+class Admission:
+    """Turns submissions into claimed, queued flights (or final records), for one engine."""
+
+    def __init__(self, flights: FlightTable, state: StateStore, queue: TaskQueue, metrics: Metrics, mode: str,
+                 resolve: Callable[[Flight, Outcome], None],
+                 finish: Callable[[Flight, Outcome], None]) -> None:
+        self.flights, self.state, self.queue, self.metrics, self.mode = flights, state, queue, metrics, mode
+        self._resolve = resolve        # answer a flight now (nothing to commit)
+        self._finish = finish          # commit a final outcome, then answer the flight
+        self.submitted = 0
+
+    def admit(self, tasks: Iterable[Any], accepting: bool) -> list[TaskHandle]:
+        """Submit several tasks with one database commit for all their claims; a handle per task."""
+        now = time.perf_counter()
+        self.metrics.submitted(now)
+        handles: list[TaskHandle] = []
+        claims: list[Claim] = []
+        flights: list[Flight] = []
+        table = self.flights
+        with table.lock:
+            for task in tasks:
+                self.submitted += 1
+                ident = identify(task)
+                key = ident.key
+                flight = table.by_key.get(key) if key is not None and ident.error is None else None
+                if flight is not None and flight.payload == ident.payload:
+                    self.metrics.count("duplicates")
+                    handles.append(TaskHandle(flight, ident.task_id, True, now))
+                    continue
+                flight = Flight(key, ident.payload, ident.task_id, ident.image_key, ident.variant, now)
+                if not accepting:       # recorded and answered, but not work that drain() waits for
+                    claim = Claim(key, ident.payload, ident.task_id, "rejected", "ShuttingDown",
+                                  "the engine is shutting down and accepts no new tasks")
+                    flight.refused = True
+                elif ident.error is not None:
+                    claim = Claim(key, ident.payload, ident.task_id, "dead", type(ident.error).__name__,
+                                  str(ident.error))
+                elif key in table.by_key:
+                    claim = Claim(key, ident.payload, ident.task_id, "conflict", "IdempotencyConflict",
+                                  f"conflict: idempotency key {key[:200]!r} is in flight with a "
+                                  f"different payload")
+                else:
+                    claim = Claim(key, ident.payload, ident.task_id)
+                    table.by_key[key] = flight
+                if not flight.refused:
+                    table.active += 1
+                claims.append(claim)
+                flights.append(flight)
+                handles.append(TaskHandle(flight, ident.task_id, False, now))
+        if not claims:
+            return handles
+        try:
+            self.state.claim(claims)
+        except Exception as exc:
+            for flight in flights:
+                self._resolve(flight, Outcome.store_failed(0, exc))
+            return handles
+        replayed = set()
+        for claim, flight in zip(claims, flights, strict=True):
+            row = claim.row
+            flight.row_id = row["id"]
+            flight.attempts = row.get("attempts", 0)
+            if claim.outcome in ("new", "reclaimed", "adopted") and claim.intent == "queued":
+                if not self.queue.offer(flight):
+                    reason = f"queue full ({self.mode})"
+                    self._finish(flight, Outcome.rejected(flight.attempts, "QueueFull", reason))
+            elif claim.outcome == "final":
+                # The key finished in an earlier run: hand back the stored result, run nothing.
+                flight.primary_counted = False
+                replayed.add(id(flight))
+                self.metrics.count("duplicates")
+                self._resolve(flight, Outcome.from_row(row))
+            else:  # dead on arrival (validation), rejected while shutting down, or a key conflict
+                self._resolve(flight, Outcome(row["status"], 0, error_class=row.get("error_class", claim.error_class),
+                                              error=row.get("last_error", claim.error)))
+        if replayed:
+            for handle in handles:
+                if id(handle._flight) in replayed:
+                    handle.duplicate = True
+        return handles

@@ -1,0 +1,88 @@
+"""One idempotency key on its way through the engine (`Flight`) and what a submitter holds (`TaskHandle`).
+
+Every submission of a key that arrives while the key is queued, running or retrying shares that key's
+Flight; when the Flight's outcome is set, every handle on it resolves. The flight table in the engine only
+routes waiters: the truth is the SQLite row.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+from .records import Outcome, TaskResult
+
+
+class Flight:
+    __slots__ = ("key", "payload", "task_id", "image_key", "variant", "row_id", "attempts", "event",
+                 "outcome", "finished_at", "submitted_at", "primary_counted", "recovered", "refused")
+
+    def __init__(self, key: str | None, payload: str, task_id: str | None, image_key: str | None,
+                 variant: str | None, submitted_at: float) -> None:
+        self.key, self.payload, self.task_id = key, payload, task_id
+        self.image_key, self.variant = image_key, variant
+        self.row_id: int | None = None
+        self.attempts = 0
+        self.event = threading.Event()
+        self.outcome: Outcome | None = None
+        self.finished_at: float | None = None
+        self.submitted_at = submitted_at
+        self.primary_counted = True     # its latency and final status count in the metrics
+        self.recovered = False          # resumed from the database at start (no handle waits for it)
+        self.refused = False            # rejected because the engine is shutting down
+
+    def finish(self, outcome: Outcome) -> None:
+        """Record the outcome and when it came; the engine wakes the handles (`event.set()`) once its own
+        bookkeeping is done, so a woken caller sees the engine's counters already updated."""
+        self.outcome = outcome
+        self.finished_at = time.perf_counter()
+
+
+class TaskHandle:
+    """What submit() returns: wait for the final record with result(timeout)."""
+    __slots__ = ("_flight", "task_id", "duplicate", "_submitted_at")
+
+    def __init__(self, flight: Flight, task_id: str | None, duplicate: bool, submitted_at: float) -> None:
+        self._flight, self.task_id, self.duplicate, self._submitted_at = flight, task_id, duplicate, submitted_at
+
+    def done(self) -> bool:
+        return self._flight.event.is_set()
+
+    def result(self, timeout: float | None = None) -> TaskResult:
+        flight = self._flight
+        if not flight.event.wait(timeout):
+            raise TimeoutError(f"task {self.task_id!r} did not finish within {timeout} s")
+        outcome = flight.outcome
+        assert outcome is not None and flight.finished_at is not None
+        return TaskResult(task_id=self.task_id, idempotency_key=flight.key, status=outcome.status,
+                          attempts=outcome.attempts, output_key=outcome.output_key,
+                          output_digest=outcome.output_digest,
+                          latency_ms=max(0.0, (flight.finished_at - self._submitted_at) * 1000.0),
+                          error=outcome.error, error_class=outcome.error_class,
+                          duplicate=self.duplicate, row_id=flight.row_id)
+
+
+class FlightTable:
+    """The keys in flight (queued, running or retrying) and the number of unfinished flights, under one lock.
+
+    `lock` also guards the engine's own intake flags (pool.py); `changed` is notified when the last
+    unfinished flight ends or the last submission call returns, which is what drain() and shutdown() wait
+    for."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
+        self.by_key: dict[str, Flight] = {}
+        self.active = 0             # flights not yet final (keyed or not; refusals are not counted)
+
+    def end(self, flight: Flight) -> None:
+        """The flight reached its outcome: forget its key, count it off (call with `lock` held)."""
+        if flight.key is not None and self.by_key.get(flight.key) is flight:
+            del self.by_key[flight.key]
+        if not flight.refused:
+            self.active -= 1
+            if self.active == 0:
+                self.changed.notify_all()
+
+    def unfinished(self) -> list[Flight]:
+        with self.lock:
+            return list(self.by_key.values())

@@ -1,0 +1,71 @@
+"""The records a task leaves: its Outcome (how its idempotency key ended) and the TaskResult a handle gives.
+
+`Outcome` is what the engine decides and the state store commits (success, dead, rejected), or what it
+tells a caller when there is no final state to commit (failed: the state store itself failed; queued: the
+engine stopped first and the task resumes at the next start). `TaskResult` is one submission's view of its
+key's outcome: the same fields plus who submitted it, whether it was a duplicate and its latency.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+FINAL = ("success", "dead", "rejected")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str                      # success | dead | rejected | failed | queued
+    attempts: int = 0
+    output_key: str | None = None
+    output_digest: str | None = None
+    output_bytes: int | None = None
+    error_class: str | None = None
+    error: str | None = None
+
+    @classmethod
+    def success(cls, attempts: int, output_key: str, output_digest: str, output_bytes: int) -> Outcome:
+        return cls("success", attempts, output_key, output_digest, output_bytes)
+
+    @classmethod
+    def dead(cls, attempts: int, error_class: str, error: str) -> Outcome:
+        return cls("dead", attempts, error_class=error_class, error=error)
+
+    @classmethod
+    def rejected(cls, attempts: int, error_class: str, error: str) -> Outcome:
+        return cls("rejected", attempts, error_class=error_class, error=error)
+
+    @classmethod
+    def store_failed(cls, attempts: int, exc: BaseException) -> Outcome:
+        """The state store could not record the task: its state is unknown until the next start."""
+        return cls("failed", attempts, error_class=type(exc).__name__, error=f"state store failed: {exc}")
+
+    @classmethod
+    def left_queued(cls, attempts: int) -> Outcome:
+        return cls("queued", attempts,
+                   error="engine stopped before the task finished; it resumes at next start")
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Outcome:
+        """The outcome a committed task row records."""
+        return cls(row["status"], row.get("attempts") or 0, row.get("output_key"), row.get("output_digest"),
+                   row.get("output_bytes"), row.get("error_class"), row.get("last_error"))
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """The final record of one submission, as its handle reports it."""
+    task_id: str | None
+    idempotency_key: str | None
+    status: str                 # success | dead | rejected (failed: the state store itself failed)
+    attempts: int
+    output_key: str | None
+    output_digest: str | None
+    latency_ms: float           # this submission's submit -> result
+    error: str | None
+    error_class: str | None
+    duplicate: bool             # True when another submission of the key did the work
+    row_id: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,67 @@
+"""The state database as tools see it: read the dead letters, send them back to the queue.
+
+Used by `python -m lab dlq`; it takes no engine lock (a requeued task is `queued` in the database and runs
+at the next engine start). Every statement on the engine's schema lives in this package.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from ..errors import ConfigError
+from .store import connect
+
+
+def open_database(db_path: str) -> sqlite3.Connection:
+    """A connection to an existing engine database; ConfigError (one line) when it is missing or is not
+    one (no dead_letters table)."""
+    if not os.path.exists(db_path):
+        raise ConfigError(f"no database at {db_path}")
+    try:
+        conn = connect(db_path, timeout_s=5.0)
+        conn.execute("PRAGMA synchronous=NORMAL")
+    except sqlite3.Error as exc:
+        raise ConfigError(f"cannot open database {db_path}: {exc}") from None
+    try:
+        conn.execute("SELECT 1 FROM dead_letters LIMIT 1").fetchall()
+    except sqlite3.Error:
+        conn.close()
+        raise ConfigError(f"{db_path} is not a task database of the engine (no dead_letters table)") from None
+    return conn
+
+
+_COLUMNS = ("id", "task_row", "task_id", "idempotency_key", "error_class", "error_message", "attempts",
+            "created_at", "dead_at", "requeued_at", "payload")
+
+
+def dead_letters(conn: sqlite3.Connection, include_requeued: bool = False) -> list[dict[str, Any]]:
+    """Dead letters in id order (open ones only unless include_requeued)."""
+    where = "" if include_requeued else " WHERE requeued_at IS NULL"
+    cur = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM dead_letters{where} ORDER BY id")
+    return [dict(zip(_COLUMNS, row, strict=True)) for row in cur.fetchall()]
+
+
+def requeue_dead_letters(conn: sqlite3.Connection, ids: Iterable[int] | None = None) -> list[int]:
+    """Mark the tasks of open dead letters `ids` (None: all open ones) `queued` with a fresh attempt budget,
+    and close those entries, in one transaction; returns the ids requeued. ConfigError naming the first id
+    that is not an open dead letter (nothing is changed then)."""
+    open_rows = {row["id"]: row for row in dead_letters(conn)}
+    chosen = sorted(open_rows) if ids is None else sorted(set(ids))
+    missing = [i for i in chosen if i not in open_rows]
+    if missing:
+        raise ConfigError(f"no open dead letter with id {missing[0]}")
+    now = time.time()
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for i in chosen:
+            conn.execute("UPDATE tasks SET status='queued', attempts=0, next_attempt_at=NULL, updated_at=?,"
+                         " version=version+1 WHERE id=? AND status='dead'", (now, open_rows[i]["task_row"]))
+            conn.execute("UPDATE dead_letters SET requeued_at=? WHERE id=?", (now, i))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return chosen
