@@ -1,0 +1,64 @@
+"""The layers of docs/ARCHITECTURE.md, checked on the code's own imports: arrows point down only.
+
+entry points -> lab -> runners -> tqengine -> tqcontract; analysis -> tqcontract; input_new (the baseline)
+imports nothing of the project. Every import statement is read, including those inside functions.
+"""
+import ast
+import os
+
+import pytest
+
+from tests.conftest import ROOT
+
+PACKAGES = ("tqcontract", "tqengine", "runners", "lab", "analysis", "input_new")
+# what each package may import of the project (besides itself)
+ALLOWED = {
+    "tqcontract": set(),
+    "tqengine": {"tqcontract"},
+    "analysis": {"tqcontract"},
+    "runners": {"tqengine", "tqcontract", "input_new"},
+    "lab": {"runners", "tqengine", "tqcontract", "analysis"},
+    "input_new": set(),
+}
+
+
+def _modules(package):
+    for folder, _dirs, files in os.walk(os.path.join(ROOT, package)):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                yield os.path.relpath(path, ROOT), path
+
+
+def _project_imports(path, package):
+    """(line, imported top-level project package) for every import in the file; relative imports stay
+    inside their package, so they are the package itself."""
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [package] if node.level else [node.module or ""]
+        else:
+            continue
+        for name in names:
+            top = name.split(".")[0]
+            if top in PACKAGES:
+                yield node.lineno, top
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_a_package_imports_only_the_layers_below_it(package):
+    wrong = [f"{rel}:{line} imports {top}" for rel, path in _modules(package)
+             for line, top in _project_imports(path, package)
+             if top != package and top not in ALLOWED[package]]
+    assert not wrong, "imports against the layers of docs/ARCHITECTURE.md:\n" + "\n".join(wrong)
+
+
+def test_the_entry_points_stay_thin_and_patch_no_sys_path():
+    for name in ("task_queue_optimized.py", "benchmark.py"):
+        with open(os.path.join(ROOT, name), encoding="utf-8") as f:
+            text = f.read()
+        assert "sys.path" not in text, name
+        assert len(text.splitlines()) < 20, f"{name} is an entry point: its code belongs in lab/"
