@@ -65,8 +65,8 @@ def ensure_objects(tasks, root, default_bytes=16 * 1024, max_bytes=MAX_CREATE_BY
             continue
         try:
             store.write_chunks(key, object_chunks(key, nbytes))
-        except OSError:
-            continue   # cannot exist here (name too long, a file where a folder must be): the task will say so
+        except (OSError, ValidationError):
+            continue   # cannot exist here (or only through a link) (name too long, a file where a folder must be): the task will say so
 
 
 def _object_bytes(task, default_bytes):

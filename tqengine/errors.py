@@ -21,6 +21,15 @@ class ObjectNotFound(PermanentError):
     """The task's source object does not exist in the object store."""
 
 
+class UnsafeObject(ValidationError):
+    """The object is reached through a symbolic link, has other hard links, or changed while it was opened:
+    refused, because it could name a file outside the store."""
+
+
+class SourceTooLarge(PermanentError):
+    """The source object is larger than the configured limit (max_source_bytes)."""
+
+
 class InjectedTransient(TransientError):
     """A transient fault injected by the fault model (stands in for a timeout or a dropped connection)."""
 

@@ -11,6 +11,7 @@ from .errors import ValidationError
 MAX_KEY_LEN = 1024
 MAX_SIDE = 8192
 _VARIANT = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")
+_VARIANT_SUFFIX = re.compile(r"@[0-9]{1,5}x[0-9]{1,5}$")
 
 
 def variant_of(task):
@@ -85,8 +86,13 @@ def validate(task):
     if "image_key" not in task:
         raise ValidationError("missing field image_key")
     key = check_key(task["image_key"])
-    if key.split("/", 1)[0] == "variants":
+    parts = key.split("/")
+    if parts[0] == "variants":
         raise ValidationError("image_key may not name the variants/ output area")
+    if any(_VARIANT_SUFFIX.search(part) for part in parts[:-1]):
+        # variants/<image_key>@<WxH> would then be a folder of this task's output: another task's output name
+        raise ValidationError("image_key has a folder named like a variant (ending in @WxH): its output folder "
+                              "would take the name of another task's output")
     if "size" not in task and "variant" not in task:
         raise ValidationError("missing field size (or variant)")
     variant = variant_of(task)

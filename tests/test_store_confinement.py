@@ -1,0 +1,158 @@
+"""The local object store cannot be led outside its root, however the filesystem changes under it
+(issue 13: a folder swapped for a link after use, hard links, FIFOs and devices as sources, a file where an
+output folder must go, two engines sharing one store's temp area)."""
+import os
+import threading
+
+import pytest
+
+from tqengine.errors import ObjectNotFound, UnsafeObject, ValidationError
+from tqengine.objects.local import TMP_AREA, LocalObjectStore
+
+
+def _put(store, key, data=b"x" * 100):
+    return store.write_chunks(key, [data])
+
+
+def _read(store, key):
+    return b"".join(store.read_chunks(key))
+
+
+@pytest.fixture
+def outside(tmp_path):
+    folder = tmp_path / "outside"
+    folder.mkdir()
+    (folder / "passwd").write_bytes(b"root:x:0:0\n")
+    return folder
+
+
+def test_a_folder_swapped_for_a_link_after_use_is_refused_for_reads(tmp_path, outside):
+    store = LocalObjectStore(str(tmp_path / "store"))
+    _put(store, "img/x/a")
+    assert _read(store, "img/x/a") == b"x" * 100            # the folder was used once
+    os.rename(tmp_path / "store" / "img" / "x", tmp_path / "store" / "img" / "x.orig")
+    os.symlink(outside, tmp_path / "store" / "img" / "x")
+    with pytest.raises(UnsafeObject, match="symbolic link"):
+        _read(store, "img/x/passwd")
+    assert not store.exists("img/x/passwd") and store.size("img/x/passwd") is None
+
+
+def test_a_folder_swapped_for_a_link_after_use_is_refused_for_writes(tmp_path, outside):
+    store = LocalObjectStore(str(tmp_path / "store"))
+    _put(store, "variants/img/z/a@1x1")
+    os.rename(tmp_path / "store" / "variants" / "img" / "z", tmp_path / "store" / "variants" / "img" / "z.orig")
+    os.symlink(outside, tmp_path / "store" / "variants" / "img" / "z")
+    with pytest.raises(UnsafeObject):
+        _put(store, "variants/img/z/b@1x1")
+    assert sorted(os.listdir(outside)) == ["passwd"], "an output was written outside the store"
+
+
+def test_the_temp_area_swapped_for_a_link_is_never_written_through(tmp_path, outside):
+    root = tmp_path / "store"
+    root.mkdir()
+    os.symlink(outside, root / TMP_AREA)
+    store = LocalObjectStore(str(root))
+    with pytest.raises(UnsafeObject):
+        _put(store, "a")
+    assert sorted(os.listdir(outside)) == ["passwd"]
+
+
+def test_a_hard_link_to_a_file_outside_is_refused_unless_allowed(tmp_path, outside):
+    root = tmp_path / "store"
+    root.mkdir()
+    os.link(outside / "passwd", root / "passwd")
+    with pytest.raises(UnsafeObject, match="hard links"):
+        _read(LocalObjectStore(str(root)), "passwd")
+    assert _read(LocalObjectStore(str(root), allow_hard_links=True), "passwd") == b"root:x:0:0\n"
+
+
+@pytest.mark.timeout(10)
+def test_a_fifo_source_is_refused_without_blocking(tmp_path):
+    root = tmp_path / "store"
+    root.mkdir()
+    os.mkfifo(root / "pipe")
+    store = LocalObjectStore(str(root))
+    result = {}
+
+    def read():
+        try:
+            _read(store, "pipe")
+        except Exception as exc:        # noqa: BLE001 - the class is what is asserted
+            result["error"] = exc
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    thread.join(3)
+    assert not thread.is_alive(), "opening a FIFO source blocked the reader"
+    assert isinstance(result.get("error"), ObjectNotFound) and "FIFO" in str(result["error"])
+
+
+def test_a_folder_as_source_and_a_device_are_not_regular_files(tmp_path):
+    root = tmp_path / "store"
+    (root / "dir").mkdir(parents=True)
+    store = LocalObjectStore(str(root))
+    with pytest.raises(ObjectNotFound, match="folder"):
+        _read(store, "dir")
+
+
+def test_a_source_over_the_size_limit_is_refused_before_it_is_read(tmp_path):
+    from tqengine.errors import SourceTooLarge
+    root = tmp_path / "store"
+    root.mkdir()
+    with open(root / "big", "wb") as f:
+        f.truncate(1 << 40)                 # a 1 TiB sparse file
+    store = LocalObjectStore(str(root), max_read_bytes=1 << 20)
+    with pytest.raises(SourceTooLarge):
+        store.read_chunks("big")
+
+
+def test_an_output_whose_name_is_a_folder_fails_alone(tmp_path):
+    store = LocalObjectStore(str(tmp_path / "store"))
+    _put(store, "variants/victim.raw@100x100/evil.raw@1x1")
+    with pytest.raises(ValidationError, match="folder"):
+        _put(store, "variants/victim.raw@100x100")
+
+
+def test_two_stores_on_one_root_never_remove_each_others_temp_files(tmp_path):
+    root = str(tmp_path / "store")
+    first, second = LocalObjectStore(root), LocalObjectStore(root)
+    started, release = threading.Event(), threading.Event()
+
+    def slow_chunks():
+        yield b"a" * 10
+        started.set()
+        release.wait(10)
+        yield b"b" * 10
+
+    writer = threading.Thread(target=lambda: first.write_chunks("slow", slow_chunks()))
+    writer.start()
+    assert started.wait(10)
+    assert second.remove_temp_files() == 0, "the second engine removed an upload in progress"
+    release.set()
+    writer.join(10)
+    assert _read(second, "slow") == b"a" * 10 + b"b" * 10
+
+
+def test_temp_files_of_a_dead_owner_are_removed(tmp_path):
+    root = tmp_path / "store"
+    dead = root / TMP_AREA / "12345-deadbeef0000"
+    dead.mkdir(parents=True)
+    (dead / "1-0.tq-tmp").write_bytes(b"half")
+    (dead / ".owner-lock").write_bytes(b"")          # nobody holds its lock
+    assert LocalObjectStore(str(root)).remove_temp_files() == 1
+    assert not dead.exists()
+
+
+def test_a_key_whose_folder_is_named_like_a_variant_is_refused_so_outputs_never_collide(tmp_path):
+    from tqengine import Config, WorkerPool
+    from tqengine.tasks import validate
+    with pytest.raises(ValidationError, match="named like a variant"):
+        validate({"image_key": "victim.raw@100x100/evil.raw", "size": "10x10"})
+    assert validate({"image_key": "a@100x100", "size": "10x10"}) == ("a@100x100", "10x10")   # a file name may
+    store = tmp_path / "store"
+    LocalObjectStore(str(store)).write_chunks("victim.raw", [b"v"])
+    cfg = Config(max_workers=1, db_path=str(tmp_path / "t.db"), store_root=str(store), log_level="ERROR")
+    with WorkerPool(cfg) as pool:
+        evil = pool.submit({"image_key": "victim.raw@100x100/evil.raw", "size": "10x10"}).result(10)
+    assert evil.status == "dead" and evil.error_class == "ValidationError"
+    assert not (store / "variants" / "victim.raw@100x100").exists()
