@@ -2,8 +2,9 @@
 
     python benchmark.py [--clients 50 100] [--count N] [--repeats R] [--workers N] [--latency-ms MS]
                         [--store-backend local|http [--server-latency-ms MS] [--http-client C]] [--out DIR]
-    python benchmark.py --overhead      engine (full durable path, latency 0) vs a bare ThreadPoolExecutor
-                                        running the same per-task function, in this process
+    python benchmark.py --overhead      engine vs a bare queue.Queue + ThreadPoolExecutor under a closed loop
+                                        of clients, no-op work and the real Processor (lab/overhead.py)
+    python benchmark.py --soak N        N no-op tasks through the durable path: WAL, RSS and DB growth
     python benchmark.py --memory        peak RSS of each implementation at 1k, 10k, 100k tasks
 
 Runs alternate baseline and engine (the order inside each pair alternates too), so drift of the machine
@@ -30,10 +31,8 @@ from tqcontract.metrics import ENGINE, IMPLEMENTATIONS
 IMPLS = IMPLEMENTATIONS
 TARGET_THROUGHPUT_RATIO = 2.0     # engine throughput >= 2x baseline
 TARGET_P95_RATIO = 0.6            # engine P95 <= 0.6x baseline
-TARGET_OVERHEAD_SHARE = 0.25      # engine >= 25% of a bare executor's tasks/s
 DEFAULT_COUNT = 2000
-OVERHEAD_COUNT = 20000            # no-op tasks are ~10 us each: fewer would time scheduler noise
-OVERHEAD_IO_MAX = 2000            # the I/O pair creates one file per task
+OVERHEAD_COUNT = 10000            # per run: fewer would time scheduler noise
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,7 +45,7 @@ def build_parser():
     p = _Parser(prog="benchmark.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--clients", type=int, nargs="+", default=[50, 100], help="closed-loop concurrency levels")
     p.add_argument("--count", type=int, default=None,
-                   help="tasks per run (default 2000; --overhead: 20000 no-op tasks, I/O pair at most 2000)")
+                   help="tasks per run (default 2000; --overhead: 10000)")
     p.add_argument("--repeats", type=int, default=3, help="runs per implementation and concurrency (default 3)")
     p.add_argument("--workers", type=int, default=8, help="worker threads of both implementations (default 8)")
     p.add_argument("--latency-ms", type=float, default=5.0, help="injected latency per task (default 5)")
@@ -68,6 +67,9 @@ def build_parser():
     mode.add_argument("--overhead", action="store_true",
                       help="engine vs a bare ThreadPoolExecutor running the same per-task function (latency 0)")
     mode.add_argument("--memory", action="store_true", help="peak RSS per implementation at several task counts")
+    mode.add_argument("--soak", type=int, metavar="N", default=None,
+                      help="push N no-op tasks through the engine's durable path (e.g. 1000000): WAL high-water, "
+                           "RSS growth per task, database bytes per task")
     p.add_argument("--memory-counts", type=int, nargs="+", default=[1000, 10000, 100000],
                    help="task counts for --memory (default 1000 10000 100000)")
     return p
@@ -90,8 +92,10 @@ def check_args(args):
         return "--server-latency-ms must be >= 0"
     if args.store_backend != "http" and (args.server_latency_ms or args.http_client):
         return "--server-latency-ms and --http-client need --store-backend http"
-    if args.store_backend == "http" and (args.overhead or args.memory):
-        return "--store-backend http is for the comparison (not --overhead or --memory)"
+    if args.store_backend == "http" and (args.overhead or args.memory or args.soak):
+        return "--store-backend http is for the comparison (not --overhead, --soak or --memory)"
+    if args.soak is not None and args.soak < 1:
+        return "--soak must be >= 1"
     return None
 
 
@@ -267,106 +271,6 @@ def run_comparison(args, workdir):
     return 0 if all(r["status"] == "ok" for r in runs) else 1
 
 
-def _time_batch(submit_all):
-    """Run submit_all() -> list of zero-arg waiters; return (successes, seconds)."""
-    started = time.perf_counter()
-    waiters = submit_all()
-    ok = sum(1 for wait in waiters if wait() == "success")
-    return ok, time.perf_counter() - started
-
-
-class _NoopProcessor:
-    """Stands in for the engine's Processor: the task's work is nothing at all."""
-
-    def process(self, image_key, variant, key, attempt):
-        return f"variants/{image_key}@{variant}", None, 0
-
-
-def run_overhead(args, workdir):
-    """What the engine's machinery (validation, idempotency claim, SQLite state transitions, bounded
-    queue, metrics, handles) costs per task, against a bare ThreadPoolExecutor in this process.
-
-    Two pairs, each engine vs bare running the SAME per-task function:
-      noop: the function does nothing (the engine's Processor is swapped for a no-op one after start);
-      io:   Processor.process on empty objects (open, read, write header, rename) - the engine as shipped.
-    The target (engine >= 25% of bare) is judged on the noop pair, which isolates the overhead."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tqengine import Config, WorkerPool
-    from tqengine.objects.local import LocalObjectStore
-    from tqengine.processor import Processor
-    from runners.workload import ensure_objects, make_tasks
-    from runners.envinfo import env_info
-
-    store_root = os.path.join(workdir, "store")
-    task_sets = {"noop": make_tasks(args.count, seed=args.seed, object_bytes=0)}
-    task_sets["io"] = task_sets["noop"][:min(args.count, OVERHEAD_IO_MAX)]
-    ensure_objects(task_sets["io"], store_root)
-    processor = Processor(LocalObjectStore(store_root))
-    noop = _NoopProcessor()
-
-    def work(proc):
-        def run(task):
-            variant = task["size"]
-            proc.process(task["image_key"], variant, f"{task['image_key']}#{variant}", 1)
-            return "success"
-        return run
-
-    def engine_run(kind, repeat):
-        tasks = task_sets[kind]
-        cfg = Config(max_workers=args.workers, queue_size=args.queue_size, latency_ms=0.0,
-                     db_path=os.path.join(workdir, "runs", f"engine-{kind}-{repeat}", "tasks.db"),
-                     store_root=store_root, log_level="WARNING")
-        os.makedirs(os.path.dirname(cfg.db_path), exist_ok=True)
-        with WorkerPool(cfg, processor=noop if kind == "noop" else None) as pool:
-            return _time_batch(lambda: [lambda h=h: h.result(args.timeout).status
-                                        for h in pool.submit_many(tasks)])
-
-    def bare_run(kind):
-        tasks = task_sets[kind]
-        fn = work(noop if kind == "noop" else processor)
-        with ThreadPoolExecutor(max_workers=args.workers) as executor:
-            return _time_batch(lambda: [lambda f=f: f.result(args.timeout)
-                                        for f in [executor.submit(fn, t) for t in tasks]])
-
-    runs = []
-    for kind in ("noop", "io"):
-        for repeat in range(args.repeats):
-            order = (ENGINE, "bare") if repeat % 2 == 0 else ("bare", ENGINE)
-            for impl in order:
-                ok, seconds = engine_run(kind, repeat) if impl == ENGINE else bare_run(kind)
-                tasks = task_sets[kind]
-                runs.append({"work": kind, "impl": impl, "repeat": repeat, "tasks": len(tasks), "succeeded": ok,
-                             "elapsed_s": seconds, "tasks_per_s": ok / seconds if seconds > 0 else None})
-                log(f"overhead {kind:<4} repeat {repeat}: {impl:<9} {ok}/{len(tasks)} ok in {seconds:.3f} s "
-                    f"= {ok / seconds:.0f} tasks/s")
-    pairs = {}
-    for kind in ("noop", "io"):
-        engine_tps = mean_of([r["tasks_per_s"] for r in runs if r["work"] == kind and r["impl"] == ENGINE])
-        bare_tps = mean_of([r["tasks_per_s"] for r in runs if r["work"] == kind and r["impl"] == "bare"])
-        share = engine_tps / bare_tps if engine_tps and bare_tps else None
-        pairs[kind] = {"tasks": len(task_sets[kind]), "engine_tps": engine_tps, "bare_tps": bare_tps,
-                       "ratio": share}
-    share = pairs["noop"]["ratio"]
-    met = None if share is None else share >= TARGET_OVERHEAD_SHARE
-    all_ok = all(r["succeeded"] == r["tasks"] for r in runs)
-    print(f"overhead: {args.workers} workers, latency 0, submit_many vs executor.submit, "
-          f"mean of {args.repeats} alternating repeats, one process")
-    print(f"{'per-task work':<44} {'tasks':>6} {'engine/s':>9} {'bare/s':>9} {'engine/bare':>11}")
-    labels = {"noop": "no-op (engine Processor swapped for a no-op)",
-              "io": "Processor.process on empty objects"}
-    for kind in ("noop", "io"):
-        pair = pairs[kind]
-        print(f"{labels[kind]:<44} {pair['tasks']:>6} {fmt(pair['engine_tps'], '.0f'):>9} {fmt(pair['bare_tps'], '.0f'):>9} "
-              f"{fmt(pair['ratio'], '.3f'):>11}")
-    print(f"target: engine >= {TARGET_OVERHEAD_SHARE:g} x bare on no-op tasks: {verdict_text(met)}")
-    document = {"kind": "overhead", "created_unix": time.time(), "args": vars(args), "env": env_info(),
-                "runs": runs, "pairs": pairs, "ratio": share, "target_min": TARGET_OVERHEAD_SHARE,
-                "verdict": verdict_text(met)}
-    write_text(os.path.join(args.out, "overhead.json"), json.dumps(document, indent=2, sort_keys=True) + "\n")
-    return 0 if all_ok else 1
-
-
 def run_memory(args, workdir):
     clients = max(args.clients)
     runs = []
@@ -413,7 +317,11 @@ def main(argv=None):
     log(f"scratch files in {workdir} ({kind or 'unknown filesystem'}; set TQ_SCRATCH_DIR to change)")
     try:
         if args.overhead:
-            return run_overhead(args, workdir)
+            from lab.overhead import run_overhead
+            return run_overhead(args, workdir, log)
+        if args.soak:
+            from lab.overhead import run_soak
+            return run_soak(args, workdir, log)
         if args.memory:
             return run_memory(args, workdir)
         return run_comparison(args, workdir)

@@ -17,7 +17,7 @@ import queue as queue_module
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from tqcontract.metrics import BASELINE, ENGINE, IMPLEMENTATION_FIELDS, percentile, unknown_metrics
 
@@ -275,7 +275,7 @@ class EngineAdapter(Adapter):
     same outcome as the original. Metrics come from the engine's own snapshot."""
     impl = ENGINE
 
-    def __init__(self, **config):
+    def __init__(self, processor=None, **config):
         from tqengine import Config, WorkerPool
         if config.get("store_url") is None:
             config.pop("store_url", None)
@@ -283,7 +283,7 @@ class EngineAdapter(Adapter):
         if hasattr(self.config, "validate"):
             self.config.validate()          # ConfigError (exit 2) before anything starts
         self.workers = getattr(self.config, "max_workers", config.get("max_workers"))
-        self.pool = WorkerPool(self.config)
+        self.pool = WorkerPool(self.config, processor=processor)
         self._entered = False
         self.final_snapshot = None
 
@@ -378,3 +378,51 @@ class BareExecutorAdapter(Adapter):
         out = unknown_metrics()
         out["counters"].update(self.outcomes.counters(), rejected=0, retried=0, duplicates=0, dead_lettered=0)
         return out
+
+
+class BareQueueAdapter(Adapter):
+    """What the engine is built of and nothing more: a queue.Queue(maxsize) feeding `workers` loops in a
+    ThreadPoolExecutor, each running `fn(task)` and completing a Future. No validation, idempotency,
+    durability or metrics: the floor the engine's overhead is measured against (benchmark.py --overhead)."""
+    impl = "bare"
+
+    def __init__(self, workers=8, queue_size=200, fn=noop):
+        self.workers, self.queue_size, self.fn = workers, queue_size, fn
+        self.queue = None
+        self.executor = None
+        self.outcomes = _Outcomes()
+
+    def _loop(self):
+        get, fn = self.queue.get, self.fn
+        while True:
+            item = get()
+            if item is None:
+                return
+            task, future = item
+            try:
+                fn(task)
+            except Exception as exc:
+                future.set_result({"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:300]})
+            else:
+                future.set_result(_SUCCESS)
+
+    def start(self):
+        self.queue = queue_module.Queue(self.queue_size)
+        self.executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="bare")
+        for _ in range(self.workers):
+            self.executor.submit(self._loop)
+
+    def submit(self, task):
+        future = Future()
+        self.queue.put((task, future))
+        return _Handle(future, lambda v: v, _NullOutcomes)
+
+    def stop(self):
+        if self.executor is not None:
+            for _ in range(self.workers):
+                self.queue.put(None)
+            self.executor.shutdown(wait=True)
+            self.executor = None
+
+
+_SUCCESS = {"status": "success"}

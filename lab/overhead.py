@@ -1,0 +1,295 @@
+"""`benchmark.py --overhead`: what the engine's machinery costs per task, under a closed loop of clients.
+
+Each client submits a task and waits for its final answer, then the next (100 clients by default), so the
+engine's latency and its wake-ups are on the measured path, as in real use. Two kinds of per-task work,
+each run by the engine and by a bare pool, in this process, interleaved pair by pair (the order inside a
+pair alternates), so machine drift lands on both sides of a ratio:
+
+  noop       the engine with a no-op processor (validation, idempotency claim, SQLite state, bounded
+             queue, metrics, handles: the durable path alone) vs a queue.Queue(queue_size) feeding
+             ThreadPoolExecutor workers that run a no-op (runners.adapters.BareQueueAdapter);
+  processor  the engine with its real Processor vs the same bare pool running Processor.process on the
+             same small source objects.
+
+Per run: tasks/s (successes / elapsed), P95 latency (client side), CPU microseconds per task (getrusage of
+this process, user + sys, over the loaded window) and voluntary context switches per task. Per kind: the
+median of the pairwise engine/bare throughput ratios and a 95% interval (Student t on the log ratios of
+the pairs), then verdicts on the targets of issue 11:
+  1. noop: >= 10,000 tasks/s, >= 0.3x the bare pool, <= 120 us of CPU per task;
+  2. processor: >= 0.8x the bare pool running the same Processor.
+`--soak N` pushes N no-op tasks through the durable path and reports the WAL's high-water mark, RSS growth
+per task and database bytes per task.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import threading
+import time
+from typing import Any
+
+from analysis.stats import t_critical
+from runners.adapters import BareQueueAdapter, EngineAdapter
+from runners.load import run_closed
+from runners.workload import ensure_objects, make_tasks
+from tqcontract.environment import current_rss_mb, env_info
+from tqcontract.files import write_text
+from tqcontract.metrics import latency_summary
+from tqengine.objects.local import LocalObjectStore
+from tqengine.processor import Processor
+
+TARGET_NOOP_TPS = 10_000.0
+TARGET_NOOP_SHARE = 0.3
+TARGET_NOOP_CPU_US = 120.0
+TARGET_PROCESSOR_SHARE = 0.8
+KINDS = ("noop", "processor")
+
+
+class NoopProcessor:
+    """Stands in for the engine's Processor: the task's work is nothing at all."""
+
+    def process(self, image_key: str, variant: str, key: str, attempt: int) -> tuple[str, str, int]:
+        return f"variants/{image_key}@{variant}", "", 0
+
+    def completed_output(self, image_key: str, variant: str) -> None:
+        return None
+
+
+def _rusage() -> tuple[float, int]:
+    try:
+        import resource
+    except ImportError:             # pragma: no cover (Windows)
+        return time.process_time(), 0
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime, ru.ru_nvcsw
+
+
+def measure(adapter: Any, tasks: list[dict[str, Any]], clients: int, timeout_s: float) -> dict[str, Any]:
+    """One closed-loop run of `tasks` through a started adapter."""
+    cpu0, switches0 = _rusage()
+    records, t_start, _info = run_closed(adapter, tasks, clients, timeout_s)
+    cpu1, switches1 = _rusage()
+    ends = [r.end for r in records if r is not None and r.end is not None]
+    ok = sum(1 for r in records if r is not None and r.status == "success")
+    elapsed = (max(ends) - t_start) if ends else float("nan")
+    lat = latency_summary(r.latency_ms for r in records if r is not None and r.end is not None)
+    n = max(1, len(tasks))
+    return {"tasks": len(tasks), "succeeded": ok, "elapsed_s": elapsed,
+            "tasks_per_s": ok / elapsed if elapsed > 0 else None, "p95_ms": lat["p95"], "p50_ms": lat["p50"],
+            "cpu_us_per_task": (cpu1 - cpu0) * 1e6 / n, "voluntary_switches_per_task": (switches1 - switches0) / n}
+
+
+def _ratio_interval(ratios: list[float]) -> dict[str, Any]:
+    """Median of the pairwise ratios and a 95% t interval of their geometric mean (None with < 2 pairs)."""
+    good = [r for r in ratios if r and r > 0 and math.isfinite(r)]
+    out: dict[str, Any] = {"pairs": len(good), "median": statistics.median(good) if good else None,
+                           "low": None, "high": None}
+    if len(good) >= 2:
+        logs = [math.log(r) for r in good]
+        half = t_critical(len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
+        mean = statistics.fmean(logs)
+        out.update(low=math.exp(mean - half), high=math.exp(mean + half), geometric_mean=math.exp(mean))
+    return out
+
+
+def _verdict(low: float | None, high: float | None, target: float, direction: str) -> str:
+    if low is None or high is None:
+        return "inconclusive (fewer than 2 pairs)"
+    if direction == ">=":
+        return "met" if low >= target else "not met" if high < target else "inconclusive"
+    return "met" if high <= target else "not met" if low > target else "inconclusive"
+
+
+def _interval(values: list[float]) -> tuple[float | None, float | None]:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if len(values) < 2:
+        return None, None
+    half = t_critical(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    mean = statistics.fmean(values)
+    return mean - half, mean + half
+
+
+def run_overhead(args: Any, workdir: str, log: Any) -> int:
+    store_root = os.path.join(workdir, "store")
+    tasks = make_tasks(args.count, seed=args.seed, object_bytes=0)
+    ensure_objects(tasks, store_root)
+    shared: dict[str, Any] = {}
+
+    def bare_fn(kind: str) -> Any:
+        if kind == "noop":
+            return lambda task: None
+        processor = shared.setdefault("processor", Processor(LocalObjectStore(store_root)))
+
+        def work(task: dict[str, Any]) -> None:
+            variant = task["size"]
+            processor.process(task["image_key"], variant, f"{task['image_key']}#{variant}", 1)
+        return work
+
+    def run_one(kind: str, impl: str, index: int) -> dict[str, Any]:
+        if impl == "engine":
+            db = os.path.join(workdir, "runs", f"{kind}-{index}", "tasks.db")
+            adapter: Any = EngineAdapter(processor=NoopProcessor() if kind == "noop" else None,
+                                         max_workers=args.workers, queue_size=args.queue_size, latency_ms=0.0,
+                                         db_path=db, store_root=store_root, log_level="WARNING")
+        else:
+            adapter = BareQueueAdapter(workers=args.workers, queue_size=args.queue_size, fn=bare_fn(kind))
+        adapter.start()
+        try:
+            result = measure(adapter, tasks, max(args.clients), args.timeout)
+        finally:
+            adapter.stop()
+        return result
+
+    runs = []
+    kinds = list(KINDS)
+    for kind in kinds:
+        for repeat in range(args.repeats):
+            order = ("engine", "bare") if repeat % 2 == 0 else ("bare", "engine")
+            for impl in order:
+                result = run_one(kind, impl, repeat)
+                result.update(kind=kind, impl=impl, repeat=repeat)
+                runs.append(result)
+                log(f"overhead {kind:<9} pair {repeat + 1}/{args.repeats}: {impl:<6} "
+                    f"{_fmt(result['tasks_per_s'], '.0f')} tasks/s, P95 {_fmt(result['p95_ms'], '.2f')} ms, "
+                    f"{_fmt(result['cpu_us_per_task'], '.0f')} us CPU/task, "
+                    f"{_fmt(result['voluntary_switches_per_task'], '.1f')} switches/task")
+    summary = summarize(runs, kinds)
+    print_summary(args, summary)
+    document = {"kind": "overhead", "created_unix": time.time(), "args": _jsonable(vars(args)), "env": env_info(),
+                "runs": runs, "summary": summary}
+    write_text(os.path.join(args.out, "overhead.json"), json.dumps(document, indent=2, sort_keys=True) + "\n")
+    return 0 if all(r["succeeded"] == r["tasks"] for r in runs) else 1
+
+
+def summarize(runs: list[dict[str, Any]], kinds: list[str]) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    for kind in kinds:
+        mine = [r for r in runs if r["kind"] == kind]
+        by_repeat: dict[int, dict[str, dict[str, Any]]] = {}
+        for r in mine:
+            by_repeat.setdefault(r["repeat"], {})[r["impl"]] = r
+        ratios = [p["engine"]["tasks_per_s"] / p["bare"]["tasks_per_s"] for p in by_repeat.values()
+                  if "engine" in p and "bare" in p and p["engine"]["tasks_per_s"] and p["bare"]["tasks_per_s"]]
+        side = {}
+        for impl in ("engine", "bare"):
+            vals = [r for r in mine if r["impl"] == impl]
+            tps = [r["tasks_per_s"] for r in vals if r["tasks_per_s"]]
+            low, high = _interval(tps)
+            side[impl] = {"tasks_per_s_median": statistics.median(tps) if tps else None,
+                          "tasks_per_s_low": low, "tasks_per_s_high": high,
+                          "p95_ms_median": _median([r["p95_ms"] for r in vals]),
+                          "cpu_us_per_task_median": _median([r["cpu_us_per_task"] for r in vals]),
+                          "cpu_us_low_high": _interval([r["cpu_us_per_task"] for r in vals]),
+                          "switches_per_task_median": _median([r["voluntary_switches_per_task"] for r in vals]),
+                          "tasks_per_s_all": tps}
+        ratio = _ratio_interval(ratios)
+        entry: dict[str, Any] = {"engine": side["engine"], "bare": side["bare"], "ratio": ratio, "verdicts": {}}
+        if kind == "noop":
+            eng = side["engine"]
+            cpu_low, cpu_high = eng["cpu_us_low_high"]
+            entry["verdicts"] = {
+                f"engine >= {TARGET_NOOP_TPS:,.0f} tasks/s": _verdict(eng["tasks_per_s_low"], eng["tasks_per_s_high"],
+                                                                     TARGET_NOOP_TPS, ">="),
+                f"engine/bare >= {TARGET_NOOP_SHARE:g}": _verdict(ratio["low"], ratio["high"], TARGET_NOOP_SHARE, ">="),
+                f"engine CPU <= {TARGET_NOOP_CPU_US:g} us/task": _verdict(cpu_low, cpu_high, TARGET_NOOP_CPU_US, "<="),
+            }
+        else:
+            entry["verdicts"] = {f"engine/bare >= {TARGET_PROCESSOR_SHARE:g}":
+                                 _verdict(ratio["low"], ratio["high"], TARGET_PROCESSOR_SHARE, ">=")}
+        summary[kind] = entry
+    return summary
+
+
+LABELS = {"noop": "no-op work (the durable path alone)", "processor": "the real Processor, small objects"}
+
+
+def print_summary(args: Any, summary: dict[str, Any]) -> None:
+    print(f"overhead: closed loop, {max(args.clients)} clients, {args.workers} workers, queue {args.queue_size}, "
+          f"latency 0, {args.count} tasks per run, {args.repeats} interleaved pairs, one process")
+    print("medians over the runs; engine/bare = median of the pairwise ratios [95% interval of their geometric "
+          "mean, Student t on the log ratios]")
+    header = (f"{'per-task work':<38} {'impl':<6} {'tasks/s':>9} {'P95 ms':>8} {'CPU us/task':>11} "
+              f"{'switches/task':>13}")
+    print(header)
+    print("-" * len(header))
+    for kind, entry in summary.items():
+        for impl in ("engine", "bare"):
+            side = entry[impl]
+            print(f"{LABELS[kind] if impl == 'engine' else '':<38} {impl:<6} "
+                  f"{_fmt(side['tasks_per_s_median'], ',.0f'):>9} {_fmt(side['p95_ms_median'], '.2f'):>8} "
+                  f"{_fmt(side['cpu_us_per_task_median'], '.0f'):>11} {_fmt(side['switches_per_task_median'], '.1f'):>13}")
+        r = entry["ratio"]
+        print(f"{'':<38} engine/bare {_fmt(r['median'], '.3f')} [{_fmt(r['low'], '.3f')}, {_fmt(r['high'], '.3f')}] "
+              f"over {r['pairs']} pairs")
+        for target, verdict in entry["verdicts"].items():
+            print(f"{'':<38} target {target}: {verdict}")
+
+
+def run_soak(args: Any, workdir: str, log: Any) -> int:
+    """args.soak no-op tasks through the durable path: WAL high-water, RSS growth per task, DB bytes per task."""
+    db = os.path.join(workdir, "soak", "tasks.db")
+    count = args.soak
+    adapter = EngineAdapter(processor=NoopProcessor(), max_workers=args.workers, queue_size=args.queue_size,
+                            latency_ms=0.0, db_path=db, store_root=os.path.join(workdir, "store"),
+                            log_level="WARNING")
+    wal = db + "-wal"
+    high = {"wal": 0}
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.05):
+            try:
+                high["wal"] = max(high["wal"], os.path.getsize(wal))
+            except OSError:
+                pass
+
+    watcher = threading.Thread(target=watch, name="wal-watch", daemon=True)
+    adapter.start()
+    watcher.start()
+    started = time.perf_counter()
+    chunk = max(1000, min(count, 50_000))
+    rss_marks = []
+    done = 0
+    try:
+        while done < count:
+            n = min(chunk, count - done)
+            tasks = make_tasks(n, seed=args.seed + done, object_bytes=0)
+            result = measure(adapter, tasks, max(args.clients), args.timeout)
+            done += n
+            rss_marks.append((done, current_rss_mb()))
+            log(f"soak: {done}/{count} tasks, {_fmt(result['tasks_per_s'], '.0f')} tasks/s, RSS "
+                f"{_fmt(rss_marks[-1][1], '.1f')} MB, WAL high-water {high['wal'] / 2**20:.1f} MiB")
+    finally:
+        adapter.stop()
+        stop.set()
+        watcher.join(5)
+    elapsed = time.perf_counter() - started
+    first = rss_marks[min(1, len(rss_marks) - 1)]
+    last = rss_marks[-1]
+    growth = ((last[1] - first[1]) * 2**20 / (last[0] - first[0])) if last[0] > first[0] and last[1] and first[1] \
+        else None
+    db_bytes = sum(os.path.getsize(p) for p in (db, wal) if os.path.exists(p))
+    document = {"kind": "soak", "tasks": count, "elapsed_s": elapsed, "wal_high_water_bytes": high["wal"],
+                "rss_growth_bytes_per_task": growth, "db_bytes_per_task": db_bytes / count, "rss_marks": rss_marks,
+                "env": env_info()}
+    print(f"soak: {count} no-op tasks through the durable path in {elapsed:.1f} s ({count / elapsed:,.0f} tasks/s)")
+    print(f"WAL high-water   {high['wal'] / 2**20:.1f} MiB (target <= 64 MiB)")
+    print(f"RSS growth       {_fmt(growth, '.1f')} bytes/task after the first {first[0]} tasks (target <= 10)")
+    print(f"database size    {db_bytes / count:.0f} bytes/task ({db_bytes / 2**20:.1f} MiB)")
+    write_text(os.path.join(args.out, "soak.json"), json.dumps(document, indent=2, sort_keys=True) + "\n")
+    return 0
+
+
+def _median(values: list[Any]) -> float | None:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return statistics.median(values) if values else None
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None or (isinstance(value, float) and not math.isfinite(value)) else format(value, spec)
+
+
+def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if isinstance(v, (str, int, float, bool, list, type(None)))}
