@@ -139,6 +139,14 @@ class Config:
     shutdown_timeout_s: float = setting(60.0, "float", "graceful shutdown waits at most this long for queued "
                                         "work", low=0, low_open=True, high=86_400)
     recover: bool = setting(True, "bool", "resume tasks an earlier process left unfinished")
+    retention_s: float = setting(0.0, "float", "delete finished rows this many seconds after they finished (0 = "
+                                 "keep them forever; a deleted key can run again)", low=0, high=10 * 365 * 86_400)
+    max_source_bytes: int = setting(512 * 1024 * 1024, "int", "largest source object read, bytes (checked before "
+                                    "and while reading)", low=1, high=1 << 50)
+    attempt_timeout_s: float = setting(300.0, "float", "an attempt still running after this many seconds fails "
+                                       "(AttemptTimeout, retried)", low=0, low_open=True, high=86_400)
+    allow_hard_links: bool = setting(False, "bool", "read a source object that has other hard links (off: a link "
+                                     "to a file outside the store would publish it)")
 
     def validate(self) -> Config:
         """Check every field against its Setting and the rules across fields; ConfigError (one line)."""

@@ -1,4 +1,6 @@
-"""The error classes the engine uses to decide between retrying a task and giving up on it."""
+"""Every error class of the engine: task errors (transient or permanent, which decides retrying), the object
+stores' errors, resource errors (the machine's fault, not the task's), state-store errors and ConfigError."""
+from __future__ import annotations
 
 
 class TaskError(Exception):
@@ -64,3 +66,37 @@ class StoreClientError(PermanentError):
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the command line turns it into exit code 2."""
+
+
+class ResourceError(Exception):
+    """The machine, not the task, is at fault: a full disk or quota, a read-only file system, no file
+    descriptors left, an I/O error. Never a task's failure: the engine stops, leaving the work queued in the
+    database, and a rerun once the cause is fixed finishes it. `cause` is a short phrase ("disk full")."""
+
+    def __init__(self, message: str, cause: str = "resource exhausted") -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+class StoreError(RuntimeError):
+    """The state store (SQLite) could not do what was asked; `cause` names why in a few words."""
+
+    def __init__(self, message: str, cause: str = "state store failure") -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+class StoreResourceError(StoreError, ResourceError):
+    """The state store's disk is full, read-only, or failing: stop, the work stays resumable."""
+
+
+class StoreCorrupt(StoreError):
+    """The database file is damaged (SQLite: malformed, not a database)."""
+
+
+class StoreLocked(StoreError):
+    """Another process held the database locked for longer than the engine waits (lock_wait_s)."""
+
+
+class SchemaMismatch(ConfigError):
+    """The database was not written by this version of the engine (another schema, or another program)."""

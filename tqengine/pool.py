@@ -13,6 +13,7 @@ At start, recovery (recovery.py) resumes what an earlier process left unfinished
 from __future__ import annotations
 
 import collections
+import errno
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -23,7 +24,7 @@ from typing import Any
 from . import logs
 from .admission import Admission
 from .config import Config
-from .errors import ConfigError, TransientError
+from .errors import ConfigError, ResourceError, StoreError, TransientError
 from .flight import Flight, FlightTable, TaskHandle
 from .metrics import Metrics
 from .objects import ObjectStore, make_store
@@ -31,7 +32,7 @@ from .processor import Processor
 from .queue import STOP, TaskQueue
 from .records import Outcome, TaskResult
 from .recovery import recover
-from .retry import PERMANENT, BackoffScheduler, backoff_delay, classify
+from .retry import PERMANENT, RESOURCE, BackoffScheduler, backoff_delay, classify
 from .state.lock import DatabaseLock
 from .state.store import StateStore
 
@@ -67,23 +68,30 @@ class WorkerPool:
         self.metrics = Metrics(self.config.max_workers)
         self._rng = random.Random(f"backoff|{self.config.seed}")
         self._admission: Admission | None = None
+        self.fatal_error: BaseException | None = None     # why the engine stopped itself (resource errors)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> WorkerPool:
+        """Open the database (refusing one that is not this engine's), the object store, start the workers
+        and resume what an earlier process left unfinished. Any failure here stops what was started and
+        raises: ConfigError for a configuration problem (a foreign database, an unreachable store)."""
         if self._started:
             return self
         cfg = self.config
         logs.configure(cfg.log_level, cfg.log_file)
         self._db_lock = DatabaseLock(cfg.db_path).acquire()     # one engine per database
         try:
-            self.state = StateStore(cfg.db_path)
+            self.state = StateStore(cfg.db_path, retention_s=cfg.retention_s, on_fatal=self._fatal,
+                                    used_before=self._db_lock.previous_holder is not None)
         except Exception:
             self._db_lock.release()
             raise
         self.objects: ObjectStore | None = None
         try:
+            unfinished = self.state.unfinished() if cfg.recover else []   # before any thread starts
             self.objects = make_store(cfg.store, cfg.store_root, cfg.store_url, cfg.chunk_size, cfg.max_workers,
-                                      client=cfg.http_client)
+                                      client=cfg.http_client, max_read_bytes=cfg.max_source_bytes,
+                                      allow_hard_links=cfg.allow_hard_links)
             removed = self.objects.remove_temp_files()
             if cfg.store == "http":     # a wrong or dead URL: one clear error, not every task dead
                 try:
@@ -97,6 +105,8 @@ class WorkerPool:
             self._db_lock.release()
             if isinstance(exc, OSError):
                 raise ConfigError(f"cannot use store root {cfg.store_root}: {exc.strerror or exc}") from None
+            if isinstance(exc, StoreError):
+                raise ConfigError(f"cannot use database {cfg.db_path}: {exc}") from None
             raise
         if removed:
             logs.event(30, "temp_files_removed", count=removed)
@@ -111,14 +121,26 @@ class WorkerPool:
         self._closing = False
         self._accepting = True
         self._started = True
-        if cfg.recover:
-            done = recover(self.state, self.flights, self.processor, self.scheduler, cfg.max_attempts,
-                           cfg.backoff_cap_s, self._finish)
-            self.recovered = done.resumed + done.settled
-            if self.recovered:
+        try:
+            if unfinished:
+                done = recover(unfinished, self.flights, self.processor, self.scheduler, cfg.max_attempts,
+                               cfg.backoff_cap_s, self._finish)
+                self.recovered = done.resumed + done.settled
                 logs.event(30, "recovered", resumed=done.resumed, settled=done.settled)
+        except BaseException:
+            self.shutdown(graceful=False)       # no worker may outlive a failed start
+            raise
         logs.event(20, "engine_started", workers=cfg.max_workers, queue_size=cfg.queue_size, mode=cfg.mode)
         return self
+
+    def _fatal(self, error: BaseException) -> None:
+        """The machine failed under the engine (disk full, read-only, corrupt database): stop at once; what
+        is unfinished stays in the database for a rerun. Called from any thread; never blocks."""
+        if self.fatal_error is None:
+            self.fatal_error = error
+            logs.event(50, "engine_stopping", error_class=type(error).__name__, error=str(error)[:500],
+                       cause=getattr(error, "cause", None))
+        self.abort()
 
     def _make_processor(self, objects: ObjectStore) -> Any:
         given = self._processor_given
@@ -239,6 +261,12 @@ class WorkerPool:
             self.metrics.count("failed")
             kind = classify(exc)
             error_class, message = type(exc).__name__, str(exc)[:2000]
+            if kind == RESOURCE:        # not the task's fault: the attempt does not count, the engine stops
+                flight.attempts = attempt - 1
+                self.state.requeue(flight.row_id, attempt - 1, lambda err: None)
+                self._fatal(exc if isinstance(exc, ResourceError) else
+                            ResourceError(f"{error_class}: {message}", _resource_cause(exc)))
+                return
             final = kind == PERMANENT or attempt >= cfg.max_attempts
             logs.event(30 if final else 20, "attempt_failed", task_id=flight.task_id,
                        idempotency_key=flight.key, attempt=attempt, error_class=error_class, error=message,
@@ -302,6 +330,14 @@ class WorkerPool:
         return self.metrics.snapshot(params=params if params is not None else asdict(cfg),
                                      tasks_submitted=self.submitted, latency_ms=cfg.latency_ms,
                                      idle=self.flights.active == 0)
+
+
+def _resource_cause(exc: BaseException) -> str:
+    code = getattr(exc, "errno", None)
+    return {errno.ENOSPC: "object store disk full", errno.EDQUOT: "object store quota exceeded",
+            errno.EROFS: "object store is read-only", errno.EMFILE: "no file descriptors left",
+            errno.ENFILE: "no file descriptors left"}.get(
+                code, "resource exhausted")  # type: ignore[arg-type]
 
 
 Engine = WorkerPool

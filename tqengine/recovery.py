@@ -17,7 +17,6 @@ from .admission import identify
 from .flight import Flight, FlightTable
 from .records import Outcome
 from .retry import BackoffScheduler
-from .state.store import StateStore
 
 
 class CompletedOutput(Protocol):
@@ -29,10 +28,11 @@ class Recovered(NamedTuple):
     settled: int        # decided at once (success from a finished output, or dead)
 
 
-def recover(state: StateStore, flights: FlightTable, processor: CompletedOutput, scheduler: BackoffScheduler,
-            max_attempts: int, backoff_cap_s: float, finish: Callable[[Flight, Outcome], None]) -> Recovered:
-    """Resume every unfinished row; `finish(flight, outcome)` commits an outcome decided here."""
-    rows = state.unfinished()
+def recover(rows: list[dict[str, Any]], flights: FlightTable, processor: CompletedOutput,
+            scheduler: BackoffScheduler, max_attempts: int, backoff_cap_s: float,
+            finish: Callable[[Flight, Outcome], None]) -> Recovered:
+    """Resume every unfinished row (StateStore.unfinished(), read before the workers started);
+    `finish(flight, outcome)` commits an outcome decided here."""
     now_wall = time.time()
     resumed = settled = 0
     for row in rows:

@@ -5,25 +5,32 @@ raising them is still bounded by max_attempts and then dead-lettered, and the ou
 atomically and idempotently, so a needless retry costs time, never correctness; giving up at once on
 an unknown error would lose work that a retry would have saved. Errors that are plainly about the task
 itself (ValueError, TypeError, KeyError, UnicodeError, and the OSErrors that say a file is missing or
-forbidden) are permanent.
+forbidden) are permanent. Errors that are the machine's, not the task's (a full disk or quota, a
+read-only file system, no file descriptors left) are "resource": the engine stops and leaves
+the task queued, without counting the attempt.
 """
+import errno
 import heapq
 import itertools
 import random
 import threading
 import time
 
-from .errors import PermanentError, TransientError
+from .errors import PermanentError, ResourceError, TransientError
 
 TRANSIENT = "transient"
 PERMANENT = "permanent"
+RESOURCE = "resource"       # the machine's fault (disk full, read-only, no descriptors): stop, do not count
+_RESOURCE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EMFILE, errno.ENFILE)
 
 _PERMANENT_OS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 _PERMANENT_BUILTIN = (ValueError, TypeError, KeyError, UnicodeError, LookupError)
 
 
 def classify(exc):
-    """Return "transient" or "permanent" for an exception raised by one attempt."""
+    """Return "transient", "permanent" or "resource" for an exception raised by one attempt."""
+    if isinstance(exc, ResourceError) or (isinstance(exc, OSError) and exc.errno in _RESOURCE_ERRNOS):
+        return RESOURCE
     if isinstance(exc, PermanentError):
         return PERMANENT
     if isinstance(exc, TransientError):

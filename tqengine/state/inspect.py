@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..errors import ConfigError
-from .store import connect
+from . import schema
+from .schema import connect
 
 
 def open_database(db_path: str) -> sqlite3.Connection:
@@ -26,22 +27,26 @@ def open_database(db_path: str) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         raise ConfigError(f"cannot open database {db_path}: {exc}") from None
     try:
-        conn.execute("SELECT 1 FROM dead_letters LIMIT 1").fetchall()
-    except sqlite3.Error:
+        schema.check_existing(db_path)
+        if schema.check_schema(conn, db_path):
+            raise ConfigError(f"{db_path} is not a task database of the engine (it is empty)")
+    except BaseException:
         conn.close()
-        raise ConfigError(f"{db_path} is not a task database of the engine (no dead_letters table)") from None
+        raise
     return conn
 
 
 _COLUMNS = ("id", "task_row", "task_id", "idempotency_key", "error_class", "error_message", "attempts",
-            "created_at", "dead_at", "requeued_at", "payload")
+            "created_at", "dead_at", "requeued_at")
 
 
 def dead_letters(conn: sqlite3.Connection, include_requeued: bool = False) -> list[dict[str, Any]]:
-    """Dead letters in id order (open ones only unless include_requeued)."""
-    where = "" if include_requeued else " WHERE requeued_at IS NULL"
-    cur = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM dead_letters{where} ORDER BY id")
-    return [dict(zip(_COLUMNS, row, strict=True)) for row in cur.fetchall()]
+    """Dead letters in id order (open ones only unless include_requeued), each with its task's payload."""
+    where = "" if include_requeued else " WHERE d.requeued_at IS NULL"
+    columns = ", ".join(f"d.{c}" for c in _COLUMNS)
+    cur = conn.execute(f"SELECT {columns}, t.payload FROM dead_letters d LEFT JOIN tasks t ON t.id = d.task_row"
+                       f"{where} ORDER BY d.id")
+    return [dict(zip((*_COLUMNS, "payload"), row, strict=True)) for row in cur.fetchall()]
 
 
 def requeue_dead_letters(conn: sqlite3.Connection, ids: Iterable[int] | None = None) -> list[int]:
@@ -65,3 +70,24 @@ def requeue_dead_letters(conn: sqlite3.Connection, ids: Iterable[int] | None = N
         conn.execute("ROLLBACK")
         raise
     return chosen
+
+
+def prune_finished(conn: sqlite3.Connection, older_than_s: float, batch: int = 5000) -> int:
+    """Delete finished rows (success, dead, rejected) last changed more than `older_than_s` ago, with their
+    dead letters, in batches; returns how many. A pruned idempotency key is free again: the same task
+    submitted later runs again."""
+    cutoff = time.time() - older_than_s
+    removed = 0
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            ids = [r[0] for r in conn.execute(schema.PRUNE, (cutoff, batch)).fetchall()]
+            for row_id in ids:
+                conn.execute(schema.PRUNE_LETTERS, (row_id,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        removed += len(ids)
+        if len(ids) < batch:
+            return removed

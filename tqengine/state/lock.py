@@ -28,6 +28,7 @@ class DatabaseLock:
         self.db_path = db_path
         self.path = os.path.abspath(db_path) + SUFFIX
         self._fd = None
+        self.previous_holder = None
 
     def acquire(self):
         """Take the lock, or raise ConfigError if another engine holds it."""
@@ -50,6 +51,7 @@ class DatabaseLock:
             if exc.errno in _NO_LOCKS:      # a file system without flock: run without the lock
                 return self
             raise ConfigError(f"cannot lock database {self.db_path} ({self.path}): {exc.strerror or exc}") from None
+        self.previous_holder = _read_pid(fd)      # an engine used this database before
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd

@@ -1,241 +1,184 @@
-"""Durable task state in SQLite: task records, idempotency keys (UNIQUE), dead letters, recovery.
+"""Durable task state in SQLite: task records, idempotency keys (UNIQUE), dead letters, recovery reads.
 
-One write connection; operations are appended to a pending list and committed in batches by group
-commit with leader election: a thread that needs its operation durable takes the commit lock and
-commits everything pending in one BEGIN IMMEDIATE ... COMMIT, its own and everyone else's; threads
-that queued behind it find their operation already committed and return at once. At low load a
-thread commits its own operation with no hand-off to another thread; at high load one commit
-carries many. Operations nobody waits for (`running`, `retrying`) ride along with the next commit,
-or a flusher thread commits them within FLUSH_EVERY_S. So:
+One writer thread owns the write connection. Every write is appended to the open batch; the writer takes
+the whole batch, commits it in one BEGIIN IMMEDIATE ... COMMIT, then wakes everyone who waits for that
+batch at once (one Event per batch, not one per operation) and runs the callbacks of the final states.
+No lock is ever held across an SQLite call, so threads waiting to write never convoy behind a commit,
+and at load one commit carries many tasks. So:
 
 - a claim (the INSERT that reserves an idempotency key) is committed before submit() returns;
-- a final state (success / dead / rejected) is committed before the task's handle resolves;
-- `running` and `retrying` are durable within FLUSH_EVERY_S, so after a crash the attempt count may
-  miss an attempt that had just started; the output write is idempotent, so that costs a repeated
-  attempt at most, never a wrong result.
+- a final state (success / dead / rejected) is committed before the task's handle resolves (its
+  callback runs in the writer thread after the commit);
+- `running` is written only for an attempt still running RUNNING_AFTER_S after it started (a short
+  attempt's success supersedes it), `retrying` rides along with the next commit; after a crash the
+  attempt count may miss an attempt that had just started, which costs a repeated attempt at most: the
+  output write is idempotent.
 
-With WAL and synchronous=NORMAL a commit survives the process being killed (SIGKILL); a power loss
-may lose the last commits (SQLite's documented trade-off), which would replay those tasks on resume.
-A database locked by another process is waited for with a bounded, jittered retry.
+WAL and checkpoints: a checkpointer thread copies committed frames into the database (PASSIVE) every
+CHECKPOINT_EVERY_S; when the WAL passes WAL_SOFT_LIMIT the writer runs a RESTART checkpoint between
+batches (it waits, boundedly, for readers to leave the old frames), and past WAL_HARD_LIMIT it holds the
+next commit until one succeeds (up to lock_wait_s), so a reader that keeps a snapshot open cannot grow
+the WAL without bound. journal_size_limit cuts the file back after each reset.
+
+With WAL and synchronous=NORMAL a commit survives the process being killed (SIGKILL); a power loss may
+lose the last commits (SQLite's documented trade-off), which would replay those tasks on resume. A
+database locked by another process is waited for with a bounded, jittered retry. Errors name their cause
+(schema.store_error): a full disk, a read-only or damaged database is reported as such, and such resource
+errors reach `on_fatal`, which stops the engine.
 """
-import collections
+from __future__ import annotations
+
 import logging
 import os
 import random
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, StoreError, StoreResourceError
+from . import schema
+from .schema import connect, is_busy, store_error
 
-UNFINISHED = ("queued", "running", "retrying")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS tasks(
-  id INTEGER PRIMARY KEY,
-  task_id TEXT,
-  idempotency_key TEXT UNIQUE,
-  payload TEXT NOT NULL,
-  status TEXT NOT NULL CHECK (status IN
-      ('queued','running','retrying','success','failed','dead','rejected')),
-  attempts INTEGER NOT NULL DEFAULT 0,
-  created_at REAL NOT NULL,
-  updated_at REAL NOT NULL,
-  next_attempt_at REAL,
-  output_key TEXT,
-  output_digest TEXT,
-  output_bytes INTEGER,
-  version INTEGER NOT NULL DEFAULT 1,
-  error_class TEXT,
-  last_error TEXT
-);
-CREATE INDEX IF NOT EXISTS tasks_unfinished ON tasks(status)
-  WHERE status IN ('queued','running','retrying');
-CREATE TABLE IF NOT EXISTS dead_letters(
-  id INTEGER PRIMARY KEY,
-  task_row INTEGER NOT NULL REFERENCES tasks(id),
-  task_id TEXT,
-  idempotency_key TEXT,
-  payload TEXT NOT NULL,
-  error_class TEXT,
-  error_message TEXT,
-  attempts INTEGER NOT NULL,
-  created_at REAL NOT NULL,
-  dead_at REAL NOT NULL,
-  requeued_at REAL
-);
-CREATE INDEX IF NOT EXISTS dead_letters_open ON dead_letters(task_row) WHERE requeued_at IS NULL;
-"""
-
-_INSERT = ("INSERT INTO tasks(task_id, idempotency_key, payload, status, attempts, created_at, updated_at,"
-           " error_class, last_error) VALUES(?,?,?,?,0,?,?,?,?)"
-           " ON CONFLICT(idempotency_key) DO NOTHING RETURNING id")
-_SELECT_KEY = ("SELECT id, task_id, payload, status, attempts, output_key, output_digest, error_class,"
-               " last_error FROM tasks WHERE idempotency_key = ?")
-_DEAD_LETTER = ("INSERT INTO dead_letters(task_row, task_id, idempotency_key, payload, error_class,"
-                " error_message, attempts, created_at, dead_at) SELECT id, task_id, idempotency_key, payload,"
-                " error_class, last_error, attempts, created_at, ? FROM tasks WHERE id = ?")
-_TRANSITIONS = {
-    "running": "UPDATE tasks SET status='running', attempts=?, updated_at=?, version=version+1 WHERE id=?",
-    "retrying": ("UPDATE tasks SET status='retrying', attempts=?, next_attempt_at=?, error_class=?,"
-                 " last_error=?, updated_at=?, version=version+1 WHERE id=?"),
-    "success": ("UPDATE tasks SET status='success', attempts=?, output_key=?, output_digest=?,"
-                " output_bytes=?, next_attempt_at=NULL, updated_at=?, version=version+1 WHERE id=?"),
-    "dead": ("UPDATE tasks SET status='dead', attempts=?, error_class=?, last_error=?,"
-             " next_attempt_at=NULL, updated_at=?, version=version+1 WHERE id=?"),
-    "rejected": ("UPDATE tasks SET status='rejected', error_class=?, last_error=?, updated_at=?,"
-                 " version=version+1 WHERE id=?"),
-}
-
-MAX_BATCH = 4096
 CHECKPOINT_EVERY_S = 0.5
-FLUSH_EVERY_S = 0.05
+FLUSH_EVERY_S = 0.05        # how long a `retrying` may wait for a commit to ride along with
+RUNNING_AFTER_S = 0.05      # an attempt still running this long gets its `running` row written
+WAL_SOFT_LIMIT = 16 * 1024 * 1024
+WAL_HARD_LIMIT = 48 * 1024 * 1024
+PRUNE_EVERY_S = 5.0
+PRUNE_BATCH = 2000
+log = logging.getLogger("tq")
 
-
-class _Op:
-    """One pending write: `kind` (claim | running | retrying | success | dead | rejected), the row it
-    changes and the statement's arguments (for a claim: the Claims), who to call once it is committed,
-    and the ticket of a thread waiting for it."""
-    __slots__ = ("kind", "row_id", "args", "callback", "ticket")
-
-    def __init__(self, kind, row_id, args, callback=None, ticket=None):
-        self.kind, self.row_id, self.args, self.callback, self.ticket = kind, row_id, args, callback, ticket
-
-
-class _Ticket:
-    """Tells a thread that its operation was committed (done) and how (error None or the exception)."""
-    __slots__ = ("done", "error")
-
-    def __init__(self):
-        self.done = False
-        self.error = None
-
-
-class StoreError(RuntimeError):
-    """The state store could not commit (disk full, database corrupt, locked for too long)."""
+__all__ = ["Claim", "StateStore", "StoreError"]
 
 
 class Claim:
     """One submission asking for its idempotency key. `intent` says what row to create:
-    queued (normal), dead (the task failed validation), rejected (refused before claiming a key)."""
+    queued (normal), dead (the task failed validation), rejected/conflict (refused before owning a key)."""
     __slots__ = ("key", "payload", "task_id", "intent", "error_class", "error", "outcome", "row")
 
-    def __init__(self, key, payload, task_id, intent="queued", error_class=None, error=None):
+    def __init__(self, key: str | None, payload: str, task_id: str | None, intent: str = "queued",
+                 error_class: str | None = None, error: str | None = None) -> None:
         self.key, self.payload, self.task_id, self.intent = key, payload, task_id, intent
         self.error_class, self.error = error_class, error
-        self.outcome = None   # new | reclaimed | adopted | final | conflict
-        self.row = None       # dict of the row as committed
+        self.outcome: str | None = None   # new | reclaimed | adopted | final | conflict
+        self.row: dict[str, Any] | None = None
 
 
-def _is_busy(exc):
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
+class _Op:
+    """One write: `kind` (claim | queued | retrying | success | dead | rejected), the row it changes, the
+    statement's arguments (for a claim: the Claims), who to call once it is committed, and its error."""
+    __slots__ = ("kind", "row_id", "args", "callback", "error")
+
+    def __init__(self, kind: str, row_id: int | None, args: Any,
+                 callback: Callable[[BaseException | None], None] | None = None) -> None:
+        self.kind, self.row_id, self.args, self.callback = kind, row_id, args, callback
+        self.error: BaseException | None = None
 
 
-def connect(db_path, timeout_s=0.2):
-    return sqlite3.connect(db_path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
+class _Batch:
+    """The writes one commit carries; `done` is set once it is committed (or has failed)."""
+    __slots__ = ("ops", "urgent", "done", "since")
 
-
-def enable_wal(conn):
-    """Switch to WAL (needs a moment of exclusive access on a database in rollback-journal mode)."""
-    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-    if str(mode).lower() != "wal":
-        raise sqlite3.OperationalError("database is locked (could not switch to WAL)")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    # Checkpoints (copying the WAL into the database, with fsyncs) run in their own thread
-    # (TaskStore._checkpoint_loop), not inside a commit: a commit never stalls behind one.
-    conn.execute("PRAGMA wal_autocheckpoint=0")
+    def __init__(self) -> None:
+        self.ops: list[_Op] = []
+        self.since = 0.0            # when its first write arrived
+        self.urgent = False         # someone waits for it: commit now, not at the next flush
+        self.done = threading.Event()
 
 
 class StateStore:
-    """The SQLite task table: claims, state transitions, recovery reads; group commit."""
+    """The SQLite task table: claims, state transitions, recovery reads, retention; one writer thread."""
 
-    def __init__(self, db_path, lock_wait_s=60.0):
+    def __init__(self, db_path: str, lock_wait_s: float = 60.0, retention_s: float = 0.0,
+                 on_fatal: Callable[[StoreError], None] | None = None, used_before: bool = False) -> None:
         self.db_path = db_path
         self.lock_wait_s = lock_wait_s
-        self._pending = collections.deque()   # _Op not yet committed
-        self._commit_lock = threading.Lock()
-        self._threads = []
-        self._stop = threading.Event()
+        self.retention_s = retention_s
+        self.on_fatal = on_fatal
         self.commits = 0
         self.ops_applied = 0
+        self.wal_high_water = 0
+        self.fatal: StoreError | None = None
+        self._cv = threading.Condition()
+        self._batch = _Batch()
+        self._running: dict[int, tuple[int, float]] = {}     # row -> (attempt, started), not yet written
+        self._stopping = False
         self._closed = False
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self._open(used_before)
+
+    def _open(self, used_before: bool) -> None:
+        db_path = self.db_path
+        directory = os.path.dirname(os.path.abspath(db_path))
         try:
-            directory = os.path.dirname(os.path.abspath(db_path))
             os.makedirs(directory, exist_ok=True)
-            if os.path.isdir(db_path):
-                raise IsADirectoryError(21, "is a directory")
+            schema.check_existing(db_path, used_before)
             self._conn = connect(db_path)
-            self._with_lock_retry(lambda: enable_wal(self._conn))
-            self._with_lock_retry(lambda: self._conn.executescript(SCHEMA))
-            probe = os.path.join(directory, f".tq-write-probe-{os.getpid()}")
-            with open(probe, "wb"):
-                pass
-            os.unlink(probe)
+        except ConfigError:
+            raise
         except (sqlite3.Error, OSError) as exc:
-            raise ConfigError(f"cannot open database {db_path}: {exc}") from None
+            raise ConfigError(f"cannot open database {db_path}: {getattr(exc, 'strerror', None) or exc}") from None
+        try:
+            new = self._with_lock_retry(lambda: schema.check_schema(self._conn, db_path))
+            if not new:
+                self._with_lock_retry(lambda: schema.quick_check(self._conn, db_path))
+            self._with_lock_retry(lambda: schema.enable_wal(self._conn))
+            if new:
+                self._with_lock_retry(lambda: schema.create(self._conn)
+                                      if schema.check_schema(self._conn, db_path) else None)
+        except ConfigError:
+            self._conn.close()
+            raise
+        except (sqlite3.Error, OSError, StoreError) as exc:
+            self._conn.close()
+            err = store_error(exc, f"database {db_path}")
+            raise ConfigError(f"cannot open database {db_path}: {err.cause} ({exc})") from None
 
     # -- reads (before the writer starts, or from other connections) ------------------------
-    def unfinished(self):
-        cur = self._conn.execute(
-            "SELECT id, task_id, idempotency_key, payload, status, attempts, next_attempt_at"
-            " FROM tasks WHERE status IN ('queued','running','retrying') ORDER BY id")
-        cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, r)) for r in cur.fetchall()]
-
-    # -- the writer -------------------------------------------------------------------------
-    def start(self):
-        """Start the flusher (commits operations nobody waits for) and the WAL checkpointer."""
-        for target, name in ((self._flush_loop, "tq-store-flush"), (self._checkpoint_loop, "tq-store-checkpoint")):
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
-    def _flush_loop(self):
-        while not self._stop.wait(FLUSH_EVERY_S):
-            if self._pending:
-                self._try_lead()
-
-    def _checkpoint_loop(self):
-        """Every CHECKPOINT_EVERY_S, if anything was committed, run a PASSIVE checkpoint on a connection of
-        its own: it copies committed WAL frames into the database without blocking the writer."""
+    def unfinished(self) -> list[dict[str, Any]]:
+        """Every row left queued, running or retrying, in id order; StoreError naming the cause."""
         try:
-            conn = connect(self.db_path, timeout_s=0.05)
-        except sqlite3.Error:
-            return
-        seen = self.commits
-        while not self._stop.wait(CHECKPOINT_EVERY_S):
-            if self.commits == seen:
-                continue
-            seen = self.commits
-            try:
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            except sqlite3.Error:
-                pass   # busy (another process holds a lock): the next round tries again
-        conn.close()
+            cur = self._conn.execute(schema.UNFINISHED_ROWS)
+            cols = [d[0] for d in cur.description]
+            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+        except sqlite3.Error as exc:
+            raise store_error(exc, f"database {self.db_path}") from None
 
-    def claim(self, claims):
+    # -- the write API ----------------------------------------------------------------------
+    def claim(self, claims: list[Claim]) -> list[Claim]:
         """Commit the claims and fill in each one's outcome; returns once they are durable."""
-        ticket = _Ticket()
-        self._pending.append(_Op("claim", None, claims, ticket=ticket))
-        self._commit_pending(ticket)
-        if ticket.error is not None:
-            raise StoreError(str(ticket.error))
+        op = _Op("claim", None, claims)
+        batch = self._enqueue(op, urgent=True)
+        if not batch.done.wait(self.lock_wait_s + 30.0):
+            raise StoreError("the state store did not commit within its lock wait", "state store stalled")
+        if op.error is not None:
+            raise store_error(op.error)
         return claims
 
-    def mark_running(self, row_id, attempt):
-        """Attempt `attempt` started; rides along with the next commit (at most FLUSH_EVERY_S later)."""
-        self._pending.append(_Op("running", row_id, (attempt,)))
+    def mark_running(self, row_id: int, attempt: int) -> None:
+        """Attempt `attempt` started; written only if it is still running RUNNING_AFTER_S later."""
+        with self._cv:
+            wake = not self._running            # the writer may be waiting with no deadline
+            self._running[row_id] = (attempt, time.perf_counter())
+            if wake:
+                self._cv.notify()
 
-    def mark_retrying(self, row_id, attempt, next_attempt_at, error_class, error):
+    def mark_retrying(self, row_id: int, attempt: int, next_attempt_at: float, error_class: str,
+                      error: str) -> None:
         """Attempt `attempt` failed and the task waits until `next_attempt_at` (wall clock) for the next;
-        rides along with the next commit."""
-        self._pending.append(_Op("retrying", row_id, (attempt, next_attempt_at, error_class, error)))
+        rides along with the next commit (at most FLUSH_EVERY_S later)."""
+        self._enqueue(_Op("retrying", row_id, (attempt, next_attempt_at, error_class, error)), urgent=False)
 
-    def finish(self, row_id, outcome, on_commit):
-        """The final state (outcome.status success, dead or rejected), committed promptly: this thread
-        commits it unless a commit is already under way, whose leader then takes it too (this thread never
-        waits); `on_commit(err)` runs after the commit (err None) or its failure."""
+    def requeue(self, row_id: int, attempts: int, on_commit: Callable[[BaseException | None], None]) -> None:
+        """Put the task back to `queued` with `attempts` used (an attempt the machine, not the task, broke)."""
+        self._enqueue(_Op("queued", row_id, (attempts,), on_commit), urgent=True)
+
+    def finish(self, row_id: int, outcome: Any, on_commit: Callable[[BaseException | None], None]) -> None:
+        """The final state (outcome.status success, dead or rejected), committed promptly; `on_commit(err)`
+        runs in the writer thread after the commit (err None) or its failure."""
         status = outcome.status
         if status == "success":
             args = (outcome.attempts, outcome.output_key, outcome.output_digest, outcome.output_bytes)
@@ -245,107 +188,112 @@ class StateStore:
             args = (outcome.error_class, outcome.error)
         else:
             raise ValueError(f"not a final status: {status!r}")
-        self._pending.append(_Op(status, row_id, args, on_commit))
-        self._try_lead()
+        self._enqueue(_Op(status, row_id, args, on_commit), urgent=True)
 
-    def close(self, timeout=30.0):
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout)
-        self._threads = []
-        self._commit_pending()
-        with self._commit_lock:         # never close the connection under a commit in another thread
-            self._closed = True
-            try:
-                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            except sqlite3.Error:
-                pass
-            try:
-                self._conn.close()
-            except sqlite3.Error:
-                pass
+    def _enqueue(self, op: _Op, urgent: bool) -> _Batch:
+        with self._cv:
+            if op.row_id is not None:
+                self._running.pop(op.row_id, None)     # its attempt ended: `running` is superseded
+            batch = self._batch
+            if not batch.ops:
+                batch.since = time.perf_counter()
+            batch.ops.append(op)
+            if urgent and not batch.urgent:
+                batch.urgent = True
+                self._cv.notify()
+        if self._closed:            # too late for the writer: commit (and answer) here
+            self._drain_here()
+        return batch
 
-    def _commit_pending(self, ticket=None):
-        """Commit everything pending (unless `ticket` was committed by an earlier leader while this
-        thread waited for the lock), run the callbacks outside the lock, then look again: an
-        operation queued while the lock was held may have found it taken and left it to us."""
-        with self._commit_lock:
-            if ticket is not None and ticket.done:
-                batch = None
-            else:
-                batch, errors = self._commit_batch()
-        if batch:
-            self._run_callbacks(batch, errors)
-        if ticket is not None and not ticket.done:   # more than MAX_BATCH were ahead of it
-            self._commit_pending(ticket)
-        self._try_lead()
+    # -- the writer -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the writer and the WAL checkpointer."""
+        for target, name in ((self._writer_loop, "tq-state-writer"), (self._checkpoint_loop, "tq-state-checkpoint")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
-    def _try_lead(self):
-        """Commit what is pending if no other thread is committing; never waits for the lock."""
-        while self._pending:
-            if not self._commit_lock.acquire(blocking=False):
-                return          # the leader re-checks the pending list after it releases the lock
-            try:
-                batch, errors = self._commit_batch()
-            finally:
-                self._commit_lock.release()
-            if batch:
-                self._run_callbacks(batch, errors)
+    def _take(self) -> _Batch | None:
+        """Wait for work and take the open batch (None once stopping and nothing is left): at once for an
+        urgent write, else when the oldest write has waited FLUSH_EVERY_S or an attempt's `running` is due."""
+        with self._cv:
+            while True:
+                batch = self._batch
+                now = time.perf_counter()
+                if self._stopping:
+                    due = list(self._running)
+                    if not batch.ops and not due:
+                        return None
+                    break
+                due = [row for row, (_a, started) in self._running.items() if now - started >= RUNNING_AFTER_S]
+                if batch.urgent or due or (batch.ops and now - batch.since >= FLUSH_EVERY_S):
+                    break
+                waits = []
+                if batch.ops:
+                    waits.append(batch.since + FLUSH_EVERY_S - now)
+                if self._running:
+                    waits.append(min(started for _a, started in self._running.values()) + RUNNING_AFTER_S - now)
+                self._cv.wait(max(0.001, min(waits)) if waits else None)
+            for row in due:
+                attempt, _started = self._running.pop(row)
+                batch.ops.append(_Op("running", row, (attempt,)))
+            self._batch = _Batch()
+            return batch
 
-    def _commit_batch(self):
-        """Take up to MAX_BATCH pending operations and commit them (commit lock held)."""
-        pending = self._pending
-        batch = []
-        try:
-            while len(batch) < MAX_BATCH:
-                batch.append(pending.popleft())
-        except IndexError:
-            pass
-        if not batch:
-            return batch, []
-        errors = self._commit(batch)
-        for op, err in zip(batch, errors, strict=True):
-            if op.ticket is not None:
-                op.ticket.error = err
-                op.ticket.done = True
-        return batch, errors
+    def _writer_loop(self) -> None:
+        last_prune = time.perf_counter()
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            self._commit_batch(batch)
+            self._after_commit()
+            if self.retention_s > 0 and time.perf_counter() - last_prune >= PRUNE_EVERY_S:
+                last_prune = time.perf_counter()
+                self._prune()
 
-    @staticmethod
-    def _run_callbacks(batch, errors):
-        for op, err in zip(batch, errors, strict=True):
-            callback = op.callback
-            if callback is not None:
+    def _commit_batch(self, batch: _Batch) -> None:
+        errors = self._commit(batch.ops)
+        for op, err in zip(batch.ops, errors, strict=True):
+            op.error = err
+        batch.done.set()
+        for op in batch.ops:
+            if op.callback is not None:
                 try:
-                    callback(err)
-                except Exception:  # a caller's callback must not break the committer
-                    logging.getLogger("tq").exception("store callback failed")
+                    op.callback(op.error)
+                except Exception:  # a caller's callback must not break the writer
+                    log.exception("store callback failed")
+        fatal = next((e for e in errors if isinstance(e, StoreResourceError) or
+                      (isinstance(e, StoreError) and e.cause == "database corrupt")), None)
+        if fatal is not None and self.fatal is None:
+            self.fatal = fatal
+            if self.on_fatal is not None:
+                self.on_fatal(fatal)
 
-    def _commit(self, batch):
-        """Commit the batch in one transaction; if that fails for a reason other than a lock, commit
-        its operations one by one so a single bad one (say, a string SQLite cannot encode) fails
-        alone. Returns one error (or None) per operation."""
-        if self._closed:
-            return [StoreError("the state store is closed")] * len(batch)
+    def _commit(self, ops: list[_Op]) -> list[BaseException | None]:
+        """Commit the ops in one transaction; if that fails for a reason other than a lock or a resource,
+        commit them one by one so a single bad one (say, a string SQLite cannot encode) fails alone."""
         try:
-            self._with_lock_retry(lambda: self._apply(batch))
+            self._with_lock_retry(lambda: self._apply(ops))
             self.commits += 1
-            self.ops_applied += len(batch)
-            return [None] * len(batch)
+            self.ops_applied += len(ops)
+            return [None] * len(ops)
         except Exception as exc:  # a failed commit must still reach every waiter
-            if len(batch) == 1 or (isinstance(exc, sqlite3.OperationalError) and _is_busy(exc)):
-                return [exc] * len(batch)   # locked past the bound: one answer for all, not one wait each
-        errors = []
-        for op in batch:
+            err = store_error(exc)
+            if len(ops) == 1 or type(err) is not StoreError:
+                return [err] * len(ops)     # locked, full, read-only, corrupt: one answer for all
+        errors: list[BaseException | None] = []
+        for op in ops:
             try:
-                self._with_lock_retry(lambda: self._apply([op]))
+                self._with_lock_retry(lambda op=op: self._apply([op]))
                 self.commits += 1
                 self.ops_applied += 1
                 errors.append(None)
             except Exception as exc:
-                errors.append(exc)
+                errors.append(store_error(exc))
         return errors
 
-    def _with_lock_retry(self, action):
+    def _with_lock_retry(self, action: Callable[[], Any]) -> Any:
         """Run action; on 'database is locked/busy' wait with jittered backoff, up to lock_wait_s."""
         deadline = time.perf_counter() + self.lock_wait_s
         delay = 0.005
@@ -358,81 +306,181 @@ class StateStore:
                         self._conn.execute("ROLLBACK")
                     except sqlite3.Error:
                         pass
-                if not isinstance(exc, sqlite3.OperationalError) or not _is_busy(exc) \
-                        or time.perf_counter() >= deadline:
+                if not is_busy(exc) or time.perf_counter() >= deadline:
                     raise
                 time.sleep(random.uniform(delay / 2, delay))
                 delay = min(delay * 2, 0.25)
 
-    def _apply(self, batch):
+    def _apply(self, ops: list[_Op]) -> None:
         execute = self._conn.execute
         now = time.time()
-        # A `running` whose attempt already ended in this same batch is superseded by that outcome
-        # (which writes the same attempt count): skip it, one UPDATE fewer per fast task.
-        ended = {(op.row_id, op.args[0]) for op in batch if op.kind in ("success", "dead", "retrying")}
         execute("BEGIN IMMEDIATE")
-        for op in batch:
+        for op in ops:
             kind = op.kind
             if kind == "claim":
                 for claim in op.args:
                     self._apply_claim(execute, claim, now)
             elif kind == "running":
-                if (op.row_id, op.args[0]) not in ended:
-                    execute(_TRANSITIONS["running"], (op.args[0], now, op.row_id))
-            elif kind in _TRANSITIONS:
-                execute(_TRANSITIONS[kind], (*op.args, now, op.row_id))
+                execute(schema.TRANSITIONS["running"], (op.args[0], now, op.row_id))
+            elif kind in schema.TRANSITIONS:
+                execute(schema.TRANSITIONS[kind], (*op.args, now, op.row_id))
                 if kind == "dead":
-                    execute(_DEAD_LETTER, (now, op.row_id))
+                    execute(schema.DEAD_LETTER, (now, op.row_id))
             else:
                 raise ValueError(f"unknown store operation {kind!r}")
         execute("COMMIT")
 
-    def _apply_claim(self, execute, claim, now):
+    def _apply_claim(self, execute: Callable[..., Any], claim: Claim, now: float) -> None:
         if claim.intent in ("rejected", "conflict"):
             # Refused before owning a key: recorded under no key so the key stays free.
-            row_id = execute(_INSERT, (claim.task_id, None, claim.payload, "rejected", now, now,
-                                       claim.error_class, claim.error)).fetchall()[0][0]
+            row_id = execute(schema.INSERT, (claim.task_id, None, claim.payload, "rejected", now, now,
+                                             claim.error_class, claim.error)).fetchall()[0][0]
             claim.outcome = claim.intent
             claim.row = {"id": row_id, "status": "rejected", "attempts": 0, "error_class": claim.error_class,
                          "last_error": claim.error}
             return
         status = "dead" if claim.intent == "dead" else "queued"
-        rows = execute(_INSERT, (claim.task_id, claim.key, claim.payload, status, now, now,
-                                 claim.error_class, claim.error)).fetchall()
-        got = rows[0] if rows else None
-        if got is not None:
+        rows = execute(schema.INSERT, (claim.task_id, claim.key, claim.payload, status, now, now,
+                                       claim.error_class, claim.error)).fetchall()
+        if rows:
             if status == "dead":
-                execute(_DEAD_LETTER, (now, got[0]))
-            claim.outcome, claim.row = "new", {"id": got[0], "status": status, "attempts": 0}
+                execute(schema.DEAD_LETTER, (now, rows[0][0]))
+            claim.outcome, claim.row = "new", {"id": rows[0][0], "status": status, "attempts": 0}
             return
-        cols = ("id", "task_id", "payload", "status", "attempts", "output_key", "output_digest",
-                "error_class", "last_error")
-        row = dict(zip(cols, execute(_SELECT_KEY, (claim.key,)).fetchone()))
+        row = dict(zip(schema.SELECT_KEY_COLUMNS, execute(schema.SELECT_KEY, (claim.key,)).fetchone(), strict=True))
         if claim.intent == "dead":
             if row["payload"] == claim.payload and row["status"] == "dead" and \
                     row["error_class"] == claim.error_class and row["last_error"] == claim.error:
                 claim.outcome, claim.row = "final", row      # the same bad task again
                 return
             # A bad task never shares a row with the task that holds its key: record it keyless.
-            row_id = execute(_INSERT, (claim.task_id, None, claim.payload, "dead", now, now,
-                                       claim.error_class, claim.error)).fetchall()[0][0]
-            execute(_DEAD_LETTER, (now, row_id))
+            row_id = execute(schema.INSERT, (claim.task_id, None, claim.payload, "dead", now, now,
+                                             claim.error_class, claim.error)).fetchall()[0][0]
+            execute(schema.DEAD_LETTER, (now, row_id))
             claim.outcome, claim.row = "new", {"id": row_id, "status": "dead", "attempts": 0}
             return
         if row["payload"] != claim.payload:
-            message = (f"conflict: idempotency key {claim.key[:200]!r} is already held by task "
+            message = (f"conflict: idempotency key {str(claim.key)[:200]!r} is already held by task "
                        f"{row['task_id']!r} with a different payload")
-            row_id = execute(_INSERT, (claim.task_id, None, claim.payload, "rejected", now, now,
-                                       "IdempotencyConflict", message)).fetchall()[0][0]
+            row_id = execute(schema.INSERT, (claim.task_id, None, claim.payload, "rejected", now, now,
+                                             "IdempotencyConflict", message)).fetchall()[0][0]
             claim.outcome = "conflict"
             claim.row = {"id": row_id, "status": "rejected", "attempts": 0,
                          "error_class": "IdempotencyConflict", "last_error": message}
         elif row["status"] == "rejected":
-            execute("UPDATE tasks SET status='queued', task_id=?, error_class=NULL, last_error=NULL,"
-                    " updated_at=?, version=version+1 WHERE id=?", (claim.task_id, now, row["id"]))
+            execute(schema.RECLAIM, (claim.task_id, now, row["id"]))
             row["status"] = "queued"
             claim.outcome, claim.row = "reclaimed", row
-        elif row["status"] in UNFINISHED:
+        elif row["status"] in schema.UNFINISHED:
             claim.outcome, claim.row = "adopted", row
         else:
             claim.outcome, claim.row = "final", row
+
+    # -- WAL size and retention -------------------------------------------------------------
+    def _wal_size(self) -> int:
+        try:
+            size = os.path.getsize(self.db_path + "-wal")
+        except OSError:
+            return 0
+        if size > self.wal_high_water:
+            self.wal_high_water = size
+        return size
+
+    def _after_commit(self) -> None:
+        """Keep the WAL bounded: RESTART checkpoints past the soft limit; past the hard limit, hold the
+        writer until one completes (a reader holding an old snapshot is waited for, up to lock_wait_s)."""
+        size = self._wal_size()
+        if size < WAL_SOFT_LIMIT:
+            return
+        deadline = time.perf_counter() + self.lock_wait_s
+        while True:
+            try:
+                busy, _frames, _done = self._conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            except sqlite3.Error as exc:
+                busy = 1
+                if not is_busy(exc):
+                    log.warning("WAL checkpoint failed: %s", store_error(exc).cause)
+                    return
+            if not busy or self._wal_size() < WAL_HARD_LIMIT or time.perf_counter() >= deadline:
+                if busy and self._wal_size() >= WAL_HARD_LIMIT:
+                    log.warning("the WAL of %s is %d MiB: a reader keeps an old snapshot open", self.db_path,
+                                self._wal_size() >> 20)
+                return
+            time.sleep(0.02)
+
+    def _checkpoint_loop(self) -> None:
+        """Every CHECKPOINT_EVERY_S, if anything was committed, a PASSIVE checkpoint on a connection of its
+        own: it copies committed WAL frames into the database without blocking the writer."""
+        try:
+            conn = connect(self.db_path, timeout_s=0.05)
+        except sqlite3.Error:
+            return
+        seen = self.commits
+        warned = False
+        while not self._stop.wait(CHECKPOINT_EVERY_S):
+            if self.commits == seen:
+                continue
+            seen = self.commits
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error as exc:
+                if not is_busy(exc) and not warned:     # read-only or immutable file: say so, once
+                    warned = True
+                    log.warning("WAL checkpoint of %s failed: %s (%s)", self.db_path, store_error(exc).cause, exc)
+        conn.close()
+
+    def _prune(self) -> int:
+        """Delete finished rows (and their dead letters) older than retention_s, a batch at a time."""
+        cutoff = time.time() - self.retention_s
+        removed = 0
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            ids = [r[0] for r in self._conn.execute(schema.PRUNE, (cutoff, PRUNE_BATCH)).fetchall()]
+            for row_id in ids:
+                self._conn.execute(schema.PRUNE_LETTERS, (row_id,))
+            self._conn.execute("COMMIT")
+            removed = len(ids)
+        except sqlite3.Error as exc:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            log.warning("pruning finished rows failed: %s", store_error(exc).cause)
+        return removed
+
+    # -- closing ----------------------------------------------------------------------------
+    def _drain_here(self) -> None:
+        """Commit (in the calling thread) whatever reached the store after the writer stopped."""
+        with self._cv:
+            batch, self._batch = self._batch, _Batch()
+        if batch.ops:
+            if self._conn is None:
+                for op in batch.ops:
+                    op.error = StoreError("the state store is closed", "state store closed")
+                batch.done.set()
+                for op in batch.ops:
+                    if op.callback is not None:
+                        op.callback(op.error)
+                return
+            self._commit_batch(batch)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Commit what is pending, stop the threads, checkpoint and close the connection."""
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads = []
+        self._closed = True
+        self._drain_here()
+        conn, self._conn = self._conn, None  # type: ignore[assignment]
+        if conn is None:
+            return
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error:
+            pass
+        try:
+            conn.close()
+        except sqlite3.Error:
+            pass
