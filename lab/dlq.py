@@ -8,6 +8,7 @@ import json
 import sys
 import time
 
+from lab.terminal import printable
 from tqengine.errors import ConfigError
 from tqengine.state.inspect import dead_letters, open_database, requeue_dead_letters
 
@@ -61,11 +62,11 @@ def cmd_list(args):
         return 0
     print(f"{'id':>5}  {'task_id':<14} {'attempts':>8}  {'dead at':<19}  {'error':<22} message / key")
     for r in rows:
-        key = (r["idempotency_key"] or "-")[:60]
-        msg = (r["error_message"] or "")[:80]
+        key = printable(r["idempotency_key"] or "-")[:60]
+        msg = printable(r["error_message"] or "")[:80]
         flag = " (requeued)" if r["requeued_at"] else ""
-        print(f"{r['id']:>5}  {str(r['task_id'])[:14]:<14} {r['attempts']:>8}  {_when(r['dead_at']):<19}  "
-              f"{(r['error_class'] or '')[:22]:<22} {msg}{flag}\n{'':>5}  key {key}")
+        print(f"{r['id']:>5}  {printable(r['task_id'])[:14]:<14} {r['attempts']:>8}  {_when(r['dead_at']):<19}  "
+              f"{printable(r['error_class'] or '')[:22]:<22} {msg}{flag}\n{'':>5}  key {key}")
     print(f"{len(rows)} dead letter(s)")
     return 0
 

@@ -37,7 +37,9 @@ ENGINE_FLAG_NAMES = {
     "--backoff-cap": "backoff_cap_s", "--chunk-size": "chunk_size", "--latency-ms": "latency_ms",
     "--latency-jitter-ms": "latency_jitter_ms", "--transient-rate": "transient_rate",
     "--permanent-rate": "permanent_rate", "--seed": "seed", "--log-level": "log_level",
-    "--store-url": "store_url", "--http-client": "http_client",
+    "--store-url": "store_url", "--http-client": "http_client", "--log-file": "log_file",
+    "--max-source-bytes": "max_source_bytes", "--attempt-timeout": "attempt_timeout_s",
+    "--retention": "retention_s",
 }
 SUBMIT_BATCH = 64
 HANDLE_WINDOW = 4096
@@ -129,6 +131,8 @@ def run_benchmark(args):
     if args.server_latency_ms and args.store_backend != "http":
         raise UsageError("--server-latency-ms needs --store-backend http")
     cfg = engine_config(args, BENCHMARK_PROFILE, benchmark=True)
+    if args.json:
+        check_output_path(args.json, "--json")
     for name, value, low in (("--count", args.count, 1), ("--clients", args.clients, 1)):
         if value < low:
             raise UsageError(f"{name} must be >= {low} (got {value})")
@@ -191,11 +195,13 @@ def print_figures(m):
 
 # -- task files -----------------------------------------------------------------------------
 class Interrupts:
-    """First SIGINT/SIGTERM: stop intake and finish gracefully. Second SIGINT: stop at once."""
+    """First SIGINT or SIGTERM: stop intake and finish what is queued, for at most shutdown_timeout_s.
+    A second one (either kind): stop at once; unfinished tasks stay in the database for the next start."""
 
     def __init__(self):
         self.stop_intake = threading.Event()
         self.abort = threading.Event()
+        self.stop_at = None
         self.pool = None
 
     def install(self):
@@ -203,14 +209,16 @@ class Interrupts:
         signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, signum, _frame):
-        if self.stop_intake.is_set() and signum == signal.SIGINT:
+        if self.stop_intake.is_set():
             self.abort.set()
             if self.pool is not None:
                 self.pool.abort()
-            print("second interrupt: stopping now; unfinished tasks resume at the next start", file=sys.stderr)
+            print(f"second {signal.Signals(signum).name}: stopping now; unfinished tasks resume at the next start",
+                  file=sys.stderr)
             return
+        self.stop_at = time.perf_counter()
         self.stop_intake.set()
-        print(f"{signal.Signals(signum).name}: finishing queued and running tasks (Ctrl-C again to stop now)",
+        print(f"{signal.Signals(signum).name}: finishing queued and running tasks (a second signal stops now)",
               file=sys.stderr)
 
 
@@ -228,12 +236,20 @@ def run_tasks(args, interrupts):
                          f"--store-url URL): the database does not record where the objects are")
     if args.create_objects and not args.tasks:
         raise UsageError("--create-objects needs --tasks FILE (the tasks name the objects)")
+    if args.json:
+        check_output_path(args.json, "--json")
     total = check(args.tasks) if args.tasks else 0
     statuses = collections.Counter()
+    failures = []
     duplicates = 0
     started = time.perf_counter()
+    show = Progress(sys.stderr)
     with WorkerPool(cfg) as pool:       # opens the database first: an unusable one stops us before any write
         interrupts.pool = pool
+
+        def stopping():
+            return interrupts.abort.is_set() or pool.fatal_error is not None
+
         if args.tasks and args.create_objects:
             ensure_objects(iter_elements(args.tasks), cfg.store_root,
                            store=pool.objects if cfg.store == "http" else None)
@@ -244,48 +260,68 @@ def run_tasks(args, interrupts):
         submitted = 0
 
         def settle(handle):
+            """Count a handle's result; False (uncounted) if the run stops before it has one."""
             nonlocal duplicates
-            result = handle.result()
+            while True:
+                try:
+                    result = handle.result(0.5)
+                    break
+                except TimeoutError:
+                    if stopping():
+                        return False
             statuses[result.status] += 1
             duplicates += result.duplicate
+            if result.status == "failed" and len(failures) < 3:
+                failures.append(result.error)
+            return True
 
         if args.tasks:
             batch = []
             for task in iter_elements(args.tasks):
-                if interrupts.stop_intake.is_set():
+                if interrupts.stop_intake.is_set() or stopping():
                     break
                 batch.append(task)
                 if len(batch) == SUBMIT_BATCH:
                     window.extend(pool.submit_many(batch))
                     submitted += len(batch)
                     batch = []
-                    while len(window) > HANDLE_WINDOW:
-                        settle(window.popleft())
-                    progress(submitted, total, pool)
-            if batch and not interrupts.stop_intake.is_set():
+                    while len(window) > HANDLE_WINDOW and settle(window[0]):
+                        window.popleft()
+                    show(submitted, total, pool)
+            if batch and not interrupts.stop_intake.is_set() and not stopping():
                 window.extend(pool.submit_many(batch))
                 submitted += len(batch)
         while not pool.drain(timeout=0.5):
-            if interrupts.abort.is_set():
+            if stopping():
                 break
-            progress(submitted, total, pool)
-        if not interrupts.abort.is_set():
-            while window:
-                settle(window.popleft())
-        clean = pool.shutdown(graceful=not interrupts.abort.is_set())
+            if interrupts.stop_at is not None and time.perf_counter() - interrupts.stop_at >= cfg.shutdown_timeout_s:
+                print(f"shutdown_timeout_s ({cfg.shutdown_timeout_s:g} s) passed: stopping; unfinished tasks resume "
+                      f"at the next start", file=sys.stderr)
+                interrupts.abort.set()
+                pool.abort()
+                break
+            show(submitted, total, pool)
+        while window and not stopping() and settle(window[0]):
+            window.popleft()
+        clean = pool.shutdown(graceful=not stopping(), timeout=5.0 if interrupts.stop_at else None)
         metrics = pool.metrics_snapshot()
-    print("", file=sys.stderr)
+    show.end()
     elapsed = time.perf_counter() - started
     c = metrics["counters"]
     print(f"submitted {submitted} of {total} task(s) in {elapsed:.2f} s: success {statuses['success']}, "
-          f"dead {statuses['dead']}, rejected {statuses['rejected']}; {duplicates} of them duplicates answered without running again; "
-          f"resumed {recovered}{_outcomes(pool.recovered_outcomes) if recovered else ''}; retries {c['retried']}; "
-          f"dead letters {c['dead_lettered']}")
+          f"dead {statuses['dead']}, rejected {statuses['rejected']}; {duplicates} of them duplicates answered "
+          f"without running again; resumed {recovered}{_outcomes(pool.recovered_outcomes) if recovered else ''}; "
+          f"retries {c['retried']}; dead letters {c['dead_lettered']}")
     if args.json:
         write_json(args.json, metrics)
         print(f"metrics written to {args.json}", file=sys.stderr)
+    if pool.fatal_error is not None:
+        err = pool.fatal_error
+        print(f"error: stopped: {getattr(err, 'cause', type(err).__name__)}: {str(err)[:300]}; the unfinished tasks "
+              f"stay queued in {cfg.db_path}: fix that and run the same command again", file=sys.stderr)
+        return 1
     if statuses["failed"]:
-        print(f"{statuses['failed']} task(s) could not be recorded (state store failure); their state is "
+        print(f"{statuses['failed']} task(s) could not be recorded ({failures[0][:300]}); their state is "
               f"unknown: run the same command again to resume", file=sys.stderr)
         return 1
     if not clean or interrupts.stop_intake.is_set():
@@ -294,24 +330,76 @@ def run_tasks(args, interrupts):
     return 0
 
 
+def check_output_path(path, flag):
+    """UsageError (exit 2, before any work) when `path` cannot become a file: its folder is missing and
+    cannot be made, is a file, or is not writable, or `path` is a folder."""
+    target = os.path.abspath(path)
+    if os.path.isdir(target):
+        raise UsageError(f"{flag} {path}: is a folder; give a file name")
+    folder = os.path.dirname(target)
+    probe = folder
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise UsageError(f"{flag} {path}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK):
+        raise UsageError(f"{flag} {path}: cannot write in {probe}")
+
+
 def _outcomes(counter):
     return " (" + ", ".join(f"{status} {n}" for status, n in sorted(counter.items())) + ")" if counter else ""
 
 
-_last_progress = [0.0]
+class Progress:
+    """A one-line progress display on stderr, only when stderr is a terminal: never in a log stream (the
+    JSON log lines on a redirected stderr stay whole) and never between a pipe's lines."""
 
+    def __init__(self, stream):
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self.last = 0.0
+        self.shown = False
 
-def progress(done, total, pool):
-    now = time.monotonic()
-    if now - _last_progress[0] < 0.5:
-        return
-    _last_progress[0] = now
-    c = pool.metrics.counters()
-    print(f"\rsubmitted {done}/{total}  success {c['succeeded']}  dead {c['dead_lettered']}  "
-          f"rejected {c['rejected']}  retries {c['retried']}", end="", file=sys.stderr, flush=True)
+    def __call__(self, done, total, pool):
+        now = time.monotonic()
+        if not self.enabled or now - self.last < 0.5:
+            return
+        self.last = now
+        c = pool.metrics.counters()
+        self.stream.write(f"\rsubmitted {done}/{total}  success {c['succeeded']}  dead {c['dead_lettered']}  "
+                          f"rejected {c['rejected']}  retries {c['retried']}\x1b[K")
+        self.stream.flush()
+        self.shown = True
+
+    def end(self):
+        if self.shown:
+            self.stream.write("\n")
+            self.stream.flush()
 
 
 def main(argv=None):
+    code = _main(argv)
+    _exit_when_stuck(code)
+    return code
+
+
+def _exit_when_stuck(code, grace_s=5.0):
+    """Every stop is bounded: if a worker thread is still alive (stuck in a system call no signal
+    interrupts) once the run is over, wait `grace_s` for it, then leave without it: the interpreter would
+    otherwise wait for it forever at exit. Its task stays in the database for the next start."""
+    deadline = time.monotonic() + grace_s
+    for thread in threading.enumerate():
+        if thread is threading.current_thread() or thread.daemon:
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            print(f"a worker thread ({thread.name}) did not stop; exiting without it", file=sys.stderr)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code if code else 1)
+
+
+def _main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     interrupts = Interrupts()

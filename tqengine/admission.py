@@ -7,6 +7,7 @@ Every submission resolves to exactly one final record: success, dead, rejected, 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import reprlib
 import time
@@ -20,6 +21,9 @@ from .queue import TaskQueue
 from .records import Outcome
 from .state.store import Claim, StateStore
 from .tasks import fingerprint, validate
+
+
+MAX_INVALID_PAYLOAD = 64 * 1024    # bytes of a bad task's JSON kept in its row
 
 
 class Identity(NamedTuple):
@@ -53,7 +57,14 @@ def identify(task: Any) -> Identity:
         if error is None:
             error = ValidationError(f"a task must be plain JSON data ({type(exc).__name__}: {str(exc)[:200]})")
             image_key = variant = None
-    key = f"{image_key}#{variant}" if error is None else invalid_key(task)
+    if error is None:
+        key = f"{image_key}#{variant}"
+    else:
+        if len(payload) > MAX_INVALID_PAYLOAD:      # a bad task is kept as its digest, not copied whole
+            digest = hashlib.sha256(payload.encode("utf-8", "backslashreplace")).hexdigest()
+            payload = json.dumps({"invalid_task_sha256": digest, "bytes": len(payload)})
+        key = invalid_key(task) or \
+            f"/invalid/sha256:{hashlib.sha256(payload.encode('utf-8', 'backslashreplace')).hexdigest()}"
     return Identity(key, payload, str(task_id) if task_id is not None else None, image_key, variant, error)
 
 
@@ -68,9 +79,9 @@ def storable(text: str) -> str:
 
 def invalid_key(task: Any) -> str | None:
     """Key for a task that failed validation: `/invalid/` + the usual key when that is printable and
-    short, else None. Repeating the same bad task is then a duplicate (a rerun adds no dead letters). A
-    valid image_key never starts with `/` (tasks.check_key refuses absolute keys), so no valid task can
-    ever need a key of this form, whatever its image and variant."""
+    short, else None (identify() then keys it `/invalid/sha256:<digest of its payload>`). Repeating the
+    same bad task is then a duplicate (a rerun adds no dead letters). A valid image_key never starts with
+    `/` (tasks.check_key refuses absolute keys), so no valid task can ever need a key of this form."""
     if not isinstance(task, dict):
         return None
     image_key, variant = task.get("image_key"), task.get("size", task.get("variant"))

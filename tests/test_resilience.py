@@ -1,0 +1,316 @@
+"""Issue 13, the engine's side: nothing hangs, resource errors are not task errors, the database's root
+causes are named, foreign databases are left untouched, control characters never reach a terminal.
+
+Each test here was written against the defect it names and failed on the code before the fix."""
+import errno
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from runners.workload import ensure_objects, make_tasks
+from tests.conftest import ROOT
+from tests.helpers_crash import cli_args, cli_env, rows, run_cli, wait_for, write_tasks
+from tqengine import Config, WorkerPool
+from tqengine.processor import Processor
+
+
+def _config(tmp_path, **kw):
+    base = dict(max_workers=2, queue_size=64, db_path=str(tmp_path / "t.db"), store_root=str(tmp_path / "store"),
+                log_level="CRITICAL")
+    base.update(kw)
+    return Config(**base)
+
+
+def _tasks(tmp_path, n, seed=3):
+    tasks = make_tasks(n, seed=seed, object_bytes=300)
+    ensure_objects(tasks, str(tmp_path / "store"))
+    return tasks
+
+
+def _statuses(db):
+    return sorted(r["status"] for r in rows(db))
+
+
+# -- the database: foreign, older, damaged, truncated --------------------------------------------------
+def _foreign_db(path):
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE tasks(id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute("INSERT INTO tasks(name) VALUES ('mine')")
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_foreign_database_is_refused_before_anything_is_written_to_it(tmp_path):
+    db = tmp_path / "other.db"
+    _foreign_db(db)
+    before = db.read_bytes()
+    tasks_file = write_tasks(tmp_path / "t.json", [{"image_key": "a.raw", "size": "1x1"}])
+    proc = run_cli(cli_args(tasks_file, tmp_path / "store", db), tmp_path, timeout=25)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not a task database of the engine" in lines[0], proc.stderr
+    assert db.read_bytes() == before, "the foreign database was changed"
+    assert not (tmp_path / "other.db-wal").exists()
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    conn.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_database_of_the_old_schema_is_refused_naming_the_version(tmp_path):
+    db = tmp_path / "old.db"
+    conn = sqlite3.connect(db)
+    conn.executescript("CREATE TABLE tasks(id INTEGER PRIMARY KEY); CREATE TABLE dead_letters(id INTEGER);")
+    conn.close()
+    with pytest.raises(Exception, match="older version of the engine") as info:
+        WorkerPool(_config(tmp_path, db_path=str(db))).start()
+    assert type(info.value).__name__ == "SchemaMismatch"
+
+
+@pytest.mark.timeout(30)
+def test_a_damaged_database_is_reported_as_damaged_and_nothing_hangs(tmp_path):
+    cfg = _config(tmp_path)
+    tasks = _tasks(tmp_path, 300)
+    with WorkerPool(cfg) as pool:
+        for h in pool.submit_many(tasks):
+            h.result(20)
+    db = tmp_path / "t.db"
+    data = bytearray(db.read_bytes())
+    assert len(data) > 8 * 4096
+    for offset in range(2 * 4096, len(data) - 4096, 4096):      # scribble over every page but the first
+        data[offset + 100:offset + 600] = os.urandom(500)
+    db.write_bytes(bytes(data))
+    tasks_file = write_tasks(tmp_path / "t.json", tasks[:5])
+    started = time.monotonic()
+    proc = run_cli(cli_args(tasks_file, tmp_path / "store", db), tmp_path, timeout=25)
+    assert time.monotonic() - started < 20
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-1500:]
+    assert "damaged" in proc.stderr or "corrupt" in proc.stderr, proc.stderr
+
+
+@pytest.mark.timeout(30)
+def test_a_database_truncated_to_zero_bytes_is_not_silently_new(tmp_path):
+    cfg = _config(tmp_path)
+    with WorkerPool(cfg) as pool:
+        pool.submit(_tasks(tmp_path, 1)[0]).result(10)
+    (tmp_path / "t.db").write_bytes(b"")
+    with pytest.raises(Exception, match="empty .0 bytes. but an engine used it before"):
+        WorkerPool(cfg).start()
+
+
+# -- resource errors are not task errors -------------------------------------------------------------
+class _DiskFillsUp(Processor):
+    """Fault injection: the object store's disk is full from the `after`-th attempt on."""
+
+    def __init__(self, *a, after=5, **kw):
+        super().__init__(*a, **kw)
+        self.after, self.calls = after, 0
+
+    def process(self, *a):
+        self.calls += 1
+        if self.calls > self.after:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().process(*a)
+
+
+@pytest.mark.timeout(60)
+def test_a_full_store_disk_stops_the_engine_and_a_rerun_finishes_everything(tmp_path):
+    cfg = _config(tmp_path, max_attempts=2)
+    tasks = _tasks(tmp_path, 40)
+    pool = WorkerPool(cfg, processor=lambda config, objects: _DiskFillsUp(objects, after=5))
+    with pool:
+        handles = pool.submit_many(tasks)
+        wait_for(lambda: pool.fatal_error is not None, 20, what="the engine to stop itself")
+    assert getattr(pool.fatal_error, "cause", "") == "object store disk full"
+    results = [h.result(5) for h in handles]
+    assert not [r for r in results if r.status == "dead"], "a full disk dead-lettered tasks"
+    statuses = _statuses(tmp_path / "t.db")
+    assert "dead" not in statuses and statuses.count("success") >= 5
+    assert all(r["attempts"] <= 1 for r in rows(tmp_path / "t.db")), "a resource error used up an attempt"
+    with WorkerPool(cfg) as pool:           # space freed: the same database finishes the work
+        assert pool.drain(30)
+    assert _statuses(tmp_path / "t.db") == ["success"] * 40
+
+
+@pytest.mark.timeout(60)
+def test_a_full_database_disk_stops_the_engine_with_its_cause_and_loses_nothing(tmp_path, monkeypatch):
+    from tqengine.state import schema
+    cfg = _config(tmp_path)
+    tasks = _tasks(tmp_path, 200)
+    with WorkerPool(cfg) as pool:
+        for h in pool.submit_many(tasks[:20]):
+            assert h.result(10).status == "success"
+    real = schema.enable_wal
+
+    def full_soon(conn):                    # fault injection: the database may not grow any more
+        real(conn)
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count={pages}")
+
+    monkeypatch.setattr(schema, "enable_wal", full_soon)
+    pool = WorkerPool(cfg)
+    with pool:
+        handles = pool.submit_many(tasks[20:])
+        results = [h.result(20) for h in handles]
+    assert pool.fatal_error is not None and pool.fatal_error.cause == "disk full", pool.fatal_error
+    assert not [r for r in results if r.status == "dead"]
+    assert all(r.status in ("success", "failed", "queued", "rejected") for r in results)
+    monkeypatch.setattr(schema, "enable_wal", real)
+    with WorkerPool(cfg) as pool:           # a rerun with the same tasks: every one ends, none twice
+        final = [h.result(30) for h in pool.submit_many(tasks)]
+    assert {r.status for r in final} == {"success"}
+
+
+@pytest.mark.timeout(60)
+def test_the_cli_says_what_stopped_it_on_a_full_disk(tmp_path):
+    script = tmp_path / "full.py"
+    script.write_text(
+        "import errno, sys\n"
+        "from tqengine import processor\n"
+        "real = processor.Processor.process\n"
+        "calls = [0]\n"
+        "def process(self, *a):\n"
+        "    calls[0] += 1\n"
+        "    if calls[0] > 3:\n"
+        "        raise OSError(errno.ENOSPC, 'No space left on device')\n"
+        "    return real(self, *a)\n"
+        "processor.Processor.process = process\n"
+        "from lab.engine_cli import main\n"
+        "sys.exit(main())\n")
+    tasks = make_tasks(30, seed=2, object_bytes=200)
+    args = [sys.executable, str(script), "--tasks", str(write_tasks(tmp_path / "t.json", tasks)),
+            "--store", str(tmp_path / "store"), "--db", str(tmp_path / "t.db"), "--create-objects"]
+    proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=40, env=cli_env())
+    assert proc.returncode == 1, proc.stderr[-1500:]
+    assert "object store disk full" in proc.stderr and "run the same command again" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "dead" not in _statuses(tmp_path / "t.db")
+
+
+# -- every stop is bounded -----------------------------------------------------------------------------
+def _start_cli(tmp_path, tasks, *extra, env=None):
+    args = [sys.executable, os.path.join(ROOT, "task_queue_optimized.py"), "--tasks",
+            str(write_tasks(tmp_path / "t.json", tasks)), "--store", str(tmp_path / "store"), "--db",
+            str(tmp_path / "t.db"), "--create-objects", *extra]
+    return subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=cli_env(**(env or {})))
+
+
+def _count(db, status):
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            return conn.execute("SELECT count(*) FROM tasks WHERE status=?", (status,)).fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.timeout(60)
+def test_two_sigints_while_a_task_waits_in_backoff_stop_the_cli(tmp_path):
+    proc = _start_cli(tmp_path, make_tasks(3, seed=5, object_bytes=100), "--transient-rate", "1",
+                      "--backoff-base", "30", "--backoff-cap", "30", "--max-attempts", "5")
+    db = tmp_path / "t.db"
+    wait_for(lambda: _count(db, "retrying") >= 1, 20, proc=proc, what="a task in backoff")
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.2)     # the two signals must be two: a gap between them, not a wait for a thread
+    proc.send_signal(signal.SIGINT)
+    try:
+        _out, err = proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("the CLI hung after two SIGINTs")
+    assert proc.returncode == 1 and "Traceback" not in err, err[-1500:]
+    assert _count(db, "dead") == 0
+
+
+@pytest.mark.timeout(90)
+def test_sigterm_honours_shutdown_timeout_and_a_second_sigterm_stops_at_once(tmp_path):
+    tasks = make_tasks(4000, seed=6, object_bytes=100)
+    proc = _start_cli(tmp_path, tasks, "--latency-ms", "20", "--workers", "2", "--queue-size", "2000",
+                      env={"TQ_SHUTDOWN_TIMEOUT_S": "1"})
+    db = tmp_path / "t.db"
+    wait_for(lambda: _count(db, "success") >= 5, 30, proc=proc, what="first successes")
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=30)
+    took = time.monotonic() - sent
+    assert proc.returncode == 1, err[-1500:]
+    assert took < 8, f"SIGTERM with shutdown_timeout_s=1 took {took:.1f} s"
+    left = _count(db, "queued") + _count(db, "running")
+    assert left > 0, "the backlog should have been left for the next start"
+    # a second run, stopped by two SIGTERMs, stops at once too
+    done_before = _count(db, "success")
+    proc = _start_cli(tmp_path, tasks, "--latency-ms", "20", "--workers", "2")
+    wait_for(lambda: _count(db, "success") >= done_before + 10, 30, proc=proc, what="more successes")
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=30)
+    assert time.monotonic() - sent < 8 and proc.returncode == 1, err[-1500:]
+
+
+@pytest.mark.timeout(60)
+def test_fifo_sources_cannot_block_the_workers(tmp_path):
+    store = tmp_path / "store"
+    (store / "pipes").mkdir(parents=True)
+    tasks = [{"task_id": f"p{i}", "image_key": f"pipes/{i}.raw", "size": "8x8"} for i in range(8)]
+    for i in range(8):
+        os.mkfifo(store / "pipes" / f"{i}.raw")
+    proc = run_cli(cli_args(write_tasks(tmp_path / "t.json", tasks), store, tmp_path / "t.db", "--workers", "4"),
+                   tmp_path, timeout=30)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert _statuses(tmp_path / "t.db") == ["dead"] * 8
+    assert all("FIFO" in r["last_error"] for r in rows(tmp_path / "t.db"))
+
+
+# -- what reaches a terminal ------------------------------------------------------------------------
+@pytest.mark.timeout(30)
+def test_dlq_list_escapes_control_characters_from_keys(tmp_path):
+    cfg = _config(tmp_path)
+    with WorkerPool(cfg) as pool:
+        pool.submit({"task_id": "evil\x1b[2J", "image_key": "x\x1b]0;owned\x07.raw", "size": "1x1"}).result(10)
+    proc = subprocess.run([sys.executable, "-m", "lab", "dlq", "list", "--db", str(tmp_path / "t.db")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=20)
+    assert proc.returncode == 0, proc.stderr
+    assert "\x1b" not in proc.stdout and "\x07" not in proc.stdout, repr(proc.stdout)
+    assert "\\x1b" in proc.stdout
+
+
+@pytest.mark.timeout(60)
+def test_log_lines_stay_whole_json_when_stderr_is_not_a_terminal(tmp_path):
+    tasks = make_tasks(600, seed=8, object_bytes=100) + [{"image_key": "../bad", "size": "1x1"}] * 3
+    proc = run_cli(cli_args(write_tasks(tmp_path / "t.json", tasks), tmp_path / "store", tmp_path / "t.db",
+                            "--create-objects", "--log-level", "INFO"), tmp_path, timeout=50)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert "\r" not in proc.stderr
+    json_lines = [line for line in proc.stderr.splitlines() if line.startswith("{")]
+    assert len(json_lines) > 600
+    for line in json_lines:
+        json.loads(line)
+
+
+@pytest.mark.timeout(30)
+def test_an_invalid_task_without_a_usable_key_is_not_dead_lettered_again_on_a_rerun(tmp_path):
+    bad = [{"image_key": 5, "size": "1x1"}, {"image_key": "x\x01y", "size": []}, ["not", "a", "task"],
+           {"image_key": "big", "size": "huge", "junk": "z" * 200_000}, {"image_key": "a" * 1100, "size": "1x1"}]
+    cfg = _config(tmp_path)
+    for _ in range(3):
+        with WorkerPool(cfg) as pool:
+            results = [h.result(10) for h in pool.submit_many(bad)]
+        assert all(r.status == "dead" for r in results)
+    conn = sqlite3.connect(tmp_path / "t.db")
+    letters = conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+    biggest = conn.execute("SELECT max(length(payload)) FROM tasks").fetchone()[0]
+    conn.close()
+    assert letters == len(bad), f"{letters} dead letters for {len(bad)} bad tasks submitted three times"
+    assert biggest < 100_000, "a huge bad task was stored whole"
