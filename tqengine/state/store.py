@@ -41,7 +41,7 @@ from ..errors import ConfigError, StoreError, StoreResourceError
 from . import schema
 from .schema import connect, is_busy, store_error
 
-CHECKPOINT_EVERY_S = 0.5
+CHECKPOINT_EVERY_S = 0.25
 FLUSH_EVERY_S = 0.05        # how long a `retrying` may wait for a commit to ride along with
 RUNNING_AFTER_S = 0.05      # an attempt still running this long gets its `running` row written
 WAL_SOFT_LIMIT = 16 * 1024 * 1024
@@ -101,6 +101,7 @@ class StateStore:
         self.ops_applied = 0
         self.wal_high_water = 0
         self.fatal: StoreError | None = None
+        self._wal_big = False
         self._cv = threading.Condition()
         self._batch = _Batch()
         self._running: dict[int, tuple[int, float]] = {}     # row -> (attempt, started), not yet written
@@ -388,9 +389,13 @@ class StateStore:
 
     def _after_commit(self) -> None:
         """Keep the WAL bounded: RESTART checkpoints past the soft limit; past the hard limit, hold the
-        writer until one completes (a reader holding an old snapshot is waited for, up to lock_wait_s)."""
-        size = self._wal_size()
-        if size < WAL_SOFT_LIMIT:
+        writer until one completes (a reader holding an old snapshot is waited for, up to lock_wait_s).
+        The WAL's size is read by the checkpointer thread (`_wal_big`), not here: a stat per commit is a
+        GIL release per commit on the writer's path."""
+        if not self._wal_big:
+            return
+        self._wal_big = False
+        if self._wal_size() < WAL_SOFT_LIMIT:
             return
         deadline = time.perf_counter() + self.lock_wait_s
         while True:
@@ -421,6 +426,8 @@ class StateStore:
             if self.commits == seen:
                 continue
             seen = self.commits
+            if self._wal_size() >= WAL_SOFT_LIMIT:
+                self._wal_big = True        # the writer runs a RESTART checkpoint after its next commit
             try:
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             except sqlite3.Error as exc:
