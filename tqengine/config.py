@@ -44,6 +44,11 @@ class Config:
     log_file: str = ""              # JSON-lines log file instead of stderr
     shutdown_timeout_s: float = 60.0  # graceful shutdown waits at most this long for queued work
     recover: bool = True            # resume tasks an earlier process left unfinished
+    # image variants (tqengine.transform, docs/IMAGES.md): encoder quality of JPEG and WebP variants (PNG is
+    # lossless), and the most pixels a source may have (checked after its header, before decoding; the
+    # default is Pillow's Image.MAX_IMAGE_PIXELS, and Pillow still refuses more than twice its own limit)
+    image_quality: int = 85
+    max_image_pixels: int = 89_478_485
 
     def validate(self):
         def need(cond, key, msg):
@@ -80,6 +85,8 @@ class Config:
             need(0.0 <= getattr(self, key) <= 1.0, key, "must be within [0, 1]")
         need(self.log_level.upper() in LOG_LEVELS, "log_level", f"must be one of {', '.join(LOG_LEVELS)}")
         need(self.shutdown_timeout_s > 0, "shutdown_timeout_s", "must be > 0")
+        need(1 <= self.image_quality <= 100, "image_quality", "must be within 1..100")
+        need(self.max_image_pixels >= 1, "max_image_pixels", "must be a positive integer")
         return self
 
     @property
