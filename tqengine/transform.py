@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import re
 import struct
 from collections.abc import Iterable, Iterator
@@ -45,6 +46,7 @@ DEFAULT_QUALITY = 85
 DEFAULT_MAX_PIXELS = 89_478_485      # Pillow's Image.MAX_IMAGE_PIXELS (a test checks they agree)
 HEADER_LIMIT = 16 << 20              # the most bytes read before the pixel data (APP/ancillary chunks)
 MAX_WHOLE_READ = 64 << 20            # the largest WebP read whole by its decoder
+READ_BUFFER = 64 << 10              # io.BufferedReader in front of the ChunkReader
 SPOOL_MEMORY = 8 << 20               # encoded variant bytes held in memory before spilling to a temp file
 REDUCING_GAP = 2.0                   # reduce() by whole factors down to 2x the target, then RESAMPLE
 RESAMPLE = Image.Resampling.BICUBIC  # Image.thumbnail's filter: LANCZOS costs 1.5x (docs/IMAGES.md)
@@ -224,7 +226,9 @@ def _open(reader: ChunkReader, max_pixels: int) -> ImageFile.ImageFile:
     else:
         reader.set_budget(HEADER_LIMIT, f"of headers (the most read before the pixel data is {HEADER_LIMIT >> 20} MiB)")
     try:
-        im = Image.open(reader, formats=list(ACCEPTED_FORMATS))
+        # a C buffer in front: Pillow's header parsers read a few bytes at a time, and each Python-level
+        # read costs a microsecond; seeks inside the buffer never reach the reader
+        im = Image.open(io.BufferedReader(reader, READ_BUFFER), formats=list(ACCEPTED_FORMATS))
     except UnidentifiedImageError:
         raise NotAnImage(f"the source is not a JPEG, PNG, WebP, GIF or BMP image (it starts with "
                          f"{head[:8].hex()})") from None
