@@ -7,13 +7,13 @@ import json
 import os
 
 import pytest
+from helpers_crash import PY, cli_args, dead_letters, rows, run_cli, snapshot_tree, write_tasks
 from PIL import Image, ImageOps
 
-from helpers_crash import PY, cli_args, dead_letters, rows, run_cli, snapshot_tree, write_tasks
+from tests.engine_helpers import engine_config
 from tqengine import WorkerPool
 from tqengine.objects.local import LocalObjectStore
 from tqengine.processor import Processor
-from tests.engine_helpers import engine_config
 
 
 def _photo(path, size, fmt="JPEG", orientation=None):

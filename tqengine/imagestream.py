@@ -148,7 +148,7 @@ class ChunkReader(io.RawIOBase):
     def readall(self) -> bytes:
         return self._read_all()
 
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+    def readinto(self, buffer) -> int:
         data = self.read(len(buffer))
         buffer[:len(data)] = data
         return len(data)
@@ -220,7 +220,7 @@ class SpooledSink(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data) -> int:  # type: ignore[no-untyped-def]
+    def write(self, data) -> int:
         n = self._file.write(data)
         self._size += n
         return n

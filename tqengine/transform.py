@@ -32,11 +32,20 @@ import re
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import IO, cast
 
 from PIL import Image, ImageFile, PngImagePlugin, UnidentifiedImageError
 
-from .errors import (DecompressionBomb, ImageCorrupt, ImageTruncated, NotAnImage, TaskError,
-                     UnsupportedImage, UnsupportedImageMode, ZeroSizedVariant)
+from .errors import (
+    DecompressionBomb,
+    ImageCorrupt,
+    ImageTruncated,
+    NotAnImage,
+    TaskError,
+    UnsupportedImage,
+    UnsupportedImageMode,
+    ZeroSizedVariant,
+)
 from .imagestream import ChunkReader, ReadAllTooLarge, ReadBudgetExceeded, SpooledSink, StreamSeekError
 from .tasks import parse_variant
 
@@ -141,7 +150,7 @@ def make_variant(source_chunks: Iterable[bytes], width: int, height: int, qualit
         if out_format == "JPEG" and frame.mode in ("LA", "RGBA"):
             frame = _on_white(frame)
         sink = SpooledSink(SPOOL_MEMORY)
-        frame.save(sink, format=out_format, **_save_params(out_format, quality, digest, icc))
+        frame.save(cast(IO[bytes], sink), format=out_format, **_save_params(out_format, quality, digest, icc))
         return Variant(out_format, frame.width, frame.height, source_format, source_size, digest, sink)
     except BaseException:
         if sink is not None:
