@@ -176,3 +176,23 @@ def test_readme_photo_folder_commands(tmp_path):
                 im.load()
                 assert im.width <= box[0] and im.height <= box[1] and im.width <= sw
                 assert abs(im.width / im.height - sw / sh) < 0.02
+
+
+@pytest.mark.timeout(60)
+def test_ensure_objects_creates_only_missing_keys_locally_and_over_http(tmp_path):
+    from runners.server_process import start_server_process
+    from runners.workload import ensure_objects, image_bytes
+    from tqengine.objects.http import HttpObjectStore
+    tasks = [{"image_key": "keep/me.jpg", "size": "10x10", "source_size": "640x480"},
+             {"image_key": "new/one.png", "size": "10x10", "source_size": "30x20"}]
+    local = tmp_path / "local"
+    (local / "keep").mkdir(parents=True)
+    (local / "keep" / "me.jpg").write_bytes(b"mine")
+    assert ensure_objects(tasks, str(local)) == 1
+    assert (local / "keep" / "me.jpg").read_bytes() == b"mine"
+    assert (local / "new" / "one.png").read_bytes() == image_bytes("new/one.png", 30, 20)
+    with start_server_process(str(tmp_path / "server")) as srv, HttpObjectStore(srv.url) as remote:
+        remote.write_all("keep/me.jpg", b"mine too")
+        assert ensure_objects(tasks, None, store=remote) == 1
+        assert remote.read_all("keep/me.jpg") == b"mine too"
+        assert remote.read_all("new/one.png") == image_bytes("new/one.png", 30, 20)
