@@ -41,7 +41,7 @@ from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 POLL_INTERVAL_S = 0.002     # how long an idle worker sleeps before looking at the queue again
 _VARIANT = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")
-TINY = ((32, 24), (64, 48))  # the size range of generated sample images (runners.workload's "tiny")
+TINY = ((16, 12), (32, 24))  # the size range of generated sample images (runners.workload's "tiny", JPEG)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -422,11 +422,11 @@ def _sibling(name):
 
 
 def generate_tasks(count, seed, sizes=("100x100", "200x200", "400x300", "800x600")):
-    """The same tasks as runners.workload.make_tasks(count, seed): tiny real images, formats cycling."""
+    """The same tasks as runners.workload.make_tasks(count, seed): tiny real JPEGs."""
     gen = _sibling("generate_tasks")
     tasks = []
     for i in range(count):
-        key = f"img/{seed}/{i:06d}.{('jpg', 'png', 'webp')[i % 3]}"
+        key = f"img/{seed}/{i:06d}.jpg"
         width, height = gen.draw_size(key, TINY)
         tasks.append({"task_id": f"t{i:06d}", "image_key": key, "size": sizes[i % len(sizes)],
                       "source_size": f"{width}x{height}"})

@@ -26,13 +26,17 @@ import re
 BLOCK = 65536
 # image_size presets: (smallest, largest) displayed size; each source draws its own within the range
 IMAGE_SIZES = {
-    "tiny": ((32, 24), (64, 48)),          # tests and the synthetic (latency-bound) grids: ~0.3 ms of work
+    "tiny": ((16, 12), (32, 24)),          # tests and the synthetic (latency-bound) grids: JPEG only, ~0.5 ms
     "small": ((640, 480), (640, 480)),     # a web image
     "large": ((4000, 3000), (4000, 3000)), # a 12-megapixel photo
 }
 DEFAULT_IMAGE_SIZE = "tiny"
 FORMAT_BY_EXTENSION = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
 EXTENSIONS = ("jpg", "png", "webp")
+# what make_tasks names its sources when not told: the synthetic "tiny" workload is the cheapest real
+# thumbnail there is (a JPEG: PNG and WebP encoders cost 0.3-0.5 ms more per task, fixed), so that
+# queue-mechanics figures stay about the queue; every real size mixes the three formats
+DEFAULT_EXTENSIONS = {"tiny": ("jpg",)}
 SOURCE_QUALITY = 90
 _WXH = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")
 MAX_SOURCE_SIDE = 16383     # WebP's limit, and far beyond any preset
@@ -221,11 +225,14 @@ def ensure_objects(tasks, root, store=None, image_size=DEFAULT_IMAGE_SIZE, **_le
 
 def make_tasks(count, seed=0, object_bytes=None, duplicate_rate=0.0, distinct_images=None,
                sizes=("100x100", "200x200", "400x300", "800x600"), image_size=DEFAULT_IMAGE_SIZE,
-               extensions=EXTENSIONS):
+               extensions=None):
     """A reproducible list of `count` tasks on real images (`img/<seed>/<n>.jpg|png|webp`, the extension
-    cycling with n); each names its `source_size` (drawn from image_size). A `duplicate_rate` share repeat
+    cycling with n through `extensions`); each names its `source_size` (drawn from image_size). A `duplicate_rate` share repeat
     an earlier task's key; `distinct_images` reuses that many sources (their tasks differ by size).
-    `object_bytes`, when given, is recorded in each task as before (it no longer sizes the source)."""
+    `object_bytes`, when given, is recorded in each task as before (it no longer sizes the source).
+    `extensions`: the cycle of source formats; default JPEG only for "tiny", all three otherwise."""
+    if extensions is None:
+        extensions = DEFAULT_EXTENSIONS.get(image_size, EXTENSIONS) if isinstance(image_size, str) else EXTENSIONS
     rng = random.Random(f"tasks|{seed}")
     tasks = []
     for i in range(count):

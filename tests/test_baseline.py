@@ -352,3 +352,14 @@ def test_cli_never_overwrites_an_existing_source(tmp_path):
     from PIL import Image
     with Image.open(store / "variants" / "holiday" / "beach.jpg@100x100") as im:
         assert im.format == "JPEG" and im.size == (100, 67)                    # 333x222 fitted, not 4000x3000
+
+
+def test_generated_tasks_and_sources_are_the_engines():
+    """The baseline's CLI workload is runners.workload.make_tasks' (same tasks, same source bytes), so the
+    two command lines compare like with like."""
+    from runners.workload import make_tasks
+    assert bl.generate_tasks(40, 3) == make_tasks(40, seed=3)
+    gen = bl._sibling("generate_tasks")
+    for task in make_tasks(6, seed=2):
+        assert gen.image_bytes(task["image_key"], *source_size_of(task)) == \
+            image_bytes(task["image_key"], *source_size_of(task))
