@@ -232,7 +232,8 @@ def make_tasks(count, seed=0, object_bytes=None, duplicate_rate=0.0, distinct_im
     `object_bytes`, when given, is recorded in each task as before (it no longer sizes the source).
     `extensions`: the cycle of source formats; default JPEG only for "tiny", all three otherwise."""
     if extensions is None:
-        extensions = DEFAULT_EXTENSIONS.get(image_size, EXTENSIONS) if isinstance(image_size, str) else EXTENSIONS
+        preset = image_size if isinstance(image_size, str) else None
+        extensions = DEFAULT_EXTENSIONS.get(preset, EXTENSIONS)
     rng = random.Random(f"tasks|{seed}")
     tasks = []
     for i in range(count):

@@ -66,7 +66,7 @@ def cmd_gil(args):
         for threads in (1, 2):
             per = n // threads
 
-            def work(per=per):
+            def work(per=per, data=data):
                 for _ in range(per):
                     _thumb(data)
 
@@ -124,7 +124,7 @@ def cmd_compare(args):
         print()
         for size in args.sizes.split(","):
             for store in args.stores.split(","):
-                def mean(impl, col):
+                def mean(impl, col, size=size, store=store):
                     return statistics.fmean(r[col] for r in rows if r[:3] == (size, store, impl))
                 print(f"{size:6} {store:5} engine/baseline throughput {mean('engine', 3) / mean('baseline', 3):.2f}x, "
                       f"P95 {mean('engine', 4) / mean('baseline', 4):.2f}x "
