@@ -227,8 +227,9 @@ def make_tasks(count, seed=0, object_bytes=None, duplicate_rate=0.0, distinct_im
                sizes=("100x100", "200x200", "400x300", "800x600"), image_size=DEFAULT_IMAGE_SIZE,
                extensions=None):
     """A reproducible list of `count` tasks on real images (`img/<seed>/<n>.jpg|png|webp`, the extension
-    cycling with n through `extensions`); each names its `source_size` (drawn from image_size). A `duplicate_rate` share repeat
-    an earlier task's key; `distinct_images` reuses that many sources (their tasks differ by size).
+    cycling with n through `extensions`); each names its `source_size` (drawn from image_size). A
+    `duplicate_rate` share repeat an earlier task's key; `distinct_images` reuses that many sources (their
+    tasks differ by size).
     `object_bytes`, when given, is recorded in each task as before (it no longer sizes the source).
     `extensions`: the cycle of source formats; default JPEG only for "tiny", all three otherwise."""
     if extensions is None:
