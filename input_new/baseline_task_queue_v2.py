@@ -2,24 +2,29 @@
 """The "before" task queue: a naive thread-pool image-variant queue, kept honest as the baseline.
 
 Every gain of the engine (tqengine) is measured against this file, so it does the same work per task
-(read the source object, header + zlib level 1, write the variant, seeded latency and faults) and keeps
-the defects a first version really has, no worse:
+(read the source image, make the same thumbnail as tqengine.transform: EXIF orientation, fit within WxH,
+JPEG draft decoding, same filter and encoder settings, the source's sha256 recorded in the variant; write
+it; seeded latency and faults) and keeps the defects a first version really has, no worse:
 
-  * one global threading.Lock held around dequeue, processing (I/O and the injected latency) and
-    bookkeeping, so the workers run one task at a time whatever their number;
+  * one global threading.Lock held around dequeue, processing (decode, resize, encode, I/O and the
+    injected latency) and bookkeeping, so the workers run one task at a time whatever their number;
   * an unbounded queue (a deque) that idle workers poll with a short sleep;
   * no idempotency (a duplicate task is processed again), no retries (a transient error is final);
   * whole objects read into memory, output written straight to its final path (not atomic);
   * no metrics beyond the counters `processed` and `failed`; main() measures around it.
 
-See input_new/notes.md for where each defect lives and what it costs. Standard library only, and it
-does not import `lab`: the object content, the transform and the fault plan below are deliberate copies
-of docs/CONTRACTS.md so the file stays standalone.
+See input_new/notes.md for where each defect lives and what it costs. Standard library and Pillow only,
+and it imports nothing of the project: the transform and the fault plan below are deliberate copies of
+docs/CONTRACTS.md and tqengine.transform, and the sample images come from generate_tasks.py beside it
+(loaded by path) so the file stays standalone.
 
 Run `python input_new/baseline_task_queue_v2.py --help` for the command line.
 """
 import argparse
 import collections
+import hashlib
+import importlib.util
+import io
 import json
 import os
 import platform
@@ -31,31 +36,114 @@ import sys
 import tempfile
 import threading
 import time
-import zlib
+
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 POLL_INTERVAL_S = 0.002     # how long an idle worker sleeps before looking at the queue again
-BLOCK = 65536               # object content block (docs/CONTRACTS.md)
-MAGIC = b"TQLAB1 "
 _VARIANT = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")
+TINY = ((16, 12), (32, 24))  # the size range of generated sample images (runners.workload's "tiny", JPEG)
 
 
 # ---------------------------------------------------------------------------------------------------
-# Deliberate copies of the shared contract (docs/CONTRACTS.md, lab/workload.py, tqengine/faults.py,
-# tqengine/tasks.py), so this file runs alone. tests/test_baseline.py checks they agree with lab.
+# Deliberate copies of the shared contract (docs/CONTRACTS.md, tqengine/transform.py, tqengine/faults.py,
+# tqengine/tasks.py), so this file runs alone. tests/test_baseline.py checks they agree with the engine.
 
-def object_chunks(image_key, nbytes):
-    """Yield the deterministic content of source object `image_key` with `nbytes` bytes, block by block."""
-    index = 0
-    while nbytes > 0:
-        block = random.Random(f"{image_key}|{index}").randbytes(BLOCK)
-        yield block[:min(BLOCK, nbytes)]
-        nbytes -= BLOCK
-        index += 1
+class TaskFailed(Exception):
+    """Why one task failed; its message becomes the result's "error"."""
 
 
-def transform(variant, source):
-    """Output bytes of a variant: header line + zlib stream (level 1) of the source."""
-    return MAGIC + variant.encode("ascii") + b"\n" + zlib.compress(source, 1)
+ACCEPTED_FORMATS = ["JPEG", "PNG", "WEBP", "GIF", "BMP"]
+OUTPUT_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "WEBP": "WEBP"}
+SUPPORTED_MODES = {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"}
+UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+           5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+           8: Image.Transpose.ROTATE_90}
+XMP = ('<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">'
+       '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" '
+       'xmlns:tq="urn:task-queue-lab:1" tq:sourceSha256="{digest}"/></rdf:RDF></x:xmpmeta>'
+       '<?xpacket end="r"?>')
+
+
+def fit_within(width, height, box_w, box_h):
+    scale = min(box_w / width, box_h / height, 1.0)
+    if scale >= 1.0:
+        return width, height
+    out_w, out_h = round(width * scale), round(height * scale)
+    if out_w < 1 or out_h < 1:
+        raise TaskFailed(f"ZeroSizedVariant: a {width}x{height} source fitted within {box_w}x{box_h} would be "
+                         f"{out_w}x{out_h} pixels")
+    return min(out_w, box_w), min(out_h, box_h)
+
+
+def _orientation(im):
+    try:
+        value = im.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - a damaged EXIF block says nothing about orientation
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _swap(size, orientation):
+    return (size[1], size[0]) if orientation in (5, 6, 7, 8) else size
+
+
+def transform(width, height, source, quality=85, max_pixels=89_478_485):
+    """The variant's bytes for a source held whole in memory (the same steps as tqengine.transform)."""
+    digest = hashlib.sha256(source).hexdigest()
+    if not source:
+        raise TaskFailed("NotAnImage: the source is empty (0 bytes)")
+    try:
+        im = Image.open(io.BytesIO(source), formats=ACCEPTED_FORMATS)
+        if im.width * im.height > max_pixels:
+            raise TaskFailed(f"DecompressionBomb: the source is {im.width}x{im.height} pixels, over {max_pixels}")
+        if im.mode not in SUPPORTED_MODES:
+            raise TaskFailed(f"UnsupportedImageMode: the source has pixel mode {im.mode!r}")
+        fmt = im.format
+        orientation = _orientation(im) if fmt in ("JPEG", "MPO") else 1
+        target = _swap(fit_within(*_swap(im.size, orientation), width, height), orientation)
+        if fmt in ("JPEG", "MPO") and target != im.size:
+            im.draft(None, (int(target[0] * 2.0), int(target[1] * 2.0)))
+        im.load()
+        if fmt not in ("JPEG", "MPO"):
+            orientation = _orientation(im)
+            target = _swap(fit_within(*_swap(im.size, orientation), width, height), orientation)
+    except TaskFailed:
+        raise
+    except UnidentifiedImageError:
+        raise TaskFailed("NotAnImage: the source is not a JPEG, PNG, WebP, GIF or BMP image") from None
+    except Image.DecompressionBombError as exc:
+        raise TaskFailed(f"DecompressionBomb: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
+        kind = "ImageTruncated" if isinstance(exc, EOFError) or "truncated" in str(exc) else "ImageCorrupt"
+        raise TaskFailed(f"{kind}: {' '.join(str(exc).split())[:300]}") from None
+    out_format = OUTPUT_FORMATS.get(fmt, "PNG")
+    icc = im.info.get("icc_profile") if im.mode != "CMYK" else None
+    if im.mode in ("P", "PA"):
+        frame = im.convert("RGBA" if (im.mode == "PA" or "transparency" in im.info) else "RGB")
+    elif im.mode in ("L", "LA", "RGB", "RGBA"):
+        frame = im
+    else:
+        frame = im.convert({"1": "L", "La": "LA", "RGBa": "RGBA"}.get(im.mode, "RGB"))
+    if frame.size != target:
+        frame = frame.resize(target, Image.Resampling.BICUBIC, reducing_gap=2.0)
+    if orientation in UPRIGHT:
+        frame = frame.transpose(UPRIGHT[orientation])
+    if out_format == "JPEG" and frame.mode in ("LA", "RGBA"):
+        base = Image.new(frame.mode[:-1], frame.size, 255 if frame.mode == "LA" else (255, 255, 255))
+        base.paste(frame, mask=frame.getchannel("A"))
+        frame = base
+    params = {"icc_profile": icc} if icc else {}
+    if out_format == "JPEG":
+        params.update(quality=quality, comment=f"tq:sourceSha256={digest}".encode("ascii"))
+    elif out_format == "WEBP":
+        params.update(quality=quality, method=2, xmp=XMP.format(digest=digest).encode("utf-8"))
+    else:
+        info = PngImagePlugin.PngInfo()
+        info.add_text("tq:sourceSha256", digest)
+        params.update(pnginfo=info, compress_level=3)
+    out = io.BytesIO()
+    frame.save(out, format=out_format, **params)
+    return out.getvalue()
 
 
 def plan(seed, key, attempt, latency_ms, jitter_ms, transient_rate, permanent_rate):
@@ -69,10 +157,6 @@ def plan(seed, key, attempt, latency_ms, jitter_ms, transient_rate, permanent_ra
     if transient_rate and random.Random(f"{seed}|{key}|{attempt}").random() < transient_rate:
         return latency_s, "transient"
     return latency_s, None
-
-
-class TaskFailed(Exception):
-    """Why one task failed; its message becomes the result's "error"."""
 
 
 def check_task(task):
@@ -134,7 +218,7 @@ class BaselineTaskQueue:
     """
 
     def __init__(self, store_root, workers=8, latency_ms=5.0, latency_jitter_ms=0.0, transient_rate=0.0,
-                 permanent_rate=0.0, seed=0, store=None):
+                 permanent_rate=0.0, seed=0, store=None, image_quality=85, max_image_pixels=89_478_485):
         self.store_root = store_root
         self.workers = workers
         self.latency_ms = latency_ms
@@ -143,6 +227,8 @@ class BaselineTaskQueue:
         self.permanent_rate = permanent_rate
         self.seed = seed
         self.store = store
+        self.image_quality = image_quality
+        self.max_image_pixels = max_image_pixels
         self.queue = collections.deque()     # unbounded: submit() never blocks and never says no
         self.lock = threading.Lock()         # the one lock: dequeue + processing + bookkeeping
         self.processed = 0
@@ -216,7 +302,8 @@ class BaselineTaskQueue:
             raise TaskFailed("injected transient fault (not retried)")
         output_key = f"variants/{image_key}@{variant}"
         source = self._read(image_key)        # the whole object in memory
-        self._write(output_key, transform(variant, source))
+        width, height = (int(side) for side in variant.split("x"))
+        self._write(output_key, transform(width, height, source, self.image_quality, self.max_image_pixels))
         remaining = started + latency_s - time.perf_counter()
         if remaining > 0:
             time.sleep(remaining)             # the rest of the I/O latency, still holding the lock
@@ -285,8 +372,8 @@ def build_parser():
                    help="probability of a transient fault per attempt; never retried here (default 0)")
     p.add_argument("--permanent-rate", type=float, default=0.0,
                    help="probability that a task always fails (default 0)")
-    p.add_argument("--object-kib", type=int, default=16,
-                   help="size of generated source objects, and of --tasks objects without object_bytes (default 16)")
+    p.add_argument("--image-quality", type=int, default=85,
+                   help="JPEG/WebP quality of the variants, 1..100 (default 85, as the engine)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated tasks and of the fault model (default 0)")
     p.add_argument("--json", metavar="OUT", help="also write the metrics JSON (docs/CONTRACTS.md shape) to OUT")
     p.add_argument("--store", metavar="DIR",
@@ -306,8 +393,8 @@ def check_args(args):
     for name in ("transient_rate", "permanent_rate"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise BadInput(f"--{name.replace('_', '-')} must be within 0..1")
-    if args.object_kib < 0:
-        raise BadInput("--object-kib must be >= 0")
+    if not 1 <= args.image_quality <= 100:
+        raise BadInput("--image-quality must be within 1..100")
     if not args.result_timeout > 0:
         raise BadInput("--result-timeout must be > 0")
 
@@ -325,13 +412,31 @@ def load_tasks(path):
     return tasks
 
 
-def generate_tasks(count, seed, object_bytes, sizes=("100x100", "200x200", "400x300", "800x600")):
-    return [{"task_id": f"t{i:06d}", "image_key": f"img/{seed}/{i:06d}.raw", "size": sizes[i % len(sizes)],
-             "object_bytes": object_bytes} for i in range(count)]
+def _sibling(name):
+    """The module `name`.py beside this file, loaded by path (it imports nothing of the project either)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"_baseline_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def create_objects(tasks, root, default_bytes):
-    """Write every source object the tasks name (if missing or of another size); skip unusable keys."""
+def generate_tasks(count, seed, sizes=("100x100", "200x200", "400x300", "800x600")):
+    """The same tasks as runners.workload.make_tasks(count, seed): tiny real JPEGs."""
+    gen = _sibling("generate_tasks")
+    tasks = []
+    for i in range(count):
+        key = f"img/{seed}/{i:06d}.jpg"
+        width, height = gen.draw_size(key, TINY)
+        tasks.append({"task_id": f"t{i:06d}", "image_key": key, "size": sizes[i % len(sizes)],
+                      "source_size": f"{width}x{height}"})
+    return tasks
+
+
+def create_objects(tasks, root, default_bytes=None):
+    """Create the source image of every task whose object does not exist yet (at its source_size, else a
+    tiny one); an existing file is never touched, whatever it holds. Skips unusable keys."""
+    gen = _sibling("generate_tasks")
     seen = set()
     for task in tasks:
         key = task.get("image_key") if isinstance(task, dict) else None
@@ -342,17 +447,16 @@ def create_objects(tasks, root, default_bytes):
         except TaskFailed:
             continue
         seen.add(key)
-        nbytes = task.get("object_bytes", default_bytes)
-        if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0:
-            nbytes = default_bytes
         path = os.path.join(root, *key.split("/"))
-        if os.path.isfile(path) and os.path.getsize(path) == nbytes:
-            continue
+        real_root, real_dir = os.path.realpath(root), os.path.realpath(os.path.dirname(path))
+        if os.path.lexists(path) or not (real_dir == real_root or real_dir.startswith(real_root + os.sep)):
+            continue                           # a user's photo stays as it is; nothing is made through a link
+        size = gen.parse_wxh(task["source_size"]) if isinstance(task.get("source_size"), str) else None
+        width, height = size or gen.draw_size(key, TINY)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.{os.getpid()}.tq-tmp"
-        with open(tmp, "wb") as f:             # block by block, so peak RSS is the queue's, not this setup's
-            for chunk in object_chunks(key, nbytes):
-                f.write(chunk)
+        with open(tmp, "wb") as f:
+            f.write(gen.image_bytes(key, width, height))
         os.replace(tmp, path)
 
 
@@ -415,7 +519,7 @@ def build_metrics(args, tasks, results, elapsed, queue):
         "params": {"impl": "baseline", "tasks_file": args.tasks, "count": len(tasks), "clients": args.clients,
                    "workers": args.workers, "latency_ms": args.latency_ms,
                    "latency_jitter_ms": args.latency_jitter_ms, "transient_rate": args.transient_rate,
-                   "permanent_rate": args.permanent_rate, "object_kib": args.object_kib, "load": "closed",
+                   "permanent_rate": args.permanent_rate, "image_quality": args.image_quality, "load": "closed",
                    "seed": args.seed, "store": "local"},
         "tasks_submitted": submitted,
         "elapsed_s": elapsed,
@@ -463,7 +567,7 @@ def main(argv=None):
         if args.tasks:
             tasks = load_tasks(args.tasks)
         else:
-            tasks = generate_tasks(args.count, args.seed, args.object_kib * 1024)
+            tasks = generate_tasks(args.count, args.seed)
     except BadInput as exc:
         print(f"baseline_task_queue_v2.py: error: {exc}", file=sys.stderr)
         return 2
@@ -472,9 +576,10 @@ def main(argv=None):
     queue = None
     try:
         os.makedirs(store_root, exist_ok=True)
-        create_objects(tasks, store_root, args.object_kib * 1024)
+        create_objects(tasks, store_root)
         queue = BaselineTaskQueue(store_root, workers=args.workers, latency_ms=args.latency_ms,
                                   latency_jitter_ms=args.latency_jitter_ms, transient_rate=args.transient_rate,
+                                  image_quality=args.image_quality,
                                   permanent_rate=args.permanent_rate, seed=args.seed)
         queue.start()
         results, elapsed, errors = run_closed_loop(queue, tasks, args.clients, args.result_timeout)

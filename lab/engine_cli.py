@@ -60,8 +60,9 @@ def build_parser():
     p.add_argument("--db", metavar="PATH", help="SQLite database for task state")
     p.add_argument("--json", metavar="OUT", help="write the metrics JSON here (atomically)")
     p.add_argument("--create-objects", action="store_true",
-                   help="with --tasks: create missing source objects (deterministic content, the task's "
-                        "object_bytes or 16 KiB; at most 1 GiB each) before processing")
+                   help="with --tasks: create the missing source objects (deterministic images at the "
+                        "task's source_size, else tiny ones; an existing object is never touched) before "
+                        "processing")
     b = p.add_argument_group("benchmark workload")
     b.add_argument("--count", type=int, help="tasks to submit (default 2000)")
     b.add_argument("--clients", type=int, help="closed-loop clients (default 100)")

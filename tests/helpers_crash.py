@@ -15,7 +15,7 @@ import sys
 import time
 
 from tqengine.transform import verify_output
-from runners.workload import object_chunks, write_object
+from runners.workload import image_chunks, source_size_of, write_image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLI = os.path.join(ROOT, "task_queue_optimized.py")
@@ -62,9 +62,15 @@ def write_tasks(path, tasks):
 
 
 def create_objects(store, tasks, default_bytes=DEFAULT_OBJECT_BYTES):
-    """Create the source objects of well-formed tasks (no symlink tricks: used where the test owns the tree)."""
+    """Create (or replace) the deterministic source images of well-formed tasks, at their source_size (no
+    symlink tricks: used where the test owns the tree). default_bytes is kept for old callers, unused."""
     for task in tasks:
-        write_object(str(store), task["image_key"], task.get("object_bytes", default_bytes))
+        write_image(str(store), task["image_key"], *source_size_of(task))
+
+
+def source_chunks(task):
+    """The deterministic source image bytes of a task (what create_objects / ensure_objects wrote)."""
+    return image_chunks(task["image_key"], *source_size_of(task))
 
 
 # -- reading the database --------------------------------------------------------------------------
@@ -155,7 +161,7 @@ def check_end_state(db, store, tasks, max_attempts, allowed=("success",), defaul
     - every task's idempotency key has exactly one row, in a final state listed in `allowed`;
     - no row anywhere is left queued/running/retrying; attempts within 0..max_attempts;
     - every success: output object exists, sha256 == output_digest, size == output_bytes, and it is the
-      transform of the deterministic source (verify_output against object_chunks);
+      variant of the deterministic source image (verify_output: decodes, fits WxH, records its sha256);
     - every dead row has an open dead-letter entry with error_class and message;
     - no *.tq-tmp file anywhere in the store.
     """
@@ -191,8 +197,7 @@ def check_end_state(db, store, tasks, max_attempts, allowed=("success",), defaul
             assert row["output_key"] == f"variants/{task['image_key']}@{variant}", row
             assert os.path.getsize(out) == row["output_bytes"], f"{key}: output size differs from the record"
             assert sha256_file(out) == row["output_digest"], f"{key}: output digest differs from the record"
-            nbytes = task.get("object_bytes", default_bytes)
-            reason = verify_output(file_chunks(out), variant, object_chunks(task["image_key"], nbytes))
+            reason = verify_output(file_chunks(out), variant, source_chunks(task))
             assert reason is None, f"{key}: output does not verify: {reason}"
         elif row["status"] == "dead":
             entries = letters.get(row["id"])

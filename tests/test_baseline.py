@@ -9,8 +9,8 @@ import time
 import pytest
 
 from tqengine import faults
-from tqengine.transform import verify_output
-from runners.workload import ensure_objects, object_chunks
+from tqengine.transform import make_variant, verify_output
+from runners.workload import ensure_objects, image_bytes, image_chunks, source_size_of
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "input_new", "baseline_task_queue_v2.py")
@@ -27,8 +27,8 @@ def _load():
 bl = _load()
 
 
-def _task(i, size="200x200", nbytes=20000):
-    return {"task_id": f"t{i}", "image_key": f"img/{i}.raw", "size": size, "object_bytes": nbytes}
+def _task(i, size="200x200", source="64x48", ext="png"):
+    return {"task_id": f"t{i}", "image_key": f"img/{i}.{ext}", "size": size, "source_size": source}
 
 
 def _run(queue, tasks, timeout=10):
@@ -44,12 +44,13 @@ def _verify(root, task):
     variant = task.get("size", task.get("variant"))
     with open(os.path.join(root, "variants", *f"{task['image_key']}@{variant}".split("/")), "rb") as f:
         out = f.read()
-    return verify_output([out], variant, object_chunks(task["image_key"], task["object_bytes"]))
+    return verify_output([out], variant, image_chunks(task["image_key"], *source_size_of(task)))
 
 
 @pytest.mark.timeout(20)
 def test_processes_tasks_and_outputs_verify(tmp_path):
-    tasks = [_task(i, nbytes=n) for i, n in enumerate((0, 1, 65536, 65537, 150000))]
+    tasks = [_task(i, source=src, ext=ext) for i, (src, ext) in
+             enumerate((("1x1", "png"), ("64x48", "jpg"), ("300x200", "webp"), ("500x400", "jpg"), ("90x300", "png")))]
     ensure_objects(tasks, str(tmp_path))
     results = _run(bl.BaselineTaskQueue(str(tmp_path), workers=3, latency_ms=0), tasks)
     assert [r["status"] for r in results] == ["success"] * 5
@@ -62,8 +63,6 @@ def test_processes_tasks_and_outputs_verify(tmp_path):
 
 @pytest.mark.timeout(20)
 def test_copies_agree_with_the_shared_contract():
-    for key, n in (("a", 0), ("img/x.raw", 70000), ("k", 65536)):
-        assert list(bl.object_chunks(key, n)) == list(object_chunks(key, n))
     for i in range(300):
         args = (i % 7, f"img/{i}.raw#200x200", 1 + i % 3, 5.0, 2.0, 0.3, 0.1)
         assert bl.plan(*args) == faults.plan(*args)
@@ -83,7 +82,7 @@ def test_duplicates_are_processed_again(tmp_path):
 def _fault_key(seed, fault, rates, then=None):
     """A task index whose attempt 1 gets `fault` (and attempt 2 gets `then`) under `rates`, per the shared plan."""
     for i in range(10000):
-        key = f"img/{i}.raw#200x200"
+        key = f"img/{i}.png#200x200"
         if (faults.plan(seed, key, 1, 0, 0, *rates)[1] == fault
                 and faults.plan(seed, key, 2, 0, 0, *rates)[1] == then):
             return i
@@ -99,7 +98,7 @@ def test_transient_fault_is_final_no_retry(tmp_path):
     (result,) = _run(queue, [task])
     assert result["status"] == "failed" and "transient" in result["error"]
     assert queue.failed == 1 and queue.processed == 0
-    assert not os.path.exists(os.path.join(tmp_path, "variants", f"img/{i}.raw@200x200"))
+    assert not os.path.exists(os.path.join(tmp_path, "variants", f"img/{i}.png@200x200"))
 
 
 @pytest.mark.timeout(20)
@@ -146,7 +145,7 @@ def test_symlink_escaping_the_store_fails(tmp_path):
 
 @pytest.mark.timeout(20)
 def test_global_lock_serialises_the_workers(tmp_path):
-    tasks = [_task(i, nbytes=100) for i in range(8)]
+    tasks = [_task(i) for i in range(8)]
     ensure_objects(tasks, str(tmp_path))
     queue = bl.BaselineTaskQueue(str(tmp_path), workers=4, latency_ms=20)
     queue.start()
@@ -176,13 +175,13 @@ class _MemStore:
 @pytest.mark.timeout(20)
 def test_uses_a_given_store(tmp_path):
     store = _MemStore()
-    task = _task(3, nbytes=5000)
-    store.objects[task["image_key"]] = b"".join(object_chunks(task["image_key"], 5000))
+    task = _task(3, source="640x480", ext="jpg")
+    store.objects[task["image_key"]] = image_bytes(task["image_key"], 640, 480)
     (result,) = _run(bl.BaselineTaskQueue(str(tmp_path / "unused"), workers=1, latency_ms=0, store=store),
                      [task])
     assert result["status"] == "success"
     out = store.objects[result["output_key"]]
-    assert verify_output([out], "200x200", object_chunks(task["image_key"], 5000)) is None
+    assert verify_output([out], "200x200", [store.objects[task["image_key"]]]) is None
     assert not (tmp_path / "unused").exists()
 
 
@@ -272,3 +271,95 @@ def test_notes_line_references():
     assert len(refs) >= 15
     for number, text in refs:
         assert text in lines[int(number) - 1], (number, text, lines[int(number) - 1])
+
+
+def _odd_sources():
+    """Sources beyond the generated ones: GIF, BMP, palette with transparency, LA, CMYK JPEG."""
+    import io
+
+    from PIL import Image
+    base = Image.linear_gradient("L").resize((120, 90)).convert("RGB")
+    made = {}
+    for name, im, fmt in (("g.gif", base.convert("P"), "GIF"), ("b.bmp", base, "BMP"),
+                          ("la.png", Image.merge("LA", (base.convert("L"), base.convert("L"))), "PNG"),
+                          ("cmyk.jpg", base.convert("CMYK"), "JPEG")):
+        out = io.BytesIO()
+        im.save(out, fmt, **({"transparency": 0} if fmt == "GIF" else {}))
+        made[name] = out.getvalue()
+    return made
+
+
+@pytest.mark.timeout(60)
+def test_baseline_transform_is_the_engines_byte_for_byte():
+    """Same inputs, same variant bytes (so every ratio compares like with like), and the same failures."""
+    sources = {f"agree/{n}.{ext}": image_bytes(f"agree/{n}.{ext}", *size)
+               for n, (ext, size) in enumerate([("jpg", (640, 480)), ("png", (300, 200)), ("webp", (200, 260)),
+                                                ("jpg", (2000, 1500)), ("png", (40, 30)), ("webp", (64, 48))]
+                                               + [(("jpg", "png", "webp")[k % 3], (97, 61)) for k in range(12)])}
+    sources.update(_odd_sources())
+    compared = 0
+    for key, data in sources.items():
+        for box in ((1, 1), (50, 50), (200, 200), (100, 30), (8192, 8192)):
+            made = make_variant([data], *box)
+            try:
+                engine = b"".join(made.chunks())
+            finally:
+                made.close()
+            assert bl.transform(*box, data) == engine, (key, box)
+            compared += 1
+    assert compared == len(sources) * 5
+    jpeg = sources["agree/0.jpg"]
+    for bad, engine_class in ((b"", "NotAnImage"), (b"hello world" * 100, "NotAnImage"),
+                              (jpeg[:len(jpeg) // 2], "ImageTruncated")):
+        with pytest.raises(Exception) as engine_err:
+            make_variant([bad], 100, 100)
+        assert type(engine_err.value).__name__ == engine_class
+        with pytest.raises(bl.TaskFailed, match=f"^{engine_class}: "):
+            bl.transform(100, 100, bad)
+    with pytest.raises(bl.TaskFailed, match="^DecompressionBomb: "):
+        bl.transform(100, 100, jpeg, max_pixels=1000)
+
+
+def _photo(path, size=(333, 222)):
+    """A 'user's photo': a real JPEG whose size is not what the tasks say."""
+    from PIL import Image
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.linear_gradient("L").resize(size).convert("RGB").save(path, "JPEG", quality=70)
+    return path.read_bytes()
+
+
+@pytest.mark.timeout(40)
+def test_cli_never_overwrites_an_existing_source(tmp_path):
+    """Regression (issue 10): the baseline replaced a user's JPEG whose size differed from object_bytes."""
+    store = tmp_path / "photos"
+    before = _photo(store / "holiday" / "beach.jpg")
+    odd = store / "notes.png"
+    odd.write_bytes(b"not really a png")              # any content, any size: still left alone
+    tasks = [{"task_id": "a", "image_key": "holiday/beach.jpg", "size": "100x100", "source_size": "4000x3000",
+              "object_bytes": 16384},
+             {"task_id": "b", "image_key": "notes.png", "size": "100x100"},
+             {"task_id": "c", "image_key": "new/made.webp", "size": "100x100", "source_size": "80x60"}]
+    task_file = tmp_path / "tasks.json"
+    task_file.write_text(json.dumps(tasks))
+    proc = _cli("--tasks", str(task_file), "--store", str(store), "--latency-ms", "0", "--json",
+                str(tmp_path / "m.json"))
+    assert proc.returncode == 0, proc.stderr
+    assert (store / "holiday" / "beach.jpg").read_bytes() == before
+    assert odd.read_bytes() == b"not really a png"
+    assert (store / "new" / "made.webp").read_bytes() == image_bytes("new/made.webp", 80, 60)   # only the missing one
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["counters"]["succeeded"] == 2 and m["counters"]["failed"] == 1    # notes.png is not an image
+    from PIL import Image
+    with Image.open(store / "variants" / "holiday" / "beach.jpg@100x100") as im:
+        assert im.format == "JPEG" and im.size == (100, 67)                    # 333x222 fitted, not 4000x3000
+
+
+def test_generated_tasks_and_sources_are_the_engines():
+    """The baseline's CLI workload is runners.workload.make_tasks' (same tasks, same source bytes), so the
+    two command lines compare like with like."""
+    from runners.workload import make_tasks
+    assert bl.generate_tasks(40, 3) == make_tasks(40, seed=3)
+    gen = bl._sibling("generate_tasks")
+    for task in make_tasks(6, seed=2):
+        assert gen.image_bytes(task["image_key"], *source_size_of(task)) == \
+            image_bytes(task["image_key"], *source_size_of(task))

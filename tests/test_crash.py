@@ -101,7 +101,7 @@ def _source_files(store):
     for dirpath, dirs, names in os.walk(store):
         if os.path.relpath(dirpath, store).split(os.sep)[0] == "variants":
             continue
-        count += sum(1 for n in names if n.endswith(".raw"))
+        count += sum(1 for n in names if n.endswith((".jpg", ".png", ".webp")))
     return count
 
 
@@ -111,7 +111,7 @@ def test_sigkill_while_creating_source_objects_then_restart(tmp_path):
     objects (whole ones: each output verifies against the deterministic source), removes the writer's temp
     files and processes everything."""
     count, nbytes = 300, 192 * 1024
-    tasks = make_tasks(count, seed=13, object_bytes=nbytes)
+    tasks = make_tasks(count, seed=13, object_bytes=nbytes, image_size=(320, 240))   # a few ms each to create
     tasks_file = write_tasks(tmp_path / "tasks.json", tasks)
     store, db = tmp_path / "store", tmp_path / "state" / "tasks.db"
     args = cli_args(tasks_file, store, db, *RUN)

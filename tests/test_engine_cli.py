@@ -128,7 +128,7 @@ def test_benchmark_over_http_ignores_a_tq_store_setting_for_the_engine(tmp_path)
 def test_task_file_against_an_http_store_creates_its_objects_on_the_server(tmp_path):
     from runners.server_process import start_server_process
     from tqengine.objects.http import HttpObjectStore
-    from runners.workload import object_chunks
+    from runners.workload import image_chunks, source_size_of
     tasks = [{"task_id": f"h{i}", "image_key": f"remote/{i}.raw", "size": "10x10", "object_bytes": 3000 + i}
              for i in range(12)]
     task_file = tmp_path / "tasks.json"
@@ -144,7 +144,7 @@ def test_task_file_against_an_http_store_creates_its_objects_on_the_server(tmp_p
         with HttpObjectStore(srv.url) as remote:
             for task in tasks:   # the sources were created on the server, with their deterministic content
                 assert remote.read_all(task["image_key"]) == b"".join(
-                    object_chunks(task["image_key"], task["object_bytes"]))
+                    image_chunks(task["image_key"], *source_size_of(task)))
                 assert remote.size(f"variants/{task['image_key']}@10x10") > 0
     assert not (tmp_path / "data").exists(), "nothing may be written to the local default store"
     assert sorted(p.name for p in (server_root / "store" / "remote").iterdir()) == sorted(

@@ -8,7 +8,7 @@ import pytest
 
 from tqengine import WorkerPool
 from tqengine.transform import verify_output
-from runners.workload import object_chunks
+from runners.workload import image_chunks, source_size_of
 from tests.engine_helpers import engine_config, output_path, workload
 
 
@@ -38,7 +38,7 @@ def test_end_to_end_with_latency_and_injected_faults(tmp_path):
         if r.status == "success":
             with open(output_path(tmp_path, r.output_key), "rb") as f:
                 assert verify_output(iter(lambda: f.read(4096), b""), task["size"],
-                                     object_chunks(task["image_key"], 3000)) is None
+                                     image_chunks(task["image_key"], *source_size_of(task))) is None
         elif r.error_class == "InjectedTransient":
             assert r.attempts == 4
     db = sqlite3.connect(str(tmp_path / "tasks.db"))

@@ -1,4 +1,6 @@
-"""input_new/generate_tasks.py: reproducible bytes, fractions as asked, objects per the contract."""
+"""input_new/generate_tasks.py: reproducible bytes, fractions as asked, real images per the contract, tasks for a
+folder of the user's own images, and no existing file ever replaced."""
+import io
 import json
 import os
 import subprocess
@@ -8,7 +10,7 @@ import pytest
 
 from tqengine.errors import ValidationError
 from tqengine.tasks import validate
-from runners.workload import object_chunks
+from runners.workload import image_bytes, image_format_for, parse_size
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "input_new", "generate_tasks.py")
@@ -32,8 +34,7 @@ def _tree(root):
 def _make(tmp_path, name, seed, *extra):
     out, objects = tmp_path / name / "tasks.json", tmp_path / name / "objects"
     proc = _gen("--count", "60", "--seed", str(seed), "--out", str(out), "--objects", str(objects),
-                "--duplicate-fraction", "0.2", "--invalid-fraction", "0.1", "--min-bytes", "0",
-                "--max-bytes", "70000", *extra)
+                "--duplicate-fraction", "0.2", "--invalid-fraction", "0.1", "--image-size", "16x12-120x90", *extra)
     assert proc.returncode == 0, proc.stderr
     return out.read_bytes(), _tree(objects)
 
@@ -63,10 +64,18 @@ def test_fractions_and_object_content(tmp_path):
     assert len(invalid) == 6                                   # 0.1 of 60
     keys = [(t["image_key"], t["size"]) for t in valid]
     assert len(keys) - len(set(keys)) == 12                    # 0.2 of 60 repeat an earlier key
+    from PIL import Image, ImageOps
+    formats = set()
     for task in valid:
         data = objects[os.path.join(*task["image_key"].split("/"))]
-        assert len(data) == task["object_bytes"] and 0 <= len(data) <= 70000
-        assert data == b"".join(object_chunks(task["image_key"], task["object_bytes"]))
+        width, height = parse_size(task["source_size"])
+        assert 16 <= width <= 120 and 12 <= height <= 90
+        assert data == image_bytes(task["image_key"], width, height)     # the same bytes as runners.workload
+        with Image.open(io.BytesIO(data)) as im:
+            assert im.format == image_format_for(task["image_key"])
+            assert ImageOps.exif_transpose(im).size == (width, height)
+            formats.add(im.format)
+    assert formats == {"JPEG", "PNG", "WEBP"}
     assert not any(".." in name.split(os.sep) for name in objects)
 
 
@@ -80,7 +89,8 @@ def test_without_objects_dir_writes_only_tasks(tmp_path):
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("args", [
     ["--count", "-1"], ["--count", "x"], ["--duplicate-fraction", "1.5"], ["--invalid-fraction", "-0.1"],
-    ["--duplicate-fraction", "0.6", "--invalid-fraction", "0.6"], ["--min-bytes", "10", "--max-bytes", "5"],
+    ["--duplicate-fraction", "0.6", "--invalid-fraction", "0.6"], ["--image-size", "10x10-5x5"],
+    ["--image-size", "0x10"], ["--sizes", "100x100,abc"], ["--from-dir", "/nonexistent"],
     ["--duplicate-fraction", "0.5", "--invalid-fraction", "0.5"], ["--nonsense"]])
 def test_bad_arguments_exit_2(tmp_path, args):
     base = ["--count", "10", "--out", str(tmp_path / "t.json")]
@@ -88,3 +98,41 @@ def test_bad_arguments_exit_2(tmp_path, args):
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     assert not (tmp_path / "t.json").exists()
+
+
+@pytest.mark.timeout(30)
+def test_objects_dir_gets_only_the_missing_images(tmp_path):
+    """Regression (issue 10): an existing file is never replaced, whatever its size or content."""
+    out, objects = tmp_path / "t.json", tmp_path / "objects"
+    first = objects / "img" / "0" / "000000.jpg"
+    first.parent.mkdir(parents=True)
+    first.write_bytes(b"the user's own file")
+    proc = _gen("--count", "3", "--out", str(out), "--objects", str(objects))
+    assert proc.returncode == 0, proc.stderr
+    assert first.read_bytes() == b"the user's own file"
+    assert sorted(_tree(objects)) == [os.path.join("img", "0", n) for n in ("000000.jpg", "000001.png", "000002.webp")]
+    assert "2 new images" in proc.stderr
+
+
+@pytest.mark.timeout(30)
+def test_from_dir_makes_tasks_for_the_users_images_and_writes_nothing_there(tmp_path):
+    from helpers_crash import snapshot_tree
+    photos = tmp_path / "photos"
+    (photos / "2024" / "trip").mkdir(parents=True)
+    (photos / "variants").mkdir()
+    for rel in ("a.JPG", "2024/b.png", "2024/trip/c.webp", "2024/trip/d.jpeg", "variants/old.jpg"):
+        (photos / rel).write_bytes(b"x")
+    (photos / "notes.txt").write_text("not an image")
+    before = snapshot_tree(photos)
+    out = tmp_path / "photos.json"
+    proc = _gen("--from-dir", str(photos), "--sizes", "200x200,800x600", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    tasks = json.loads(out.read_text())
+    assert [(t["image_key"], t["size"]) for t in tasks] == [
+        (k, s) for k in ("2024/b.png", "2024/trip/c.webp", "2024/trip/d.jpeg", "a.JPG") for s in ("200x200", "800x600")]
+    assert len({t["task_id"] for t in tasks}) == len(tasks)
+    for task in tasks:
+        validate(task)
+    assert snapshot_tree(photos) == before
+    inside = _gen("--from-dir", str(photos), "--sizes", "200x200", "--out", str(photos / "t.json"))
+    assert inside.returncode == 2 and "inside" in inside.stderr and not (photos / "t.json").exists()

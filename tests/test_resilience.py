@@ -314,3 +314,29 @@ def test_an_invalid_task_without_a_usable_key_is_not_dead_lettered_again_on_a_re
     conn.close()
     assert letters == len(bad), f"{letters} dead letters for {len(bad)} bad tasks submitted three times"
     assert biggest < 100_000, "a huge bad task was stored whole"
+
+
+@pytest.mark.timeout(60)
+def test_a_source_that_never_ends_fails_the_attempt_at_its_time_limit(tmp_path):
+    from tqengine.objects.local import LocalObjectStore
+
+    class Dripping(LocalObjectStore):
+        """Fault injection: a source that keeps arriving, a byte now and then, like a growing file."""
+
+        def read_chunks(self, key):
+            def drip():
+                head = b"".join(super(Dripping, self).read_chunks(key))[:64]
+                yield head
+                while True:
+                    time.sleep(0.01)
+                    yield b"\\0"
+            return drip()
+
+    tasks = _tasks(tmp_path, 2)
+    cfg = _config(tmp_path, attempt_timeout_s=0.3, max_attempts=2, backoff_base_s=0.01, backoff_cap_s=0.01)
+    started = time.monotonic()
+    with WorkerPool(cfg, processor=lambda c, objects: Processor(Dripping(c.store_root),
+                                                               attempt_timeout_s=c.attempt_timeout_s)) as pool:
+        results = [h.result(20) for h in pool.submit_many(tasks)]
+    assert time.monotonic() - started < 10
+    assert [(r.status, r.error_class, r.attempts) for r in results] == [("dead", "AttemptTimeout", 2)] * 2

@@ -147,6 +147,11 @@ class Config:
                                        "(AttemptTimeout, retried)", low=0, low_open=True, high=86_400)
     allow_hard_links: bool = setting(False, "bool", "read a source object that has other hard links (off: a link "
                                      "to a file outside the store would publish it)")
+    image_quality: int = setting(85, "int", "encoder quality of JPEG and WebP variants (PNG is lossless)",
+                                 low=1, high=100)
+    max_image_pixels: int = setting(89_478_485, "int", "most pixels a source image may have, checked from its "
+                                    "header before decoding (default: Pillow's MAX_IMAGE_PIXELS)", low=1,
+                                    high=1 << 40)
 
     def validate(self) -> Config:
         """Check every field against its Setting and the rules across fields; ConfigError (one line)."""

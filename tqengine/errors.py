@@ -32,6 +32,10 @@ class SourceTooLarge(PermanentError):
     """The source object is larger than the configured limit (max_source_bytes)."""
 
 
+class AttemptTimeout(TransientError):
+    """One attempt ran past attempt_timeout_s (checked while its source streams in and its output out)."""
+
+
 class InjectedTransient(TransientError):
     """A transient fault injected by the fault model (stands in for a timeout or a dropped connection)."""
 
@@ -100,3 +104,38 @@ class StoreLocked(StoreError):
 
 class SchemaMismatch(ConfigError):
     """The database was not written by this version of the engine (another schema, or another program)."""
+
+
+# -- bad source images (tqengine.transform): permanent, each with its own class in the dead-letter table --
+class ImageError(PermanentError):
+    """The source object is not an image the engine can make a variant of (base of the classes below)."""
+
+
+class NotAnImage(ImageError):
+    """The source is empty or is not a JPEG, PNG, WebP, GIF or BMP file (what Pillow cannot identify)."""
+
+
+class ImageTruncated(ImageError):
+    """The source image ends before its pixel data does."""
+
+
+class ImageCorrupt(ImageError):
+    """The source image's headers or pixel data cannot be decoded (damaged, or hostile: headers larger
+    than the engine reads, more data than its pixels need)."""
+
+
+class DecompressionBomb(ImageError):
+    """The source has more pixels than `max_image_pixels` (or Pillow's own limit), or is a WebP larger
+    than its decoder may read whole: decoding it would take unbounded memory."""
+
+
+class UnsupportedImage(ImageError):
+    """A real image the engine does not decode from a stream: TIFF and other random-access layouts."""
+
+
+class UnsupportedImageMode(UnsupportedImage):
+    """The source's pixel mode (16-bit grey, 32-bit integer or float, LAB, ...) has no 8-bit variant here."""
+
+
+class ZeroSizedVariant(ImageError):
+    """Fitting the source into WxH leaves a side of 0 pixels (e.g. a 10000x1 strip into 100x100)."""
