@@ -25,6 +25,8 @@ import time
 
 from runners.envinfo import scratch_root
 from runners.spawn import spawn_trial
+from runners.params import WORKLOAD_PRESETS
+from runners.params import check as check_param
 from tqcontract.files import write_text
 from tqcontract.metrics import ENGINE, IMPLEMENTATIONS
 
@@ -48,8 +50,14 @@ def build_parser():
                    help="tasks per run (default 2000; --overhead: 10000)")
     p.add_argument("--repeats", type=int, default=3, help="runs per implementation and concurrency (default 3)")
     p.add_argument("--workers", type=int, default=8, help="worker threads of both implementations (default 8)")
-    p.add_argument("--latency-ms", type=float, default=5.0, help="injected latency per task (default 5)")
-    p.add_argument("--object-kib", type=float, default=16, help="source object size (default 16)")
+    p.add_argument("--workload", choices=tuple(WORKLOAD_PRESETS), default="synthetic",
+                   help="synthetic (default): tiny JPEG sources and a 5 ms service time per task, the queue-"
+                        "mechanics model; image: real thumbnails of 640x480 sources, latency 0 (the real work "
+                        "sets the pace)")
+    p.add_argument("--latency-ms", type=float, default=None,
+                   help="service time per task in ms, the real work padded to it (default: the workload's, 5 or 0)")
+    p.add_argument("--image-size", default=None,
+                   help="source images: tiny, small (640x480), large (4000x3000) or WxH (default: the workload's)")
     p.add_argument("--queue-size", type=int, default=200, help="engine queue bound (default 200)")
     p.add_argument("--seed", type=int, default=0, help="task set and fault seed (default 0)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds before one run is killed (default 600)")
@@ -82,8 +90,16 @@ def check_args(args):
         args.count = OVERHEAD_COUNT if args.overhead else DEFAULT_COUNT
     if args.count < 1 or args.repeats < 1 or args.workers < 1 or args.queue_size < 1:
         return "--count, --repeats, --workers and --queue-size must be >= 1"
-    if not (args.latency_ms >= 0 and args.object_kib >= 0):
-        return "--latency-ms and --object-kib must be >= 0"
+    preset = WORKLOAD_PRESETS[args.workload]
+    if args.latency_ms is None:
+        args.latency_ms = preset["latency_ms"]
+    if args.image_size is None:
+        args.image_size = preset["image_size"]
+    if not args.latency_ms >= 0:
+        return "--latency-ms must be >= 0"
+    problem = check_param("image_size", args.image_size)
+    if problem:
+        return f"--image-size {problem}"
     if not args.timeout > 0:
         return "--timeout must be > 0"
     if any(c < 1 for c in args.memory_counts):
@@ -217,10 +233,10 @@ def print_table(summary, comparisons):
 
 # ------------------------------------------------------------------------------------------ modes
 
-def trial_params(args, impl, clients, count, workdir, latency_ms=None, object_kib=None):
+def trial_params(args, impl, clients, count, workdir, latency_ms=None):
     params = {"impl": impl, "count": count, "clients": clients, "workers": args.workers,
               "queue_size": args.queue_size, "latency_ms": args.latency_ms if latency_ms is None else latency_ms,
-              "object_kib": args.object_kib if object_kib is None else object_kib, "seed": args.seed,
+              "image_size": args.image_size, "workload": args.workload, "seed": args.seed,
               "load": "closed", "workdir": workdir}
     if getattr(args, "store_backend", "local") == "http":
         params.update(store="http", server_latency_ms=args.server_latency_ms)
@@ -230,6 +246,8 @@ def trial_params(args, impl, clients, count, workdir, latency_ms=None, object_ki
 
 
 def run_comparison(args, workdir):
+    log(f"workload {args.workload}: {args.image_size} sources, {args.latency_ms:g} ms of service time per task, "
+        f"{args.count} tasks, {args.workers} workers")
     if args.store_backend == "http":
         log(f"store: HTTP object server per run, {args.server_latency_ms:g} ms per request, client "
             f"{args.http_client or 'default (stdlib)'}; both implementations use the same client")
@@ -290,7 +308,7 @@ def run_memory(args, workdir):
         runs.append(run)
         log(f"[{number}/{len(plan)}] memory {impl:<9} {count:>7} tasks: {outcome['status']}, "
             f"peak RSS {fmt(run['peak_rss_mb'])} MB ({outcome['wall_s']:.1f} s)")
-    print(f"peak RSS (MB), closed loop, {clients} clients, latency 0, {args.object_kib:g} KiB objects, "
+    print(f"peak RSS (MB), closed loop, {clients} clients, latency 0, {args.image_size} sources, "
           f"fresh process per run")
     print("(setup = RSS of the task list and the harness just before the implementation starts; the peak "
           "includes it, so peak - setup is what running the implementation added)")

@@ -66,7 +66,11 @@ def build_parser():
     b = p.add_argument_group("benchmark workload")
     b.add_argument("--count", type=int, help="tasks to submit (default 2000)")
     b.add_argument("--clients", type=int, help="closed-loop clients (default 100)")
-    b.add_argument("--object-kib", type=float, help="source object size in KiB (default 16)")
+    b.add_argument("--workload", choices=tuple(trial_params.WORKLOAD_PRESETS),
+                   help="synthetic (default): tiny JPEG sources and a 5 ms service time; image: real thumbnails of "
+                        "640x480 sources, latency 0")
+    b.add_argument("--image-size", help="source images: tiny, small (640x480), large (4000x3000) or WxH "
+                                         "(default: the workload's)")
     b.add_argument("--duplicate-rate", type=float, help="share of duplicate tasks (default 0)")
     b.add_argument("--load", choices=("closed", "open"), help="load model (default closed)")
     b.add_argument("--rate", type=float, help="open loop: arrivals per second")
@@ -87,8 +91,8 @@ def build_parser():
     return p
 
 
-WORKLOAD_DEFAULTS = {"count": 2000, "clients": 100, "object_kib": 16, "duplicate_rate": 0.0, "load": "closed"}
-WORKLOAD_FLAGS = ("count", "clients", "object_kib", "duplicate_rate", "load", "rate")
+WORKLOAD_DEFAULTS = {"count": 2000, "clients": 100, "duplicate_rate": 0.0, "load": "closed", "workload": "synthetic"}
+WORKLOAD_FLAGS = ("count", "clients", "image_size", "duplicate_rate", "load", "rate", "workload")
 
 ENGINE_FLAGS = tuple(ENGINE_FLAG_NAMES.values())
 
@@ -131,7 +135,10 @@ def run_benchmark(args):
                          "its own (TQ_SCRATCH_DIR chooses where)")
     if args.server_latency_ms and args.store_backend != "http":
         raise UsageError("--server-latency-ms needs --store-backend http")
-    cfg = engine_config(args, BENCHMARK_PROFILE, benchmark=True)
+    preset = trial_params.WORKLOAD_PRESETS[args.workload]
+    if args.image_size is None:
+        args.image_size = preset["image_size"]
+    cfg = engine_config(args, {"latency_ms": preset["latency_ms"]}, benchmark=True)
     if args.json:
         check_output_path(args.json, "--json")
     for name, value, low in (("--count", args.count, 1), ("--clients", args.clients, 1)):
@@ -139,13 +146,14 @@ def run_benchmark(args):
             raise UsageError(f"{name} must be >= {low} (got {value})")
     params = trial_params.from_engine_config(cfg)
     params.update(impl=ENGINE, count=args.count, clients=args.clients, duplicate_rate=args.duplicate_rate,
-                  object_kib=args.object_kib, load=args.load, rate=args.rate, store=args.store_backend or "local",
+                  image_size=args.image_size, workload=args.workload, load=args.load, rate=args.rate, store=args.store_backend or "local",
                   server_latency_ms=args.server_latency_ms or 0.0)
     try:
         params = validate(params)       # a bad value is one line, before the banner
     except ParamError as exc:
         raise UsageError(str(exc)) from None
-    print(f"benchmark: {args.count} tasks, {args.clients} clients ({args.load} loop), {cfg.max_workers} workers, "
+    print(f"benchmark, workload {args.workload} ({args.image_size} sources): {args.count} tasks, {args.clients} "
+          f"clients ({args.load} loop), {cfg.max_workers} workers, "
           f"queue {cfg.queue_size} ({cfg.mode}), {cfg.latency_ms:g} ms per task, store {params['store']}"
           + (f" ({params['server_latency_ms']:g} ms per request, {cfg.http_client} client)"
              if params["store"] == "http" else ""),

@@ -4,7 +4,7 @@ A grid file is one JSON object:
 
     {"name": "default", "description": "...", "implementations": ["baseline", "engine"],
      "repeats": 3, "seed": 1, "timeout_s": 120,
-     "fixed": {"count": 300, "latency_ms": 5, "object_kib": 16, "load": "closed", ...},
+     "fixed": {"count": 300, "latency_ms": 5, "image_size": "tiny", "load": "closed", ...},
      "axes":  {"workers": [2, 8, 32], "queue_size": [16, 256], "mode": ["block", "fail_fast"],
                "error_rate": [0, 0.05], "clients": [10, 100], "store": ["local"]}}
 
@@ -27,8 +27,8 @@ from tqcontract.metrics import IMPLEMENTATIONS, canonical_impl
 
 # Trial parameters the grid may set, in the order they appear in configurations and CSV columns.
 PARAM_ORDER = ("workers", "queue_size", "mode", "transient_rate", "permanent_rate", "clients", "store",
-               "count", "latency_ms", "latency_jitter_ms", "duplicate_rate", "object_kib", "load", "rate",
-               "server_latency_ms", "http_client")
+               "count", "latency_ms", "latency_jitter_ms", "duplicate_rate", "image_size", "distinct_images",
+               "workload", "load", "rate", "server_latency_ms", "http_client")
 
 # Parameters named in neither `fixed` nor `axes` take the trial's defaults (runners/params.py).
 DEFAULTS = {k: param_specs.DEFAULTS[k] for k in PARAM_ORDER}

@@ -27,13 +27,25 @@ ENGINE_PARAMS = {
 }
 
 LOADS = ("closed", "open")
+WORKLOADS = ("synthetic", "image")
+# what `--workload` means on the command lines (benchmark.py, task_queue_optimized.py --benchmark):
+# synthetic = the queue-mechanics model (tiny JPEGs, 5 ms of service time); image = real thumbnails of
+# 640x480 sources, the real work alone setting the pace
+WORKLOAD_PRESETS = {"synthetic": {"image_size": "tiny", "latency_ms": 5.0},
+                    "image": {"image_size": "small", "latency_ms": 0.0}}
 
 LAB_SETTINGS: dict[str, Setting] = {
     "impl": Setting("str", "implementation under test", choices=IMPLEMENTATIONS),
     "count": Setting("int", "tasks submitted in the trial", low=1, high=10_000_000),
     "clients": Setting("int", "closed loop: client threads, each submitting and waiting", low=1, high=10_000),
     "duplicate_rate": Setting("float", "share of tasks repeating an earlier task's key", low=0, high=1),
-    "object_kib": Setting("float", "size of each source object in KiB", low=0, high=4 * 1024 * 1024),
+    "image_size": Setting("str", "source images: tiny (16x12..32x24), small (640x480), large (4000x3000), WxH",
+                          nonempty=True),
+    "distinct_images": Setting("int", "how many distinct source images the tasks share (default: one per task)",
+                               low=1, high=10_000_000, optional=True),
+    "workload": Setting("str", "what the trial stands for: synthetic (tiny images, service time from latency_ms) "
+                        "or image (real thumbnails, latency_ms 0 as a rule); a label in results",
+                        choices=WORKLOADS),
     "load": Setting("str", "closed (clients wait for each answer) or open (arrivals at `rate`)", choices=LOADS),
     "rate": Setting("float", "open loop: arrivals per second", low=0, low_open=True, high=10_000_000,
                     optional=True),
@@ -51,7 +63,8 @@ LAB_SETTINGS: dict[str, Setting] = {
 LAB_PROFILE = {"latency_ms": 5.0}
 
 LAB_DEFAULTS: dict[str, Any] = {
-    "impl": ENGINE, "count": 2000, "clients": 100, "duplicate_rate": 0.0, "object_kib": 16, "load": "closed",
+    "impl": ENGINE, "count": 2000, "clients": 100, "duplicate_rate": 0.0, "image_size": "tiny",
+    "distinct_images": None, "workload": "synthetic", "load": "closed",
     "rate": None, "server_latency_ms": 0.0, "server_error_rate": 0.0, "workdir": None,
     "result_timeout_s": 120.0, "label": None,
 }
@@ -63,7 +76,14 @@ DEFAULTS: dict[str, Any] = {**{p: LAB_PROFILE.get(f, ENGINE_DEFAULTS[f]) for p, 
 
 def check(name: str, value: Any) -> str | None:
     """Why `value` is not a valid `name` (a phrase such as "must be >= 1"), or None; KeyError if unknown."""
-    return SPECS[name].problem(value)
+    problem = SPECS[name].problem(value)
+    if problem is None and name == "image_size":
+        from runners.workload import size_range
+        try:
+            size_range(value)
+        except ValueError:
+            return "must be tiny, small, large or WxH (e.g. 640x480)"
+    return problem
 
 
 def engine_config(params: dict[str, Any]) -> dict[str, Any]:

@@ -90,9 +90,9 @@ def run_trial(params):
     try:
         os.makedirs(run_dir, exist_ok=True)
         os.makedirs(store_root, exist_ok=True)
-        tasks = make_tasks(p["count"], seed=p["seed"], object_bytes=int(p["object_kib"] * 1024),
-                           duplicate_rate=p["duplicate_rate"])
-        ensure_objects(tasks, store_root)
+        tasks = make_tasks(p["count"], seed=p["seed"], duplicate_rate=p["duplicate_rate"],
+                           distinct_images=p["distinct_images"], image_size=p["image_size"])
+        copy_sources(tasks, store_root, p["image_size"])
         if server_factory is not None:
             server = server_factory(workdir, latency_ms=p["server_latency_ms"],
                                     error_rate=p["server_error_rate"], seed=p["seed"])
@@ -112,6 +112,28 @@ def run_trial(params):
             server.stop()
         if own_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+SOURCE_CACHE = "tq-source-cache-v1"
+
+
+def copy_sources(tasks, store_root, image_size):
+    """Put the tasks' source images into `store_root`, made once per machine: a large source takes seconds
+    to encode, and every trial of a sweep needs the same deterministic ones. They are made in a cache
+    beside the scratch folders (<scratch>/tq-source-cache-v1/<image_size>/) and copied (never linked: the
+    store refuses hard links) into the trial's store."""
+    cache = os.path.join(scratch_root()[0], SOURCE_CACHE, str(image_size).replace("/", "_"))
+    ensure_objects(tasks, cache, image_size=image_size)
+    seen = set()
+    for task in tasks:
+        key = task["image_key"]
+        if key in seen:
+            continue
+        seen.add(key)
+        target = os.path.join(store_root, *key.split("/"))
+        if not os.path.exists(target):
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.copyfile(os.path.join(cache, *key.split("/")), target)
 
 
 def main(argv=None):

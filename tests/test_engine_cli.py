@@ -85,7 +85,7 @@ def test_help_is_available_and_no_mode_is_a_usage_error():
     (["--db", "d.db", "--store", "s", "--create-objects"], "--create-objects needs --tasks FILE"),
     (["--benchmark", "--store", "s"], "are for --tasks; --benchmark uses scratch files of its own"),
     (["--benchmark", "--db", "d.db"], "are for --tasks; --benchmark uses scratch files of its own"),
-    (["--benchmark", "--object-kib", "-1"], "object_kib must be >= 0"),
+    (["--benchmark", "--image-size", "huge"], "image_size must be tiny, small, large or WxH"),
     (["--benchmark", "--store-backend", "http", "--server-latency-ms", "-1"], "server_latency_ms must be >= 0"),
     (["--tasks", "t.json", "--db", "d.db", "--store-url", "http://127.0.0.1:1"],
      "cannot reach the object store at http://127.0.0.1:1"),

@@ -57,7 +57,7 @@ def _check_metrics(doc, impl, count):
 @pytest.mark.timeout(40)
 def test_cli_baseline_prints_one_metrics_document():
     proc = _run_cli({"impl": "baseline", "count": 60, "clients": 10, "workers": 4, "latency_ms": 1,
-                     "object_kib": 1})
+                     })
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     assert len(lines) == 1                                   # exactly one document
@@ -73,7 +73,7 @@ def test_cli_baseline_prints_one_metrics_document():
 @pytest.mark.timeout(40)
 def test_cli_optimized_prints_one_metrics_document():
     proc = _run_cli({"impl": "engine", "count": 80, "clients": 10, "workers": 4, "latency_ms": 1,
-                     "object_kib": 1, "duplicate_rate": 0.2, "transient_rate": 0.2, "seed": 5})
+                     "duplicate_rate": 0.2, "transient_rate": 0.2, "seed": 5})
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     assert len(lines) == 1
@@ -91,7 +91,7 @@ def test_cli_optimized_prints_one_metrics_document():
 @pytest.mark.timeout(40)
 def test_in_process_open_loop_and_shared_workdir(tmp_path):
     params = {"impl": "baseline", "count": 40, "load": "open", "rate": 400, "workers": 2, "latency_ms": 0,
-              "object_kib": 1, "workdir": str(tmp_path)}
+              "workdir": str(tmp_path)}
     first = run_trial(params)
     second = run_trial(params)                               # same workdir: objects reused, fresh run dir
     for doc in (first, second):
@@ -104,7 +104,7 @@ def test_in_process_open_loop_and_shared_workdir(tmp_path):
 @needs_engine
 @pytest.mark.timeout(40)
 def test_in_process_engine_runs_are_independent_in_one_workdir(tmp_path):
-    params = {"impl": "engine", "count": 30, "clients": 5, "workers": 2, "latency_ms": 0, "object_kib": 1,
+    params = {"impl": "engine", "count": 30, "clients": 5, "workers": 2, "latency_ms": 0,
               "workdir": str(tmp_path)}
     first, second = run_trial(params), run_trial(params)
     # a second run must process its tasks again, not replay the first run's records as duplicates
@@ -145,7 +145,7 @@ def test_validate_fills_defaults():
     p = validate({})
     assert (p["count"], p["clients"], p["workers"], p["queue_size"], p["mode"], p["latency_ms"]) == \
         (2000, 100, 8, 200, "block", 5.0)
-    assert (p["load"], p["seed"], p["store"], p["object_kib"], p["duplicate_rate"]) == ("closed", 0, "local", 16, 0.0)
+    assert (p["load"], p["seed"], p["store"], p["image_size"], p["duplicate_rate"]) == ("closed", 0, "local", "tiny", 0.0)
     assert validate({"load": "closed", "rate": None})["rate"] is None
     with pytest.raises(ParamError):
         validate({"workdir": ""})
@@ -157,7 +157,7 @@ def test_validate_fills_defaults():
 @pytest.mark.timeout(40)
 @pytest.mark.parametrize("impl", ["baseline", "engine"])
 def test_http_store_trial(impl, tmp_path):
-    doc = run_trial({"impl": impl, "count": 12, "clients": 4, "workers": 2, "latency_ms": 0, "object_kib": 1,
+    doc = run_trial({"impl": impl, "count": 12, "clients": 4, "workers": 2, "latency_ms": 0,
                      "store": "http", "workdir": str(tmp_path)})
     assert doc["params"]["store"] == "http"
     assert doc["error_rate"] == 0 and doc["counters"]["succeeded"] == 12
