@@ -22,12 +22,17 @@ def variant_of(task):
     return value if isinstance(value, str) else None
 
 
+# one encoder for every fingerprint: json.dumps with options builds a new JSONEncoder on every call
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=repr)
+
+
 def fingerprint(task):
     """Canonical JSON of the task without its task_id: two submissions conflict when these differ."""
     if not isinstance(task, dict):
-        return json.dumps(task, sort_keys=True, separators=(",", ":"), default=repr)
-    return json.dumps({k: v for k, v in task.items() if k != "task_id"}, sort_keys=True,
-                      separators=(",", ":"), default=repr)
+        return _CANONICAL.encode(task)
+    if "task_id" in task:
+        task = {k: v for k, v in task.items() if k != "task_id"}
+    return _CANONICAL.encode(task)
 
 
 def check_key(key):
