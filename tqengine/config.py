@@ -44,6 +44,7 @@ class Config:
     log_file: str = ""              # JSON-lines log file instead of stderr
     shutdown_timeout_s: float = 60.0  # graceful shutdown waits at most this long for queued work
     recover: bool = True            # resume tasks an earlier process left unfinished
+    store_token: str = ""           # store=http: bearer token the object server wants (its --token), if any
 
     def validate(self):
         def need(cond, key, msg):

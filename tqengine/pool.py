@@ -537,7 +537,7 @@ class WorkerPool:
 
 def _make_object_store(cfg):
     return make_store(cfg.store, cfg.store_root, cfg.store_url, cfg.chunk_size, cfg.max_workers,
-                      client=cfg.http_client)
+                      client=cfg.http_client, token=cfg.store_token)
 
 
 Engine = WorkerPool
