@@ -2,10 +2,31 @@
 
 `GET /<bucket>/<key>` streams `<root>/<bucket>/<key>` in chunks with Content-Length (one `bytes=` Range
 honoured), `HEAD` gives existence and size, `PUT` streams the body (Content-Length or chunked) into a
-temporary file in the target directory and renames it into place only when the whole body has arrived,
-so a broken upload leaves nothing under the object's name. A missing object is 404; a bucket that is not
-a simple name or a key that could escape the root is 400 (the rules of tasks.check_key on the
+temporary file in the server's own upload area and renames it into place only when the whole body has
+arrived, so a broken upload leaves nothing under the object's name. A missing object is 404; a bucket
+that is not a simple name or a key that could escape the root is 400 (the rules of tasks.check_key on the
 percent-decoded path, then realpath confinement like LocalObjectStore.path_for).
+
+Hostile clients (RFC 9112 is the reference for the framing rules):
+- Requests are parsed strictly: request line and headers at most MAX_HEADER_BYTES and MAX_HEADERS lines,
+  header names must be tokens (no space before the colon, no obs-fold), `Content-Length` exactly one
+  value of ASCII digits, `Transfer-Encoding` exactly `chunked` and never together with Content-Length
+  (nor in HTTP/1.0). Anything else is 400 and the connection is closed: no second request can hide in a
+  body. A body sent with a GET or HEAD is read and dropped, never parsed as the next request.
+- `Host` must be on an allow-list (loopback names and the bound address, with or without the port, plus
+  `allowed_hosts`): anything else is 421, a missing Host in HTTP/1.1 is 400. This closes DNS rebinding
+  (a browser page on evil.example resolving to 127.0.0.1 sends `Host: evil.example`).
+- With a token, every request needs `Authorization: Bearer <token>` (compared in constant time), else 401.
+- Time: the request line and headers must arrive within header_timeout_s; a body (and an answer being
+  sent) gets body_grace_s plus one second per MIN_RATE bytes moved; a kept-alive connection may sit idle
+  idle_timeout_s; no single read or write may stall longer than the socket timeout. A slow or dripping
+  client is cut off when its deadline passes (a reaper in the accept loop shuts its socket down).
+- Connections: at most max_connections at once (default 512, lowered to fit the process's file limit).
+  A new connection over the limit closes the one that has waited longest for a request (idle or still
+  sending its headers); when every connection is busy with a request, the new one gets a 503 and is
+  closed at once. A connection waiting for a request costs one blocked thread and no CPU.
+- Uploads in progress live in `<root>/.tq-uploads/srv-*/` (one directory per server, held with flock);
+  at start a server removes the directories of servers that are gone, so a crash leaves nothing behind.
 
 Faults for experiments: a latency and, from a seeded RNG, a 503 (a transient fault) instead of handling
 the request. The latency is the service time of a request, the same model as the engine's Processor:
@@ -14,6 +35,7 @@ the server does the work (parse, open/read, or receive/write/rename) and then sl
 (for a GET, the time to the first byte). Work that takes longer than latency_ms is not hidden: the answer
 is then simply later. An injected 503 waits the whole latency, then answers. So with latency_ms=5 a task's
 GET and PUT take 5 ms each (10 ms of I/O per task), whatever the server's own overhead below that.
+Requests refused before dispatch (framing, Host, token) are answered at once.
 Memory stays flat whatever the object size: bodies move `chunk_size` bytes at a time in both directions.
 
 Responses leave with few sends: the accepted socket has TCP_NODELAY (no ~40 ms Nagle/delayed-ACK stall
@@ -22,8 +44,11 @@ as the first body chunk (a whole small object in one segment).
 
 Run it with `python -m lab objects serve --root DIR`; `ObjectServer` is the in-process form (tests).
 """
+import errno
 import hashlib
+import hmac
 import http.server
+import itertools
 import json
 import os
 import random
@@ -31,22 +56,55 @@ import re
 import socket
 import stat
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
-import uuid
 
 from tqengine.errors import ValidationError
+from tqengine.objects.http import TOKEN_RE
 from tqengine.objects.local import TMP_SUFFIX, ConfinedDirs
 from tqengine.tasks import check_key
 
+try:
+    import fcntl
+except ImportError:          # Windows: no flock; one server per root is then assumed
+    fcntl = None
+
 CHUNK = 64 * 1024
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 BUCKET_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 MAX_LINE = 65536           # longest chunk-size line / trailer line accepted in a chunked body
+MAX_HEADER_BYTES = 65536   # request line + header section
+MAX_HEADERS = 100          # header lines per request
 DRAIN_LIMIT = 1 << 20      # bytes of an unwanted request body read (and dropped) before answering
 LINGER_S = 2.0             # how long a lingering close keeps reading an unwanted body
-IDLE_TIMEOUT_S = 60        # a keep-alive connection idle (or an upload stalled) this long is closed
+IDLE_TIMEOUT_S = 60.0      # a kept-alive connection idle this long is closed
+HEADER_TIMEOUT_S = 10.0    # request line + headers must arrive within this (from the first byte; from
+                           # the accept for a new connection)
+BODY_GRACE_S = 10.0        # a body being read or an answer being sent gets this long ...
+MIN_RATE = 32 * 1024       # ... plus one second per MIN_RATE bytes moved
+STALL_TIMEOUT_S = 60.0     # socket timeout: no read or write may block longer than this
+MAX_CONNECTIONS = 512
+UPLOADS = ".tq-uploads"    # the upload area under the root (not a valid bucket name)
+_CONTENT_LENGTH_RE = re.compile(r"[0-9]{1,18}")
+_CHUNK_SIZE_RE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(?:;[^\r\n]*)?\r?\n")
+_TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")     # control characters a field value may not hold
+_TARGET_RE = re.compile(r"[\x21-\x7e]+")                  # a request target is visible ASCII
+_METHOD_RE = re.compile(r"[A-Z]{1,16}")
+_VERSION_RE = re.compile(r"HTTP/1\.([0-9])")
+LOG_ESCAPES = http.server.BaseHTTPRequestHandler._control_char_table   # C0, DEL, C1 -> \xNN; \ -> \\
+
+# the connection's phase: what it is waiting for (EVICTABLE ones may be closed for a new connection)
+IDLE, HEADERS, BODY, WORK, SEND = "idle", "headers", "body", "work", "send"
+EVICTABLE = (IDLE, HEADERS)
+_NEVER = float("inf")
+_NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+_BUSY_ANSWER = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                b"Content-Length: 19\r\nRetry-After: 1\r\nConnection: close\r\n\r\nserver at capacity\n")
 
 
 class BadRequest(Exception):
@@ -57,10 +115,26 @@ class _BodyError(Exception):
     """The request body ended early or was malformed (the upload is abandoned)."""
 
 
+class _Refused(Exception):
+    """The request is refused before dispatch: (status, message, extra headers)."""
+
+
 def check_bucket(name):
     if not BUCKET_RE.fullmatch(name) or name in (".", ".."):
         raise BadRequest("bucket must be a simple name: letters, digits, '.', '_', '-' (max 63)")
     return name
+
+
+def check_token(token):
+    """The token itself, or ValueError if it cannot be sent as a Bearer credential."""
+    if not isinstance(token, str) or not TOKEN_RE.fullmatch(token):
+        raise ValueError("token must be letters, digits and -._~+/ (optionally ending in =), not empty")
+    return token
+
+
+def escape_for_log(text):
+    """`text` with control characters (ESC, BEL, CR, ...) written as \\xNN, safe for a terminal."""
+    return text.translate(LOG_ESCAPES)
 
 
 def parse_target(target):
@@ -85,15 +159,169 @@ def parse_target(target):
     return bucket, key
 
 
+def allowed_host_values(names, bound_host, port):
+    """The exact `Host` header values accepted (lower case): each name alone and with `:port`; a name
+    given as NAME:PORT is taken as it is. The loopback names and the bound address are always in."""
+    bound = bound_host.lower()
+    if ":" in bound:
+        bound = f"[{bound}]"
+    values = set()
+    for name in ("localhost", "127.0.0.1", "[::1]", bound, *names):
+        name = name.strip().lower()
+        if not name or name in ("0.0.0.0", "[::]"):
+            continue            # a wildcard bind names no host; clients use a loopback name or --allow-host
+        if re.fullmatch(r"(\[[0-9a-f:.]+\]|[^:\[\]]+):[0-9]{1,5}", name):
+            values.add(name)
+        else:
+            values.add(name)
+            values.add(f"{name}:{port}")
+    return frozenset(values)
+
+
+def _fd_budget():
+    """Connections the process's open-file limit leaves room for (one socket + one file each)."""
+    try:
+        import resource
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return MAX_CONNECTIONS
+    if soft == getattr(resource, "RLIM_INFINITY", -1) or soft <= 0:
+        return MAX_CONNECTIONS
+    return max(4, (soft - 64) // 2)
+
+
+class Headers:
+    """Request header fields: lower-case name -> values in order. `get` gives the first value (the
+    http.client message interface the handler needs), `get_all` every one."""
+
+    __slots__ = ("_fields",)
+
+    def __init__(self):
+        self._fields = {}
+
+    def add(self, name, value):
+        values = self._fields.get(name)
+        if values is None:
+            self._fields[name] = [value]
+        else:
+            values.append(value)
+
+    def get(self, name, default=None):
+        values = self._fields.get(name.lower())
+        return values[0] if values else default
+
+    def get_all(self, name):
+        return list(self._fields.get(name.lower(), ()))
+
+    def __contains__(self, name):
+        return name.lower() in self._fields
+
+    def items(self):
+        return [(name, value) for name, values in self._fields.items() for value in values]
+
+
+class _Conn:
+    """One accepted connection: its socket, what it waits for since when, and until when."""
+
+    __slots__ = ("sock", "phase", "since", "deadline")
+
+    def __init__(self, sock, now, header_timeout_s):
+        self.sock = sock
+        self.phase = IDLE
+        self.since = now
+        self.deadline = now + header_timeout_s
+
+
+class UploadArea:
+    """`<root>/.tq-uploads/srv-XXXX/`: this server's temp files, flock-held for the server's life. At
+    start, the directories of servers that are gone (lock free) are emptied and removed."""
+
+    def __init__(self, root):
+        self.base = os.path.join(root, UPLOADS)
+        os.makedirs(self.base, exist_ok=True)
+        self._seq = itertools.count()
+        base_fd = os.open(self.base, os.O_RDONLY | _DIRECTORY)
+        try:
+            if fcntl is not None:
+                fcntl.flock(base_fd, fcntl.LOCK_EX)   # one server at a time cleans up and makes its own
+            try:
+                self.removed = self._remove_stale()
+                self.dir = tempfile.mkdtemp(prefix="srv-", dir=self.base)
+                self._fd = os.open(self.dir, os.O_RDONLY | _DIRECTORY)
+                if fcntl is not None:
+                    fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            finally:
+                if fcntl is not None:
+                    fcntl.flock(base_fd, fcntl.LOCK_UN)
+        finally:
+            os.close(base_fd)
+
+    def _remove_stale(self):
+        removed = 0
+        for entry in os.scandir(self.base):
+            if not entry.name.startswith("srv-") or not entry.is_dir(follow_symlinks=False):
+                continue
+            try:
+                fd = os.open(entry.path, os.O_RDONLY | _DIRECTORY | _NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                if fcntl is not None:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except OSError:
+                        continue              # a live server's uploads: not ours to touch
+                removed += _empty_dir(entry.path)
+                try:
+                    os.rmdir(entry.path)
+                except OSError:
+                    pass
+            finally:
+                os.close(fd)
+        return removed
+
+    def new_path(self):
+        return os.path.join(self.dir, f"{next(self._seq)}{TMP_SUFFIX}")
+
+    def close(self):
+        """Remove what is left in this server's directory, then the directory, and release it."""
+        _empty_dir(self.dir)
+        try:
+            os.rmdir(self.dir)
+        except OSError:
+            pass
+        try:
+            os.close(self._fd)
+        except OSError:
+            pass
+
+
+def _empty_dir(path):
+    removed = 0
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return 0
+    for name in names:
+        try:
+            os.unlink(os.path.join(path, name))      # unlink never follows a link
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
 class ObjectServer(http.server.ThreadingHTTPServer):
     """A ThreadingHTTPServer over `root`; `serve_forever()` in any thread, `stop()` from another."""
 
     daemon_threads = True
     allow_reuse_address = True
-    request_queue_size = 128
+    request_queue_size = 1024
 
     def __init__(self, root, host="127.0.0.1", port=0, latency_ms=0.0, error_rate=0.0, seed=0,
-                 chunk_size=CHUNK, verbose=False, log=None):
+                 chunk_size=CHUNK, verbose=False, log=None, allowed_hosts=(), token="",
+                 max_connections=None, header_timeout_s=HEADER_TIMEOUT_S, idle_timeout_s=IDLE_TIMEOUT_S,
+                 body_grace_s=BODY_GRACE_S, min_rate=MIN_RATE, stall_timeout_s=STALL_TIMEOUT_S):
         os.makedirs(root, exist_ok=True)
         self.root = os.path.realpath(root)
         self.dirs = ConfinedDirs(self.root)
@@ -102,14 +330,35 @@ class ObjectServer(http.server.ThreadingHTTPServer):
         self.chunk_size = int(chunk_size)
         self.verbose = verbose
         self.log = log or sys.stderr
+        self._log_lock = threading.Lock()
+        self._token_digest = hashlib.sha256(check_token(token).encode()).digest() if token else None
+        budget = _fd_budget()
+        self.max_connections = max(1, min(int(max_connections or MAX_CONNECTIONS), budget))
+        self.header_timeout_s = float(header_timeout_s)
+        self.idle_timeout_s = float(idle_timeout_s)
+        self.body_grace_s = float(body_grace_s)
+        self.min_rate = float(min_rate)
+        self.stall_timeout_s = float(stall_timeout_s)
         self._rng = random.Random(f"objects|{seed}")
         self._rng_lock = threading.Lock()
         self._cond = threading.Condition()
         self._active = 0
-        self._temp_files = set()
+        self._conns = {}                    # socket -> _Conn, every connection a thread serves
+        self._conns_lock = threading.Lock()
+        self._next_reap = 0.0
         self.stats = {"requests": 0, "injected_503": 0, "uploads": 0, "aborted_uploads": 0,
-                      "bad_requests": 0}
-        super().__init__((host, port), ObjectHandler)
+                      "bad_requests": 0, "refused": 0, "timed_out": 0, "evicted": 0,
+                      "busy_503": 0, "accept_errors": 0}
+        if ":" in host:                     # an IPv6 address such as ::1
+            self.address_family = socket.AF_INET6
+        self.uploads = UploadArea(self.root)
+        self.stats["removed_partial_uploads"] = self.uploads.removed
+        try:
+            super().__init__((host, port), ObjectHandler)
+        except BaseException:
+            self.uploads.close()
+            raise
+        self.allowed_hosts = allowed_host_values(allowed_hosts, self.server_address[0], self.port)
 
     @property
     def port(self):
@@ -146,9 +395,25 @@ class ObjectServer(http.server.ThreadingHTTPServer):
             self._active -= 1
             self._cond.notify_all()
 
-    def track_temp(self, path, add):
-        with self._cond:
-            (self._temp_files.add if add else self._temp_files.discard)(path)
+    def write_log(self, line):
+        with self._log_lock:
+            self.log.write(line)
+            try:
+                self.log.flush()
+            except (OSError, ValueError):
+                pass
+
+    def authorized(self, header_values):
+        """True if there is no token, or exactly one `Authorization: Bearer <token>` that matches."""
+        if self._token_digest is None:
+            return True
+        if len(header_values) != 1:
+            return False
+        scheme, _, credential = header_values[0].partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        given = hashlib.sha256(credential.strip(" ").encode("latin-1")).digest()
+        return hmac.compare_digest(given, self._token_digest)
 
     def path_for(self, bucket, key):
         """Confined filesystem path of <root>/<bucket>/<key> (BadRequest if its directory resolves
@@ -161,25 +426,119 @@ class ObjectServer(http.server.ThreadingHTTPServer):
             raise BadRequest("key resolves outside the store root") from None
         return path
 
-    def stop(self, grace_s=2.0):
-        """Stop accepting, give in-flight requests `grace_s` to finish, then remove leftover temp files."""
-        self.shutdown()
-        with self._cond:
-            self._cond.wait_for(lambda: self._active == 0, grace_s)
-            leftovers = list(self._temp_files)
-        for path in leftovers:
+    # --- connections: the limit, eviction, deadlines ---
+    def get_request(self):
+        try:
+            return super().get_request()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                # out of descriptors: free one (the longest waiting connection) or back off, instead of
+                # spinning on a listening socket that stays readable
+                self.count("accept_errors")
+                if not self._evict_one():
+                    time.sleep(0.05)
+            raise
+
+    def process_request(self, request, client_address):
+        now = time.monotonic()
+        with self._conns_lock:
+            if len(self._conns) >= self.max_connections and not self._evict_one_locked():
+                full = True
+            else:
+                full = False
+                self._conns[request] = _Conn(request, now, self.header_timeout_s)
+        if full:
+            self.count("busy_503")
             try:
-                os.unlink(path)
+                request.setblocking(False)
+                request.send(_BUSY_ANSWER)
             except OSError:
                 pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._forget(request)
+            raise
+
+    def conn_for(self, request):
+        with self._conns_lock:
+            conn = self._conns.get(request)
+        return conn if conn is not None else _Conn(request, time.monotonic(), self.header_timeout_s)
+
+    def _evict_one(self):
+        with self._conns_lock:
+            return self._evict_one_locked()
+
+    def _evict_one_locked(self):
+        victim = None
+        for conn in self._conns.values():
+            if conn.phase in EVICTABLE and (victim is None or conn.since < victim.since):
+                victim = conn
+        if victim is None:
+            return False
+        self._cut_locked(victim)
+        self.count("evicted")
+        return True
+
+    def _cut_locked(self, conn):
+        """Wake the connection's thread (its read or write fails at once) and forget the connection; the
+        thread closes the socket. Under _conns_lock, so the socket cannot be closed meanwhile."""
+        self._conns.pop(conn.sock, None)
+        try:
+            conn.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _forget(self, request):
+        with self._conns_lock:
+            self._conns.pop(request, None)
+
+    def shutdown_request(self, request):
+        self._forget(request)
+        super().shutdown_request(request)
+
+    def service_actions(self):
+        """Called by serve_forever at least every poll_interval: cut connections past their deadline."""
+        now = time.monotonic()
+        if now < self._next_reap:
+            return
+        self._next_reap = now + 0.1
+        late = 0
+        with self._conns_lock:
+            for conn in [c for c in self._conns.values() if c.deadline < now]:
+                self._cut_locked(conn)
+                late += 1
+        for _ in range(late):
+            self.count("timed_out")
+
+    def connection_count(self):
+        with self._conns_lock:
+            return len(self._conns)
+
+    def stop(self, grace_s=2.0):
+        """Stop accepting, close idle connections, give in-flight requests `grace_s` to finish, close the
+        rest, then remove this server's temp files."""
+        self.shutdown()
+        self._cut_all(EVICTABLE)
+        with self._cond:
+            self._cond.wait_for(lambda: self._active == 0, grace_s)
+        self._cut_all(None)
+        self.uploads.close()
         self.server_close()
+
+    def _cut_all(self, phases):
+        with self._conns_lock:
+            for conn in list(self._conns.values()):
+                if phases is None or conn.phase in phases:
+                    self._cut_locked(conn)
 
 
 class ObjectHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "TaskQueueLabObjects/1"
     sys_version = ""
-    timeout = IDLE_TIMEOUT_S
     rbufsize = CHUNK        # request line, headers and chunk-size lines come from one 64 KiB buffer
     wbufsize = 0            # unbuffered writes: each response is sent by the explicit writes below
 
@@ -187,6 +546,9 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
         """Disable Nagle on the accepted socket. A response goes out as headers and then body pieces;
         with Nagle on, a piece that follows an unacknowledged small segment waits for the peer's
         delayed ACK (~40 ms on Linux) on every request of a kept-alive connection."""
+        self.timeout = self.server.stall_timeout_s
+        self._conn = self.server.conn_for(self.request)
+        self._served = 0
         try:
             self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except (OSError, AttributeError):       # not a TCP socket (tests may hand in others)
@@ -203,11 +565,18 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
             if left > 0:
                 time.sleep(left)
 
+    def _sending(self, nbytes, started=None):
+        """The answer is going out: the client has body_grace_s plus 1 s per min_rate bytes to take it."""
+        conn, server = self._conn, self.server
+        conn.phase = SEND
+        conn.deadline = (started or time.monotonic()) + server.body_grace_s + nbytes / server.min_rate
+
     def _end_headers_with(self, body=b""):
         """End the headers and send them together with `body` (the first piece of the response body)
         in a single write: one segment instead of two for small responses. Every answer of a dispatched
         request goes out through here, so this is where the latency is paid."""
         self._wait_for_latency()
+        self._sending(len(body))
         if self.request_version == "HTTP/0.9" or not hasattr(self, "_headers_buffer"):
             self.end_headers()
             if body:
@@ -223,7 +592,8 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format, *args):
         if self.server.verbose:
-            self.server.log.write("%s - %s\n" % (self.address_string(), format % args))
+            # the request line and messages can carry whatever a client sent: no raw ESC/BEL on a terminal
+            self.server.write_log(f"{self.address_string()} - {escape_for_log(format % args)}\n")
 
     _linger = False
 
@@ -234,6 +604,7 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
         super().finish()
         if not self._linger:
             return
+        self._conn.phase = IDLE           # nothing more for this client: evictable while it lingers
         sock = self.connection
         try:
             sock.shutdown(socket.SHUT_WR)
@@ -249,11 +620,151 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
             return
 
     _started = 0.0
+    _body_kind = None          # None (no body), "length" or "chunked"
+    _body_length = 0
+    _body_done = True
 
+    def handle_one_request(self):
+        """Read one request under the deadlines (idle, then headers), check it, dispatch it, and read
+        any body the method did not want before the next request on the connection."""
+        conn, server = self._conn, self.server
+        now = time.monotonic()
+        conn.phase = IDLE
+        conn.since = now
+        if self._served:                  # a kept-alive connection waiting for its next request
+            conn.deadline = now + server.idle_timeout_s
+        try:
+            if not self.rfile.peek(1):    # the client closed (or the reaper cut the connection)
+                self.close_connection = True
+                return
+            if self._served:
+                conn.deadline = time.monotonic() + server.header_timeout_s
+            conn.phase = HEADERS
+            self._served += 1
+            self.raw_requestline = self.rfile.readline(MAX_HEADER_BYTES + 1)
+            if self.raw_requestline in (b"\r\n", b"\n"):    # RFC 9112 2.2: ignore one empty line first
+                self.raw_requestline = self.rfile.readline(MAX_HEADER_BYTES + 1)
+            if not self.parse_request():
+                return
+            self._working()
+            method = getattr(self, "do_" + self.command, None)
+            if method is None:
+                self._reply(501, f"method {self.command} is not implemented", drain=True)
+                return
+            method()
+            if not self._body_done and not self.close_connection:
+                self._drain_body()
+        except OSError:                   # timed out, reset, or cut by the reaper: drop the connection
+            self.close_connection = True
+
+    # --- request parsing (strict) ---
     def parse_request(self):
+        """Parse the request line and headers into command, path, request_version and headers, check
+        Host, token and message framing; answer and return False if the request is refused."""
         self._started = time.perf_counter()       # the request line has just been read
         self._answer_at = None
-        return super().parse_request()
+        self.command = None
+        self.request_version = "HTTP/1.1"         # the version of an error answer sent from here
+        self.close_connection = True
+        self._body_kind, self._body_length, self._body_done = None, 0, True
+        self._framing_known = False
+        self.headers = Headers()
+        raw = self.raw_requestline
+        self.requestline = str(raw, "iso-8859-1").rstrip("\r\n")
+        try:
+            self._parse(raw)
+        except _Refused as refusal:
+            status, message, extra = refusal.args
+            self.server.count("refused")
+            self.close_connection = True
+            # a body may follow (framing unknown or announced): let the answer reach the client first
+            self._linger = not self._framing_known or not self._body_done
+            self._reply(status, message, extra=extra, quiet=True)
+            return False
+        return True
+
+    def _parse(self, raw):
+        if len(raw) > MAX_HEADER_BYTES:
+            raise _Refused(414, "request line too long", None)
+        if not raw.endswith(b"\n"):
+            raise _Refused(400, "request line not terminated", None)
+        words = self.requestline.split(" ")
+        if len(words) != 3:
+            raise _Refused(400, "request line must be: METHOD TARGET HTTP/1.x", None)
+        command, target, version = words
+        match = _VERSION_RE.fullmatch(version)
+        if match is None:
+            if version.startswith("HTTP/") and version[5:6].isdigit() and version[5:6] != "1":
+                raise _Refused(505, f"HTTP version {version[5:]!r} is not supported", None)
+            raise _Refused(400, "request line must be: METHOD TARGET HTTP/1.x", None)
+        if not _METHOD_RE.fullmatch(command) or not _TARGET_RE.fullmatch(target):
+            raise _Refused(400, "bad method or request target", None)
+        http10 = match.group(1) == "0"
+        self.command, self.path = command, target
+        self.request_version = version
+        self._read_headers(len(raw))
+        headers = self.headers
+        connection = {t.strip().lower() for v in headers.get_all("connection") for t in v.split(",")}
+        self.close_connection = "close" in connection or (http10 and "keep-alive" not in connection)
+        self._check_framing(http10)
+        self._framing_known = True
+        hosts = headers.get_all("host")
+        if len(hosts) > 1 or (not hosts and not http10):
+            raise _Refused(400, "exactly one Host header is required", None)
+        if hosts and hosts[0].lower() not in self.server.allowed_hosts:
+            raise _Refused(421, f"this server does not answer for Host {hosts[0][:100]!r}", None)
+        if not self.server.authorized(headers.get_all("authorization")):
+            raise _Refused(401, "a valid 'Authorization: Bearer <token>' is required",
+                           {"WWW-Authenticate": 'Bearer realm="objects"'})
+        expect = headers.get("expect", "")
+        if expect.lower() == "100-continue" and not http10:
+            self.send_response_only(100)
+            self.end_headers()
+
+    def _read_headers(self, used):
+        readline, add = self.rfile.readline, self.headers.add
+        lines = 0
+        while True:
+            line = readline(MAX_HEADER_BYTES + 1 - used)
+            used += len(line)
+            if used > MAX_HEADER_BYTES:
+                raise _Refused(431, "request header section too large", None)
+            if not line.endswith(b"\n"):
+                raise _Refused(400, "request headers not terminated", None)   # EOF inside the headers
+            if line == b"\r\n" or line == b"\n":
+                return
+            lines += 1
+            if lines > MAX_HEADERS:
+                raise _Refused(431, "too many request header lines", None)
+            name, colon, value = line.partition(b":")
+            if not colon or not name or not _TCHAR.issuperset(name):
+                # covers obs-fold (a line starting with space), "Name : value" and lines with no colon
+                raise _Refused(400, "malformed header line", None)
+            text = value.decode("iso-8859-1").rstrip("\r\n").strip(" \t")
+            if _BAD_VALUE.search(text):
+                raise _Refused(400, "control character in a header value", None)
+            add(name.decode("ascii").lower(), text)
+
+    def _check_framing(self, http10):
+        """RFC 9112 section 6: where the body ends. Ambiguity is refused, never guessed."""
+        headers = self.headers
+        te = headers.get_all("transfer-encoding")
+        lengths = headers.get_all("content-length")
+        if te:
+            if http10:
+                raise _Refused(400, "Transfer-Encoding in an HTTP/1.0 request", None)
+            codings = [c.strip(" \t").lower() for value in te for c in value.split(",")]
+            if codings != ["chunked"]:
+                raise _Refused(400, "Transfer-Encoding must be exactly 'chunked'", None)
+            if lengths:
+                raise _Refused(400, "both Transfer-Encoding and Content-Length", None)
+            self._body_kind, self._body_done = "chunked", False
+        elif lengths:
+            if len(lengths) != 1 or not _CONTENT_LENGTH_RE.fullmatch(lengths[0]):
+                raise _Refused(400, "Content-Length must be one number of ASCII digits", None)
+            self._body_length = int(lengths[0])
+            if self._body_length:
+                self._body_kind, self._body_done = "length", False
 
     # --- entry points ---
     def do_GET(self):
@@ -294,8 +805,11 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
 
     # --- GET / HEAD ---
     def _get(self, path, body):
+        if not self._body_done:           # a GET with a body: read it now, it is not the next request
+            self._drain_body()
         try:
-            fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
+            # O_NONBLOCK: a FIFO (or a device) in the store must not block this thread in open()
+            fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _NONBLOCK)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             self._reply(404, "no such object", head=not body)
             return
@@ -343,33 +857,26 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
                 if not body or not length or not first:
                     return
                 remaining = length - len(first)
+                sent = len(first)
+                started = time.monotonic()
                 while remaining > 0:
                     data = f.read(min(chunk, remaining))
                     if not data:       # the file shrank under us: the client sees a short body
                         self.close_connection = True
                         return
+                    self._sending(sent + len(data), started)
                     self.wfile.write(data)
                     remaining -= len(data)
-            except OSError:            # the client went away or stalled past the socket timeout
+                    sent += len(data)
+            except OSError:            # the client went away, stalled, or was too slow
                 self.close_connection = True
 
     # --- PUT ---
     def _put(self, path):
-        chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
-        length_header = self.headers.get("Content-Length")
-        if not chunked:
-            if length_header is None:
-                self._reply(411, "PUT needs Content-Length or Transfer-Encoding: chunked")
-                self.close_connection = True
-                return
-            try:
-                length = int(length_header)
-                if length < 0:
-                    raise ValueError
-            except ValueError:
-                self._reply(400, "bad Content-Length")
-                self.close_connection = True
-                return
+        if self._body_kind is None and "content-length" not in self.headers:
+            self._reply(411, "PUT needs Content-Length or Transfer-Encoding: chunked")
+            self.close_connection = True
+            return
         try:
             self.server.dirs.ensure(os.path.dirname(path))
         except (FileExistsError, NotADirectoryError):
@@ -384,16 +891,14 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
         if os.path.isdir(path):
             self._reply(409, "this key is a directory of other objects", drain=True)
             return
-        tmp = f"{path}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}"
-        self.server.track_temp(tmp, True)
+        tmp = self.server.uploads.new_path()
         digest = hashlib.sha256()
         nbytes = 0
         done = False
         failure = None
         try:
-            with open(tmp, "wb") as f:
-                pieces = self._chunked_body() if chunked else self._sized_body(length)
-                for data in pieces:
+            with open(tmp, "xb") as f:
+                for data in self._body_pieces():
                     f.write(data)
                     digest.update(data)
                     nbytes += len(data)
@@ -408,12 +913,13 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
                     os.unlink(tmp)
                 except OSError:
                     pass
-            self.server.track_temp(tmp, False)
         if failure is not None:         # counted only now, when the temp file is gone
             self.close_connection = True
             self.server.count("aborted_uploads")
             if isinstance(failure, _BodyError) and not str(failure).startswith("eof"):
                 self._reply(400, f"bad request body: {failure}", quiet=True)
+            elif getattr(failure, "errno", None) in _NO_SPACE:     # the client's retry may well succeed later
+                self._reply(507, f"could not store the object: {failure.strerror}", quiet=True)
             elif not isinstance(failure, (_BodyError, ConnectionError, TimeoutError)):
                 self._reply(500, f"could not store the object: {failure.__class__.__name__}", quiet=True)
             return
@@ -421,41 +927,66 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
         payload = json.dumps({"bytes": nbytes, "sha256": digest.hexdigest()}).encode() + b"\n"
         self._reply(200 if existed else 201, payload, content_type="application/json")
 
+    def _body_pieces(self):
+        """The request body in pieces of at most chunk_size (nothing if there is none), under the body
+        deadline; _BodyError if it ends early or is malformed."""
+        if self._body_kind is None:
+            self._body_done = True
+            return iter(())
+        return self._chunked_body() if self._body_kind == "chunked" else self._sized_body(self._body_length)
+
+    def _working(self):
+        """The server's own work (files, latency): no deadline for the client."""
+        conn = self._conn
+        conn.phase = WORK
+        conn.deadline = _NEVER
+
+    def _receiving(self, started, nbytes):
+        conn, server = self._conn, self.server
+        conn.phase = BODY
+        conn.deadline = started + server.body_grace_s + nbytes / server.min_rate
+
     def _sized_body(self, length):
         read = self.rfile.read
         remaining = length
         chunk = self.server.chunk_size
+        started = time.monotonic()
         while remaining > 0:
+            self._receiving(started, length - remaining)
             data = read(min(chunk, remaining))
             if not data:
                 raise _BodyError(f"eof after {length - remaining} of {length} bytes")
             remaining -= len(data)
             yield data
+        self._working()
+        self._body_done = True
 
     def _chunked_body(self):
         rfile = self.rfile
         chunk = self.server.chunk_size
+        started = time.monotonic()
+        received = 0
         while True:
+            self._receiving(started, received)
             line = rfile.readline(MAX_LINE + 1)
             if not line:
                 raise _BodyError("eof before the end of the chunked body")
             if len(line) > MAX_LINE or not line.endswith(b"\n"):
                 raise _BodyError("chunk size line too long")
-            size_text = line.split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-                if size < 0 or not re.fullmatch(rb"[0-9A-Fa-f]+", size_text):
-                    raise ValueError
-            except ValueError:
-                raise _BodyError("bad chunk size line") from None
+            match = _CHUNK_SIZE_RE.fullmatch(line)
+            if match is None:
+                raise _BodyError("bad chunk size line")
+            size = int(match.group(1), 16)
             if size == 0:
                 break
             remaining = size
             while remaining > 0:
+                self._receiving(started, received)
                 data = rfile.read(min(chunk, remaining))
                 if not data:
                     raise _BodyError("eof inside a chunk")
                 remaining -= len(data)
+                received += len(data)
                 yield data
             crlf = rfile.readline(3)
             if crlf not in (b"\r\n", b"\n"):
@@ -465,6 +996,8 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
             if not line:
                 raise _BodyError("eof in the chunked trailer")
             if line in (b"\r\n", b"\n"):
+                self._working()
+                self._body_done = True
                 return
         raise _BodyError("too many trailer lines")
 
@@ -473,7 +1006,7 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
                quiet=False):
         """Send a complete response. With drain, read (and drop) a small unread request body first so
         the client is not reset while still sending; a large one closes the connection instead."""
-        if drain:
+        if drain and not self._body_done:
             self._drain_body()
         body = message if isinstance(message, bytes) else (message + "\n").encode("utf-8", "replace")
         try:
@@ -491,31 +1024,27 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
                 raise
 
     def _drain_body(self):
-        """Consume the request body if it is small; otherwise mark the connection for closing."""
-        te = self.headers.get("Transfer-Encoding", "").lower()
-        try:
-            if "chunked" in te:
-                total = 0
-                for data in self._chunked_body():
-                    total += len(data)
-                    if total > DRAIN_LIMIT:
-                        self.close_connection = True
-                        self._linger = True
-                        return
-                return
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > DRAIN_LIMIT or length < 0:
-                self.close_connection = True
-                self._linger = True
-                return
-            while length > 0:
-                data = self.rfile.read(min(length, CHUNK))
-                if not data:
-                    self.close_connection = True
-                    return
-                length -= len(data)
-        except (ValueError, _BodyError, OSError):
+        """Consume the request body if it is small; otherwise mark the connection for closing (with a
+        lingering close, so an answer sent meanwhile still reaches the client)."""
+        if self._body_done:
+            return
+        if self._body_kind == "length" and self._body_length > DRAIN_LIMIT:
             self.close_connection = True
+            self._linger = True
+            return
+        total = 0
+        try:
+            for data in self._body_pieces():
+                total += len(data)
+                if total > DRAIN_LIMIT:
+                    self.close_connection = True
+                    self._linger = True
+                    return
+        except (_BodyError, OSError):
+            self.close_connection = True
+        finally:
+            if not self._body_done:
+                self.close_connection = True
 
 
 def _parse_range(header, size):
@@ -555,7 +1084,7 @@ def _fine_timer_slack(ns=1000):
 
 
 def serve(root, host="127.0.0.1", port=0, latency_ms=0.0, error_rate=0.0, seed=0, verbose=False,
-          exit_with_parent=False, out=None, grace_s=2.0):
+          exit_with_parent=False, out=None, grace_s=2.0, allowed_hosts=(), token="", max_connections=None):
     """Serve until SIGINT/SIGTERM (or, with exit_with_parent, until the parent process goes away).
     Prints `listening on http://HOST:PORT` once on `out` (stdout) when the socket is bound. Returns 0."""
     import signal
@@ -564,7 +1093,11 @@ def serve(root, host="127.0.0.1", port=0, latency_ms=0.0, error_rate=0.0, seed=0
     if latency_ms:
         _fine_timer_slack()
     server = ObjectServer(root, host=host, port=port, latency_ms=latency_ms, error_rate=error_rate,
-                          seed=seed, verbose=verbose)
+                          seed=seed, verbose=verbose, allowed_hosts=allowed_hosts, token=token,
+                          max_connections=max_connections)
+    if server.uploads.removed:
+        print(f"objects serve: removed {server.uploads.removed} partial upload(s) left by a server that "
+              f"stopped", file=sys.stderr)
     stop = threading.Event()
     previous = {}
 
@@ -592,4 +1125,5 @@ def serve(root, host="127.0.0.1", port=0, latency_ms=0.0, error_rate=0.0, seed=0
     return 0
 
 
-__all__ = ["ObjectServer", "ObjectHandler", "BadRequest", "check_bucket", "parse_target", "serve"]
+__all__ = ["ObjectServer", "ObjectHandler", "BadRequest", "Headers", "UploadArea", "check_bucket",
+           "check_token", "escape_for_log", "parse_target", "serve"]
