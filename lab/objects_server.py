@@ -8,23 +8,20 @@ that is not a simple name or a key that could escape the root is 400 (the rules 
 percent-decoded path, then realpath confinement like LocalObjectStore.path_for).
 
 Hostile clients (RFC 9112 is the reference for the framing rules):
-- Requests are parsed strictly: request line and headers at most MAX_HEADER_BYTES and MAX_HEADERS lines,
+- Requests are parsed strictly (lab/http_head.py): request line and headers at most 64 KiB and 100 lines,
   header names must be tokens (no space before the colon, no obs-fold), `Content-Length` exactly one
   value of ASCII digits, `Transfer-Encoding` exactly `chunked` and never together with Content-Length
   (nor in HTTP/1.0). Anything else is 400 and the connection is closed: no second request can hide in a
   body. A body sent with a GET or HEAD is read and dropped, never parsed as the next request.
-- `Host` must be on an allow-list (loopback names and the bound address, with or without the port, plus
-  `allowed_hosts`): anything else is 421, a missing Host in HTTP/1.1 is 400. This closes DNS rebinding
-  (a browser page on evil.example resolving to 127.0.0.1 sends `Host: evil.example`).
-- With a token, every request needs `Authorization: Bearer <token>` (compared in constant time), else 401.
-- Time: the request line and headers must arrive within header_timeout_s; a body (and an answer being
-  sent) gets body_grace_s plus one second per MIN_RATE bytes moved; a kept-alive connection may sit idle
-  idle_timeout_s; no single read or write may stall longer than the socket timeout. A slow or dripping
-  client is cut off when its deadline passes (a reaper in the accept loop shuts its socket down).
-- Connections: at most max_connections at once (default 512, lowered to fit the process's file limit).
-  A new connection over the limit closes the one that has waited longest for a request (idle or still
-  sending its headers); when every connection is busy with a request, the new one gets a 503 and is
-  closed at once. A connection waiting for a request costs one blocked thread and no CPU.
+- Who may talk to it, and for how long (lab/objects_guard.py): `Host` must be on an allow-list (loopback
+  names and the bound address, plus `allowed_hosts`), else 421 (a missing Host in HTTP/1.1 is 400): this
+  closes DNS rebinding (a browser page on evil.example resolving to 127.0.0.1 sends `Host: evil.example`).
+  With a token, every request needs `Authorization: Bearer <token>`, else 401. Every phase of a
+  connection has a deadline (the request head, a body or an answer by minimum rate, an idle keep-alive),
+  enforced by a reaper in the accept loop, so a slow or dripping client is cut off. At most
+  max_connections at once (default 512, lowered to fit the file limit): over it, the connection that has
+  waited longest for a request is closed, or the new one gets a 503 when all are busy. A connection
+  waiting for a request costs one blocked thread and no CPU; running out of descriptors never spins.
 - Uploads in progress live in `<root>/.tq-uploads/srv-*/` (one directory per server, held with flock);
   at start a server removes the directories of servers that are gone, so a crash leaves nothing behind.
 
@@ -46,7 +43,6 @@ Run it with `python -m lab objects serve --root DIR`; `ObjectServer` is the in-p
 """
 import errno
 import hashlib
-import hmac
 import http.server
 import itertools
 import json
@@ -61,6 +57,8 @@ import threading
 import time
 import urllib.parse
 
+from lab import objects_guard as guard
+from lab.http_head import MAX_HEAD_BYTES, Refused, read_head
 from tqengine.errors import ValidationError
 from tqengine.objects.http import TOKEN_RE
 from tqengine.objects.local import TMP_SUFFIX, ConfinedDirs
@@ -77,31 +75,12 @@ _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 BUCKET_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 MAX_LINE = 65536           # longest chunk-size line / trailer line accepted in a chunked body
-MAX_HEADER_BYTES = 65536   # request line + header section
-MAX_HEADERS = 100          # header lines per request
 DRAIN_LIMIT = 1 << 20      # bytes of an unwanted request body read (and dropped) before answering
 LINGER_S = 2.0             # how long a lingering close keeps reading an unwanted body
-IDLE_TIMEOUT_S = 60.0      # a kept-alive connection idle this long is closed
-HEADER_TIMEOUT_S = 10.0    # request line + headers must arrive within this (from the first byte; from
-                           # the accept for a new connection)
-BODY_GRACE_S = 10.0        # a body being read or an answer being sent gets this long ...
-MIN_RATE = 32 * 1024       # ... plus one second per MIN_RATE bytes moved
-STALL_TIMEOUT_S = 60.0     # socket timeout: no read or write may block longer than this
-MAX_CONNECTIONS = 512
 UPLOADS = ".tq-uploads"    # the upload area under the root (not a valid bucket name)
-_CONTENT_LENGTH_RE = re.compile(r"[0-9]{1,18}")
 _CHUNK_SIZE_RE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(?:;[^\r\n]*)?\r?\n")
-_TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")     # control characters a field value may not hold
-_TARGET_RE = re.compile(r"[\x21-\x7e]+")                  # a request target is visible ASCII
-_METHOD_RE = re.compile(r"[A-Z]{1,16}")
-_VERSION_RE = re.compile(r"HTTP/1\.([0-9])")
 LOG_ESCAPES = http.server.BaseHTTPRequestHandler._control_char_table   # C0, DEL, C1 -> \xNN; \ -> \\
 
-# the connection's phase: what it is waiting for (EVICTABLE ones may be closed for a new connection)
-IDLE, HEADERS, BODY, WORK, SEND = "idle", "headers", "body", "work", "send"
-EVICTABLE = (IDLE, HEADERS)
-_NEVER = float("inf")
 _NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 _BUSY_ANSWER = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
                 b"Content-Length: 19\r\nRetry-After: 1\r\nConnection: close\r\n\r\nserver at capacity\n")
@@ -113,10 +92,6 @@ class BadRequest(Exception):
 
 class _BodyError(Exception):
     """The request body ended early or was malformed (the upload is abandoned)."""
-
-
-class _Refused(Exception):
-    """The request is refused before dispatch: (status, message, extra headers)."""
 
 
 def check_bucket(name):
@@ -157,79 +132,6 @@ def parse_target(target):
     if key.endswith(TMP_SUFFIX):
         raise BadRequest(f"keys ending in {TMP_SUFFIX} are reserved for uploads in progress")
     return bucket, key
-
-
-def allowed_host_values(names, bound_host, port):
-    """The exact `Host` header values accepted (lower case): each name alone and with `:port`; a name
-    given as NAME:PORT is taken as it is. The loopback names and the bound address are always in."""
-    bound = bound_host.lower()
-    if ":" in bound:
-        bound = f"[{bound}]"
-    values = set()
-    for name in ("localhost", "127.0.0.1", "[::1]", bound, *names):
-        name = name.strip().lower()
-        if not name or name in ("0.0.0.0", "[::]"):
-            continue            # a wildcard bind names no host; clients use a loopback name or --allow-host
-        if re.fullmatch(r"(\[[0-9a-f:.]+\]|[^:\[\]]+):[0-9]{1,5}", name):
-            values.add(name)
-        else:
-            values.add(name)
-            values.add(f"{name}:{port}")
-    return frozenset(values)
-
-
-def _fd_budget():
-    """Connections the process's open-file limit leaves room for (one socket + one file each)."""
-    try:
-        import resource
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    except (ImportError, OSError, ValueError):
-        return MAX_CONNECTIONS
-    if soft == getattr(resource, "RLIM_INFINITY", -1) or soft <= 0:
-        return MAX_CONNECTIONS
-    return max(4, (soft - 64) // 2)
-
-
-class Headers:
-    """Request header fields: lower-case name -> values in order. `get` gives the first value (the
-    http.client message interface the handler needs), `get_all` every one."""
-
-    __slots__ = ("_fields",)
-
-    def __init__(self):
-        self._fields = {}
-
-    def add(self, name, value):
-        values = self._fields.get(name)
-        if values is None:
-            self._fields[name] = [value]
-        else:
-            values.append(value)
-
-    def get(self, name, default=None):
-        values = self._fields.get(name.lower())
-        return values[0] if values else default
-
-    def get_all(self, name):
-        return list(self._fields.get(name.lower(), ()))
-
-    def __contains__(self, name):
-        return name.lower() in self._fields
-
-    def items(self):
-        return [(name, value) for name, values in self._fields.items() for value in values]
-
-
-class _Conn:
-    """One accepted connection: its socket, what it waits for since when, and until when."""
-
-    __slots__ = ("sock", "phase", "since", "deadline")
-
-    def __init__(self, sock, now, header_timeout_s):
-        self.sock = sock
-        self.phase = IDLE
-        self.since = now
-        self.deadline = now + header_timeout_s
 
 
 class UploadArea:
@@ -312,16 +214,18 @@ def _empty_dir(path):
 
 
 class ObjectServer(http.server.ThreadingHTTPServer):
-    """A ThreadingHTTPServer over `root`; `serve_forever()` in any thread, `stop()` from another."""
+    """A ThreadingHTTPServer over `root`; `serve_forever()` in any thread, `stop()` from another.
+
+    allowed_hosts, token: see lab/objects_guard.py (HostPolicy, TokenPolicy); max_connections and the
+    timeouts: ConnectionGuard (defaults there)."""
 
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 1024
 
     def __init__(self, root, host="127.0.0.1", port=0, latency_ms=0.0, error_rate=0.0, seed=0,
-                 chunk_size=CHUNK, verbose=False, log=None, allowed_hosts=(), token="",
-                 max_connections=None, header_timeout_s=HEADER_TIMEOUT_S, idle_timeout_s=IDLE_TIMEOUT_S,
-                 body_grace_s=BODY_GRACE_S, min_rate=MIN_RATE, stall_timeout_s=STALL_TIMEOUT_S):
+                 chunk_size=CHUNK, verbose=False, log=None, allowed_hosts=(), token="", max_connections=None,
+                 **timeouts):
         os.makedirs(root, exist_ok=True)
         self.root = os.path.realpath(root)
         self.dirs = ConfinedDirs(self.root)
@@ -331,21 +235,12 @@ class ObjectServer(http.server.ThreadingHTTPServer):
         self.verbose = verbose
         self.log = log or sys.stderr
         self._log_lock = threading.Lock()
-        self._token_digest = hashlib.sha256(check_token(token).encode()).digest() if token else None
-        budget = _fd_budget()
-        self.max_connections = max(1, min(int(max_connections or MAX_CONNECTIONS), budget))
-        self.header_timeout_s = float(header_timeout_s)
-        self.idle_timeout_s = float(idle_timeout_s)
-        self.body_grace_s = float(body_grace_s)
-        self.min_rate = float(min_rate)
-        self.stall_timeout_s = float(stall_timeout_s)
+        self.tokens = guard.TokenPolicy(check_token(token) if token else "")
+        self.guard = guard.ConnectionGuard(max_connections, **timeouts)
         self._rng = random.Random(f"objects|{seed}")
         self._rng_lock = threading.Lock()
         self._cond = threading.Condition()
         self._active = 0
-        self._conns = {}                    # socket -> _Conn, every connection a thread serves
-        self._conns_lock = threading.Lock()
-        self._next_reap = 0.0
         self.stats = {"requests": 0, "injected_503": 0, "uploads": 0, "aborted_uploads": 0,
                       "bad_requests": 0, "refused": 0, "timed_out": 0, "evicted": 0,
                       "busy_503": 0, "accept_errors": 0}
@@ -358,7 +253,7 @@ class ObjectServer(http.server.ThreadingHTTPServer):
         except BaseException:
             self.uploads.close()
             raise
-        self.allowed_hosts = allowed_host_values(allowed_hosts, self.server_address[0], self.port)
+        self.hosts = guard.HostPolicy(allowed_hosts, self.server_address[0], self.port)
 
     @property
     def port(self):
@@ -369,6 +264,10 @@ class ObjectServer(http.server.ThreadingHTTPServer):
         host = self.server_address[0]
         return f"http://{'[' + host + ']' if ':' in host else host}:{self.port}"
 
+    @property
+    def max_connections(self):
+        return self.guard.max_connections
+
     # --- bookkeeping shared by the handler threads ---
     def inject_error(self):
         if self.error_rate <= 0.0:
@@ -376,10 +275,11 @@ class ObjectServer(http.server.ThreadingHTTPServer):
         with self._rng_lock:
             return self._rng.random() < self.error_rate
 
-    def count(self, name):
-        with self._cond:
-            self.stats[name] += 1
-            self._cond.notify_all()
+    def count(self, name, n=1):
+        if n:
+            with self._cond:
+                self.stats[name] += n
+                self._cond.notify_all()
 
     def wait_for(self, predicate, timeout):
         """Wait until predicate(stats) is true (tests use this instead of sleeping); return it."""
@@ -403,18 +303,6 @@ class ObjectServer(http.server.ThreadingHTTPServer):
             except (OSError, ValueError):
                 pass
 
-    def authorized(self, header_values):
-        """True if there is no token, or exactly one `Authorization: Bearer <token>` that matches."""
-        if self._token_digest is None:
-            return True
-        if len(header_values) != 1:
-            return False
-        scheme, _, credential = header_values[0].partition(" ")
-        if scheme.lower() != "bearer":
-            return False
-        given = hashlib.sha256(credential.strip(" ").encode("latin-1")).digest()
-        return hmac.compare_digest(given, self._token_digest)
-
     def path_for(self, bucket, key):
         """Confined filesystem path of <root>/<bucket>/<key> (BadRequest if its directory resolves
         outside the root; the last component is never followed: GET opens it with O_NOFOLLOW, PUT
@@ -426,7 +314,7 @@ class ObjectServer(http.server.ThreadingHTTPServer):
             raise BadRequest("key resolves outside the store root") from None
         return path
 
-    # --- connections: the limit, eviction, deadlines ---
+    # --- connections: the limit, eviction, deadlines (objects_guard.ConnectionGuard) ---
     def get_request(self):
         try:
             return super().get_request()
@@ -435,19 +323,16 @@ class ObjectServer(http.server.ThreadingHTTPServer):
                 # out of descriptors: free one (the longest waiting connection) or back off, instead of
                 # spinning on a listening socket that stays readable
                 self.count("accept_errors")
-                if not self._evict_one():
+                if self.guard.evict_one():
+                    self.count("evicted")
+                else:
                     time.sleep(0.05)
             raise
 
     def process_request(self, request, client_address):
-        now = time.monotonic()
-        with self._conns_lock:
-            if len(self._conns) >= self.max_connections and not self._evict_one_locked():
-                full = True
-            else:
-                full = False
-                self._conns[request] = _Conn(request, now, self.header_timeout_s)
-        if full:
+        conn, evicted = self.guard.admit(request)
+        self.count("evicted", evicted)
+        if conn is None:                # every connection busy with a request: 503 at once, and close
             self.count("busy_503")
             try:
                 request.setblocking(False)
@@ -459,80 +344,30 @@ class ObjectServer(http.server.ThreadingHTTPServer):
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._forget(request)
+            self.guard.forget(request)
             raise
 
-    def conn_for(self, request):
-        with self._conns_lock:
-            conn = self._conns.get(request)
-        return conn if conn is not None else _Conn(request, time.monotonic(), self.header_timeout_s)
-
-    def _evict_one(self):
-        with self._conns_lock:
-            return self._evict_one_locked()
-
-    def _evict_one_locked(self):
-        victim = None
-        for conn in self._conns.values():
-            if conn.phase in EVICTABLE and (victim is None or conn.since < victim.since):
-                victim = conn
-        if victim is None:
-            return False
-        self._cut_locked(victim)
-        self.count("evicted")
-        return True
-
-    def _cut_locked(self, conn):
-        """Wake the connection's thread (its read or write fails at once) and forget the connection; the
-        thread closes the socket. Under _conns_lock, so the socket cannot be closed meanwhile."""
-        self._conns.pop(conn.sock, None)
-        try:
-            conn.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-    def _forget(self, request):
-        with self._conns_lock:
-            self._conns.pop(request, None)
-
     def shutdown_request(self, request):
-        self._forget(request)
+        self.guard.forget(request)
         super().shutdown_request(request)
 
     def service_actions(self):
         """Called by serve_forever at least every poll_interval: cut connections past their deadline."""
-        now = time.monotonic()
-        if now < self._next_reap:
-            return
-        self._next_reap = now + 0.1
-        late = 0
-        with self._conns_lock:
-            for conn in [c for c in self._conns.values() if c.deadline < now]:
-                self._cut_locked(conn)
-                late += 1
-        for _ in range(late):
-            self.count("timed_out")
+        self.count("timed_out", self.guard.reap())
 
     def connection_count(self):
-        with self._conns_lock:
-            return len(self._conns)
+        return len(self.guard)
 
     def stop(self, grace_s=2.0):
         """Stop accepting, close idle connections, give in-flight requests `grace_s` to finish, close the
         rest, then remove this server's temp files."""
         self.shutdown()
-        self._cut_all(EVICTABLE)
+        self.guard.cut_all(guard.EVICTABLE)
         with self._cond:
             self._cond.wait_for(lambda: self._active == 0, grace_s)
-        self._cut_all(None)
+        self.guard.cut_all()
         self.uploads.close()
         self.server_close()
-
-    def _cut_all(self, phases):
-        with self._conns_lock:
-            for conn in list(self._conns.values()):
-                if phases is None or conn.phase in phases:
-                    self._cut_locked(conn)
 
 
 class ObjectHandler(http.server.BaseHTTPRequestHandler):
@@ -546,8 +381,9 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
         """Disable Nagle on the accepted socket. A response goes out as headers and then body pieces;
         with Nagle on, a piece that follows an unacknowledged small segment waits for the peer's
         delayed ACK (~40 ms on Linux) on every request of a kept-alive connection."""
-        self.timeout = self.server.stall_timeout_s
-        self._conn = self.server.conn_for(self.request)
+        self._guard = self.server.guard
+        self.timeout = self._guard.stall_timeout_s
+        self._conn = self._guard.get(self.request)
         self._served = 0
         try:
             self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -567,9 +403,9 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
 
     def _sending(self, nbytes, started=None):
         """The answer is going out: the client has body_grace_s plus 1 s per min_rate bytes to take it."""
-        conn, server = self._conn, self.server
-        conn.phase = SEND
-        conn.deadline = (started or time.monotonic()) + server.body_grace_s + nbytes / server.min_rate
+        conn, limits = self._conn, self._guard
+        conn.phase = guard.SEND
+        conn.deadline = (started or time.monotonic()) + limits.body_grace_s + nbytes / limits.min_rate
 
     def _end_headers_with(self, body=b""):
         """End the headers and send them together with `body` (the first piece of the response body)
@@ -604,7 +440,7 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
         super().finish()
         if not self._linger:
             return
-        self._conn.phase = IDLE           # nothing more for this client: evictable while it lingers
+        self._conn.phase = guard.IDLE           # nothing more for this client: evictable while it lingers
         sock = self.connection
         try:
             sock.shutdown(socket.SHUT_WR)
@@ -627,23 +463,23 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
     def handle_one_request(self):
         """Read one request under the deadlines (idle, then headers), check it, dispatch it, and read
         any body the method did not want before the next request on the connection."""
-        conn, server = self._conn, self.server
+        conn, limits = self._conn, self._guard
         now = time.monotonic()
-        conn.phase = IDLE
+        conn.phase = guard.IDLE
         conn.since = now
         if self._served:                  # a kept-alive connection waiting for its next request
-            conn.deadline = now + server.idle_timeout_s
+            conn.deadline = now + limits.idle_timeout_s
         try:
             if not self.rfile.peek(1):    # the client closed (or the reaper cut the connection)
                 self.close_connection = True
                 return
             if self._served:
-                conn.deadline = time.monotonic() + server.header_timeout_s
-            conn.phase = HEADERS
+                conn.deadline = time.monotonic() + limits.header_timeout_s
+            conn.phase = guard.HEADERS
             self._served += 1
-            self.raw_requestline = self.rfile.readline(MAX_HEADER_BYTES + 1)
+            self.raw_requestline = self.rfile.readline(MAX_HEAD_BYTES + 1)
             if self.raw_requestline in (b"\r\n", b"\n"):    # RFC 9112 2.2: ignore one empty line first
-                self.raw_requestline = self.rfile.readline(MAX_HEADER_BYTES + 1)
+                self.raw_requestline = self.rfile.readline(MAX_HEAD_BYTES + 1)
             if not self.parse_request():
                 return
             self._working()
@@ -657,114 +493,45 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
         except OSError:                   # timed out, reset, or cut by the reaper: drop the connection
             self.close_connection = True
 
-    # --- request parsing (strict) ---
+    # --- request parsing (strict: lab/http_head.py) ---
     def parse_request(self):
-        """Parse the request line and headers into command, path, request_version and headers, check
-        Host, token and message framing; answer and return False if the request is refused."""
+        """Read the request head (command, path, request_version, headers, framing) and check Host and
+        token; answer, close and return False if the request is refused."""
         self._started = time.perf_counter()       # the request line has just been read
         self._answer_at = None
         self.command = None
         self.request_version = "HTTP/1.1"         # the version of an error answer sent from here
         self.close_connection = True
         self._body_kind, self._body_length, self._body_done = None, 0, True
-        self._framing_known = False
-        self.headers = Headers()
         raw = self.raw_requestline
         self.requestline = str(raw, "iso-8859-1").rstrip("\r\n")
+        head = None
         try:
-            self._parse(raw)
-        except _Refused as refusal:
-            status, message, extra = refusal.args
+            head = read_head(raw, self.rfile.readline)
+            self.command, self.path, self.request_version = head.command, head.target, head.version
+            self.headers = head.headers
+            self.close_connection = head.close
+            self._body_kind, self._body_length = head.body_kind, head.body_length
+            self._body_done = head.body_kind is None
+            hosts = head.headers.get_all("host")
+            if len(hosts) > 1 or (not hosts and not head.http10):
+                raise Refused(400, "exactly one Host header is required")
+            if hosts and not self.server.hosts.allows(hosts[0]):
+                raise Refused(421, f"this server does not answer for Host {hosts[0][:100]!r}")
+            if not self.server.tokens.allows(head.headers.get_all("authorization")):
+                raise Refused(401, "a valid 'Authorization: Bearer <token>' is required",
+                              {"WWW-Authenticate": 'Bearer realm="objects"'})
+        except Refused as refusal:
             self.server.count("refused")
             self.close_connection = True
             # a body may follow (framing unknown or announced): let the answer reach the client first
-            self._linger = not self._framing_known or not self._body_done
-            self._reply(status, message, extra=extra, quiet=True)
+            self._linger = head is None or not self._body_done
+            self._reply(refusal.status, refusal.message, extra=refusal.extra, quiet=True)
             return False
-        return True
-
-    def _parse(self, raw):
-        if len(raw) > MAX_HEADER_BYTES:
-            raise _Refused(414, "request line too long", None)
-        if not raw.endswith(b"\n"):
-            raise _Refused(400, "request line not terminated", None)
-        words = self.requestline.split(" ")
-        if len(words) != 3:
-            raise _Refused(400, "request line must be: METHOD TARGET HTTP/1.x", None)
-        command, target, version = words
-        match = _VERSION_RE.fullmatch(version)
-        if match is None:
-            if version.startswith("HTTP/") and version[5:6].isdigit() and version[5:6] != "1":
-                raise _Refused(505, f"HTTP version {version[5:]!r} is not supported", None)
-            raise _Refused(400, "request line must be: METHOD TARGET HTTP/1.x", None)
-        if not _METHOD_RE.fullmatch(command) or not _TARGET_RE.fullmatch(target):
-            raise _Refused(400, "bad method or request target", None)
-        http10 = match.group(1) == "0"
-        self.command, self.path = command, target
-        self.request_version = version
-        self._read_headers(len(raw))
-        headers = self.headers
-        connection = {t.strip().lower() for v in headers.get_all("connection") for t in v.split(",")}
-        self.close_connection = "close" in connection or (http10 and "keep-alive" not in connection)
-        self._check_framing(http10)
-        self._framing_known = True
-        hosts = headers.get_all("host")
-        if len(hosts) > 1 or (not hosts and not http10):
-            raise _Refused(400, "exactly one Host header is required", None)
-        if hosts and hosts[0].lower() not in self.server.allowed_hosts:
-            raise _Refused(421, f"this server does not answer for Host {hosts[0][:100]!r}", None)
-        if not self.server.authorized(headers.get_all("authorization")):
-            raise _Refused(401, "a valid 'Authorization: Bearer <token>' is required",
-                           {"WWW-Authenticate": 'Bearer realm="objects"'})
-        expect = headers.get("expect", "")
-        if expect.lower() == "100-continue" and not http10:
+        if not head.http10 and head.headers.get("expect", "").lower() == "100-continue":
             self.send_response_only(100)
             self.end_headers()
-
-    def _read_headers(self, used):
-        readline, add = self.rfile.readline, self.headers.add
-        lines = 0
-        while True:
-            line = readline(MAX_HEADER_BYTES + 1 - used)
-            used += len(line)
-            if used > MAX_HEADER_BYTES:
-                raise _Refused(431, "request header section too large", None)
-            if not line.endswith(b"\n"):
-                raise _Refused(400, "request headers not terminated", None)   # EOF inside the headers
-            if line == b"\r\n" or line == b"\n":
-                return
-            lines += 1
-            if lines > MAX_HEADERS:
-                raise _Refused(431, "too many request header lines", None)
-            name, colon, value = line.partition(b":")
-            if not colon or not name or not _TCHAR.issuperset(name):
-                # covers obs-fold (a line starting with space), "Name : value" and lines with no colon
-                raise _Refused(400, "malformed header line", None)
-            text = value.decode("iso-8859-1").rstrip("\r\n").strip(" \t")
-            if _BAD_VALUE.search(text):
-                raise _Refused(400, "control character in a header value", None)
-            add(name.decode("ascii").lower(), text)
-
-    def _check_framing(self, http10):
-        """RFC 9112 section 6: where the body ends. Ambiguity is refused, never guessed."""
-        headers = self.headers
-        te = headers.get_all("transfer-encoding")
-        lengths = headers.get_all("content-length")
-        if te:
-            if http10:
-                raise _Refused(400, "Transfer-Encoding in an HTTP/1.0 request", None)
-            codings = [c.strip(" \t").lower() for value in te for c in value.split(",")]
-            if codings != ["chunked"]:
-                raise _Refused(400, "Transfer-Encoding must be exactly 'chunked'", None)
-            if lengths:
-                raise _Refused(400, "both Transfer-Encoding and Content-Length", None)
-            self._body_kind, self._body_done = "chunked", False
-        elif lengths:
-            if len(lengths) != 1 or not _CONTENT_LENGTH_RE.fullmatch(lengths[0]):
-                raise _Refused(400, "Content-Length must be one number of ASCII digits", None)
-            self._body_length = int(lengths[0])
-            if self._body_length:
-                self._body_kind, self._body_done = "length", False
+        return True
 
     # --- entry points ---
     def do_GET(self):
@@ -938,13 +705,13 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
     def _working(self):
         """The server's own work (files, latency): no deadline for the client."""
         conn = self._conn
-        conn.phase = WORK
-        conn.deadline = _NEVER
+        conn.phase = guard.WORK
+        conn.deadline = guard.NEVER
 
     def _receiving(self, started, nbytes):
-        conn, server = self._conn, self.server
-        conn.phase = BODY
-        conn.deadline = started + server.body_grace_s + nbytes / server.min_rate
+        conn, limits = self._conn, self._guard
+        conn.phase = guard.BODY
+        conn.deadline = started + limits.body_grace_s + nbytes / limits.min_rate
 
     def _sized_body(self, length):
         read = self.rfile.read
@@ -1125,5 +892,5 @@ def serve(root, host="127.0.0.1", port=0, latency_ms=0.0, error_rate=0.0, seed=0
     return 0
 
 
-__all__ = ["ObjectServer", "ObjectHandler", "BadRequest", "Headers", "UploadArea", "check_bucket",
+__all__ = ["ObjectServer", "ObjectHandler", "BadRequest", "UploadArea", "check_bucket",
            "check_token", "escape_for_log", "parse_target", "serve"]

@@ -51,7 +51,8 @@ def test_a_big_string_is_decoded_once_not_on_every_read(tmp_path, monkeypatch):
     monkeypatch.setattr(json, "JSONDecoder", CountingDecoder)
     CountingDecoder.scanned = 0
     size = 12 * MiB
-    path = write(tmp_path / "big.json", '[{"task_id": "x", "image_key": "' + "k" * size + '", "size": "1x1"}, {"a": 1}]')
+    path = write(tmp_path / "big.json",
+                 '[{"task_id": "x", "image_key": "' + "k" * size + '", "size": "1x1"}, {"a": 1}]')
     elements = list(iter_elements(path))
     assert len(elements) == 2 and len(elements[0]["image_key"]) == size
     assert CountingDecoder.scanned < 2.5 * size, f"{CountingDecoder.scanned / size:.1f} x the element scanned"
@@ -204,14 +205,14 @@ def test_process_substitution_and_stdin(tmp_path):
             "with TaskFile(sys.argv[1]) as t:\n"
             "    print(t.spooled, t.count, sum(1 for _ in t), sum(1 for _ in t))\n")
     env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.run(["bash", "-c", f'"$0" -c "$1" <(cat "$2")', sys.executable, code, path],
+    proc = subprocess.run(["bash", "-c", '"$0" -c "$1" <(cat "$2")', sys.executable, code, path],
                           capture_output=True, text=True, timeout=20, env=env)
     assert proc.returncode == 0 and proc.stdout.split() == ["True", "50", "50", "50"], proc.stderr
     with open(path, "rb") as stdin:
         proc = subprocess.run([sys.executable, "-c", code, "-"], stdin=stdin, capture_output=True, text=True,
                               timeout=20, env=env)
     assert proc.returncode == 0 and proc.stdout.split() == ["False", "50", "50", "50"], proc.stderr
-    proc = subprocess.run(["bash", "-c", f'cat "$2" | "$0" -c "$1" -', sys.executable, code, path],
+    proc = subprocess.run(["bash", "-c", 'cat "$2" | "$0" -c "$1" -', sys.executable, code, path],
                           capture_output=True, text=True, timeout=20, env=env)
     assert proc.returncode == 0 and proc.stdout.split() == ["True", "50", "50", "50"], proc.stderr
 
@@ -222,7 +223,7 @@ def test_process_substitution_and_stdin(tmp_path):
 def test_cli_runs_a_task_file_given_by_process_substitution(tmp_path):
     path = write(tmp_path / "tasks.json", json.dumps(TASKS[:5]))
     cli = os.path.join(ROOT, "task_queue_optimized.py")
-    proc = subprocess.run(["bash", "-c", f'"$0" "$1" --tasks <(cat "$2") --store "$3" --db "$4" --create-objects',
+    proc = subprocess.run(["bash", "-c", '"$0" "$1" --tasks <(cat "$2") --store "$3" --db "$4" --create-objects',
                            sys.executable, cli, path, str(tmp_path / "s"), str(tmp_path / "t.db")],
                           capture_output=True, text=True, timeout=25, cwd=tmp_path,
                           env=dict(os.environ, PYTHONPATH=ROOT))
