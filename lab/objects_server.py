@@ -136,27 +136,23 @@ def parse_target(target):
 
 class UploadArea:
     """`<root>/.tq-uploads/srv-XXXX/`: this server's temp files, flock-held for the server's life. At
-    start, the directories of servers that are gone (lock free) are emptied and removed."""
+    start, the directories of servers that are gone (lock free) are emptied and removed. Without flock
+    (Windows) one server per root is assumed and every such directory is removed at start."""
 
     def __init__(self, root):
         self.base = os.path.join(root, UPLOADS)
         os.makedirs(self.base, exist_ok=True)
+        if os.path.islink(self.base):
+            raise OSError(errno.ELOOP, f"{self.base} is a symbolic link")
         self._seq = itertools.count()
-        base_fd = os.open(self.base, os.O_RDONLY | _DIRECTORY)
+        self._fd = None
+        base_fd = _locked_dir(self.base, fcntl.LOCK_EX if fcntl else 0)   # one server at a time sets up
         try:
-            if fcntl is not None:
-                fcntl.flock(base_fd, fcntl.LOCK_EX)   # one server at a time cleans up and makes its own
-            try:
-                self.removed = self._remove_stale()
-                self.dir = tempfile.mkdtemp(prefix="srv-", dir=self.base)
-                self._fd = os.open(self.dir, os.O_RDONLY | _DIRECTORY)
-                if fcntl is not None:
-                    fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            finally:
-                if fcntl is not None:
-                    fcntl.flock(base_fd, fcntl.LOCK_UN)
+            self.removed = self._remove_stale()
+            self.dir = tempfile.mkdtemp(prefix="srv-", dir=self.base)
+            self._fd = _locked_dir(self.dir, fcntl.LOCK_EX | fcntl.LOCK_NB if fcntl else 0)
         finally:
-            os.close(base_fd)
+            _release(base_fd)
 
     def _remove_stale(self):
         removed = 0
@@ -164,22 +160,17 @@ class UploadArea:
             if not entry.name.startswith("srv-") or not entry.is_dir(follow_symlinks=False):
                 continue
             try:
-                fd = os.open(entry.path, os.O_RDONLY | _DIRECTORY | _NOFOLLOW)
+                fd = _locked_dir(entry.path, fcntl.LOCK_EX | fcntl.LOCK_NB if fcntl else 0)
             except OSError:
-                continue
+                continue                          # a live server's uploads (or unreadable): left alone
             try:
-                if fcntl is not None:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    except OSError:
-                        continue              # a live server's uploads: not ours to touch
                 removed += _empty_dir(entry.path)
                 try:
                     os.rmdir(entry.path)
                 except OSError:
                     pass
             finally:
-                os.close(fd)
+                _release(fd)
         return removed
 
     def new_path(self):
@@ -192,8 +183,28 @@ class UploadArea:
             os.rmdir(self.dir)
         except OSError:
             pass
+        _release(self._fd)
+        self._fd = None
+
+
+def _locked_dir(path, operation):
+    """An fd of directory `path` holding flock(operation) (OSError if it cannot be had); None without
+    flock."""
+    if fcntl is None:
+        return None
+    fd = os.open(path, os.O_RDONLY | _DIRECTORY | _NOFOLLOW)
+    try:
+        fcntl.flock(fd, operation)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _release(fd):
+    if fd is not None:
         try:
-            os.close(self._fd)
+            os.close(fd)                          # closing the descriptor releases its flock
         except OSError:
             pass
 
