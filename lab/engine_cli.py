@@ -13,6 +13,7 @@ stops at once and leaves unfinished tasks in the database for the next start.
 """
 import argparse
 import collections
+import contextlib
 import json
 import os
 import signal
@@ -24,7 +25,7 @@ from runners import params as trial_params
 from tqengine import WorkerPool, load_config
 from tqengine.config import DEFAULTS, SETTINGS
 from tqengine.errors import ConfigError
-from lab.taskfile import TaskFileError, check, iter_elements
+from lab.taskfile import TaskFile, TaskFileError
 from runners.workload import ensure_objects
 from tqcontract.files import write_json
 from tqcontract.metrics import ENGINE
@@ -247,7 +248,13 @@ def run_tasks(args, interrupts):
         raise UsageError("--create-objects needs --tasks FILE (the tasks name the objects)")
     if args.json:
         check_output_path(args.json, "--json")
-    total = check(args.tasks) if args.tasks else 0
+    with contextlib.ExitStack() as stack:
+        task_file = stack.enter_context(TaskFile(args.tasks)) if args.tasks else None   # checked once
+        return _run_tasks(args, interrupts, cfg, task_file)
+
+
+def _run_tasks(args, interrupts, cfg, task_file):
+    total = task_file.count if task_file is not None else 0
     statuses = collections.Counter()
     failures = []
     duplicates = 0
@@ -259,8 +266,8 @@ def run_tasks(args, interrupts):
         def stopping():
             return interrupts.abort.is_set() or pool.fatal_error is not None
 
-        if args.tasks and args.create_objects:
-            ensure_objects(iter_elements(args.tasks), cfg.store_root,
+        if task_file is not None and args.create_objects:
+            ensure_objects(iter(task_file), cfg.store_root,
                            store=pool.objects if cfg.store == "http" else None)
         recovered = getattr(pool, "recovered", 0)
         if recovered:
@@ -286,7 +293,7 @@ def run_tasks(args, interrupts):
 
         if args.tasks:
             batch = []
-            for task in iter_elements(args.tasks):
+            for task in task_file:
                 if interrupts.stop_intake.is_set() or stopping():
                     break
                 batch.append(task)

@@ -2,17 +2,22 @@
 
     python -m lab objects serve --root data/objects [--host 127.0.0.1] [--port 0]
                                 [--latency-ms MS] [--error-rate R] [--seed S] [--verbose]
+                                [--allow-host NAME ...] [--token T] [--max-connections N]
 
 Prints `listening on http://HOST:PORT` on stdout once bound (port 0 = any free port), serves
 `<root>/<bucket>/<key>` until SIGINT or SIGTERM, then exits 0. Bad arguments: one line on stderr, exit 2;
-a port that cannot be bound: exit 1.
+a port that cannot be bound: exit 1. The token comes from --token or else TQ_STORE_TOKEN (the environment
+keeps it out of `ps`); with one, every request needs `Authorization: Bearer <token>`.
 """
 import argparse
 import ipaddress
 import math
 import os
+import re
 import socket
 import sys
+
+from tqengine.objects.http import TOKEN_RE
 
 LOOPBACK_HINT = "binding to a non-loopback address exposes the store to the network"
 
@@ -31,7 +36,17 @@ def register(subparsers):
     serve.add_argument("--error-rate", type=float, default=0.0,
                        help="share of requests answered 503 instead (seeded), 0..1")
     serve.add_argument("--seed", type=int, default=0, help="seed of the 503 draws")
-    serve.add_argument("--verbose", action="store_true", help="log every request on stderr")
+    serve.add_argument("--verbose", action="store_true",
+                       help="log every request on stderr (control characters escaped)")
+    serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                       help="also answer requests whose Host is NAME or NAME:PORT (repeatable); by default "
+                            "only localhost, 127.0.0.1, [::1] and the bound address (DNS-rebinding guard)")
+    serve.add_argument("--token", default=None,
+                       help="require 'Authorization: Bearer TOKEN' on every request (default: "
+                            "$TQ_STORE_TOKEN, else no token; the environment keeps it out of ps)")
+    serve.add_argument("--max-connections", type=int, default=None, metavar="N",
+                       help="connections served at once (default 512, lowered to fit the open-file limit); "
+                            "over it the longest-waiting idle connection is closed, or the new one gets 503")
     serve.add_argument("--exit-with-parent", action="store_true",
                        help="stop when the parent process exits (used by start_server_process)")
     serve.set_defaults(func=run_serve)
@@ -60,16 +75,27 @@ def run_serve(args):
         return _fail(f"--error-rate must be within 0..1, not {args.error_rate}")
     if os.path.exists(args.root) and not os.path.isdir(args.root):
         return _fail(f"--root must be a folder, not a file: {args.root}")
+    if args.max_connections is not None and args.max_connections < 1:
+        return _fail(f"--max-connections must be >= 1, not {args.max_connections}")
+    for name in args.allow_host:
+        if not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]{1,5})?", name):
+            return _fail(f"--allow-host must be a host name or address, optionally with :PORT, not {name!r}")
+    token = args.token if args.token is not None else os.environ.get("TQ_STORE_TOKEN", "")
+    if token and not TOKEN_RE.fullmatch(token):
+        source = "--token" if args.token is not None else "TQ_STORE_TOKEN"
+        return _fail(f"{source} must be letters, digits and -._~+/ (optionally ending in =)")
     try:
-        if not ipaddress.ip_address(args.host).is_loopback:
-            print(f"objects serve: warning: {LOOPBACK_HINT}", file=sys.stderr)
+        loopback = ipaddress.ip_address(args.host).is_loopback
     except ValueError:
-        if args.host != "localhost":
-            print(f"objects serve: warning: {LOOPBACK_HINT}", file=sys.stderr)
+        loopback = args.host == "localhost"
+    if not loopback:
+        hint = "" if token else " without a token (--token or TQ_STORE_TOKEN)"
+        print(f"objects serve: warning: {LOOPBACK_HINT}{hint}", file=sys.stderr)
     try:
         return serve(args.root, host=args.host, port=args.port, latency_ms=args.latency_ms,
                      error_rate=args.error_rate, seed=args.seed, verbose=args.verbose,
-                     exit_with_parent=args.exit_with_parent)
+                     exit_with_parent=args.exit_with_parent, allowed_hosts=args.allow_host, token=token,
+                     max_connections=args.max_connections)
     except socket.gaierror as exc:      # a host name that does not resolve: bad input, not a failed run
         return _fail(f"--host {args.host}: {exc.strerror or exc}")
     except OSError as exc:

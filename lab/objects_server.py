@@ -2,10 +2,28 @@
 
 `GET /<bucket>/<key>` streams `<root>/<bucket>/<key>` in chunks with Content-Length (one `bytes=` Range
 honoured), `HEAD` gives existence and size, `PUT` streams the body (Content-Length or chunked) into a
-temporary file in the target directory and renames it into place only when the whole body has arrived,
-so a broken upload leaves nothing under the object's name. A missing object is 404; a bucket that is not
-a simple name or a key that could escape the root is 400 (the rules of tasks.check_key on the
+temporary file in the server's own upload area and renames it into place only when the whole body has
+arrived, so a broken upload leaves nothing under the object's name. A missing object is 404; a bucket
+that is not a simple name or a key that could escape the root is 400 (the rules of tasks.check_key on the
 percent-decoded path, then realpath confinement like LocalObjectStore.path_for).
+
+Hostile clients (RFC 9112 is the reference for the framing rules):
+- Requests are parsed strictly (lab/http_head.py): request line and headers at most 64 KiB and 100 lines,
+  header names must be tokens (no space before the colon, no obs-fold), `Content-Length` exactly one
+  value of ASCII digits, `Transfer-Encoding` exactly `chunked` and never together with Content-Length
+  (nor in HTTP/1.0). Anything else is 400 and the connection is closed: no second request can hide in a
+  body. A body sent with a GET or HEAD is read and dropped, never parsed as the next request.
+- Who may talk to it, and for how long (lab/objects_guard.py): `Host` must be on an allow-list (loopback
+  names and the bound address, plus `allowed_hosts`), else 421 (a missing Host in HTTP/1.1 is 400): this
+  closes DNS rebinding (a browser page on evil.example resolving to 127.0.0.1 sends `Host: evil.example`).
+  With a token, every request needs `Authorization: Bearer <token>`, else 401. Every phase of a
+  connection has a deadline (the request head, a body or an answer by minimum rate, an idle keep-alive),
+  enforced by a reaper in the accept loop, so a slow or dripping client is cut off. At most
+  max_connections at once (default 512, lowered to fit the file limit): over it, the connection that has
+  waited longest for a request is closed, or the new one gets a 503 when all are busy. A connection
+  waiting for a request costs one blocked thread and no CPU; running out of descriptors never spins.
+- Uploads in progress live in `<root>/.tq-uploads/srv-*/` (one directory per server, held with flock);
+  at start a server removes the directories of servers that are gone, so a crash leaves nothing behind.
 
 Faults for experiments: a latency and, from a seeded RNG, a 503 (a transient fault) instead of handling
 the request. The latency is the service time of a request, the same model as the engine's Processor:
@@ -14,6 +32,7 @@ the server does the work (parse, open/read, or receive/write/rename) and then sl
 (for a GET, the time to the first byte). Work that takes longer than latency_ms is not hidden: the answer
 is then simply later. An injected 503 waits the whole latency, then answers. So with latency_ms=5 a task's
 GET and PUT take 5 ms each (10 ms of I/O per task), whatever the server's own overhead below that.
+Requests refused before dispatch (framing, Host, token) are answered at once.
 Memory stays flat whatever the object size: bodies move `chunk_size` bytes at a time in both directions.
 
 Responses leave with few sends: the accepted socket has TCP_NODELAY (no ~40 ms Nagle/delayed-ACK stall
@@ -22,8 +41,10 @@ as the first body chunk (a whole small object in one segment).
 
 Run it with `python -m lab objects serve --root DIR`; `ObjectServer` is the in-process form (tests).
 """
+import errno
 import hashlib
 import http.server
+import itertools
 import json
 import os
 import random
@@ -31,22 +52,38 @@ import re
 import socket
 import stat
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
-import uuid
 
+from lab import objects_guard as guard
+from lab.http_head import MAX_HEAD_BYTES, Refused, read_head
 from tqengine.errors import ValidationError
+from tqengine.objects.http import TOKEN_RE
 from tqengine.objects.local import TMP_SUFFIX, ConfinedDirs
 from tqengine.tasks import check_key
 
+try:
+    import fcntl
+except ImportError:          # Windows: no flock; one server per root is then assumed
+    fcntl = None
+
 CHUNK = 64 * 1024
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 BUCKET_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 MAX_LINE = 65536           # longest chunk-size line / trailer line accepted in a chunked body
 DRAIN_LIMIT = 1 << 20      # bytes of an unwanted request body read (and dropped) before answering
 LINGER_S = 2.0             # how long a lingering close keeps reading an unwanted body
-IDLE_TIMEOUT_S = 60        # a keep-alive connection idle (or an upload stalled) this long is closed
+UPLOADS = ".tq-uploads"    # the upload area under the root (not a valid bucket name)
+_CHUNK_SIZE_RE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(?:;[^\r\n]*)?\r?\n")
+LOG_ESCAPES = http.server.BaseHTTPRequestHandler._control_char_table   # C0, DEL, C1 -> \xNN; \ -> \\
+
+_NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+_BUSY_ANSWER = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                b"Content-Length: 19\r\nRetry-After: 1\r\nConnection: close\r\n\r\nserver at capacity\n")
 
 
 class BadRequest(Exception):
@@ -61,6 +98,18 @@ def check_bucket(name):
     if not BUCKET_RE.fullmatch(name) or name in (".", ".."):
         raise BadRequest("bucket must be a simple name: letters, digits, '.', '_', '-' (max 63)")
     return name
+
+
+def check_token(token):
+    """The token itself, or ValueError if it cannot be sent as a Bearer credential."""
+    if not isinstance(token, str) or not TOKEN_RE.fullmatch(token):
+        raise ValueError("token must be letters, digits and -._~+/ (optionally ending in =), not empty")
+    return token
+
+
+def escape_for_log(text):
+    """`text` with control characters (ESC, BEL, CR, ...) written as \\xNN, safe for a terminal."""
+    return text.translate(LOG_ESCAPES)
 
 
 def parse_target(target):
@@ -85,15 +134,109 @@ def parse_target(target):
     return bucket, key
 
 
+class UploadArea:
+    """`<root>/.tq-uploads/srv-XXXX/`: this server's temp files, flock-held for the server's life. At
+    start, the directories of servers that are gone (lock free) are emptied and removed. Without flock
+    (Windows) one server per root is assumed and every such directory is removed at start."""
+
+    def __init__(self, root):
+        self.base = os.path.join(root, UPLOADS)
+        os.makedirs(self.base, exist_ok=True)
+        if os.path.islink(self.base):
+            raise OSError(errno.ELOOP, f"{self.base} is a symbolic link")
+        self._seq = itertools.count()
+        self._fd = None
+        base_fd = _locked_dir(self.base, fcntl.LOCK_EX if fcntl else 0)   # one server at a time sets up
+        try:
+            self.removed = self._remove_stale()
+            self.dir = tempfile.mkdtemp(prefix="srv-", dir=self.base)
+            self._fd = _locked_dir(self.dir, fcntl.LOCK_EX | fcntl.LOCK_NB if fcntl else 0)
+        finally:
+            _release(base_fd)
+
+    def _remove_stale(self):
+        removed = 0
+        for entry in os.scandir(self.base):
+            if not entry.name.startswith("srv-") or not entry.is_dir(follow_symlinks=False):
+                continue
+            try:
+                fd = _locked_dir(entry.path, fcntl.LOCK_EX | fcntl.LOCK_NB if fcntl else 0)
+            except OSError:
+                continue                          # a live server's uploads (or unreadable): left alone
+            try:
+                removed += _empty_dir(entry.path)
+                try:
+                    os.rmdir(entry.path)
+                except OSError:
+                    pass
+            finally:
+                _release(fd)
+        return removed
+
+    def new_path(self):
+        return os.path.join(self.dir, f"{next(self._seq)}{TMP_SUFFIX}")
+
+    def close(self):
+        """Remove what is left in this server's directory, then the directory, and release it."""
+        _empty_dir(self.dir)
+        try:
+            os.rmdir(self.dir)
+        except OSError:
+            pass
+        _release(self._fd)
+        self._fd = None
+
+
+def _locked_dir(path, operation):
+    """An fd of directory `path` holding flock(operation) (OSError if it cannot be had); None without
+    flock."""
+    if fcntl is None:
+        return None
+    fd = os.open(path, os.O_RDONLY | _DIRECTORY | _NOFOLLOW)
+    try:
+        fcntl.flock(fd, operation)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _release(fd):
+    if fd is not None:
+        try:
+            os.close(fd)                          # closing the descriptor releases its flock
+        except OSError:
+            pass
+
+
+def _empty_dir(path):
+    removed = 0
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return 0
+    for name in names:
+        try:
+            os.unlink(os.path.join(path, name))      # unlink never follows a link
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
 class ObjectServer(http.server.ThreadingHTTPServer):
-    """A ThreadingHTTPServer over `root`; `serve_forever()` in any thread, `stop()` from another."""
+    """A ThreadingHTTPServer over `root`; `serve_forever()` in any thread, `stop()` from another.
+
+    allowed_hosts, token: see lab/objects_guard.py (HostPolicy, TokenPolicy); max_connections and the
+    timeouts: ConnectionGuard (defaults there)."""
 
     daemon_threads = True
     allow_reuse_address = True
-    request_queue_size = 128
+    request_queue_size = 1024
 
     def __init__(self, root, host="127.0.0.1", port=0, latency_ms=0.0, error_rate=0.0, seed=0,
-                 chunk_size=CHUNK, verbose=False, log=None):
+                 chunk_size=CHUNK, verbose=False, log=None, allowed_hosts=(), token="", max_connections=None,
+                 **timeouts):
         os.makedirs(root, exist_ok=True)
         self.root = os.path.realpath(root)
         self.dirs = ConfinedDirs(self.root)
@@ -102,14 +245,26 @@ class ObjectServer(http.server.ThreadingHTTPServer):
         self.chunk_size = int(chunk_size)
         self.verbose = verbose
         self.log = log or sys.stderr
+        self._log_lock = threading.Lock()
+        self.tokens = guard.TokenPolicy(check_token(token) if token else "")
+        self.guard = guard.ConnectionGuard(max_connections, **timeouts)
         self._rng = random.Random(f"objects|{seed}")
         self._rng_lock = threading.Lock()
         self._cond = threading.Condition()
         self._active = 0
-        self._temp_files = set()
         self.stats = {"requests": 0, "injected_503": 0, "uploads": 0, "aborted_uploads": 0,
-                      "bad_requests": 0}
-        super().__init__((host, port), ObjectHandler)
+                      "bad_requests": 0, "refused": 0, "timed_out": 0, "evicted": 0,
+                      "busy_503": 0, "accept_errors": 0}
+        if ":" in host:                     # an IPv6 address such as ::1
+            self.address_family = socket.AF_INET6
+        self.uploads = UploadArea(self.root)
+        self.stats["removed_partial_uploads"] = self.uploads.removed
+        try:
+            super().__init__((host, port), ObjectHandler)
+        except BaseException:
+            self.uploads.close()
+            raise
+        self.hosts = guard.HostPolicy(allowed_hosts, self.server_address[0], self.port)
 
     @property
     def port(self):
@@ -120,6 +275,10 @@ class ObjectServer(http.server.ThreadingHTTPServer):
         host = self.server_address[0]
         return f"http://{'[' + host + ']' if ':' in host else host}:{self.port}"
 
+    @property
+    def max_connections(self):
+        return self.guard.max_connections
+
     # --- bookkeeping shared by the handler threads ---
     def inject_error(self):
         if self.error_rate <= 0.0:
@@ -127,10 +286,11 @@ class ObjectServer(http.server.ThreadingHTTPServer):
         with self._rng_lock:
             return self._rng.random() < self.error_rate
 
-    def count(self, name):
-        with self._cond:
-            self.stats[name] += 1
-            self._cond.notify_all()
+    def count(self, name, n=1):
+        if n:
+            with self._cond:
+                self.stats[name] += n
+                self._cond.notify_all()
 
     def wait_for(self, predicate, timeout):
         """Wait until predicate(stats) is true (tests use this instead of sleeping); return it."""
@@ -146,9 +306,13 @@ class ObjectServer(http.server.ThreadingHTTPServer):
             self._active -= 1
             self._cond.notify_all()
 
-    def track_temp(self, path, add):
-        with self._cond:
-            (self._temp_files.add if add else self._temp_files.discard)(path)
+    def write_log(self, line):
+        with self._log_lock:
+            self.log.write(line)
+            try:
+                self.log.flush()
+            except (OSError, ValueError):
+                pass
 
     def path_for(self, bucket, key):
         """Confined filesystem path of <root>/<bucket>/<key> (BadRequest if its directory resolves
@@ -161,17 +325,59 @@ class ObjectServer(http.server.ThreadingHTTPServer):
             raise BadRequest("key resolves outside the store root") from None
         return path
 
-    def stop(self, grace_s=2.0):
-        """Stop accepting, give in-flight requests `grace_s` to finish, then remove leftover temp files."""
-        self.shutdown()
-        with self._cond:
-            self._cond.wait_for(lambda: self._active == 0, grace_s)
-            leftovers = list(self._temp_files)
-        for path in leftovers:
+    # --- connections: the limit, eviction, deadlines (objects_guard.ConnectionGuard) ---
+    def get_request(self):
+        try:
+            return super().get_request()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                # out of descriptors: free one (the longest waiting connection) or back off, instead of
+                # spinning on a listening socket that stays readable
+                self.count("accept_errors")
+                if self.guard.evict_one():
+                    self.count("evicted")
+                else:
+                    time.sleep(0.05)
+            raise
+
+    def process_request(self, request, client_address):
+        conn, evicted = self.guard.admit(request)
+        self.count("evicted", evicted)
+        if conn is None:                # every connection busy with a request: 503 at once, and close
+            self.count("busy_503")
             try:
-                os.unlink(path)
+                request.setblocking(False)
+                request.send(_BUSY_ANSWER)
             except OSError:
                 pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.guard.forget(request)
+            raise
+
+    def shutdown_request(self, request):
+        self.guard.forget(request)
+        super().shutdown_request(request)
+
+    def service_actions(self):
+        """Called by serve_forever at least every poll_interval: cut connections past their deadline."""
+        self.count("timed_out", self.guard.reap())
+
+    def connection_count(self):
+        return len(self.guard)
+
+    def stop(self, grace_s=2.0):
+        """Stop accepting, close idle connections, give in-flight requests `grace_s` to finish, close the
+        rest, then remove this server's temp files."""
+        self.shutdown()
+        self.guard.cut_all(guard.EVICTABLE)
+        with self._cond:
+            self._cond.wait_for(lambda: self._active == 0, grace_s)
+        self.guard.cut_all()
+        self.uploads.close()
         self.server_close()
 
 
@@ -179,7 +385,6 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "TaskQueueLabObjects/1"
     sys_version = ""
-    timeout = IDLE_TIMEOUT_S
     rbufsize = CHUNK        # request line, headers and chunk-size lines come from one 64 KiB buffer
     wbufsize = 0            # unbuffered writes: each response is sent by the explicit writes below
 
@@ -187,6 +392,10 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
         """Disable Nagle on the accepted socket. A response goes out as headers and then body pieces;
         with Nagle on, a piece that follows an unacknowledged small segment waits for the peer's
         delayed ACK (~40 ms on Linux) on every request of a kept-alive connection."""
+        self._guard = self.server.guard
+        self.timeout = self._guard.stall_timeout_s
+        self._conn = self._guard.get(self.request)
+        self._served = 0
         try:
             self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except (OSError, AttributeError):       # not a TCP socket (tests may hand in others)
@@ -203,11 +412,18 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
             if left > 0:
                 time.sleep(left)
 
+    def _sending(self, nbytes, started=None):
+        """The answer is going out: the client has body_grace_s plus 1 s per min_rate bytes to take it."""
+        conn, limits = self._conn, self._guard
+        conn.phase = guard.SEND
+        conn.deadline = (started or time.monotonic()) + limits.body_grace_s + nbytes / limits.min_rate
+
     def _end_headers_with(self, body=b""):
         """End the headers and send them together with `body` (the first piece of the response body)
         in a single write: one segment instead of two for small responses. Every answer of a dispatched
         request goes out through here, so this is where the latency is paid."""
         self._wait_for_latency()
+        self._sending(len(body))
         if self.request_version == "HTTP/0.9" or not hasattr(self, "_headers_buffer"):
             self.end_headers()
             if body:
@@ -223,7 +439,8 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format, *args):
         if self.server.verbose:
-            self.server.log.write("%s - %s\n" % (self.address_string(), format % args))
+            # the request line and messages can carry whatever a client sent: no raw ESC/BEL on a terminal
+            self.server.write_log(f"{self.address_string()} - {escape_for_log(format % args)}\n")
 
     _linger = False
 
@@ -234,6 +451,7 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
         super().finish()
         if not self._linger:
             return
+        self._conn.phase = guard.IDLE           # nothing more for this client: evictable while it lingers
         sock = self.connection
         try:
             sock.shutdown(socket.SHUT_WR)
@@ -249,11 +467,82 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
             return
 
     _started = 0.0
+    _body_kind = None          # None (no body), "length" or "chunked"
+    _body_length = 0
+    _body_done = True
 
+    def handle_one_request(self):
+        """Read one request under the deadlines (idle, then headers), check it, dispatch it, and read
+        any body the method did not want before the next request on the connection."""
+        conn, limits = self._conn, self._guard
+        now = time.monotonic()
+        conn.phase = guard.IDLE
+        conn.since = now
+        if self._served:                  # a kept-alive connection waiting for its next request
+            conn.deadline = now + limits.idle_timeout_s
+        try:
+            if not self.rfile.peek(1):    # the client closed (or the reaper cut the connection)
+                self.close_connection = True
+                return
+            if self._served:
+                conn.deadline = time.monotonic() + limits.header_timeout_s
+            conn.phase = guard.HEADERS
+            self._served += 1
+            self.raw_requestline = self.rfile.readline(MAX_HEAD_BYTES + 1)
+            if self.raw_requestline in (b"\r\n", b"\n"):    # RFC 9112 2.2: ignore one empty line first
+                self.raw_requestline = self.rfile.readline(MAX_HEAD_BYTES + 1)
+            if not self.parse_request():
+                return
+            self._working()
+            method = getattr(self, "do_" + self.command, None)
+            if method is None:
+                self._reply(501, f"method {self.command} is not implemented", drain=True)
+                return
+            method()
+            if not self._body_done and not self.close_connection:
+                self._drain_body()
+        except OSError:                   # timed out, reset, or cut by the reaper: drop the connection
+            self.close_connection = True
+
+    # --- request parsing (strict: lab/http_head.py) ---
     def parse_request(self):
+        """Read the request head (command, path, request_version, headers, framing) and check Host and
+        token; answer, close and return False if the request is refused."""
         self._started = time.perf_counter()       # the request line has just been read
         self._answer_at = None
-        return super().parse_request()
+        self.command = None
+        self.request_version = "HTTP/1.1"         # the version of an error answer sent from here
+        self.close_connection = True
+        self._body_kind, self._body_length, self._body_done = None, 0, True
+        raw = self.raw_requestline
+        self.requestline = str(raw, "iso-8859-1").rstrip("\r\n")
+        head = None
+        try:
+            head = read_head(raw, self.rfile.readline)
+            self.command, self.path, self.request_version = head.command, head.target, head.version
+            self.headers = head.headers
+            self.close_connection = head.close
+            self._body_kind, self._body_length = head.body_kind, head.body_length
+            self._body_done = head.body_kind is None
+            hosts = head.headers.get_all("host")
+            if len(hosts) > 1 or (not hosts and not head.http10):
+                raise Refused(400, "exactly one Host header is required")
+            if hosts and not self.server.hosts.allows(hosts[0]):
+                raise Refused(421, f"this server does not answer for Host {hosts[0][:100]!r}")
+            if not self.server.tokens.allows(head.headers.get_all("authorization")):
+                raise Refused(401, "a valid 'Authorization: Bearer <token>' is required",
+                              {"WWW-Authenticate": 'Bearer realm="objects"'})
+        except Refused as refusal:
+            self.server.count("refused")
+            self.close_connection = True
+            # a body may follow (framing unknown or announced): let the answer reach the client first
+            self._linger = head is None or not self._body_done
+            self._reply(refusal.status, refusal.message, extra=refusal.extra, quiet=True)
+            return False
+        if not head.http10 and head.headers.get("expect", "").lower() == "100-continue":
+            self.send_response_only(100)
+            self.end_headers()
+        return True
 
     # --- entry points ---
     def do_GET(self):
@@ -294,8 +583,11 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
 
     # --- GET / HEAD ---
     def _get(self, path, body):
+        if not self._body_done:           # a GET with a body: read it now, it is not the next request
+            self._drain_body()
         try:
-            fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
+            # O_NONBLOCK: a FIFO (or a device) in the store must not block this thread in open()
+            fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _NONBLOCK)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             self._reply(404, "no such object", head=not body)
             return
@@ -343,33 +635,26 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
                 if not body or not length or not first:
                     return
                 remaining = length - len(first)
+                sent = len(first)
+                started = time.monotonic()
                 while remaining > 0:
                     data = f.read(min(chunk, remaining))
                     if not data:       # the file shrank under us: the client sees a short body
                         self.close_connection = True
                         return
+                    self._sending(sent + len(data), started)
                     self.wfile.write(data)
                     remaining -= len(data)
-            except OSError:            # the client went away or stalled past the socket timeout
+                    sent += len(data)
+            except OSError:            # the client went away, stalled, or was too slow
                 self.close_connection = True
 
     # --- PUT ---
     def _put(self, path):
-        chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
-        length_header = self.headers.get("Content-Length")
-        if not chunked:
-            if length_header is None:
-                self._reply(411, "PUT needs Content-Length or Transfer-Encoding: chunked")
-                self.close_connection = True
-                return
-            try:
-                length = int(length_header)
-                if length < 0:
-                    raise ValueError
-            except ValueError:
-                self._reply(400, "bad Content-Length")
-                self.close_connection = True
-                return
+        if self._body_kind is None and "content-length" not in self.headers:
+            self._reply(411, "PUT needs Content-Length or Transfer-Encoding: chunked")
+            self.close_connection = True
+            return
         try:
             self.server.dirs.ensure(os.path.dirname(path))
         except (FileExistsError, NotADirectoryError):
@@ -384,16 +669,14 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
         if os.path.isdir(path):
             self._reply(409, "this key is a directory of other objects", drain=True)
             return
-        tmp = f"{path}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}"
-        self.server.track_temp(tmp, True)
+        tmp = self.server.uploads.new_path()
         digest = hashlib.sha256()
         nbytes = 0
         done = False
         failure = None
         try:
-            with open(tmp, "wb") as f:
-                pieces = self._chunked_body() if chunked else self._sized_body(length)
-                for data in pieces:
+            with open(tmp, "xb") as f:
+                for data in self._body_pieces():
                     f.write(data)
                     digest.update(data)
                     nbytes += len(data)
@@ -408,12 +691,13 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
                     os.unlink(tmp)
                 except OSError:
                     pass
-            self.server.track_temp(tmp, False)
         if failure is not None:         # counted only now, when the temp file is gone
             self.close_connection = True
             self.server.count("aborted_uploads")
             if isinstance(failure, _BodyError) and not str(failure).startswith("eof"):
                 self._reply(400, f"bad request body: {failure}", quiet=True)
+            elif getattr(failure, "errno", None) in _NO_SPACE:     # the client's retry may well succeed later
+                self._reply(507, f"could not store the object: {failure.strerror}", quiet=True)
             elif not isinstance(failure, (_BodyError, ConnectionError, TimeoutError)):
                 self._reply(500, f"could not store the object: {failure.__class__.__name__}", quiet=True)
             return
@@ -421,41 +705,66 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
         payload = json.dumps({"bytes": nbytes, "sha256": digest.hexdigest()}).encode() + b"\n"
         self._reply(200 if existed else 201, payload, content_type="application/json")
 
+    def _body_pieces(self):
+        """The request body in pieces of at most chunk_size (nothing if there is none), under the body
+        deadline; _BodyError if it ends early or is malformed."""
+        if self._body_kind is None:
+            self._body_done = True
+            return iter(())
+        return self._chunked_body() if self._body_kind == "chunked" else self._sized_body(self._body_length)
+
+    def _working(self):
+        """The server's own work (files, latency): no deadline for the client."""
+        conn = self._conn
+        conn.phase = guard.WORK
+        conn.deadline = guard.NEVER
+
+    def _receiving(self, started, nbytes):
+        conn, limits = self._conn, self._guard
+        conn.phase = guard.BODY
+        conn.deadline = started + limits.body_grace_s + nbytes / limits.min_rate
+
     def _sized_body(self, length):
         read = self.rfile.read
         remaining = length
         chunk = self.server.chunk_size
+        started = time.monotonic()
         while remaining > 0:
+            self._receiving(started, length - remaining)
             data = read(min(chunk, remaining))
             if not data:
                 raise _BodyError(f"eof after {length - remaining} of {length} bytes")
             remaining -= len(data)
             yield data
+        self._working()
+        self._body_done = True
 
     def _chunked_body(self):
         rfile = self.rfile
         chunk = self.server.chunk_size
+        started = time.monotonic()
+        received = 0
         while True:
+            self._receiving(started, received)
             line = rfile.readline(MAX_LINE + 1)
             if not line:
                 raise _BodyError("eof before the end of the chunked body")
             if len(line) > MAX_LINE or not line.endswith(b"\n"):
                 raise _BodyError("chunk size line too long")
-            size_text = line.split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-                if size < 0 or not re.fullmatch(rb"[0-9A-Fa-f]+", size_text):
-                    raise ValueError
-            except ValueError:
-                raise _BodyError("bad chunk size line") from None
+            match = _CHUNK_SIZE_RE.fullmatch(line)
+            if match is None:
+                raise _BodyError("bad chunk size line")
+            size = int(match.group(1), 16)
             if size == 0:
                 break
             remaining = size
             while remaining > 0:
+                self._receiving(started, received)
                 data = rfile.read(min(chunk, remaining))
                 if not data:
                     raise _BodyError("eof inside a chunk")
                 remaining -= len(data)
+                received += len(data)
                 yield data
             crlf = rfile.readline(3)
             if crlf not in (b"\r\n", b"\n"):
@@ -465,6 +774,8 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
             if not line:
                 raise _BodyError("eof in the chunked trailer")
             if line in (b"\r\n", b"\n"):
+                self._working()
+                self._body_done = True
                 return
         raise _BodyError("too many trailer lines")
 
@@ -473,7 +784,7 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
                quiet=False):
         """Send a complete response. With drain, read (and drop) a small unread request body first so
         the client is not reset while still sending; a large one closes the connection instead."""
-        if drain:
+        if drain and not self._body_done:
             self._drain_body()
         body = message if isinstance(message, bytes) else (message + "\n").encode("utf-8", "replace")
         try:
@@ -491,31 +802,27 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
                 raise
 
     def _drain_body(self):
-        """Consume the request body if it is small; otherwise mark the connection for closing."""
-        te = self.headers.get("Transfer-Encoding", "").lower()
-        try:
-            if "chunked" in te:
-                total = 0
-                for data in self._chunked_body():
-                    total += len(data)
-                    if total > DRAIN_LIMIT:
-                        self.close_connection = True
-                        self._linger = True
-                        return
-                return
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > DRAIN_LIMIT or length < 0:
-                self.close_connection = True
-                self._linger = True
-                return
-            while length > 0:
-                data = self.rfile.read(min(length, CHUNK))
-                if not data:
-                    self.close_connection = True
-                    return
-                length -= len(data)
-        except (ValueError, _BodyError, OSError):
+        """Consume the request body if it is small; otherwise mark the connection for closing (with a
+        lingering close, so an answer sent meanwhile still reaches the client)."""
+        if self._body_done:
+            return
+        if self._body_kind == "length" and self._body_length > DRAIN_LIMIT:
             self.close_connection = True
+            self._linger = True
+            return
+        total = 0
+        try:
+            for data in self._body_pieces():
+                total += len(data)
+                if total > DRAIN_LIMIT:
+                    self.close_connection = True
+                    self._linger = True
+                    return
+        except (_BodyError, OSError):
+            self.close_connection = True
+        finally:
+            if not self._body_done:
+                self.close_connection = True
 
 
 def _parse_range(header, size):
@@ -555,7 +862,7 @@ def _fine_timer_slack(ns=1000):
 
 
 def serve(root, host="127.0.0.1", port=0, latency_ms=0.0, error_rate=0.0, seed=0, verbose=False,
-          exit_with_parent=False, out=None, grace_s=2.0):
+          exit_with_parent=False, out=None, grace_s=2.0, allowed_hosts=(), token="", max_connections=None):
     """Serve until SIGINT/SIGTERM (or, with exit_with_parent, until the parent process goes away).
     Prints `listening on http://HOST:PORT` once on `out` (stdout) when the socket is bound. Returns 0."""
     import signal
@@ -564,7 +871,11 @@ def serve(root, host="127.0.0.1", port=0, latency_ms=0.0, error_rate=0.0, seed=0
     if latency_ms:
         _fine_timer_slack()
     server = ObjectServer(root, host=host, port=port, latency_ms=latency_ms, error_rate=error_rate,
-                          seed=seed, verbose=verbose)
+                          seed=seed, verbose=verbose, allowed_hosts=allowed_hosts, token=token,
+                          max_connections=max_connections)
+    if server.uploads.removed:
+        print(f"objects serve: removed {server.uploads.removed} partial upload(s) left by a server that "
+              f"stopped", file=sys.stderr)
     stop = threading.Event()
     previous = {}
 
@@ -592,4 +903,5 @@ def serve(root, host="127.0.0.1", port=0, latency_ms=0.0, error_rate=0.0, seed=0
     return 0
 
 
-__all__ = ["ObjectServer", "ObjectHandler", "BadRequest", "check_bucket", "parse_target", "serve"]
+__all__ = ["ObjectServer", "ObjectHandler", "BadRequest", "UploadArea", "check_bucket",
+           "check_token", "escape_for_log", "parse_target", "serve"]

@@ -1,83 +1,307 @@
-"""Reading a task file: a JSON list of task objects, parsed one element at a time.
+"""Reading a task file: a JSON list of task objects, parsed one element at a time, in linear time.
 
-The file is never held whole: it is decoded as UTF-8 incrementally and each list element is parsed
-with json.JSONDecoder.raw_decode as soon as it is complete, so memory holds one element plus a read
-buffer. `check` makes a first pass that only validates the structure (so a file-level problem is
-reported before any task runs); `iter_tasks` yields the elements.
+The file is never held whole: it is decoded as UTF-8 incrementally (1 MiB reads) and each list element is
+parsed with json.JSONDecoder.raw_decode as soon as it is complete, so memory holds one element plus a read
+buffer. An element that does not fit in the buffer is not re-decoded on every read (that was quadratic:
+a 256 MB string took a minute): a small scanner finds where it ends, chunk by chunk, and it is decoded once.
+
+Limits, each refused with one line naming the task and where (TaskFileError; the CLI's exit 2):
+- an element longer than `max_element_chars` (16 Mi characters by default: a task is a few hundred), so
+  memory stays bounded whatever the file holds;
+- nesting deeper than `max_depth` (100), instead of a RecursionError from the json module;
+- an integer longer than Python's limit for converting text to int (4300 digits), instead of being
+  mistaken for truncated JSON.
+
+`TaskFile(path)` is what a caller that runs the tasks wants: it checks the whole file once when opened
+(a file-level problem is reported before any task runs), then iterates it, as often as needed. A regular
+file is read through the descriptor that was checked; a pipe, FIFO or process substitution
+(`--tasks <(cat tasks.json)`) is read once, spooled to a private temporary file while it is checked,
+and iterated from there. `check(path)` + `iter_elements(path)` remain for regular files (two opens).
 """
 import codecs
 import json
+import os
+import re
+import stat
+import sys
+import tempfile
 
 READ_SIZE = 1 << 20
+MAX_ELEMENT_CHARS = 16 << 20
+MAX_DEPTH = 100
+MAX_SPOOL_BYTES = 2 << 30          # a pipe is spooled to a temporary file up to this size
 _WS = " \t\n\r"
+_OUTSIDE_STRING = re.compile(r'["\[\]{}]')
+_INSIDE_STRING = re.compile(r'["\\]')
+_NUMBER_TAIL = re.compile(r"[0-9.eE+-]*")    # what may follow a number cut by the buffer's end
+_NEAR_END = 64                     # a decode error this close to the buffer's end may be a cut token
 
 
 class TaskFileError(ValueError):
     """The file as a whole is unusable: one line naming the problem and where."""
 
 
-def iter_elements(path):
-    """Yield each element of the top-level JSON list in `path`; TaskFileError on anything else."""
+class _TooDeep(Exception):
+    """Raised by _Extent at the offset where the nesting passed the limit."""
+
+
+def _open(path):
     try:
-        f = open(path, "rb")
+        return open(path, "rb")
     except FileNotFoundError:
         raise TaskFileError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise TaskFileError(f"{path}: is a directory, not a task file") from None
     except OSError as exc:
         raise TaskFileError(f"{path}: cannot be read: {exc.strerror}") from None
+
+
+def iter_elements(path, max_element_chars=MAX_ELEMENT_CHARS, max_depth=MAX_DEPTH):
+    """Yield each element of the top-level JSON list in `path`; TaskFileError on anything else."""
+    f = _open(path)
     with f:
-        state = _Reader(path, f)
-        yield from state.elements()
+        yield from _Reader(path, f, max_element_chars, max_depth).elements()
+
+
+def check(path, max_element_chars=MAX_ELEMENT_CHARS, max_depth=MAX_DEPTH):
+    """Validate the file's structure without keeping it; return the number of elements. Only for a regular
+    file: a pipe or FIFO would be consumed by the check (TaskFile reads those in one pass)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None                  # _open names the problem
+    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        raise TaskFileError(f"{path}: is a pipe, FIFO or device, which can be read only once; give a regular "
+                            f"file")
+    count = 0
+    for _ in iter_elements(path, max_element_chars, max_depth):
+        count += 1
+    return count
+
+
+class TaskFile:
+    """A task file checked once when opened, then iterated (sequentially, as many times as needed).
+
+        with TaskFile(path) as tasks:      # TaskFileError: the file is unusable (nothing has run)
+            total = tasks.count
+            for task in tasks: ...
+
+    `path` may be a regular file, a FIFO, a pipe such as /dev/fd/63 from `<(...)`, or "-" for stdin. A
+    regular file is iterated through the descriptor that was checked, and must not change meanwhile (a
+    change is a TaskFileError); anything else is copied, while it is checked, into a private temporary
+    file in `spool_dir` (default: the system's), removed on close. Starting a new iteration invalidates
+    an unfinished earlier one."""
+
+    def __init__(self, path, max_element_chars=MAX_ELEMENT_CHARS, max_depth=MAX_DEPTH, spool_dir=None,
+                 max_spool_bytes=MAX_SPOOL_BYTES):
+        self.path = os.fspath(path)
+        self.max_element_chars, self.max_depth = max_element_chars, max_depth
+        self._file = None
+        self._spool = None
+        self._generation = 0
+        if self.path == "-":
+            source, owned = sys.stdin.buffer, False
+        else:
+            source, owned = _open(self.path), True
+        try:
+            mode = os.fstat(source.fileno()).st_mode
+            if stat.S_ISDIR(mode):
+                raise TaskFileError(f"{self.path}: is a directory, not a task file")
+            if stat.S_ISREG(mode):
+                self._file = source
+                self.spooled = False
+                self.count = self._count(source)
+                self._fingerprint = self._stat(source)
+            else:
+                self._spool = tempfile.TemporaryFile(prefix="tq-tasks-", dir=spool_dir)
+                self.spooled = True
+                self.count = self._count(_Tee(self.path, source, self._spool, max_spool_bytes))
+                self._fingerprint = None
+                if owned:
+                    source.close()
+                owned = False
+        except BaseException:
+            if owned:
+                source.close()
+            self.close()
+            raise
+
+    def _count(self, f):
+        count = 0
+        for _ in _Reader(self.path, f, self.max_element_chars, self.max_depth).elements():
+            count += 1
+        return count
+
+    @staticmethod
+    def _stat(f):
+        st = os.fstat(f.fileno())
+        return st.st_size, st.st_mtime_ns, st.st_ino
+
+    def __iter__(self):
+        f = self._spool if self._spool is not None else self._file
+        if f is None:
+            raise ValueError("TaskFile is closed")
+        if self._fingerprint is not None and self._stat(f) != self._fingerprint:
+            raise TaskFileError(f"{self.path}: changed since it was checked")
+        self._generation += 1
+        return self._elements(f, self._generation)
+
+    def _elements(self, f, generation):
+        f.seek(0)
+        for element in _Reader(self.path, f, self.max_element_chars, self.max_depth).elements():
+            if generation != self._generation:
+                raise RuntimeError("a newer iteration of this TaskFile started; this one is void")
+            yield element
+
+    def close(self):
+        for f in (self._file, self._spool):
+            if f is not None and f is not getattr(sys.stdin, "buffer", None):
+                f.close()
+        self._file = self._spool = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class _Tee:
+    """Reads from `source` and writes what it read to `spool` (a pipe can be read only once)."""
+
+    def __init__(self, path, source, spool, limit):
+        self.path, self.source, self.spool, self.limit = path, source, spool, limit
+        self.total = 0
+
+    def read(self, n):
+        data = self.source.read(n)
+        if data:
+            self.total += len(data)
+            if self.total > self.limit:
+                raise TaskFileError(f"{self.path}: more than {self.limit >> 20} MiB read from a pipe; pass a "
+                                    f"regular file instead")
+            try:
+                self.spool.write(data)
+            except OSError as exc:
+                raise TaskFileError(f"{self.path}: cannot spool the piped task file to a temporary file: "
+                                    f"{exc.strerror}") from None
+        else:
+            self.spool.flush()
+        return data
+
+
+class _Extent:
+    """Finds where one JSON value ends, fed text piece by piece, tracking string state and nesting (it does
+    not validate: the value is decoded once its end is known)."""
+
+    __slots__ = ("depth", "in_string", "escaped", "max_depth")
+
+    def __init__(self, max_depth):
+        self.depth = 0
+        self.in_string = False
+        self.escaped = False
+        self.max_depth = max_depth
+
+    def feed(self, text, pos):
+        """The offset just past the value's end in `text`, or -1 if it goes on; _TooDeep(offset)."""
+        n = len(text)
+        while pos < n:
+            if self.in_string:
+                if self.escaped:
+                    self.escaped = False
+                    pos += 1
+                    continue
+                m = _INSIDE_STRING.search(text, pos)
+                if m is None:
+                    return -1
+                pos = m.end()
+                if m.group() == "\\":
+                    self.escaped = True
+                else:
+                    self.in_string = False
+                    if self.depth == 0:
+                        return pos
+                continue
+            m = _OUTSIDE_STRING.search(text, pos)
+            if m is None:
+                return -1
+            c = m.group()
+            pos = m.end()
+            if c == '"':
+                self.in_string = True
+            elif c in "[{":
+                self.depth += 1
+                if self.depth > self.max_depth:
+                    raise _TooDeep(pos - 1)
+            else:
+                self.depth -= 1
+                if self.depth <= 0:
+                    return pos
+        return -1
 
 
 class _Reader:
-    """Cursor over the decoded text: `buf[i:]` is what is not consumed yet."""
+    """Cursor over the decoded text: `buf[i:]` is what is not consumed yet; (line, col) is the position
+    of buf[0] in the file."""
 
-    def __init__(self, path, f):
+    def __init__(self, path, f, max_element_chars=MAX_ELEMENT_CHARS, max_depth=MAX_DEPTH):
         self.path, self.f = path, f
+        self.max_element_chars = sys.maxsize if max_element_chars is None else max_element_chars
+        self.max_depth = max_depth
+        # an element this short can neither nest deeper than max_depth (each level takes two characters)
+        # nor be longer than max_element_chars: no check needed
+        self._short = min(2 * max_depth + 1, self.max_element_chars)
         self.decoder = json.JSONDecoder()
         self.utf8 = codecs.getincrementaldecoder("utf-8")("strict")
         self.buf, self.i = "", 0
         self.bytes_read = 0
         self.eof = False
-        self.line, self.line_start = 1, 0   # line number at buf[i], and the buf offset where it began
-        self.col_base = 1                    # column of buf[line_start]
+        self.line, self.col = 1, 1
+
+    # --- reading ---
+    def _read_text(self):
+        """The next piece of decoded text; "" (and eof set) at the end of the file."""
+        while True:
+            try:
+                raw = self.f.read(READ_SIZE)
+            except OSError as exc:
+                raise TaskFileError(f"{self.path}: cannot be read: {exc.strerror}") from None
+            carried = len(self.utf8.getstate()[0])   # bytes of a character split by the previous read
+            try:
+                text = self.utf8.decode(raw, final=not raw)
+            except UnicodeDecodeError as exc:
+                raise TaskFileError(f"{self.path}: not UTF-8 text (bad byte at byte "
+                                    f"{self.bytes_read - carried + exc.start})") from None
+            self.bytes_read += len(raw)
+            if not raw:
+                self.eof = True
+                return text
+            if text:
+                return text
 
     def fill(self):
         """Read more text; drop the consumed prefix first so the buffer never grows with the file."""
         if self.i:
-            self._count_lines(self.i)
-            self.col_base = self.column(self.i)
-            self.buf, self.i, self.line_start = self.buf[self.i:], 0, 0
-        raw = self.f.read(READ_SIZE)
-        carried = len(self.utf8.getstate()[0])   # bytes of a character split by the previous read
-        try:
-            text = self.utf8.decode(raw, final=not raw)
-        except UnicodeDecodeError as exc:
-            raise TaskFileError(f"{self.path}: not UTF-8 text (bad byte at byte "
-                                f"{self.bytes_read - carried + exc.start})") from None
-        if not raw:
-            self.eof = True
-        self.bytes_read += len(raw)
-        self.buf += text
+            self._advance(self.buf, self.i)
+            self.buf, self.i = self.buf[self.i:], 0
+        self.buf += self._read_text()
 
-    def _count_lines(self, upto):
-        """Move the line bookkeeping forward to buffer offset `upto`."""
-        segment = self.buf[self.line_start:upto]
-        newlines = segment.count("\n")
+    def _advance(self, text, upto):
+        """Move (line, col) past text[:upto]."""
+        line, col = self._position_after(text, upto, self.line, self.col)
+        self.line, self.col = line, col
+
+    @staticmethod
+    def _position_after(text, upto, line, col):
+        newlines = text.count("\n", 0, upto)
         if newlines:
-            self.line += newlines
-            self.line_start = self.line_start + segment.rfind("\n") + 1
-            self.col_base = 1
-
-    def column(self, offset):
-        return self.col_base + (offset - self.line_start)
+            return line + newlines, upto - text.rfind("\n", 0, upto)
+        return line, col + upto
 
     def where(self, offset=None):
         offset = self.i if offset is None else offset
-        self._count_lines(offset)
-        return f"line {self.line} column {self.column(offset)}"
+        line, col = self._position_after(self.buf, offset, self.line, self.col)
+        return f"line {line} column {col}"
 
     def skip_ws(self):
         """Skip whitespace; return the next character or "" at the end of the file."""
@@ -93,12 +317,12 @@ class _Reader:
                 return ""
             self.fill()
 
+    # --- the list ---
     def elements(self):
         path = self.path
         self.fill()
         if self.buf.startswith("\ufeff"):
-            self.i = 1
-            self.line_start = 1
+            self.buf = self.buf[1:]
         c = self.skip_ws()
         if c == "":
             raise TaskFileError(f"{path}: empty file (expected a JSON list of tasks)")
@@ -133,30 +357,135 @@ class _Reader:
         if self.skip_ws() != "":
             raise TaskFileError(f"{path}: extra data after the task list at {self.where()}")
 
+    # --- one element ---
     def _decode_one(self, index):
+        """The element starting at buf[i]. Fast path: raw_decode in the buffer. When the element runs
+        past the buffer (or nests too deep for the json module), _decode_long finds its end first."""
         while True:
+            buf, i = self.buf, self.i
             try:
-                element, end = self.decoder.raw_decode(self.buf, self.i)
-                if end == len(self.buf) and not self.eof and isinstance(element, (int, float)):
-                    raise ValueError("a number at the end of the buffer may continue")
-            except ValueError as exc:
+                element, end = self.decoder.raw_decode(buf, i)
+            except RecursionError:
+                return self._decode_long(index)
+            except json.JSONDecodeError as exc:
                 if self.eof:
-                    truncated = not isinstance(exc, json.JSONDecodeError) or exc.pos >= len(self.buf.rstrip()) \
-                        or exc.msg.startswith("Unterminated string")
-                    if not truncated:
-                        raise TaskFileError(f"{self.path}: not valid JSON at {self.where(exc.pos)} "
-                                            f"(task #{index + 1}): {exc.msg}") from None
-                    raise TaskFileError(f"{self.path}: truncated JSON inside task #{index + 1} "
-                                        f"(starting at {self.where()})") from None
-                self.fill()
+                    self._raise_decode_error(exc, buf, i, index)
+                if exc.pos < len(buf) - _NEAR_END and not exc.msg.startswith("Unterminated string"):
+                    self._raise_decode_error(exc, buf, i, index)     # a real error, whatever follows
+                if buf[i] not in '[{"':      # a number or literal cut by the buffer's end: short, read on
+                    self.fill()
+                    continue
+                return self._decode_long(index)
+            except ValueError:               # int() refused a number: more than 4300 digits
+                raise TaskFileError(self._too_big_number(index, self.where(i))) from None
+            if end + 2 >= len(buf) and not self.eof and isinstance(element, (int, float)) \
+                    and _NUMBER_TAIL.fullmatch(buf, end):
+                self.fill()                  # a number cut by the buffer's end ("12", "1.", "1e-") may go on
                 continue
+            if end - i > self._short:       # long enough to pass a limit (a typical task is not)
+                self._check_size_and_depth(buf, i, end, index)
             self.i = end
             return element
 
+    def _check_size_and_depth(self, buf, start, end, index):
+        """The limits for an element decoded in the buffer, the same as _decode_long applies."""
+        if end - start > self.max_element_chars:
+            raise TaskFileError(self._too_long(index, self.where(start)))
+        # every '[' or '{' counted (strings included) bounds the depth from above; scan only when it could
+        # pass the limit
+        if buf.count("[", start, end) + buf.count("{", start, end) > self.max_depth:
+            try:
+                _Extent(self.max_depth).feed(buf, start)
+            except _TooDeep as deep:
+                raise TaskFileError(self._too_deep(index, self.where(deep.args[0]))) from None
 
-def check(path):
-    """Validate the file's structure without keeping it; return the number of elements."""
-    count = 0
-    for _ in iter_elements(path):
-        count += 1
-    return count
+    def _decode_long(self, index):
+        """Collect the element's text piece by piece until its end is found (linear in its length, never
+        more than max_element_chars held), then decode it once."""
+        start_where = self.where()
+        self._advance(self.buf, self.i)
+        start_line, start_col = self.line, self.col
+        first = self.buf[self.i:]
+        pieces = [first]
+        have = len(first)
+        extent = _Extent(self.max_depth)
+        text, offset, base = first, 0, 0     # `base`: offset of the current piece in the element's text
+        while True:
+            try:
+                end = extent.feed(text, offset)
+            except _TooDeep as deep:
+                line, col = self._position_after("".join(pieces), base + deep.args[0], start_line, start_col)
+                raise TaskFileError(self._too_deep(index, f"line {line} column {col}")) from None
+            if end >= 0:
+                break
+            if have > self.max_element_chars:
+                self._fail_long(pieces, index, start_where, start_line, start_col, "too long")
+            if self.eof:
+                self._fail_long(pieces, index, start_where, start_line, start_col, "truncated")
+            text = self._read_text()
+            offset = 0
+            base = have
+            if text:
+                pieces.append(text)
+                have += len(text)
+        length = base + end
+        if length > self.max_element_chars:
+            raise TaskFileError(self._too_long(index, start_where))
+        rest = pieces[-1][end:]
+        pieces[-1] = pieces[-1][:end]
+        whole = pieces[0] if len(pieces) == 1 else "".join(pieces)
+        del pieces
+        try:
+            element, stop = self.decoder.raw_decode(whole)
+        except json.JSONDecodeError as exc:
+            line, col = self._position_after(whole, exc.pos, start_line, start_col)
+            raise TaskFileError(f"{self.path}: not valid JSON at line {line} column {col} (task #{index + 1}): "
+                                f"{exc.msg}") from None
+        except ValueError:
+            raise TaskFileError(self._too_big_number(index, start_where)) from None
+        if stop != len(whole):
+            line, col = self._position_after(whole, stop, start_line, start_col)
+            raise TaskFileError(f"{self.path}: not valid JSON at line {line} column {col} (task #{index + 1}): "
+                                f"unbalanced brackets")
+        self.line, self.col = self._position_after(whole, len(whole), start_line, start_col)
+        self.buf, self.i = rest, 0
+        return element
+
+    def _fail_long(self, pieces, index, start_where, start_line, start_col, why):
+        """The element did not end (within the limit, or before the end of the file): report a real JSON
+        error inside it if there is one, else what happened."""
+        whole = "".join(pieces)
+        try:
+            self.decoder.raw_decode(whole)
+        except json.JSONDecodeError as exc:
+            if exc.pos < len(whole) - _NEAR_END and not exc.msg.startswith("Unterminated string"):
+                line, col = self._position_after(whole, exc.pos, start_line, start_col)
+                raise TaskFileError(f"{self.path}: not valid JSON at line {line} column {col} "
+                                    f"(task #{index + 1}): {exc.msg}") from None
+        except (ValueError, RecursionError):
+            pass
+        if why == "too long":
+            raise TaskFileError(self._too_long(index, start_where))
+        raise TaskFileError(f"{self.path}: truncated JSON inside task #{index + 1} (starting at {start_where})")
+
+    def _raise_decode_error(self, exc, buf, start, index):
+        truncated = exc.pos >= len(buf.rstrip()) or exc.msg.startswith("Unterminated string")
+        if not truncated:
+            raise TaskFileError(f"{self.path}: not valid JSON at {self.where(exc.pos)} "
+                                f"(task #{index + 1}): {exc.msg}") from None
+        raise TaskFileError(f"{self.path}: truncated JSON inside task #{index + 1} "
+                            f"(starting at {self.where(start)})") from None
+
+    def _too_long(self, index, where):
+        return (f"{self.path}: task #{index + 1} (starting at {where}) is longer than the limit of "
+                f"{self.max_element_chars:,} characters for one task")
+
+    def _too_deep(self, index, where):
+        return (f"{self.path}: task #{index + 1} nests deeper than {self.max_depth} levels (at {where})")
+
+    def _too_big_number(self, index, where):
+        return (f"{self.path}: task #{index + 1} (starting at {where}) holds a number with more digits than "
+                f"Python converts (4300)")
+
+
+__all__ = ["TaskFile", "TaskFileError", "check", "iter_elements", "READ_SIZE", "MAX_ELEMENT_CHARS", "MAX_DEPTH"]

@@ -4,6 +4,10 @@
 waits for its `listening on http://HOST:PORT` line; `ServerProcess` stops (SIGTERM, then SIGKILL) or kills
 it. The server is started by argument list, never imported: the harness sits below the lab's CLIs.
 Objects live on the server at <root>/<bucket>/<key> (`bucket_root`).
+
+A token goes to the child in its environment (TQ_STORE_TOKEN), never on its command line (where `ps`
+shows it); without one, a TQ_STORE_TOKEN of the parent's environment is not passed on, so the server
+needs no token unless asked to (`ServerProcess.token` is what a client must send, or "").
 """
 import os
 import re
@@ -23,8 +27,9 @@ _LISTENING = re.compile(rb"listening on (http://(\S+):(\d+))")
 class ServerProcess:
     """A running `objects serve` child: `.url`, `.port`, `.pid`, `.stop()`; a context manager."""
 
-    def __init__(self, proc, url, port, stderr_file):
+    def __init__(self, proc, url, port, stderr_file, token=""):
         self.proc = proc
+        self.token = token
         self.url = url
         self.port = port
         self.pid = proc.pid
@@ -74,22 +79,32 @@ class ServerProcess:
         self.stop()
 
 
-def server_argv(root, latency_ms=0.0, error_rate=0.0, seed=0, python=None, host="127.0.0.1", port=0):
+def server_argv(root, latency_ms=0.0, error_rate=0.0, seed=0, python=None, host="127.0.0.1", port=0,
+                allowed_hosts=(), max_connections=None):
     """The argument list that starts the server. It runs `-m lab.objects_cli serve` (the same code as
     `python -m lab objects serve`) so that the server does not depend on every other `python -m lab`
-    subcommand module importing cleanly."""
-    return [python or default_python(), "-m", "lab.objects_cli", "serve", "--root", os.fspath(root),
+    subcommand module importing cleanly. (A token is passed in the environment: start_server_process.)"""
+    argv = [python or default_python(), "-m", "lab.objects_cli", "serve", "--root", os.fspath(root),
             "--host", host, "--port", str(int(port)), "--latency-ms", repr(float(latency_ms)),
             "--error-rate", repr(float(error_rate)), "--seed", str(seed), "--exit-with-parent"]
+    for name in allowed_hosts:
+        argv += ["--allow-host", name]
+    if max_connections is not None:
+        argv += ["--max-connections", str(int(max_connections))]
+    return argv
 
 
 def start_server_process(root, latency_ms=0.0, error_rate=0.0, seed=0, python=None, host="127.0.0.1",
-                         port=0, startup_timeout=15.0):
-    """Start the object server as a child process and wait (up to startup_timeout) for its port line."""
-    argv = server_argv(root, latency_ms, error_rate, seed, python, host, port)
+                         port=0, startup_timeout=15.0, token="", allowed_hosts=(), max_connections=None):
+    """Start the object server as a child process and wait (up to startup_timeout) for its port line.
+    With `token`, the server answers only requests that carry `Authorization: Bearer <token>`."""
+    argv = server_argv(root, latency_ms, error_rate, seed, python, host, port, allowed_hosts, max_connections)
     env = dict(os.environ)
     env["PYTHONPATH"] = REPO_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["PYTHONUNBUFFERED"] = "1"
+    env.pop("TQ_STORE_TOKEN", None)
+    if token:
+        env["TQ_STORE_TOKEN"] = token
     stderr_file = tempfile.TemporaryFile()
     proc = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=stderr_file)
@@ -121,7 +136,7 @@ def start_server_process(root, latency_ms=0.0, error_rate=0.0, seed=0, python=No
         if isinstance(exc, (TimeoutError, RuntimeError)):
             raise RuntimeError(f"{exc}; argv={argv}; stderr: {tail}") from None
         raise
-    return ServerProcess(proc, match.group(1).decode(), int(match.group(3)), stderr_file)
+    return ServerProcess(proc, match.group(1).decode(), int(match.group(3)), stderr_file, token=token or "")
 
 
 def bucket_root(server_root, bucket=DEFAULT_BUCKET):

@@ -493,20 +493,22 @@ def test_put_cut_short_leaves_nothing(srv, store, kind):
     store.write_all("obj", b"old version")
     before = srv.stats["aborted_uploads"]
     if kind == "content-length":
-        head = b"PUT /store/obj HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"
+        head = b"PUT /store/obj HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000\r\n\r\n"
         part = b"n" * 100_000
     else:
-        head = b"PUT /store/obj HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        head = b"PUT /store/obj HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
         part = b"%x\r\n%s\r\n" % (50_000, b"n" * 50_000)
         part += b"%x\r\n%s" % (50_000, b"n" * 10_000) if kind == "chunked-mid-chunk" else b""
     sock = _cut_upload(srv.port, head, part)
     try:
-        directory = os.path.join(srv.root, "store")
+        directory = srv.uploads.dir             # <root>/.tq-uploads/srv-*/: not reachable by any key
         poll(lambda: any(f.endswith(TMP_SUFFIX) for f in os.listdir(directory)), what="the temp file")
         # while the upload is in flight, readers see the old object and cannot reach the temp file
         assert store.read_all("obj") == b"old version"
         temp = next(f for f in os.listdir(directory) if f.endswith(TMP_SUFFIX))
         assert raw_request(srv.port, "GET", "/store/" + temp)[0] == 400
+        rel = os.path.relpath(os.path.join(directory, temp), srv.root).replace(os.sep, "/")
+        assert raw_request(srv.port, "GET", "/" + rel)[0] == 400
     finally:
         sock.close()
     assert srv.wait_for(lambda st: st["aborted_uploads"] > before, timeout=5)

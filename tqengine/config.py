@@ -122,6 +122,8 @@ class Config:
     store: str = setting("local", "str", "object store: a local directory or an HTTP object store",
                          choices=STORES)
     store_url: str = setting("", "str", "base URL of the HTTP object store when store=http")
+    store_token: str = setting("", "str", "store=http: bearer token the object server wants (its --token), if any; "
+                               "never written to metrics or logs")
     http_client: str = setting(DEFAULT_HTTP_CLIENT, "str", "HTTP object-store client: stdlib (http.client "
                                "pool) or requests; same behaviour and errors (docs/HTTP_STORE.md)",
                                choices=HTTP_CLIENTS)

@@ -90,7 +90,8 @@ class WorkerPool:
         try:
             unfinished = self.state.unfinished() if cfg.recover else []   # before any thread starts
             self.objects = make_store(cfg.store, cfg.store_root, cfg.store_url, cfg.chunk_size, cfg.max_workers,
-                                      client=cfg.http_client, max_read_bytes=cfg.max_source_bytes,
+                                      client=cfg.http_client, token=cfg.store_token,
+                                      max_read_bytes=cfg.max_source_bytes,
                                       allow_hard_links=cfg.allow_hard_links)
             removed = self.objects.remove_temp_files()
             if cfg.store == "http":     # a wrong or dead URL: one clear error, not every task dead
@@ -327,7 +328,11 @@ class WorkerPool:
     def metrics_snapshot(self, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """The metrics JSON (docs/CONTRACTS.md) from the engine's side; never blocks on the queue."""
         cfg = self.config
-        return self.metrics.snapshot(params=params if params is not None else asdict(cfg),
+        if params is None:
+            params = asdict(cfg)
+            if params.get("store_token"):
+                params["store_token"] = "(set)"      # a secret: never written to metrics files
+        return self.metrics.snapshot(params=params,
                                      tasks_submitted=self.submitted, latency_ms=cfg.latency_ms,
                                      idle=self.flights.active == 0)
 

@@ -15,12 +15,13 @@ __all__ = ["ObjectStore", "LocalObjectStore", "make_store"]
 
 def make_store(kind: str, root: str | None, url: str | None, chunk_size: int = 64 * 1024,
                pool_size: int = 8, client: str = DEFAULT_HTTP_CLIENT, max_read_bytes: int | None = None,
-               allow_hard_links: bool = False, **http_options: object) -> ObjectStore:
+               allow_hard_links: bool = False, token: str = "", **http_options: object) -> ObjectStore:
     """LocalObjectStore(root) for kind "local", HttpObjectStore(url) for kind "http" (root unused);
     ConfigError for anything else or a missing root/URL. pool_size = threads calling at once (the
     engine's max_workers); the HTTP store keeps 2 * pool_size connections. `client` picks the HTTP
-    transport: "stdlib" (default) or "requests". `max_read_bytes` bounds a source; `allow_hard_links` lets the
-    local store read sources with other hard links."""
+    transport: "stdlib" (default) or "requests"; `token` (store=http) is sent as `Authorization: Bearer`.
+    `max_read_bytes` bounds a source; `allow_hard_links` lets the local store read sources with other
+    hard links."""
     if kind == "local":
         if not root:
             raise ConfigError("store=local needs store_root")
@@ -30,6 +31,6 @@ def make_store(kind: str, root: str | None, url: str | None, chunk_size: int = 6
         if not url:
             raise ConfigError("store=http needs store_url (e.g. from start_server_process(...).url)")
         from .http import HttpObjectStore
-        return HttpObjectStore(url, chunk_size=chunk_size, pool_size=pool_size, client=client,
+        return HttpObjectStore(url, chunk_size=chunk_size, pool_size=pool_size, client=client, token=token,
                                **http_options)  # type: ignore[arg-type]
     raise ConfigError(f"store must be 'local' or 'http', not {kind!r}")

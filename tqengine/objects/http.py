@@ -46,7 +46,7 @@ import re
 import urllib.parse
 
 from ..config import DEFAULT_HTTP_CLIENT, HTTP_CLIENTS
-from ..errors import (ConfigError, ObjectNotFound, StoreClientError, StoreConnectionError,
+from ..errors import (ConfigError, ObjectNotFound, ResourceError, StoreClientError, StoreConnectionError,
                       StoreServerError, ValidationError)
 from ..tasks import check_key
 from .base import ObjectStore
@@ -59,6 +59,8 @@ DEFAULT_CLIENT = DEFAULT_HTTP_CLIENT
 _TRANSIENT_STATUS = (408, 429)
 ERROR_BODY_MAX = 64 * 1024     # an error answer's body is read (for its message) up to this size
 _PUT_HEADERS = {"Content-Type": "application/octet-stream"}
+# what a Bearer credential may be (RFC 6750 b64token); the object server checks tokens by the same rule
+TOKEN_RE = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 
 
 class HttpObjectStore(ObjectStore):
@@ -68,7 +70,7 @@ class HttpObjectStore(ObjectStore):
     else, errors included, is the same for both."""
 
     def __init__(self, base_url, bucket=DEFAULT_BUCKET, chunk_size=64 * 1024, pool_size=8,
-                 timeout=DEFAULT_TIMEOUT, connections=None, client=DEFAULT_CLIENT):
+                 timeout=DEFAULT_TIMEOUT, connections=None, client=DEFAULT_CLIENT, token=""):
         if not isinstance(base_url, str) or not re.match(r"https?://[^/\s]+", base_url):
             raise ConfigError(f"store_url must be http(s)://host:port, not {base_url!r}")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", bucket or "") or bucket in (".", ".."):
@@ -77,6 +79,8 @@ class HttpObjectStore(ObjectStore):
             raise ConfigError("chunk_size and pool_size must be positive")
         if connections is not None and int(connections) <= 0:
             raise ConfigError("connections must be positive")
+        if token and (not isinstance(token, str) or not TOKEN_RE.fullmatch(token)):
+            raise ConfigError("store_token must be letters, digits and -._~+/ (optionally ending in =)")
         if client not in TRANSPORTS:
             raise ConfigError(f"http client must be one of {', '.join(CLIENTS)}, not {client!r}")
         parts = urllib.parse.urlsplit(base_url)
@@ -95,6 +99,10 @@ class HttpObjectStore(ObjectStore):
         self.timeout = timeout
         self.client = client
         self._prefix = parts.path.rstrip("/") + "/" + urllib.parse.quote(bucket) + "/"
+        # with a token every request carries it (the server answers 401 without it); built once
+        auth = {"Authorization": f"Bearer {token}"} if token else {}
+        self._headers = auth or None
+        self._put_headers = {**_PUT_HEADERS, **auth}
         self._transport = TRANSPORTS[client](
             parts.scheme, host, port or (443 if parts.scheme == "https" else 80), parts.netloc,
             self.connections, timeout, Counts(self.connections))
@@ -141,7 +149,7 @@ class HttpObjectStore(ObjectStore):
         """Start the download now (ObjectNotFound/ValidationError/TransientError raise here) and return
         an iterator of chunk_size pieces; transport failures while iterating raise TransientError. The
         response is closed when the iterator ends, fails or is closed/abandoned."""
-        answer, what = self._send("GET", key)
+        answer, what = self._send("GET", key, headers=self._headers)
         if answer.status != 200:
             self._fail(answer, key, what)
         return self._iter_body(answer, what)
@@ -168,7 +176,7 @@ class HttpObjectStore(ObjectStore):
 
     def read_all(self, key):
         """The whole object in one call."""
-        answer, what = self._send("GET", key)
+        answer, what = self._send("GET", key, headers=self._headers)
         if answer.status != 200:
             self._fail(answer, key, what)
         try:
@@ -209,7 +217,7 @@ class HttpObjectStore(ObjectStore):
                     raise SourceFailed() from exc
 
         try:
-            answer = self._transport.stream_put(target, blocks(), _PUT_HEADERS)
+            answer = self._transport.stream_put(target, blocks(), self._put_headers)
         except BaseException as exc:
             if state["source_error"] is not None:
                 raise state["source_error"] from None
@@ -238,7 +246,7 @@ class HttpObjectStore(ObjectStore):
     def write_all(self, key, data):
         """Upload `data` (bytes-like) in one PUT with Content-Length; returns (bytes, sha256 hex)."""
         data = bytes(data)
-        answer, what = self._send("PUT", key, body=data, headers=_PUT_HEADERS)
+        answer, what = self._send("PUT", key, body=data, headers=self._put_headers)
         return self._finish_put(answer, key, what, len(data), hashlib.sha256(data).hexdigest())
 
     def _finish_put(self, answer, key, what, nbytes, sha):
@@ -265,7 +273,7 @@ class HttpObjectStore(ObjectStore):
         return self._head(key)
 
     def _head(self, key):
-        answer, what = self._send("HEAD", key)
+        answer, what = self._send("HEAD", key, headers=self._headers)
         if answer.status not in (200, 404):
             self._fail(answer, key, what, head=True)
         length = answer.header("Content-Length")
@@ -282,12 +290,13 @@ class HttpObjectStore(ObjectStore):
         return 0
 
     def ping(self):
-        """Check that an HTTP server answers at base_url (any status will do): the engine calls this at
-        start, so a wrong or dead URL is one clear error instead of every task failing. Raises the mapped
-        TransientError (StoreConnectionError, StoreTimeout) when nothing answers."""
+        """Check that an HTTP server answers at base_url and lets us in: the engine calls this at start,
+        so a wrong or dead URL, a missing token or a refused Host is one clear error instead of every task
+        failing. Raises the mapped TransientError (StoreConnectionError, StoreTimeout) when nothing
+        answers, ConfigError for 401 (token) and 421 (Host); any other status will do."""
         what = f"HEAD {self.base_url}{self._prefix}"
         try:
-            answer = self._transport.request("HEAD", self._prefix)
+            answer = self._transport.request("HEAD", self._prefix, headers=self._headers)
         except TRANSPORT_ERRORS as exc:
             raise map_request_error(exc, what) from exc
         try:
@@ -296,6 +305,12 @@ class HttpObjectStore(ObjectStore):
             answer.discard()
         else:
             answer.release()
+        if answer.status == 401:
+            hint = "the store_token given is not its token" if self._headers else "set store_token (TQ_STORE_TOKEN)"
+            raise ConfigError(f"the object store at {self.base_url} wants a token (HTTP 401): {hint}")
+        if answer.status == 421:
+            raise ConfigError(f"the object store at {self.base_url} does not answer for that host name "
+                              f"(HTTP 421): use a loopback address, or start the server with --allow-host NAME")
         return answer.status
 
     def close(self):
@@ -309,6 +324,8 @@ class HttpObjectStore(ObjectStore):
             raise ObjectNotFound(f"source object {key[:200]!r} does not exist ({message})")
         if status == 400:
             raise ValidationError(message)
+        if status == 507:       # the server's disk is full: the machine's fault, not the task's
+            raise ResourceError(f"{message}: the object store is full", "object store disk full")
         if status >= 500 or status in _TRANSIENT_STATUS:
             raise StoreServerError(message, status)
         if 400 <= status < 500:
