@@ -24,6 +24,24 @@ def _fill(q, n):
     assert all(q.offer(f"item{i}") for i in range(n))
 
 
+def _call_within(seconds, fn, *args):
+    """fn(*args) in a daemon thread; (True, value, elapsed s) if it returned within `seconds`, else
+    (False, None, seconds): a call that blocks fails an assertion instead of hanging the test."""
+    box = []
+    done = threading.Event()
+
+    def call():
+        t0 = time.perf_counter()
+        value = fn(*args)
+        box.append((value, time.perf_counter() - t0))
+        done.set()
+
+    threading.Thread(target=call, daemon=True).start()
+    if not done.wait(seconds):
+        return False, None, seconds
+    return True, box[0][0], box[0][1]
+
+
 def _drain(q):
     items = []
     while True:
@@ -38,9 +56,10 @@ def test_fail_fast_offer_on_a_full_queue_refuses_at_once():
     _fill(q, 3)
     times = []
     for _ in range(5):
-        t0 = time.perf_counter()
-        assert q.offer("extra") is False
-        times.append(time.perf_counter() - t0)
+        returned, accepted, took = _call_within(1.0, q.offer, "extra")
+        assert returned, "fail_fast offer blocked on a full queue"
+        assert accepted is False
+        times.append(took)
     assert max(times) < 0.05, f"fail_fast waited {max(times):.3f} s for room"
     assert metrics.counters()["enqueued"] == 3              # refusals are not counted as enqueued
     assert _drain(q) == ["item0", "item1", "item2"]          # nothing refused got in, FIFO order
@@ -110,9 +129,9 @@ def test_requeue_waits_for_room_and_gives_up_only_when_stopping():
     _fill(q, 1)
     stopping = threading.Event()
     stopping.set()
-    t0 = time.perf_counter()
-    assert q.requeue("retry", stopping.is_set, poll_s=0.02) is False
-    assert time.perf_counter() - t0 < 0.5, "requeue did not notice the stop"
+    returned, requeued, took = _call_within(2.0, q.requeue, "retry", stopping.is_set, 0.02)
+    assert returned and requeued is False, "requeue on a full queue did not notice the stop"
+    assert took < 0.5, took
     stopping.clear()
     result = []
     t = threading.Thread(target=lambda: result.append(q.requeue("retry", stopping.is_set, poll_s=0.02)))
@@ -137,12 +156,12 @@ def test_get_returns_none_after_its_timeout_and_items_in_order():
 
 def test_wake_never_blocks_and_stop_markers_are_not_queue_depth():
     q, metrics = _queue(maxsize=2)
-    q.wake(3)                               # room for 2: the third is dropped, not waited for
+    returned, _value, _took = _call_within(1.0, q.wake, 3)   # room for 2: the third is dropped, not waited for
+    assert returned, "wake blocked on a full queue"
     assert [q.get(0.1), q.get(0.1), q.get(0.1)] == [STOP, STOP, None]
     _fill(q, 2)
-    t0 = time.perf_counter()
-    q.wake(5)
-    assert time.perf_counter() - t0 < 0.05
+    returned, _value, took = _call_within(1.0, q.wake, 5)
+    assert returned and took < 0.05, "wake blocked on a full queue"
     snap = metrics.snapshot()
     assert snap["queue_depth"]["max"] == 2 and metrics.counters()["dequeued"] == 0
 
