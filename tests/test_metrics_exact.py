@@ -199,3 +199,75 @@ def test_final_statuses_map_to_their_counters_and_only_processed_tasks_have_late
     assert (c["succeeded"], c["dead_lettered"], c["rejected"]) == (1, 1, 1)
     assert sum(c.values()) == 3
     assert metrics.snapshot(idle=True)["latency_ms"]["mean"] == pytest.approx(15.0, **EXACT)
+
+
+def test_queue_depth_held_until_the_end_of_the_window_counts():
+    """The depth the queue is at when the window ends counts up to that end (it is most of this run)."""
+    metrics = Metrics(1)
+    metrics.submitted()
+    metrics.depth_changed(+1)
+    metrics.depth_changed(+1)
+    threading.Event().wait(0.2)             # two tasks queued for 0.2 s: the time at a depth is measured
+    metrics.final("success", 1.0)
+    depth = metrics.snapshot(idle=True)["queue_depth"]
+    assert depth["max"] == 2 and depth["p95"] == 2.0
+    assert 1.9 <= depth["mean"] <= 2.0, depth
+
+
+def test_queue_depth_before_the_first_submission_is_not_part_of_the_window():
+    """Depth moves before any submission (recovered tasks at start) do not count in the run's window."""
+    metrics = Metrics(1)
+    for _ in range(5):
+        metrics.depth_changed(+1)           # recovery queues five tasks ...
+    threading.Event().wait(0.15)            # ... which wait 0.15 s before the run begins
+    for _ in range(5):
+        metrics.depth_changed(-1, dequeued=True)
+    metrics.submitted()
+    threading.Event().wait(0.05)            # the run itself: an empty queue
+    metrics.final("success", 1.0)
+    depth = metrics.snapshot(idle=True)["queue_depth"]
+    assert depth["mean"] == pytest.approx(0.0, abs=0.05) and depth["p95"] == 0.0, depth
+
+
+def test_trial_columns_read_the_field_their_name_says():
+    from tqcontract.metrics import TRIAL_COLUMNS
+
+    def path_from_name(column):
+        if column.startswith("latency_") and column.endswith("_ms"):
+            return ("latency_ms", column[len("latency_"):-len("_ms")])
+        if column in COUNTERS:
+            return ("counters", column)
+        if column.startswith("queue_depth_"):
+            return ("queue_depth", column[len("queue_depth_"):])
+        return (column,)
+
+    assert len({c for c, _ in TRIAL_COLUMNS}) == len(TRIAL_COLUMNS)
+    for column, path in TRIAL_COLUMNS:
+        assert path == path_from_name(column), (column, path)
+    names = {c for c, _ in TRIAL_COLUMNS}
+    assert set(COUNTERS) <= names and {f"latency_{f}_ms" for f in LATENCY_FIELDS} <= names
+
+
+def test_dig_walks_dicts_only():
+    from tqcontract.metrics import dig
+    doc = {"a": {"b": {"c": 3}}, "n": 5, "l": [1]}
+    assert dig(doc, ("a", "b", "c")) == 3
+    assert dig(doc, ("a", "x")) is None
+    assert dig(doc, ("n", "b")) is None          # a number is not a level
+    assert dig(doc, ("l", "0")) is None
+    assert dig(None, ("a",)) is None
+    assert dig(doc, ()) == doc
+
+
+def test_unknown_metrics_has_every_implementation_field_as_null():
+    from tqcontract.metrics import IMPLEMENTATION_FIELDS, unknown_metrics
+    block = unknown_metrics()
+    assert tuple(block) == IMPLEMENTATION_FIELDS
+    assert block["counters"] == dict.fromkeys(COUNTERS)
+    assert block["queue_depth"] == {"max": None, "mean": None, "p95": None}
+    assert block["rates"] == {"enqueue_per_s": None, "dequeue_per_s": None}
+    assert block["thread_utilization"] is None
+    shape = Metrics(1).snapshot()
+    for field in IMPLEMENTATION_FIELDS:     # the engine fills the same shape the unknown block stands for
+        if isinstance(block[field], dict):
+            assert set(shape[field]) == set(block[field]), field
