@@ -234,3 +234,34 @@ def test_result_record_fields(tmp_path):
     import hashlib
     with open(output_path(tmp_path, r.output_key), "rb") as f:
         assert hashlib.sha256(f.read()).hexdigest() == r.output_digest
+
+
+@pytest.mark.timeout(30)
+def test_a_retry_waits_its_attempts_backoff_not_the_cap(tmp_path):
+    """Full jitter after attempt 1 is U(0, base): with base 10 ms and cap 5 s, tasks that fail once and then
+    succeed finish in well under a second."""
+    tasks = workload(tmp_path, 30, seed=89, object_bytes=OBJECT_BYTES)
+    expected = [expected_outcome(t, transient=0.5, permanent=0.0, max_attempts=2) for t in tasks]
+    retried = [i for i, e in enumerate(expected) if e == ("success", 2, None)]
+    assert len(retried) >= 3
+    cfg = engine_config(tmp_path, transient_rate=0.5, seed=SEED, max_attempts=2, backoff_base_s=0.01,
+                        backoff_cap_s=5.0)
+    with WorkerPool(cfg) as pool:
+        results = [h.result(20) for h in pool.submit_many(tasks)]
+    assert [(r.status, r.attempts) for r in results] == [e[:2] for e in expected]
+    slowest = max(results[i].latency_ms for i in retried)
+    assert slowest < 1000, f"a retry after attempt 1 waited {slowest:.0f} ms (base 10 ms, cap 5 s)"
+
+
+@pytest.mark.timeout(30)
+def test_dead_tasks_count_in_the_engines_latency(tmp_path):
+    """Latency is submit to final result for every processed task, dead ones included."""
+    tasks = workload(tmp_path, 10, seed=90, object_bytes=OBJECT_BYTES)
+    cfg = engine_config(tmp_path, permanent_rate=1.0, latency_ms=30.0, max_workers=10)
+    with WorkerPool(cfg) as pool:
+        results = [h.result(20) for h in pool.submit_many(tasks)]
+        snap = pool.metrics_snapshot()
+    assert {r.status for r in results} == {"dead"}
+    lat = snap["latency_ms"]
+    assert lat["max"] is not None and lat["p50"] >= 29.0, lat
+    assert lat["max"] == pytest.approx(max(r.latency_ms for r in results), rel=0.2, abs=5.0)
