@@ -19,7 +19,8 @@ def contract_plan(s, k, a, latency_ms, jitter_ms, transient_rate, permanent_rate
     return latency_s, None
 
 
-@pytest.mark.parametrize("latency_ms, jitter_ms", [(5.0, 0.0), (5.0, 2.0), (1.0, 4.0), (0.0, 3.0), (20.0, 20.0)])
+@pytest.mark.parametrize("latency_ms, jitter_ms", [(5.0, 0.0), (5.0, 2.0), (1.0, 4.0), (0.0, 3.0), (20.0, 20.0),
+                                                  (3.0, 0.5), (0.2, 0.1)])
 def test_plan_is_the_contract_formula(latency_ms, jitter_ms):
     for i in range(400):
         args = (i % 5, f"img/{i}.raw#100x100", 1 + i % 4, latency_ms, jitter_ms, 0.3, 0.1)

@@ -28,6 +28,9 @@ def base(**changes):
     ({"fixed": {"count": 20, "duplicate_rate": -0.1}}, "fixed.duplicate_rate"),
     ({"fixed": {"count": 20, "latency_ms": float("nan")}}, "fixed.latency_ms"),
     ({"fixed": {"count": 20, "object_kib": -1}}, "fixed.object_kib"),
+    ({"name": "a/b"}, "name"),                                           # it names the output folder
+    ({"name": "a\\b"}, "name"),
+    ({"name": ".hidden"}, "name"),
 ])
 def test_refused_at_the_edge(change, key):
     with pytest.raises(gridmod.GridError) as info:
@@ -39,9 +42,27 @@ def test_refused_at_the_edge(change, key):
     {"fixed": {"count": 1}}, {"axes": {"clients": [1]}}, {"seed": 0}, {"seed": 2 ** 63 - 1}, {"repeats": 1000},
     {"repeats": 1}, {"fixed": {"count": 20, "load": "open", "rate": 0.5}},
     {"fixed": {"count": 20, "transient_rate": 1.0, "permanent_rate": 0.0, "object_kib": 0}},
+    {"axes": {"workers": [1, 1024]}}, {"name": "a.b-c_9"},
 ])
 def test_allowed_at_the_edge(change):
     gridmod.validate(base(**change))
+
+
+@pytest.mark.xfail(strict=True, reason="bug: the grid accepts workers up to 4096, but the engine refuses "
+                                        "max_workers > 1024, so such a grid passes the check and every engine "
+                                        "trial fails at run time (README: out-of-range values exit 2 before "
+                                        "anything runs)")
+def test_workers_the_engine_refuses_are_refused_by_the_grid():
+    from tqengine import Config, ConfigError
+    with pytest.raises(ConfigError):
+        Config(max_workers=2048).validate()
+    with pytest.raises(gridmod.GridError):
+        gridmod.validate(base(axes={"workers": [2048]}))
+
+
+def test_plan_order_is_the_run_order():
+    plan = gridmod.plan(gridmod.validate(base()))
+    assert [t["order"] for t in plan] == list(range(len(plan)))
 
 
 def test_implementations_come_out_in_canonical_order():
@@ -94,3 +115,16 @@ def test_axes_override_defaults_and_configurations_cover_the_product():
     configs = gridmod.configurations(g)
     assert len(configs) == 12 and len({gridmod.config_id(c) for c in configs}) == 12
     assert configs[0] == {"workers": 2, "mode": "fail_fast", "clients": 1}
+
+
+def test_the_grid_hash_ignores_the_description_and_repeats_only():
+    g = gridmod.validate(base(description="first words"))
+    assert gridmod.grid_hash(g) == gridmod.grid_hash(gridmod.validate(base(description="other words", repeats=9)))
+    assert gridmod.grid_hash(g) != gridmod.grid_hash(gridmod.validate(base(name="u")))
+    assert gridmod.grid_hash(g) != gridmod.grid_hash(gridmod.validate(base(implementations=["engine"])))
+
+
+def test_a_rate_given_twice_under_its_two_names_is_refused():
+    with pytest.raises(gridmod.GridError) as info:
+        gridmod.validate(base(fixed={"count": 20, "error_rate": 0.1, "transient_rate": 0.2}))
+    assert str(info.value).startswith("fixed.transient_rate:") and "twice" in str(info.value)

@@ -33,6 +33,9 @@ class ScriptedAdapter(Adapter):
         if task.get("raise"):
             raise RuntimeError("refused")
         future = Future()
+        if task.get("broken"):
+            future.set_exception(OSError("connection to the implementation lost"))
+            return _Handle(future)
         outcome = {"status": task.get("status", "success"), "error": task.get("error")}
         delay = task.get("delay_s", 0.0)
         if delay:
@@ -83,13 +86,14 @@ def test_latency_covers_every_answer_and_the_success_scope_only_successes():
 
 
 @pytest.mark.timeout(20)
-def test_refused_submissions_are_not_answered_and_have_no_latency():
-    tasks = [{"n": i, "raise": i % 3 == 0} for i in range(9)]
+def test_refused_submissions_and_broken_handles_are_not_answered_and_have_no_latency():
+    tasks = [{"n": i, "raise": i % 3 == 0, "broken": i % 3 == 1} for i in range(9)]
     result = run_load(ScriptedAdapter(), tasks, load="closed", clients=3)
     h = result["harness"]
-    assert h["statuses"] == {"success": 6, "submit_error": 3}
-    assert h["not_answered"] == 3 and h["timeouts"] == 0
-    assert result["error_rate"] == pytest.approx(3 / 9)
+    assert h["statuses"] == {"success": 3, "submit_error": 3, "error": 3}
+    assert h["not_answered"] == 6 and h["timeouts"] == 0
+    assert result["error_rate"] == pytest.approx(6 / 9)
+    assert "connection to the implementation lost" in h["sample_errors"]["error"]
 
 
 @pytest.mark.timeout(20)
@@ -140,6 +144,18 @@ def test_run_load_starts_and_stops_the_adapter_once_and_keeps_its_metrics():
     with pytest.raises(ValueError):
         run_load(failing, _tasks(2), load="sideways")
     assert (failing.started, failing.stopped) == (1, 1)                # stopped on the error path too
+
+
+def test_waiter_threads_stop_at_their_cap_and_count_the_overflow():
+    from runners.load import Record, _Waiters
+    waiters = _Waiters(timeout_s=5.0, max_threads=2)
+    slow = [ScriptedAdapter().submit({"n": i, "delay_s": 0.3}) for i in range(3)]
+    records = [Record(i, time.perf_counter(), time.perf_counter()) for i in range(3)]
+    for record, handle in zip(records, slow, strict=True):
+        waiters.dispatch(record, handle)
+    assert len(waiters.threads) == 2 and waiters.saturated == 1
+    waiters.close()
+    assert [r.status for r in records] == ["success"] * 3
 
 
 def test_closed_loop_needs_a_client_and_the_open_loop_a_rate():

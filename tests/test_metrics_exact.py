@@ -271,3 +271,22 @@ def test_unknown_metrics_has_every_implementation_field_as_null():
     for field in IMPLEMENTATION_FIELDS:     # the engine fills the same shape the unknown block stands for
         if isinstance(block[field], dict):
             assert set(shape[field]) == set(block[field]), field
+
+
+def test_utilisation_is_capped_at_one_and_unknowns_are_null():
+    metrics = _known_window_metrics(workers=1, window_s=10.0)
+    metrics.busy(50.0)                      # busy time of attempts begun before the window opened
+    metrics.final("success", 1.0)
+    assert metrics.snapshot(idle=True)["thread_utilization"] == 1.0
+    empty = Metrics(2).snapshot()
+    assert empty["error_rate"] is None      # no task: unknown, not 0
+    assert empty["latency_ms"] == dict.fromkeys(LATENCY_FIELDS)
+    assert empty["ceiling_tps"] is None and empty["efficiency"] is None
+    assert empty["queue_depth"]["max"] == 0
+
+
+def test_every_number_of_the_metrics_json_has_a_trial_column():
+    from tqcontract.metrics import TOP_FIELDS, TRIAL_COLUMNS
+    columns = {c for c, _ in TRIAL_COLUMNS}
+    blocks = {"impl", "params", "latency_ms", "counters", "queue_depth", "rates", "env"}
+    assert {f for f in TOP_FIELDS if f not in blocks} <= columns

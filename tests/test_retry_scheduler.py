@@ -116,3 +116,14 @@ def test_stopping_an_engine_takes_its_work_not_its_timeouts(tmp_path):
     took = time.perf_counter() - t0
     assert took < 2.0, f"non-graceful shutdown took {took:.2f} s"
     assert {h.result(0).status for h in handles} == {"queued"}
+
+
+def test_backoff_delays_come_from_the_given_generator():
+    """The engine seeds its generator (backoff|seed), so a run's delays are reproducible."""
+    import random
+
+    from tqengine.retry import backoff_delay
+    first = [backoff_delay(n, 0.05, 2.0, random.Random(7)) for n in range(1, 8)]
+    again = [backoff_delay(n, 0.05, 2.0, random.Random(7)) for n in range(1, 8)]
+    assert first == again
+    assert first == [random.Random(7).uniform(0.0, min(2.0, 0.05 * 2 ** (n - 1))) for n in range(1, 8)]
