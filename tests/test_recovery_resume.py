@@ -1,0 +1,113 @@
+"""Resume-only recovery of tasks that were waiting out a retry backoff when their engine stopped.
+
+Nothing is submitted again: the rows in `retrying` can only be finished by recovery at the next start
+(issue 15, point 2). The first engine fails every attempt (transient_rate 1) with a long backoff, so its
+tasks are in `retrying` when it stops; the second engine starts on the same database with no submissions.
+"""
+import sqlite3
+
+import pytest
+
+from tqengine.transform import verify_output
+from helpers_crash import CLI, PY, cli_args, count_where, kill_hard, rows, run_cli, start_cli, wait_for, write_tasks
+
+from runners.workload import ensure_objects, make_tasks
+from tests.engine_helpers import engine_config, output_path
+from tqengine import WorkerPool
+
+N = 12
+
+
+def _db_rows(tmp_path):
+    conn = sqlite3.connect(str(tmp_path / "tasks.db"))
+    try:
+        cur = conn.execute("SELECT idempotency_key, status, attempts FROM tasks ORDER BY id")
+        return {key: (status, attempts) for key, status, attempts in cur.fetchall()}
+    finally:
+        conn.close()
+
+
+def _stop_while_in_backoff(tmp_path, max_attempts):
+    """Run N tasks whose every attempt fails, stop non-gracefully once each has failed once; return the rows."""
+    tasks = make_tasks(N, seed=71, object_bytes=400)
+    ensure_objects(tasks, str(tmp_path / "store"))
+    cfg = engine_config(tmp_path, max_workers=2, transient_rate=1.0, max_attempts=max_attempts,
+                        backoff_base_s=30.0, backoff_cap_s=30.0, seed=3)
+    pool = WorkerPool(cfg).start()
+    handles = pool.submit_many(tasks)
+    db = tmp_path / "tasks.db"
+    wait_for(lambda: count_where(db, "attempts >= 1 AND status = 'retrying'") == N, 10,
+             what="every task failed once and waiting in backoff")
+    pool.abort()
+    assert pool.shutdown(graceful=False) is False
+    assert all(h.result(0).status == "queued" for h in handles)      # left for the next start
+    before = _db_rows(tmp_path)
+    assert len(before) == N
+    assert {status for status, _ in before.values()} == {"retrying"}, before
+    return tasks, before
+
+
+@pytest.mark.timeout(30)
+def test_tasks_in_backoff_when_the_engine_stopped_are_finished_by_recovery_alone(tmp_path):
+    tasks, before = _stop_while_in_backoff(tmp_path, max_attempts=10)
+    # each retry was due up to 30 s later; the new engine's cap (0.01 s) bounds how long it waits for it
+    with WorkerPool(engine_config(tmp_path, max_workers=2, max_attempts=10)) as again:
+        assert again.recovered == N
+        assert again.drain(5), "recovered retrying tasks did not finish (waiting out the old backoff?)"
+        snap = again.metrics_snapshot()
+    after = _db_rows(tmp_path)
+    assert {status for status, _ in after.values()} == {"success"}, after
+    for key, (_status, attempts) in after.items():
+        # exactly one more attempt: the spent attempts are remembered, not reset, and none is repeated
+        assert attempts == before[key][1] + 1, (key, before[key], attempts)
+    for task in tasks:
+        output_key = f"variants/{task['image_key']}@{task['size']}"
+        with open(output_path(tmp_path, output_key), "rb") as out, \
+                open(output_path(tmp_path, task["image_key"]), "rb") as src:
+            assert verify_output(iter(lambda: out.read(4096), b""), task["size"],
+                                 iter(lambda: src.read(4096), b"")) is None, output_key
+    assert snap["counters"]["succeeded"] == N and snap["counters"]["enqueued"] == 0
+    assert again.recovered_outcomes == {"success": N}
+
+
+@pytest.mark.timeout(30)
+def test_recovered_retrying_tasks_keep_their_attempt_budget(tmp_path):
+    """Recovered tasks that keep failing stop at max_attempts in total (across both engines), dead-lettered."""
+    tasks, before = _stop_while_in_backoff(tmp_path, max_attempts=3)
+    assert all(attempts < 3 for _status, attempts in before.values()), before
+    cfg = engine_config(tmp_path, max_workers=2, max_attempts=3, transient_rate=1.0, seed=3)
+    with WorkerPool(cfg) as again:
+        assert again.recovered == N
+        assert again.drain(5)
+    after = _db_rows(tmp_path)
+    assert after == {key: ("dead", 3) for key in before}, after
+    conn = sqlite3.connect(str(tmp_path / "tasks.db"))
+    letters = conn.execute("SELECT attempts, error_class FROM dead_letters").fetchall()
+    conn.close()
+    assert sorted(letters) == [(3, "InjectedTransient")] * N
+
+
+@pytest.mark.timeout(40)
+def test_killed_during_backoff_then_the_resume_only_command_finishes_the_retrying_rows(tmp_path):
+    """SIGKILL while tasks wait in backoff, then `--db --store` with no task file: recovery alone."""
+    tasks = make_tasks(N, seed=72, object_bytes=400)
+    tasks_file = write_tasks(tmp_path / "tasks.json", tasks)
+    store, db = tmp_path / "store", tmp_path / "state" / "tasks.db"
+    run = ["--create-objects", "--workers", "2", "--max-attempts", "20", "--transient-rate", "1",
+           "--backoff-base", "1.0", "--backoff-cap", "1.0"]
+    proc = start_cli(cli_args(tasks_file, store, db, *run), tmp_path)
+    try:
+        wait_for(lambda: count_where(db, "status = 'retrying' AND attempts >= 1") == N, 20, proc,
+                 what="every task in backoff")
+    finally:
+        kill_hard(proc)
+    left = rows(db)
+    retrying = {r["idempotency_key"]: r["attempts"] for r in left if r["status"] == "retrying"}
+    assert retrying and all(r["status"] in ("retrying", "running") for r in left), left
+    rerun = run_cli([PY, CLI, "--store", str(store), "--db", str(db), "--workers", "2", "--max-attempts", "20",
+                     "--backoff-base", "0.01", "--backoff-cap", "0.01"], tmp_path, timeout=30)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    final = {r["idempotency_key"]: r for r in rows(db)}
+    assert len(final) == N and {r["status"] for r in final.values()} == {"success"}, final
+    for key, attempts in retrying.items():
+        assert final[key]["attempts"] == attempts + 1, (key, attempts, final[key])
