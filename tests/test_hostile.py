@@ -159,11 +159,11 @@ def _rss_run(args, cwd, timeout):
 
 
 @pytest.mark.timeout(60)
-def test_50mb_task_file_is_streamed_not_held(tmp_path):
+def test_a_20mb_task_file_is_streamed_not_held(tmp_path):
     path = tmp_path / "big.json"
-    counts = _write_big_file(path, 50 * MB)
+    counts = _write_big_file(path, 20 * MB)
     size = path.stat().st_size
-    assert size >= 50 * MB
+    assert size >= 20 * MB
 
     # API: the reader alone, in a fresh interpreter so its peak RSS is its own.
     proc_args = [PY, "-c", "import sys; from lab.taskfile import check; print('count', check(sys.argv[1]))", str(path)]
@@ -175,11 +175,12 @@ def test_50mb_task_file_is_streamed_not_held(tmp_path):
     proc, cli_rss = _rss_run(cli_args(path, store, db, "--create-objects", "--latency-ms", "0", "--workers", "4"),
                              tmp_path, timeout=55)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    print(f"\n50 MB task file: {size / MB:.1f} MiB, {counts['tasks']} tasks ({counts['invalid']} invalid); "
+    print(f"\n20 MB task file: {size / MB:.1f} MiB, {counts['tasks']} tasks ({counts['invalid']} invalid); "
           f"peak RSS reader {reader_rss / MB:.1f} MiB, CLI {cli_rss / MB:.1f} MiB")
     assert f"submitted {counts['tasks']} of {counts['tasks']} task(s)" in proc.stdout
     assert f"success {counts['valid']}, dead {counts['invalid']}, rejected 0" in proc.stdout
-    assert reader_rss < 0.5 * size, f"the reader used {reader_rss / MB:.1f} MiB for a {size / MB:.1f} MiB file"
+    # an interpreter with the reader loaded is ~13 MiB; holding the file as text alone would add its 20 MiB
+    assert reader_rss < 26 * MB, f"the reader used {reader_rss / MB:.1f} MiB for a {size / MB:.1f} MiB file"
     assert cli_rss < 2 * size, f"the CLI used {cli_rss / MB:.1f} MiB for a {size / MB:.1f} MiB file"
     assert len(rows(db)) == 9   # 8 keys + the invalid one: duplicates never made rows
 
