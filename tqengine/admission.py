@@ -130,11 +130,12 @@ class Admission:
                 elif ident.error is not None:
                     claim = Claim(key, ident.payload, ident.task_id, "dead", type(ident.error).__name__,
                                   str(ident.error))
-                elif key in table.by_key:
+                elif key is not None and key in table.by_key:
                     claim = Claim(key, ident.payload, ident.task_id, "conflict", "IdempotencyConflict",
                                   f"conflict: idempotency key {key[:200]!r} is in flight with a "
                                   f"different payload")
                 else:
+                    assert key is not None      # a valid task always has its key
                     claim = Claim(key, ident.payload, ident.task_id)
                     table.by_key[key] = flight
                 if not flight.refused:
@@ -153,6 +154,7 @@ class Admission:
         replayed = set()
         for claim, flight in zip(claims, flights, strict=True):
             row = claim.row
+            assert row is not None              # filled in by the commit
             flight.row_id = row["id"]
             flight.attempts = row.get("attempts", 0)
             if claim.outcome in ("new", "reclaimed", "adopted") and claim.intent == "queued":

@@ -154,9 +154,8 @@ class WorkerPool:
     def __enter__(self) -> WorkerPool:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         self.shutdown(graceful=exc_type is None or not issubclass(exc_type, KeyboardInterrupt))
-        return False
 
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until no task is queued, running or waiting for a retry; False on timeout."""
@@ -250,6 +249,7 @@ class WorkerPool:
 
     def _run_attempt(self, flight: Flight) -> None:
         cfg = self.config
+        assert flight.row_id is not None        # a queued flight has been claimed
         attempt = flight.attempts + 1
         flight.attempts = attempt
         self.state.mark_running(flight.row_id, attempt)
@@ -294,6 +294,7 @@ class WorkerPool:
         """Commit the flight's final outcome, then answer it (or report that the commit failed)."""
         def on_commit(err: BaseException | None) -> None:
             self._resolve(flight, outcome if err is None else Outcome.store_failed(outcome.attempts, err))
+        assert flight.row_id is not None
         self.state.finish(flight.row_id, outcome, on_commit)
 
     def _resolve(self, flight: Flight, outcome: Outcome) -> None:

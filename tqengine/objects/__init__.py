@@ -32,5 +32,5 @@ def make_store(kind: str, root: str | None, url: str | None, chunk_size: int = 6
             raise ConfigError("store=http needs store_url (e.g. from start_server_process(...).url)")
         from .http import HttpObjectStore
         return HttpObjectStore(url, chunk_size=chunk_size, pool_size=pool_size, client=client, token=token,
-                               **http_options)  # type: ignore[arg-type]
+                               **http_options)
     raise ConfigError(f"store must be 'local' or 'http', not {kind!r}")

@@ -28,6 +28,7 @@ errors reach `on_fatal`, which stops the engine.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -181,6 +182,7 @@ class StateStore:
         """The final state (outcome.status success, dead or rejected), committed promptly; `on_commit(err)`
         runs in the writer thread after the commit (err None) or its failure."""
         status = outcome.status
+        args: tuple[Any, ...]
         if status == "success":
             args = (outcome.attempts, outcome.output_key, outcome.output_digest, outcome.output_bytes)
         elif status == "dead":
@@ -286,7 +288,7 @@ class StateStore:
         errors: list[BaseException | None] = []
         for op in ops:
             try:
-                self._with_lock_retry(lambda op=op: self._apply([op]))
+                self._with_lock_retry(functools.partial(self._apply, [op]))
                 self.commits += 1
                 self.ops_applied += 1
                 errors.append(None)
