@@ -4,7 +4,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMAND_MODULES = ("lab.sweep", "lab.reporting", "lab.dlq", "lab.objects_cli")
+SUBCOMMAND_MODULES = ("lab.sweep", "lab.reporting", "lab.dlq", "lab.db", "lab.objects_cli")
 
 
 def build_parser():

@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -340,3 +341,86 @@ def test_a_source_that_never_ends_fails_the_attempt_at_its_time_limit(tmp_path):
         results = [h.result(20) for h in pool.submit_many(tasks)]
     assert time.monotonic() - started < 10
     assert [(r.status, r.error_class, r.attempts) for r in results] == [("dead", "AttemptTimeout", 2)] * 2
+
+
+# -- bounded growth: retention and the WAL ------------------------------------------------------------
+@pytest.mark.timeout(60)
+def test_lab_db_prune_deletes_old_finished_rows_and_a_pruned_key_runs_again(tmp_path):
+    cfg = _config(tmp_path)
+    tasks = _tasks(tmp_path, 6)
+    with WorkerPool(cfg) as pool:
+        for h in pool.submit_many(tasks):
+            h.result(10)
+        pool.submit({"image_key": "../bad", "size": "1x1"}).result(10)
+    conn = sqlite3.connect(tmp_path / "t.db")
+    conn.execute("UPDATE tasks SET updated_at = updated_at - 7200 WHERE id <= 3")   # three are old
+    conn.commit()
+    conn.close()
+    db = str(tmp_path / "t.db")
+    proc = subprocess.run([sys.executable, "-m", "lab", "db", "prune", "--db", db, "--older-than", "1h"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=20)
+    assert proc.returncode == 0 and "pruned 3 finished" in proc.stdout, proc.stderr
+    assert len(rows(tmp_path / "t.db")) == 4
+    bad = subprocess.run([sys.executable, "-m", "lab", "db", "prune", "--db", db, "--older-than", "soon"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=20)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    with WorkerPool(cfg) as pool:           # a pruned key is free again: it runs again, the others replay
+        results = [h.result(10) for h in pool.submit_many(tasks)]
+    assert [r.duplicate for r in results] == [False] * 3 + [True] * 3
+    assert all(r.status == "success" for r in results)
+
+
+@pytest.mark.timeout(60)
+def test_the_engine_prunes_finished_rows_itself_with_retention(tmp_path, monkeypatch):
+    from tqengine.state import store
+    monkeypatch.setattr(store, "PRUNE_EVERY_S", 0.05)
+    cfg = _config(tmp_path, retention_s=0.2)
+    tasks = _tasks(tmp_path, 10)
+    with WorkerPool(cfg) as pool:
+        assert all(h.result(10).status == "success" for h in pool.submit_many(tasks))
+        wait_for(lambda: len(rows(tmp_path / "t.db")) == 0, 10, what="finished rows to be pruned while idle")
+
+
+def _wal_run(tmp_path, monkeypatch, count, hold_s=0.0):
+    """Push `count` no-op tasks through a store with small WAL limits (a reader holding a snapshot for
+    `hold_s` of it); return the WAL's high-water mark."""
+    from lab.overhead import NoopProcessor
+    from tqengine.state import store
+    monkeypatch.setattr(store, "WAL_SOFT_LIMIT", 256 * 1024)
+    monkeypatch.setattr(store, "WAL_HARD_LIMIT", 1024 * 1024)
+    monkeypatch.setattr(store, "CHECKPOINT_EVERY_S", 0.02)
+    cfg = _config(tmp_path, max_workers=4)
+    tasks = make_tasks(count, seed=9)
+    released = threading.Event()
+
+    def reader():
+        conn = sqlite3.connect(tmp_path / "t.db")
+        conn.execute("BEGIN")
+        conn.execute("SELECT count(*) FROM tasks").fetchone()      # holds a snapshot of the WAL
+        released.wait(hold_s)
+        conn.execute("COMMIT")
+        conn.close()
+
+    with WorkerPool(cfg, processor=NoopProcessor()) as pool:
+        pool.submit(tasks[0]).result(10)
+        thread = threading.Thread(target=reader)
+        if hold_s:
+            thread.start()
+        for h in pool.submit_many(tasks[1:]):
+            h.result(60)
+        released.set()
+        if hold_s:
+            thread.join(10)
+        return pool.state.wal_high_water
+
+
+@pytest.mark.timeout(90)
+def test_the_wal_stays_bounded_under_continuous_writes(tmp_path, monkeypatch):
+    high = _wal_run(tmp_path, monkeypatch, 8000)
+    assert high < 2 * 1024 * 1024, f"WAL reached {high / 2**20:.1f} MiB with a 1 MiB bound"
+
+
+@pytest.mark.timeout(90)
+def test_a_reader_holding_a_snapshot_cannot_grow_the_wal_without_bound(tmp_path, monkeypatch):
+    high = _wal_run(tmp_path, monkeypatch, 8000, hold_s=2.0)
+    assert high < 2 * 1024 * 1024, f"WAL reached {high / 2**20:.1f} MiB with a 1 MiB bound"

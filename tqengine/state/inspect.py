@@ -78,6 +78,7 @@ def prune_finished(conn: sqlite3.Connection, older_than_s: float, batch: int = 5
     submitted later runs again."""
     cutoff = time.time() - older_than_s
     removed = 0
+    conn.execute(schema.FINISHED_INDEX)
     while True:
         conn.execute("BEGIN IMMEDIATE")
         try:

@@ -41,7 +41,6 @@ CREATE TABLE tasks(
   last_error TEXT
 );
 CREATE INDEX tasks_unfinished ON tasks(status) WHERE status IN ('queued','running','retrying');
-CREATE INDEX tasks_finished_at ON tasks(updated_at) WHERE status IN ('success','dead','rejected');
 CREATE TABLE dead_letters(
   id INTEGER PRIMARY KEY,
   task_row INTEGER NOT NULL REFERENCES tasks(id),
@@ -84,6 +83,9 @@ TRANSITIONS = {
     "rejected": ("UPDATE tasks SET status='rejected', error_class=?, last_error=?, updated_at=?,"
                  " version=version+1 WHERE id=?"),
 }
+# made only where finished rows are pruned (retention_s, `lab db prune`): it costs ~10 us per task
+FINISHED_INDEX = ("CREATE INDEX IF NOT EXISTS tasks_finished_at ON tasks(updated_at)"
+                  " WHERE status IN ('success','dead','rejected')")
 PRUNE = ("DELETE FROM tasks WHERE id IN (SELECT id FROM tasks WHERE status IN ('success','dead','rejected')"
          " AND updated_at < ? LIMIT ?) RETURNING id")
 PRUNE_LETTERS = "DELETE FROM dead_letters WHERE task_row = ?"

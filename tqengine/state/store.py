@@ -103,6 +103,7 @@ class StateStore:
         self.wal_high_water = 0
         self.fatal: StoreError | None = None
         self._wal_big = False
+        self._prune_due = False         # set by the checkpointer every PRUNE_EVERY_S when retention is on
         self._cv = threading.Condition()
         self._batch = _Batch()
         self._running: dict[int, tuple[int, float]] = {}     # row -> (attempt, started), not yet written
@@ -131,6 +132,8 @@ class StateStore:
             if new:
                 self._with_lock_retry(lambda: schema.create(self._conn)
                                       if schema.check_schema(self._conn, db_path) else None)
+            if self.retention_s > 0:
+                self._with_lock_retry(lambda: self._conn.execute(schema.FINISHED_INDEX))
         except ConfigError:
             self._conn.close()
             raise
@@ -229,7 +232,7 @@ class StateStore:
                         return None
                     break
                 due = [row for row, (_a, started) in self._running.items() if now - started >= RUNNING_AFTER_S]
-                if batch.urgent or due or (batch.ops and now - batch.since >= FLUSH_EVERY_S):
+                if batch.urgent or due or self._prune_due or (batch.ops and now - batch.since >= FLUSH_EVERY_S):
                     break
                 waits = []
                 if batch.ops:
@@ -244,15 +247,15 @@ class StateStore:
             return batch
 
     def _writer_loop(self) -> None:
-        last_prune = time.perf_counter()
         while True:
             batch = self._take()
             if batch is None:
                 return
-            self._commit_batch(batch)
-            self._after_commit()
-            if self.retention_s > 0 and time.perf_counter() - last_prune >= PRUNE_EVERY_S:
-                last_prune = time.perf_counter()
+            if batch.ops:
+                self._commit_batch(batch)
+                self._after_commit()
+            if self._prune_due:
+                self._prune_due = False
                 self._prune()
 
     def _commit_batch(self, batch: _Batch) -> None:
@@ -397,6 +400,7 @@ class StateStore:
         if not self._wal_big:
             return
         self._wal_big = False
+        self._prune_due = False         # set by the checkpointer every PRUNE_EVERY_S when retention is on
         if self._wal_size() < WAL_SOFT_LIMIT:
             return
         deadline = time.perf_counter() + self.lock_wait_s
@@ -424,7 +428,13 @@ class StateStore:
             return
         seen = self.commits
         warned = False
+        last_prune = time.perf_counter()
         while not self._stop.wait(CHECKPOINT_EVERY_S):
+            if self.retention_s > 0 and time.perf_counter() - last_prune >= PRUNE_EVERY_S:
+                last_prune = time.perf_counter()
+                with self._cv:
+                    self._prune_due = True
+                    self._cv.notify()
             if self.commits == seen:
                 continue
             seen = self.commits
