@@ -13,11 +13,11 @@ import math
 import os
 import re
 import statistics
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from analysis import charts as chartsmod
 from analysis import stats, trials, verdicts
-from analysis.charts import axis_values, describe_config, varying_axes
+from analysis.charts import axis_values, describe_config
 from analysis.verdicts import TARGETS, direction_symbol
 from tqcontract.files import write_text
 from tqcontract.histogram import LatencyHistogram
@@ -359,7 +359,7 @@ def _header_lines(meta, agg, sweep_dir):
               f"{meta.get('finished_at', 'not finished')}",
               f"- Git commit: `{meta.get('git_commit') or 'unknown'}`"
               + (" (uncommitted changes)" if meta.get("git_dirty") else ""),
-              f"- Report generated: {datetime.now(timezone.utc).isoformat(timespec='seconds')}", ""]
+              f"- Report generated: {datetime.now(UTC).isoformat(timespec='seconds')}", ""]
     return lines
 
 
@@ -657,8 +657,8 @@ def render_markdown(meta, agg, charts, sweep_dir, chart_rel, trial_tails=None):
                   f"probability per attempt. It is not a trial's *error rate*, which in this report always "
                   f"means the share of submissions that did not succeed (trials.csv `error_rate`).", ""]
     lines += [md_table(["axis", "values"], [[a, ", ".join(str(v) for v in grid["axes"][a])] for a in grid["axes"]]),
-              "", md_table(["fixed setting", "value"], [[k, "–" if v is None else v] for k, v in grid["fixed"].items()]),
-              ""]
+              "", md_table(["fixed setting", "value"],
+                           [[k, "–" if v is None else v] for k, v in grid["fixed"].items()]), ""]
     lines += _method_lines(meta)
     lines += _summary_lines(agg, configs)
     lines += _verdict_table(grid, configs, agg["halfwidth"])
@@ -679,8 +679,8 @@ def render_markdown(meta, agg, charts, sweep_dir, chart_rel, trial_tails=None):
             why = row.get("reason") or row.get("_tail") or trial_tails.get(row.get("id"), "")
             out.append([row.get("id"), row.get("impl"), f"{int(row.get('repeat') or 0) + 1}", config,
                         row.get("status"), row.get("wall_s"), why])
-        lines += [md_table(["trial", "impl", "repeat", "configuration", "status", "wall s", "reason / last stderr line"],
-                           out), ""]
+        lines += [md_table(["trial", "impl", "repeat", "configuration", "status", "wall s",
+                            "reason / last stderr line"], out), ""]
     lines += ["Files: `summary.csv` (the aggregates above, one row per configuration and implementation; "
               "comparison columns on the engine row), `trials.csv` (every trial), `trials/<id>.json` (full "
               "records with the latency histograms).", ""]

@@ -130,7 +130,7 @@ def line_chart(title, x_label, y_label, x_values, series, note=None, width=720, 
     n = max(1, len(x_values))
     step = plot_w / n
     xs = [left + step * (i + 0.5) for i in range(len(x_values))]
-    for x, label in zip(xs, x_values):
+    for x, label in zip(xs, x_values, strict=True):
         parts.append(f'<line x1="{x:.1f}" y1="{top + plot_h}" x2="{x:.1f}" y2="{top + plot_h + 5}" '
                      f'stroke="#333"/>')
         parts.append(_text(x, top + plot_h + 20, label, size=11))
@@ -141,7 +141,7 @@ def line_chart(title, x_label, y_label, x_values, series, note=None, width=720, 
 
     for i, (name, values) in enumerate(series):
         color = series_colour(name, i)
-        points = [(x, v) for x, v in zip(xs, values) if v is not None and v[0] is not None]
+        points = [(x, v) for x, v in zip(xs, values, strict=True) if v is not None and v[0] is not None]
         if len(points) > 1:
             path = " ".join(f"{x:.1f},{ymap(v[0]):.1f}" for x, v in points)
             parts.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
@@ -172,8 +172,8 @@ def bar_panels(title, panels, series_names, note=None, panel_width=380, height=4
                        nice_ticks(_top_of(values.get(s, []) for s in series_names) * 1.05),
                        panel["y_label"])
 
-        def ymap(v, _ymax=ymax):
-            return top + plot_h - plot_h * v / _ymax
+        def ymap(v, _ymax=ymax, _plot_h=plot_h):
+            return top + _plot_h - _plot_h * v / _ymax
 
         cats = panel["categories"]
         group_w = plot_w / max(1, len(cats))

@@ -24,18 +24,18 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from analysis import trials as trialcheck
 from analysis import verdicts
 from lab import grid as gridmod
 from lab.outpaths import OutputPathError, ensure_output_dir
+from runners import spawn
+from runners.envinfo import scratch_root
 from tqcontract.environment import load_average
 from tqcontract.environment import machine_info as _machine_info
 from tqcontract.files import write_text
 from tqcontract.metrics import ENGINE, TRIAL_COLUMNS, dig
-from runners import spawn
-from runners.envinfo import scratch_root
 
 ROOT = spawn.ROOT
 DEFAULT_SWEEPS = os.path.join(ROOT, "data", "sweeps")
@@ -223,7 +223,7 @@ def machine_info():
 
 
 def now_iso():
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 # ------------------------------------------------------------------------------------------- progress

@@ -188,7 +188,7 @@ class LatencyHistogram:
             raise ValueError("histogram count does not match its buckets")
         h.count = n
         if n:
-            values = [data.get(k) for k in ("sum", "min", "max")]
+            values: list[Any] = [data.get(k) for k in ("sum", "min", "max")]
             if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
                        for x in values):
                 raise ValueError("histogram sum, min and max must be finite numbers")
