@@ -81,7 +81,8 @@ def build_charts(meta, agg):
         rows = []
         for cfg in agg["configs"]:
             r = cfg["ratios"][t["key"]]
-            rows.append({"label": describe_config(cfg["config"], only=labels_from), "ratio": r["ratio"],
+            label = " / ".join(str(cfg["config"].get(k)) for k in labels_from) or "(single configuration)"
+            rows.append({"label": label, "ratio": r["ratio"],
                          "low": r["low"], "high": r["high"], "verdict": r["verdict"]})
         if not rows:
             charts.append((fname, title, None, "no trials recorded"))
@@ -90,7 +91,8 @@ def build_charts(meta, agg):
         text = svg.ratio_chart(title, rows, t["target"], t["direction"], f"{t['label']} (engine / baseline)",
                                note=f"Fieller 95% interval of the ratio of means; dashed: {target_text}; "
                                     f"colour: verdict",
-                               subtitle="hollow: not comparable (the engine did not complete its submissions)")
+                               subtitle="hollow: not comparable (the engine did not complete its submissions)",
+                               label_header=" / ".join(labels_from) or None)
         charts.append((fname, title, text,
                        f"one row per configuration; bar: Fieller 95% interval, dot: ratio of means, dashed line: "
                        f"{target_text}; colour = verdict (green met, red not met, orange inconclusive, grey "

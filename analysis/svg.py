@@ -197,12 +197,15 @@ def bar_panels(title, panels, series_names, note=None, panel_width=380, height=4
     return "\n".join(parts) + "\n"
 
 
-def ratio_chart(title, rows, target, direction, x_label, note=None, subtitle=None, width=760):
+def ratio_chart(title, rows, target, direction, x_label, note=None, subtitle=None, label_header=None, width=760):
     """One row per configuration: the ratio, its interval, coloured by verdict, against a dashed target
     line. rows: [{"label", "ratio", "low", "high", "verdict"}]; ratio None: nothing drawn but the label;
-    an infinite bound is drawn as an arrow to the edge."""
+    an infinite bound is drawn to the edge. label_header names what the labels list (above them)."""
     row_h = 22
-    left, right, top, bottom = 250, 150, 56 if subtitle else 44, 56
+    longest = max([len(str(r["label"])) for r in rows] + [8])
+    left = min(420, 24 + 7 * longest)
+    width = max(width, left + 460)
+    right, top, bottom = 130, 84 if subtitle else 68, 56
     plot_w = width - left - right
     plot_h = row_h * max(1, len(rows))
     height = top + plot_h + bottom
@@ -232,9 +235,11 @@ def ratio_chart(title, rows, target, direction, x_label, note=None, subtitle=Non
                  f'stroke-dasharray="5,4" stroke-width="1.5"/>')
     parts.append(_text(tx, top - 10, f"target {direction.replace('>=', '≥').replace('<=', '≤')} {target:g}",
                        size=11))
+    if label_header:
+        parts.append(_text(8, top - 10, _clip(label_header, 60), size=11, anchor="start", weight="bold"))
     for i, r in enumerate(rows):
         y = top + row_h * (i + 0.5)
-        parts.append(_text(left - 8, y + 4, _clip(r["label"], 40), size=11, anchor="end"))
+        parts.append(_text(left - 8, y + 4, _clip(r["label"], 56), size=11, anchor="end"))
         colour = VERDICT_COLOURS.get(r.get("verdict"), "#555")
         low, high, est = r.get("low"), r.get("high"), r.get("ratio")
         if low is not None and high is not None:

@@ -58,6 +58,10 @@ def _pct(v):
     return "?" if v is None else f"{100 * v:.3g}%"
 
 
+def _signed_pct(v):
+    return f"{100 * v:+.3g}%"
+
+
 def _mean(values):
     return statistics.fmean(values) if values else None
 
@@ -97,8 +101,12 @@ def completion(engine_shares, baseline_shares, margin=COMPLETION_MARGIN):
         out["basis"] = f"point difference ({why})"
         out["comparable"] = diff <= margin
     if not out["comparable"]:
+        why = ""
+        if out["high"] is not None:     # say why when the means alone would not show it
+            why = (f"; engine − baseline 95% interval [{_signed_pct(out['low'])}, {_signed_pct(out['high'])}] "
+                   f"reaches above 0")
         out["note"] = (f"not comparable: engine did not complete {_pct(out['engine_share'])} of submissions "
-                       f"(baseline {_pct(out['baseline_share'])})")
+                       f"(baseline {_pct(out['baseline_share'])}{why})")
     return out
 
 

@@ -36,6 +36,10 @@ def test_completion_gate_uses_the_difference_interval():
     # slightly worse on average, but the interval reaches above 0: not shown to be no worse
     close = verdicts.completion([0.051, 0.049, 0.056], base)
     assert close["low"] < 0 < close["high"] and close["comparable"] is False
+    assert "95% interval [" in close["note"] and "reaches above 0" in close["note"]
+    # better on average but too noisy to show it (a fail_fast engine rejecting 0%, 0%, 6% of its tasks)
+    noisy = verdicts.completion([0.0, 0.0, 0.063], [0.056, 0.055, 0.057])
+    assert noisy["engine_share"] < noisy["baseline_share"] and noisy["comparable"] is False
     # both sides never fail: no spread, the point difference (0) decides
     clean = verdicts.completion([0.0, 0.0, 0.0], [0.0, 0.0, 0.0])
     assert clean["comparable"] is True and clean["low"] is None and "point difference" in clean["basis"]
