@@ -210,3 +210,19 @@ def test_out_that_cannot_be_written_exits_2_before_any_run(tmp_path):
         assert len(lines) == 1 and "--out" in lines[0] and "Traceback" not in proc.stderr
         assert "[1/" not in proc.stderr                               # no run started
     assert blocker.read_text() == "mine\n"
+
+
+def test_pooled_p95_is_over_all_tasks_of_the_runs():
+    from tqcontract.histogram import LatencyHistogram
+    from tqcontract.metrics import percentile
+
+    def with_hist(result, values):
+        h = LatencyHistogram()
+        h.record_many(values)
+        return dict(result, latency_histogram=h.to_dict())
+
+    engine = [with_hist(_result(300 + i, 50), [float(v) for v in range(1 + 100 * i, 101 + 100 * i)]) for i in range(3)]
+    summary, _ = benchmark.summarize(_runs(10, engine, [_result(100, 200)] * 2), [10])
+    eng = next(s for s in summary if s["impl"] == "engine")
+    assert eng["pooled_p95_ms"] == pytest.approx(percentile([float(v) for v in range(1, 301)], 95), rel=0.01)
+    assert next(s for s in summary if s["impl"] == "baseline")["pooled_p95_ms"] is None     # no histograms
