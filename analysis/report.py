@@ -1,7 +1,10 @@
 """Turn a sweep folder into report.md, summary.csv and charts/*.svg (standard library only).
 
-Input: <sweep>/sweep.json (grid, machine, interpreter) and <sweep>/trials.csv (one row per trial; every
-number the report aggregates comes from this file, so anyone can recompute the intervals from it).
+Input: <sweep>/sweep.json (grid, machine, interpreter), <sweep>/trials.csv (one row per trial: every number
+behind an interval or a verdict comes from this file, so anyone can recompute them) and
+<sweep>/trials/<id>.json (each trial's latency histogram, pooled per cell for percentiles over all its
+tasks, and the stderr tail of failed trials). The verdict rule is analysis.verdicts; which trials count
+is analysis.trials; the charts are analysis.charts.
 """
 import csv
 import io
@@ -10,28 +13,32 @@ import math
 import os
 import re
 import statistics
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from analysis import stats, svg
-from tqcontract.metrics import BASELINE, ENGINE, canonical_impl
+from analysis import charts as chartsmod
+from analysis import stats, trials, verdicts
+from analysis.charts import axis_values, describe_config
+from analysis.verdicts import TARGETS, direction_symbol
 from tqcontract.files import write_text
+from tqcontract.histogram import LatencyHistogram
+from tqcontract.metrics import BASELINE, ENGINE, canonical_impl
 
-
-NOISE_CV = 0.10
-# The user's targets: engine/baseline ratios of means.
-TARGETS = (
-    {"key": "throughput", "metric": "throughput_tps", "label": "throughput ratio", "target": 2.0,
-     "direction": ">="},
-    {"key": "p95", "metric": "latency_p95_ms", "label": "P95 ratio", "target": 0.6, "direction": "<="},
-)
+NOISE_CV = verdicts.NOISE_CV
 DETAIL_METRICS = ("throughput_tps", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "latency_mean_ms",
                   "error_rate")
-MEAN_METRICS = ("efficiency", "peak_rss_mb", "rejected", "retried", "dead_lettered", "wall_s")
+MEAN_METRICS = ("efficiency", "peak_rss_mb", "rejected", "retried", "dead_lettered", "wall_s", "cpu_ms_per_task",
+                "ctx_voluntary", "ctx_involuntary", "load1_before")
 NOISE_METRICS = (("throughput_tps", "throughput"), ("latency_p95_ms", "P95"))
+POOLED = ("p50", "p95", "p99")
+# the grid file may call an axis by another name (lab.grid.ALIASES); the report says the parameter's name
+AXIS_ALIASES = {"transient_rate": "error_rate"}
 
 
 class ReportError(Exception):
     """A folder that cannot be reported on; str(error) is the one line to print."""
+
+
+build_charts = chartsmod.build_charts
 
 
 # --------------------------------------------------------------------------------------------- input
@@ -48,17 +55,32 @@ def _parse_value(text):
 
 
 def _num(text):
-    if text is None or text == "":
-        return None
+    v = trials.parse_number(text)
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def _read_trial_file(sweep_dir, trial_id):
+    path = os.path.join(sweep_dir, "trials", f"{trial_id}.json")
     try:
-        v = float(text)
-    except ValueError:
+        with open(path, encoding="utf-8") as f:
+            rec = json.load(f)
+    except (OSError, ValueError):
         return None
-    return v if math.isfinite(v) else None
+    return rec if isinstance(rec, dict) else None
+
+
+def _tail_of(rec):
+    last = [line.strip() for line in (rec.get("stderr_tail") or "").splitlines()
+            if line.strip() and not line.startswith("[killed with its process group")]
+    return last[-1][:160] if last else ""
 
 
 def load_sweep(sweep_dir):
-    """(meta, rows) of a sweep folder; ReportError when it is not one."""
+    """(meta, rows) of a sweep folder; ReportError when it is not one.
+
+    Every row gets `impl` in today's name; an ok row whose metrics are missing or not finite becomes
+    status `invalid` with `reason`; ok rows get `_histogram` (a LatencyHistogram from its trial file, or
+    None), failed rows `_tail` (the last stderr line of its trial file)."""
     meta_path = os.path.join(sweep_dir, "sweep.json")
     csv_path = os.path.join(sweep_dir, "trials.csv")
     if not os.path.isfile(meta_path):
@@ -81,30 +103,70 @@ def load_sweep(sweep_dir):
     grid["implementations"] = [canonical_impl(i) for i in grid.get("implementations", [BASELINE, ENGINE])]
     for row in rows:
         row["impl"] = canonical_impl(row.get("impl", ""))
+        if row.get("status") == "ok":
+            why = trials.row_problem(row)
+            if why:
+                row["status"], row["reason"] = trials.INVALID, why
+        rec = _read_trial_file(sweep_dir, row.get("id"))
+        if row.get("status") == "ok":
+            row["_histogram"] = None
+            data = (rec.get("result") or {}).get("latency_histogram") if rec else None
+            if data is not None:
+                try:
+                    row["_histogram"] = LatencyHistogram.from_dict(data)
+                except ValueError:
+                    pass
+        elif rec is not None:
+            row["_tail"] = _tail_of(rec)
     return meta, rows
 
 
 # ----------------------------------------------------------------------------------------- aggregate
 
-def _axis_values(grid):
-    """Every parameter the report can slice by: the axes' values, or the fixed value as one value."""
-    values = {k: list(v) for k, v in grid["axes"].items()}
-    for k, v in grid["fixed"].items():
-        values.setdefault(k, [v])
-    return values
+def planned_trials(meta):
+    """Trials the sweep meant to run: sweep.json's count (base rounds + adaptive rounds scheduled), or
+    configurations x implementations x repeats of its grid."""
+    planned = meta.get("planned_trials")
+    if isinstance(planned, int):
+        return planned
+    grid = meta["grid"]
+    n = 1
+    for values in grid["axes"].values():
+        n *= len(values)
+    return n * len(grid.get("implementations", [])) * int(grid.get("repeats") or 1)
+
+
+def _all_or_none(rows, metric):
+    """Mean of a metric over the rows when every row has it, else None (n shown = n used)."""
+    vals = [_num(r.get(metric)) for r in rows]
+    if not vals or any(v is None for v in vals):
+        return None
+    return statistics.fmean(vals)
+
+
+def _pooled(rows):
+    hists = [r.get("_histogram") for r in rows]
+    if not hists or any(h is None for h in hists):
+        return None
+    h = LatencyHistogram.merged(hists)
+    if not h.count:
+        return None
+    return {"tasks": h.count, "p50": h.percentile(50), "p95": h.percentile(95), "p99": h.percentile(99),
+            "mean": h.mean, "max": h.max}
+
+
+def _trial_values(rows):
+    return [{m: _num(r.get(m)) for m in DETAIL_METRICS} for r in rows]
 
 
 def aggregate(meta, rows):
-    """Per configuration: its axis values, per-implementation statistics and the engine/baseline ratios.
+    """Per configuration: axis values, per-implementation statistics, the comparison under the verdict rule.
 
-    Returns a dict: {"configs": [config dicts in grid order], "counts": {status: n}, "failed_rows": [...],
-    "best": config dict or None}.
-    """
+    Returns {"configs": [config dicts in grid order], "counts": {status: n}, "failed_rows": [...], "best":
+    config or None, "planned": int, "recorded": int, "configs_planned": int, "halfwidth": float or None}."""
     grid = meta["grid"]
     axes = list(grid["axes"])
-    by_config = {}
-    counts = {}
-    failed_rows = []
+    by_config, counts, failed_rows = {}, {}, []
     for row in rows:
         status = row.get("status", "")
         counts[status] = counts.get(status, 0) + 1
@@ -127,6 +189,7 @@ def aggregate(meta, rows):
             key.append(values.index(v) if v in values else len(values))
         return key
 
+    halfwidth = (meta.get("adaptive") or {}).get("target_halfwidth")
     configs = sorted(by_config.values(), key=order_key)
     for cfg in configs:
         cfg["cells"] = {}
@@ -134,72 +197,45 @@ def aggregate(meta, rows):
             impl_rows = cfg["rows"].get(impl, [])
             cell = {"impl": impl, "n": len(impl_rows), "n_failed": cfg["failed"].get(impl, 0)}
             for m in DETAIL_METRICS:
-                cell[m] = stats.describe([v for v in (_num(r.get(m)) for r in impl_rows) if v is not None])
+                cell[m] = stats.describe([_num(r.get(m)) for r in impl_rows])
             for m in MEAN_METRICS:
-                vals = [v for v in (_num(r.get(m)) for r in impl_rows) if v is not None]
-                cell[m] = statistics.fmean(vals) if vals else None
+                cell[m] = _all_or_none(impl_rows, m)
+            cell["pooled"] = _pooled(impl_rows)
             cell["noisy"] = [label for m, label in NOISE_METRICS
                              if cell[m]["cv"] is not None and cell[m]["cv"] > NOISE_CV]
             cfg["cells"][impl] = cell
-        cfg["ratios"] = {t["key"]: _ratio(cfg, t) for t in TARGETS}
+        comparison = verdicts.compare(_trial_values(cfg["rows"].get(ENGINE, [])),
+                                      _trial_values(cfg["rows"].get(BASELINE, [])))
+        cfg["completion"] = comparison["completion"]
+        cfg["ratios"] = {t["key"]: comparison[t["key"]] for t in TARGETS}
+        pe, pb = (cfg["cells"].get(i, {}).get("pooled") for i in (ENGINE, BASELINE))
+        cfg["pooled_p95_ratio"] = pe["p95"] / pb["p95"] if pe and pb and pb["p95"] else None
+        cfg["halfwidth_reached"] = None if halfwidth is None else all(
+            verdicts.within_halfwidth(cfg["ratios"][t["key"]], halfwidth) for t in TARGETS)
     engine_cells = [c for c in configs if c["cells"].get(ENGINE, {}).get("throughput_tps", {}).get("mean")
                     is not None]
-    best = max(engine_cells, key=lambda c: c["cells"][ENGINE]["throughput_tps"]["mean"]) if engine_cells \
-        else None
-    return {"configs": configs, "counts": counts, "failed_rows": failed_rows, "best": best}
+    comparable = [c for c in engine_cells if c["completion"]["comparable"]] or engine_cells
+    best = max(comparable, key=lambda c: c["cells"][ENGINE]["throughput_tps"]["mean"]) if comparable else None
+    configs_planned = 1
+    for values in grid["axes"].values():
+        configs_planned *= len(values)
+    return {"configs": configs, "counts": counts, "failed_rows": failed_rows, "best": best,
+            "planned": planned_trials(meta), "recorded": len(rows), "configs_planned": configs_planned,
+            "halfwidth": halfwidth}
 
 
-def _values(cfg, impl, metric):
-    return [v for v in (_num(r.get(metric)) for r in cfg["rows"].get(impl, [])) if v is not None]
-
-
-def _ratio(cfg, target):
-    a = _values(cfg, ENGINE, target["metric"])
-    b = _values(cfg, BASELINE, target["metric"])
-    out = {"ratio": None, "low": None, "high": None, "df": None, "boot_low": None, "boot_high": None,
-           "verdict": "no data", "boot_verdict": None, "note": "", "n_engine": len(a), "n_baseline": len(b)}
-    if not a or not b:
-        out["note"] = "no ok trials on one side"
-        return out
-    mb = statistics.fmean(b)
-    if mb == 0:
-        out["note"] = "baseline mean is 0"
-        return out
-    out["ratio"] = statistics.fmean(a) / mb
-    fieller = stats.fieller_ratio(a, b)
-    if fieller is None:
-        out["verdict"] = "inconclusive"
-        pv = stats.point_verdict(out["ratio"], target["target"], target["direction"])
-        out["note"] = f"n={min(len(a), len(b))}: no interval; the point estimate alone {pv} the target"
-        return out
-    out["low"], out["high"], out["df"] = fieller["low"], fieller["high"], fieller["df"]
-    out["verdict"] = stats.verdict(fieller["low"], fieller["high"], target["target"], target["direction"])
-    if not fieller["bounded"]:
-        out["note"] = "baseline mean not distinguishable from 0: unbounded interval"
-    boot = stats.bootstrap_ratio(a, b)
-    if boot is not None:
-        out["boot_low"], out["boot_high"] = boot["low"], boot["high"]
-        out["boot_verdict"] = stats.verdict(boot["low"], boot["high"], target["target"], target["direction"])
-        if out["boot_verdict"] != out["verdict"]:
-            sep = "; " if out["note"] else ""
-            out["note"] += f"{sep}bootstrap interval says {out['boot_verdict']}"
+def tally(agg, key):
+    """{verdict: number of configurations} for one target."""
+    out = {}
+    for cfg in agg["configs"]:
+        v = cfg["ratios"][key]["verdict"]
+        out[v] = out.get(v, 0) + 1
     return out
 
 
 # ------------------------------------------------------------------------------------------ format
 
-def fmt(v, digits=3):
-    if v is None:
-        return "–"
-    if isinstance(v, float) and math.isinf(v):
-        return "∞" if v > 0 else "−∞"
-    if isinstance(v, int) and not isinstance(v, bool):
-        return str(v)
-    if v == 0:
-        return "0"
-    if abs(v) >= 1000:
-        return f"{v:,.0f}"
-    return f"{v:.{digits}g}" if abs(v) < 1 else f"{v:.{max(digits, len(str(int(abs(v)))))}g}"
+fmt = verdicts.fmt_number
 
 
 def fmt_ci(low, high, digits=3):
@@ -212,6 +248,16 @@ def fmt_pct(v):
     return "–" if v is None else f"{100 * v:.1f}%"
 
 
+def fmt_share(v):
+    """A share with enough digits that a small non-zero one does not read as 0."""
+    if v is None:
+        return "–"
+    if v == 0:
+        return "0%"
+    p = 100 * v
+    return f"{p:.1f}%" if abs(p) >= 1 else f"{p:.2g}%"
+
+
 def md_table(header, rows):
     def cell(x):
         return str(x).replace("|", "\\|").replace("\n", " ")
@@ -221,111 +267,13 @@ def md_table(header, rows):
     return "\n".join(lines)
 
 
-def _names(grid):
-    return grid.get("axis_names", {})
+def _verdict_cell(r):
+    v = r["verdict"]
+    return f"**{v}**" if v == verdicts.MET else v
 
 
-def describe_config(grid, config, skip=()):
-    names = _names(grid)
-    return ", ".join(f"{names.get(k, k)}={v}" for k, v in config.items() if k not in skip) or "(single)"
-
-
-# ------------------------------------------------------------------------------------------ charts
-
-def _index(agg):
-    return {tuple(sorted(c["config"].items(), key=lambda kv: kv[0])): c for c in agg["configs"]}
-
-
-def _lookup(index, grid, ref, **overrides):
-    config = dict(ref)
-    for k, v in overrides.items():
-        if k in grid["axes"]:
-            config[k] = v
-    return index.get(tuple(sorted(config.items(), key=lambda kv: kv[0])))
-
-
-def _point(cfg, impl, metric):
-    if cfg is None:
-        return None
-    d = cfg["cells"].get(impl, {}).get(metric)
-    if not d or d["mean"] is None:
-        return None
-    return (d["mean"], d["ci_low"], d["ci_high"])
-
-
-def _reference(agg):
-    if agg["best"] is not None:
-        return agg["best"]["config"]
-    return agg["configs"][0]["config"] if agg["configs"] else {}
-
-
-def build_charts(meta, agg):
-    """[(file name, title, svg text or None, caption)]: None when a chart cannot be drawn (caption says why)."""
-    grid = meta["grid"]
-    names = _names(grid)
-    values = _axis_values(grid)
-    index = _index(agg)
-    ref = _reference(agg)
-    impls = [i for i in (ENGINE, BASELINE) if i in grid.get("implementations", [ENGINE, BASELINE])]
-    charts = []
-
-    def single(param):
-        return " (single value in this grid)" if len(values.get(param, [])) < 2 else ""
-
-    for param, metric, fname, title, y_label in (
-            ("workers", "throughput_tps", "throughput_vs_workers.svg", "Throughput against workers",
-             "throughput (tasks/s)"),
-            ("clients", "latency_p95_ms", "p95_vs_clients.svg", "P95 latency against clients",
-             "P95 latency (ms)")):
-        if not agg["configs"]:
-            charts.append((fname, title, None, "no trials recorded"))
-            continue
-        xs = values.get(param, [])
-        series = [(impl, [_point(_lookup(index, grid, ref, **{param: x}), impl, metric) for x in xs])
-                  for impl in impls]
-        other = describe_config(grid, ref, skip=(param,))
-        caption = f"{names.get(param, param)} on x{single(param)}; other axes at {other} (the best engine " \
-                  f"configuration); whiskers: 95% t interval of the mean"
-        if not any(v for _, vs in series for v in vs):
-            charts.append((fname, title, None, f"no ok trials in the slice {other}"))
-            continue
-        text = svg.line_chart(title, names.get(param, param), y_label, [str(x) for x in xs], series,
-                              note="whiskers: 95% t interval of the mean" + single(param),
-                              subtitle=f"other axes at the best engine configuration: {other}")
-        charts.append((fname, title, text, caption))
-
-    fname, title = "block_vs_fail_fast.svg", "block vs fail_fast"
-    if not agg["configs"]:
-        charts.append((fname, title, None, "no trials recorded"))
-    else:
-        modes = values.get("mode", [])
-        # groups: every clients x queue_size pair (a full queue is where the modes differ)
-        groups = [(c, q) for c in values.get("clients", []) for q in values.get("queue_size", [])]
-        multi_q = len(values.get("queue_size", [])) > 1
-        labels = [f"{c} / q{q}" if multi_q else f"{c}" for c, q in groups]
-        x_label = f"{names.get('clients', 'clients')}" + (" / queue_size" if multi_q else "")
-        series_names = [f"{impl} {mode}" for impl in impls for mode in modes]
-        panels = []
-        for metric, ptitle, y_label in (("throughput_tps", "Throughput", "tasks/s"),
-                                        ("latency_p95_ms", "P95 latency", "ms"),
-                                        ("error_rate", "Error rate (not success)", "share of tasks")):
-            vals = {}
-            for impl in impls:
-                for mode in modes:
-                    vals[f"{impl} {mode}"] = [
-                        _point(_lookup(index, grid, ref, mode=mode, clients=c, queue_size=q), impl, metric)
-                        for c, q in groups]
-            panels.append({"title": ptitle, "y_label": y_label, "categories": labels, "values": vals,
-                           "x_label": x_label})
-        other = describe_config(grid, ref, skip=("mode", "clients", "queue_size"))
-        caption = f"mode{single('mode')}; bars grouped by clients{single('clients')} and queue size" \
-                  f"{single('queue_size')}; other axes at {other}; the baseline ignores mode and queue size " \
-                  f"(shown for reference); whiskers: 95% t interval"
-        text = svg.bar_panels("block vs fail_fast", panels, series_names,
-                              note="whiskers: 95% t interval of the mean",
-                              subtitle=f"other axes at the best engine configuration: {other}")
-        charts.append((fname, title, text, caption))
-    return charts
+def _target_text(t):
+    return f"{t['label']} {direction_symbol(t['direction'])} {t['target']:g}"
 
 
 # ------------------------------------------------------------------------------------------ output
@@ -337,11 +285,14 @@ def summary_csv(meta, agg):
     for m in DETAIL_METRICS:
         header += [f"{m}_{s}" for s in ("mean", "stdev", "median", "cv", "ci_low", "ci_high")]
     header += [f"{m}_mean" for m in MEAN_METRICS]
+    header += ["pooled_tasks"] + [f"pooled_{q}_ms" for q in POOLED]
+    header += ["completion_engine_share", "completion_baseline_share", "completion_diff", "completion_diff_low",
+               "completion_diff_high", "comparable"]
     for t in TARGETS:
         k = t["key"]
-        header += [f"{k}_ratio", f"{k}_ratio_ci_low", f"{k}_ratio_ci_high", f"{k}_ratio_df",
-                   f"{k}_ratio_boot_low", f"{k}_ratio_boot_high", f"{k}_verdict"]
-    header += ["noisy"]
+        header += [f"{k}_ratio", f"{k}_ratio_ci_low", f"{k}_ratio_ci_high", f"{k}_ratio_df", f"{k}_verdict",
+                   f"{k}_note"]
+    header += ["pooled_p95_ratio", "halfwidth_reached", "noisy"]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
@@ -349,6 +300,8 @@ def summary_csv(meta, agg):
     def val(v):
         if v is None:
             return ""
+        if isinstance(v, bool):
+            return "true" if v else "false"
         if isinstance(v, float):
             return repr(v) if math.isfinite(v) else ("inf" if v > 0 else "-inf")
         return str(v)
@@ -361,181 +314,232 @@ def summary_csv(meta, agg):
                 d = cell[m]
                 row += [val(d[s]) for s in ("mean", "stdev", "median", "cv", "ci_low", "ci_high")]
             row += [val(cell[m]) for m in MEAN_METRICS]
-            for t in TARGETS:
-                r = cfg["ratios"][t["key"]]
-                if impl == ENGINE:
-                    row += [val(r["ratio"]), val(r["low"]), val(r["high"]), val(r["df"]), val(r["boot_low"]),
-                            val(r["boot_high"]), r["verdict"]]
-                else:
-                    row += [""] * 7
+            pooled = cell["pooled"] or {}
+            row += [val(pooled.get("tasks"))] + [val(pooled.get(q)) for q in POOLED]
+            if impl == ENGINE:
+                c = cfg["completion"]
+                row += [val(c["engine_share"]), val(c["baseline_share"]), val(c["diff"]), val(c["low"]),
+                        val(c["high"]), val(c["comparable"])]
+                for t in TARGETS:
+                    r = cfg["ratios"][t["key"]]
+                    row += [val(r["ratio"]), val(r["low"]), val(r["high"]), val(r["df"]), r["verdict"],
+                            verdicts.full_note(r)]
+                row += [val(cfg["pooled_p95_ratio"]), val(cfg["halfwidth_reached"])]
+            else:
+                row += [""] * (6 + 6 * len(TARGETS) + 2)
             row.append(";".join(cell["noisy"]))
             w.writerow(row)
     return buf.getvalue()
 
 
-def _verdict_cell(r, target):
-    v = r["verdict"]
-    return f"**{v}**" if v == "met" else v
+def _alias_note(grid):
+    names = grid.get("axis_names", {})
+    said = [f"`{param}` (the grid file's `{alias}`)" for param, alias in AXIS_ALIASES.items()
+            if param in grid["axes"] and names.get(param, alias) == alias]
+    return said
 
 
-def render_markdown(meta, agg, charts, sweep_dir, chart_rel, trial_tails):
+def _header_lines(meta, agg, sweep_dir):
     grid = meta["grid"]
-    names = _names(grid)
-    axes = list(grid["axes"])
-    values = _axis_values(grid)
-    configs = agg["configs"]
-    total = sum(agg["counts"].values())
-    ok = agg["counts"].get("ok", 0)
+    total, ok = agg["recorded"], agg["counts"].get("ok", 0)
+    failed_desc = ", ".join(f"{n} {s}" for s, n in sorted(agg["counts"].items()) if s != "ok") or "none failed"
     lines = [f"# Sweep report: {grid['name']}", ""]
     if grid.get("description"):
         lines += [grid["description"], ""]
-    failed_desc = ", ".join(f"{n} {s}" for s, n in sorted(agg["counts"].items()) if s != "ok") or "none failed"
     lines += [f"- Sweep folder: `{sweep_dir}`",
-              f"- Trials recorded: {total} ({ok} ok; {failed_desc})",
-              f"- Sweep started: {meta.get('started_at', '?')}; last run finished: "
+              f"- Trials: {total} of {agg['planned']} planned have run ({ok} ok; {failed_desc})"]
+    if total < agg["planned"]:
+        missing_cfgs = agg["configs_planned"] - len(agg["configs"])
+        lines.append(f"- **Incomplete sweep**: {agg['planned'] - total} of {agg['planned']} planned trials never "
+                     f"ran" + (f" ({missing_cfgs} of {agg['configs_planned']} configurations have no trial at "
+                               f"all)" if missing_cfgs > 0 else "")
+                     + "; the sweep was stopped or is still running (the same sweep command resumes it). "
+                       "Every figure below covers only the trials that ran.")
+    lines += [f"- Sweep started: {meta.get('started_at', '?')}; last run finished: "
               f"{meta.get('finished_at', 'not finished')}",
               f"- Git commit: `{meta.get('git_commit') or 'unknown'}`"
               + (" (uncommitted changes)" if meta.get("git_dirty") else ""),
-              f"- Report generated: {datetime.now(timezone.utc).isoformat(timespec='seconds')}", ""]
+              f"- Report generated: {datetime.now(UTC).isoformat(timespec='seconds')}", ""]
+    return lines
 
+
+def _machine_lines(meta, rows):
+    grid = meta["grid"]
     machine = meta.get("machine", {})
-    tpy = meta.get("trial_python", {})
-    spy = meta.get("sweep_python", {})
-    lines += ["## Machine and interpreter", "",
-              f"- Platform: {machine.get('platform', '?')} ({machine.get('machine', '?')})",
-              f"- CPUs: {machine.get('cpu_count', '?')} (usable by this process: "
-              f"{machine.get('cpu_usable', '?')})",
-              f"- Trial interpreter: {tpy.get('implementation', '?')} {tpy.get('python_version', '?')} "
-              f"(`{tpy.get('executable', '?')}`, GIL {'on' if tpy.get('gil_enabled', True) else 'off'})",
-              f"- Sweep interpreter: {spy.get('implementation', '?')} {spy.get('python_version', '?')}",
-              f"- Each trial ran alone, in its own process (`python -m {meta.get('trial_module', 'runners.trial')}`)"
-              f" with the environment recorded in sweep.json; timeout {grid.get('timeout_s')} s per trial.",
-              f"- Scratch files (source objects, outputs, SQLite) on: "
-              f"{(meta.get('scratch') or {}).get('filesystem') or 'unknown'} "
-              f"(`{(meta.get('scratch') or {}).get('path', '?')}`; TQ_SCRATCH_DIR chooses)", ""]
+    tpy, spy = meta.get("trial_python", {}), meta.get("sweep_python", {})
+    load = machine.get("load_average")
+    loads = [_num(r.get("load1_before")) for r in rows if _num(r.get("load1_before")) is not None]
+    mem = machine.get("memory_total_mb")
+    lines = ["## Machine and interpreter", "",
+             f"- Platform: {machine.get('platform', '?')} ({machine.get('machine', '?')})",
+             f"- CPU: {machine.get('cpu_model') or 'model not recorded'}; {machine.get('cpu_count', '?')} CPUs "
+             f"(usable by this process: {machine.get('cpu_usable', '?')})",
+             f"- Memory: {f'{mem / 1024:.1f} GiB' if isinstance(mem, (int, float)) else 'not recorded'}",
+             f"- Load average at the sweep's start (1, 5, 15 min): "
+             f"{', '.join(str(x) for x in load) if load else 'not recorded'}"
+             + (f"; 1-minute load before each trial: {min(loads):g} to {max(loads):g} (median "
+                f"{statistics.median(loads):g}; trials.csv `load1_before`, `load1_after`)" if loads else ""),
+             f"- Trial interpreter: {tpy.get('implementation', '?')} {tpy.get('python_version', '?')} "
+             f"(`{tpy.get('executable', '?')}`, GIL {'on' if tpy.get('gil_enabled', True) else 'off'})",
+             f"- Sweep interpreter: {spy.get('implementation', '?')} {spy.get('python_version', '?')}",
+             f"- Each trial ran alone, in its own process (`python -m {meta.get('trial_module', 'runners.trial')}`)"
+             f" with the environment recorded in sweep.json; timeout {grid.get('timeout_s')} s per trial.",
+             f"- Scratch files (source objects, outputs, SQLite) on: "
+             f"{(meta.get('scratch') or {}).get('filesystem') or 'unknown'} "
+             f"(`{(meta.get('scratch') or {}).get('path', '?')}`; TQ_SCRATCH_DIR chooses)", ""]
+    return lines
 
-    lines += ["## Grid", "",
-              f"Implementations: {', '.join(grid.get('implementations', []))}; repeats: {grid.get('repeats')}; "
-              f"seed: {grid.get('seed')} (trial order and workload seeds); "
-              f"{len(configs)} configurations.", "",
-              md_table(["axis", "values"], [[names.get(a, a), ", ".join(str(v) for v in grid["axes"][a])]
-                                            for a in axes]), "",
-              md_table(["fixed setting", "value"], [[k, "–" if v is None else v] for k, v in grid["fixed"].items()]),
-              ""]
 
-    lines += ["## Method", "",
-              "- Per configuration and implementation: n ok trials, mean, sample stdev, median, and the 95% "
-              "interval of the mean from Student's t (quantile computed exactly from the incomplete beta "
-              "function). CV = stdev / mean; a cell with CV > 10% is flagged noisy.",
-              "- Ratios are engine mean / `baseline` mean of the same configuration, from "
-              "trials run back to back. Their 95% interval is Fieller's (the ratios R for which "
-              "mean_engine − R·mean_baseline is within t·SE of 0, Welch degrees of freedom), exact under "
-              "normal noise and wide when repeats are few. A percentile bootstrap (10,000 resamples of the "
-              "ratio of means, fixed seed) is in summary.csv as a cross-check; a note says where it "
-              "disagrees. The baseline has no queue size or mode: it still runs in every configuration, so "
-              "the two sides of each ratio are measured back to back under the same conditions.",
-              "- Efficiency (eff.) = throughput / ceiling, the mean over a cell's ok trials. The ceiling is "
-              "workers × 1000 / service time (`latency_ms`; over HTTP at least two requests' server "
-              "latency), the same for both implementations: it is what the workers could do if they never "
-              "waited for anything but the work. The baseline's global lock runs one task at a time, so it "
-              "can reach at most 1 / workers of it.",
-              "- Verdicts: **met** when the whole interval clears the target, **not met** when the whole "
-              "interval misses it, **inconclusive** otherwise. With fewer than 2 ok trials on a side there "
-              "is no interval: the verdict is inconclusive and the note says what the point estimate alone "
-              "suggests.",
-              "- Recompute: in trials.csv take the rows with status `ok`, group by `config_id` and `impl`, "
-              "and use the columns `throughput_tps` and `latency_p95_ms`.", ""]
+def _method_lines(meta):
+    return [
+        "## Method", "",
+        "- Per configuration and implementation: n = the ok trials used for every figure of that cell, mean, "
+        "sample stdev, median, and the 95% interval of the mean from Student's t (quantile computed exactly "
+        "from the incomplete beta function). CV = stdev / mean; a cell with CV > 10% is flagged noisy. A cell "
+        "whose trials all gave the same value has no interval (there is no spread to estimate it from); a "
+        "mean of 0 is a measured 0.",
+        "- A trial counts when it finished (`ok`) and every metric the statistics use is a finite number; one "
+        "with a missing or NaN/inf metric is listed with the failed trials as `invalid`, with the reason.",
+        f"- **Verdict rule** (`analysis/verdicts.py`, the same in benchmark.py): {verdicts.RULE_TEXT}",
+        "- Ratios are engine mean / baseline mean of the same configuration, from trials run back to back. "
+        "Their interval is Fieller's (the ratios R for which mean_engine − R·mean_baseline is within t·SE of 0, "
+        "Welch degrees of freedom): exact under normal noise, wide when repeats are few, unbounded when the "
+        "baseline's mean is not distinguishable from 0. Every interval method printed here has a coverage "
+        "simulation in `tests/test_stats.py` (n = 3: 93-97%). There is no bootstrap cross-check: with 3 "
+        "trials a percentile bootstrap covers the truth about 80% of the time.",
+        "- **Which P95**: the P95 ratio and its verdict compare the mean over trials of each trial's P95 (the "
+        "P95 of one run of `count` tasks, over the tasks that got a final answer). The columns *pooled "
+        "P50/P95/P99* are percentiles over all tasks of a cell: the trials' latency histograms "
+        "(`tqcontract/histogram.py`, fixed log-linear buckets, within 1% of the exact value) merged. The two "
+        "differ by the small-sample bias of a percentile (for 300-task trials about 1% for P95, more for P99).",
+        "- The baseline does not retry: each injected transient fault fails its task, so its error rate is "
+        "about the transient rate; the engine retries transient faults up to its attempt budget. The baseline "
+        "has no queue size or mode: it still runs in every configuration, so the two sides of each ratio are "
+        "measured back to back under the same conditions.",
+        "- Efficiency (eff.) = throughput / ceiling, the mean over a cell's ok trials. The ceiling is "
+        "workers × 1000 / service time (`latency_ms`; over HTTP at least two requests' server latency), the "
+        "same for both implementations. The baseline's global lock runs one task at a time, so it can reach "
+        "at most 1 / workers of it.",
+        "- CPU ms/task: user + system CPU time of the trial process from the implementation's start to its "
+        "stop (getrusage, all threads; an HTTP object server's own process is not included), over the "
+        "tasks submitted; trials.csv also has the context switches (`ctx_voluntary`, `ctx_involuntary`).",
+        "- Recompute: in trials.csv take the rows with status `ok`, group by `config_id` and `impl`, and use "
+        "the columns `throughput_tps`, `latency_p95_ms` and `error_rate`.", ""]
 
-    # ------------------------------------------------------------------ summary
-    lines += ["## Summary", ""]
+
+def _summary_lines(agg, configs):
+    lines = ["## Summary", ""]
     for t in TARGETS:
-        tally = {}
-        for cfg in configs:
-            v = cfg["ratios"][t["key"]]["verdict"]
-            tally[v] = tally.get(v, 0) + 1
-        parts = [f"{tally.get(v, 0)} {v}" for v in ("met", "not met", "inconclusive")]
-        if tally.get("no data"):
-            parts.append(f"{tally['no data']} without data")
-        lines.append(f"- Target {t['label']} {t['direction'].replace('>=', '≥').replace('<=', '≤')} "
-                     f"{t['target']:g}: {', '.join(parts)} of {len(configs)} configurations.")
+        counts = tally(agg, t["key"])
+        parts = [f"{counts.get(v, 0)} {v}" for v in (verdicts.MET, verdicts.NOT_MET, verdicts.INCONCLUSIVE,
+                                                      verdicts.NOT_COMPARABLE)]
+        if counts.get(verdicts.NO_DATA):
+            parts.append(f"{counts[verdicts.NO_DATA]} without data")
+        lines.append(f"- Target {_target_text(t)}: {', '.join(parts)} of {len(configs)} configurations"
+                     + (f" ({agg['configs_planned']} in the grid)" if agg["configs_planned"] != len(configs)
+                        else "") + ".")
+    not_comparable = [c for c in configs if c["completion"]["comparable"] is False]
+    if not_comparable:
+        lines.append(f"- Not comparable (the engine's non-success share is worse than the baseline's): "
+                     f"{len(not_comparable)}: " + "; ".join(
+                         f"{describe_config(c['config'])}: engine {fmt_share(c['completion']['engine_share'])} "
+                         f"vs baseline {fmt_share(c['completion']['baseline_share'])}" for c in not_comparable[:8])
+                     + (" …" if len(not_comparable) > 8 else "."))
     best = agg["best"]
     if best is not None:
         cell = best["cells"][ENGINE]["throughput_tps"]
-        r = best["ratios"]["throughput"]
-        rp = best["ratios"]["p95"]
-        lines.append(f"- Best configuration by engine throughput: {describe_config(grid, best['config'])}: "
+        r, rp = best["ratios"]["throughput"], best["ratios"]["p95"]
+        lines.append(f"- Best comparable configuration by engine throughput: {describe_config(best['config'])}: "
                      f"{fmt(cell['mean'])} tasks/s (95% CI {fmt_ci(cell['ci_low'], cell['ci_high'])}, "
                      f"n={cell['n']}); throughput ratio {fmt(r['ratio'])} {fmt_ci(r['low'], r['high'])} "
                      f"({r['verdict']}), P95 ratio {fmt(rp['ratio'])} {fmt_ci(rp['low'], rp['high'])} "
-                     f"({rp['verdict']}).")
-        steady = [c for c in configs if c["cells"].get(ENGINE, {}).get("throughput_tps", {}).get("ci_low")
-                  is not None]
+                     f"({rp['verdict']}). The charts' other axes are held at this configuration.")
+        steady = [c for c in configs if c["completion"]["comparable"]
+                  and c["cells"].get(ENGINE, {}).get("throughput_tps", {}).get("ci_low") is not None]
         if steady:
             robust = max(steady, key=lambda c: c["cells"][ENGINE]["throughput_tps"]["ci_low"])
             if robust is not best:
                 rc = robust["cells"][ENGINE]["throughput_tps"]
                 lines.append(f"- Best by the low end of the engine's 95% interval (a maximum of noisy means "
-                             f"favours a lucky cell): {describe_config(grid, robust['config'])}: "
+                             f"favours a lucky cell): {describe_config(robust['config'])}: "
                              f"{fmt(rc['mean'])} tasks/s {fmt_ci(rc['ci_low'], rc['ci_high'])}; throughput "
                              f"ratio {fmt(robust['ratios']['throughput']['ratio'])} "
                              f"({robust['ratios']['throughput']['verdict']}), P95 ratio "
                              f"{fmt(robust['ratios']['p95']['ratio'])} ({robust['ratios']['p95']['verdict']}).")
     else:
         lines.append("- No ok engine trials: no best configuration.")
-    noisy = [(cfg, impl, cell["noisy"]) for cfg in configs for impl, cell in cfg["cells"].items()
-             if cell["noisy"]]
+    noisy = [(cfg, impl, cell["noisy"]) for cfg in configs for impl, cell in cfg["cells"].items() if cell["noisy"]]
     if noisy:
         lines.append(f"- Noisy cells (CV > 10%): {len(noisy)}: " + "; ".join(
-            f"{impl} {describe_config(grid, cfg['config'])} ({', '.join(n)})" for cfg, impl, n in noisy[:12])
+            f"{impl} {describe_config(cfg['config'])} ({', '.join(n)})" for cfg, impl, n in noisy[:12])
             + (" …" if len(noisy) > 12 else "."))
     else:
         lines.append("- Noisy cells (CV > 10%): none.")
     single_n = sum(1 for cfg in configs for c in cfg["cells"].values() if c["n"] == 1)
     if single_n:
         lines.append(f"- {single_n} cells have a single ok trial: no interval there.")
+    flat = sum(1 for cfg in configs for c in cfg["cells"].values()
+               for m, _ in NOISE_METRICS if c[m]["note"] == stats.NO_SPREAD)
+    if flat:
+        lines.append(f"- {flat} cell figures have no spread (every trial gave the same value): no interval there.")
+    if agg["halfwidth"] is not None:
+        reached = [c for c in configs if c["halfwidth_reached"]]
+        missed = [c for c in configs if not c["halfwidth_reached"]]
+        lines.append(f"- Target precision ±{100 * agg['halfwidth']:g}% (`--target-halfwidth`): both ratio "
+                     f"intervals within it in {len(reached)} of {len(configs)} configurations"
+                     + (": not reached in " + "; ".join(
+                         f"{describe_config(c['config'])} (n={c['cells'].get(ENGINE, {}).get('n', 0)})"
+                         for c in missed[:8]) + (" …" if len(missed) > 8 else "") if missed else "") + ".")
     if agg["failed_rows"]:
-        lines.append(f"- Failed trials: {len(agg['failed_rows'])} (see the end of this report); they are "
-                     f"left out of every statistic.")
+        lines.append(f"- Failed trials: {len(agg['failed_rows'])} (see the end of this report); they are left "
+                     f"out of every statistic.")
     lines.append("")
+    return lines
 
-    lines += ["### Verdicts per configuration", ""]
-    header = [names.get(a, a) for a in axes] + ["n b/o", "throughput ratio [95% CI]", "≥ 2",
-                                                "P95 ratio [95% CI]", "≤ 0.6", "notes"]
+
+def _verdict_table(grid, configs, halfwidth):
+    axes = list(grid["axes"])
+    header = axes + ["n baseline/engine", "error rate baseline/engine"]
+    for t in TARGETS:
+        header += [f"{t['label']} [95% CI]", f"{direction_symbol(t['direction'])} {t['target']:g}"]
+    header += ["pooled P95 ratio"] + (["±" + f"{100 * halfwidth:g}%"] if halfwidth is not None else []) + ["notes"]
     rows = []
     for cfg in configs:
-        rt, rp = cfg["ratios"]["throughput"], cfg["ratios"]["p95"]
         notes = []
-        for label, r in (("throughput", rt), ("P95", rp)):
+        if cfg["completion"]["comparable"] is False:
+            notes.append(cfg["completion"]["note"])
+        for t in TARGETS:
+            r = cfg["ratios"][t["key"]]
             if r["note"]:
-                notes.append(f"{label}: {r['note']}")
+                notes.append(f"{t['label']}: {r['note']}")
         for impl, cell in cfg["cells"].items():
             if cell["noisy"]:
                 notes.append(f"{impl} noisy ({', '.join(cell['noisy'])})")
             if cell["n_failed"]:
                 notes.append(f"{impl}: {cell['n_failed']} failed")
-        rows.append([cfg["config"].get(a) for a in axes]
-                    + [f"{cfg['cells'].get(BASELINE, {}).get('n', 0)}/{cfg['cells'].get(ENGINE, {}).get('n', 0)}",
-                       f"{fmt(rt['ratio'])} {fmt_ci(rt['low'], rt['high'])}", _verdict_cell(rt, TARGETS[0]),
-                       f"{fmt(rp['ratio'])} {fmt_ci(rp['low'], rp['high'])}", _verdict_cell(rp, TARGETS[1]),
-                       "; ".join(notes)])
-    lines += [md_table(header, rows), ""]
+        cb, ce = (cfg["cells"].get(i, {}) for i in (BASELINE, ENGINE))
+        row = [cfg["config"].get(a) for a in axes] + [
+            f"{cb.get('n', 0)}/{ce.get('n', 0)}",
+            f"{fmt_share(cfg['completion']['baseline_share'])} / {fmt_share(cfg['completion']['engine_share'])}"]
+        for t in TARGETS:
+            r = cfg["ratios"][t["key"]]
+            row += [f"{fmt(r['ratio'])} {fmt_ci(r['low'], r['high'])}", _verdict_cell(r)]
+        row.append(fmt(cfg["pooled_p95_ratio"]))
+        if halfwidth is not None:
+            row.append("reached" if cfg["halfwidth_reached"] else "not reached")
+        row.append("; ".join(notes))
+        rows.append(row)
+    return ["### Verdicts per configuration", "", md_table(header, rows), ""]
 
-    # ------------------------------------------------------------------ charts
-    lines += ["## Charts", ""]
-    for fname, title, text, caption in charts:
-        if text is None:
-            lines += [f"- {title}: not drawn: {caption}.", ""]
-        else:
-            lines += [f"![{title}]({chart_rel}/{fname})", "", f"*{title}: {caption}.*", ""]
 
-    # ------------------------------------------------------------------ per axis
-    lines += ["## Per axis", "",
-              "Each row averages the cell means of every configuration with that value (the other axes "
-              "vary); ratios are the median over those configurations.", ""]
-    for a in axes:
+def _per_axis_lines(grid, configs):
+    lines = ["## Per axis", "",
+             "Each row averages the cell means of every configuration with that value (the other axes vary); "
+             "ratios are the median over those configurations.", ""]
+    for a in grid["axes"]:
         vals = grid["axes"][a]
         if len(vals) < 2:
-            lines += [f"- {names.get(a, a)}: single value ({vals[0]}) in this grid: no table.", ""]
+            lines += [f"- {a}: single value ({vals[0]}) in this grid: no table.", ""]
             continue
         rows = []
         for v in vals:
@@ -555,100 +559,132 @@ def render_markdown(meta, agg, charts, sweep_dir, chart_rel, trial_tails):
                 rs = [c["ratios"][key]["ratio"] for c in group if c["ratios"][key]["ratio"] is not None]
                 return statistics.median(rs) if rs else None
 
-            met = [sum(1 for c in group if c["ratios"][t["key"]]["verdict"] == "met") for t in TARGETS]
+            met = [sum(1 for c in group if c["ratios"][t["key"]]["verdict"] == verdicts.MET) for t in TARGETS]
+            nc = sum(1 for c in group if c["completion"]["comparable"] is False)
             rows.append([v, len(group), fmt(mean_of(ENGINE, "throughput_tps")),
                          fmt(mean_of(BASELINE, "throughput_tps")), fmt(med_ratio("throughput")),
                          fmt(mean_scalar(ENGINE, "efficiency")),
                          fmt(mean_of(ENGINE, "latency_p95_ms")), fmt(mean_of(BASELINE, "latency_p95_ms")),
-                         fmt(med_ratio("p95")), fmt_pct(mean_of(ENGINE, "error_rate")),
-                         f"{met[0]}/{len(group)}", f"{met[1]}/{len(group)}"])
-        lines += [f"### {names.get(a, a)}", "",
-                  md_table([names.get(a, a), "configs", "engine tasks/s", "baseline tasks/s", "thr. ratio",
-                            "engine eff.", "engine P95 ms", "baseline P95 ms", "P95 ratio", "engine errors",
-                            "thr. met", "P95 met"], rows), ""]
+                         fmt(med_ratio("p95")), fmt_share(mean_of(ENGINE, "error_rate")),
+                         fmt_share(mean_of(BASELINE, "error_rate")),
+                         f"{met[0]}/{len(group)}", f"{met[1]}/{len(group)}", f"{nc}/{len(group)}"])
+        lines += [f"### {a}", "",
+                  md_table([a, "configs", "engine tasks/s", "baseline tasks/s", "thr. ratio", "engine eff.",
+                            "engine P95 ms", "baseline P95 ms", "P95 ratio", "engine error rate",
+                            "baseline error rate", "thr. met", "P95 met", "not comparable"], rows), ""]
+    return lines
 
-    # ------------------------------------------------------------------ block vs fail_fast
-    if "mode" in grid["axes"] and len(grid["axes"]["mode"]) > 1:
-        modes = grid["axes"]["mode"]
-        index = _index(agg)
-        others = [a for a in axes if a != "mode"]
-        seen, rows = set(), []
-        for cfg in configs:
-            key = tuple(cfg["config"].get(a) for a in others)
-            if key in seen:
-                continue
-            seen.add(key)
-            cells = [_lookup(index, grid, cfg["config"], mode=m) for m in modes]
-            row = [cfg["config"].get(a) for a in others]
-            for metric, f in (("throughput_tps", fmt), ("latency_p95_ms", fmt), ("error_rate", fmt_pct)):
-                for c in cells:
-                    d = c["cells"].get(ENGINE, {}).get(metric, {}) if c else {}
-                    row.append(f(d.get("mean")))
+
+def _modes_lines(grid, agg, configs):
+    if not ("mode" in grid["axes"] and len(grid["axes"]["mode"]) > 1):
+        return ["## block vs fail_fast (engine)", "",
+                f"mode has a single value ({axis_values(grid).get('mode', ['?'])[0]}) in this grid: no "
+                f"comparison.", ""]
+    modes = grid["axes"]["mode"]
+    index = chartsmod.index_of(agg)
+    others = [a for a in grid["axes"] if a != "mode"]
+    seen, rows = set(), []
+    for cfg in configs:
+        key = tuple(cfg["config"].get(a) for a in others)
+        if key in seen:
+            continue
+        seen.add(key)
+        cells = [chartsmod.lookup(index, grid, cfg["config"], mode=m) for m in modes]
+        row = [cfg["config"].get(a) for a in others]
+        for metric, f in (("throughput_tps", fmt), ("latency_p95_ms", fmt), ("error_rate", fmt_share)):
             for c in cells:
-                row.append(fmt((c["cells"].get(ENGINE, {}) if c else {}).get("rejected")))
-            rows.append(row)
-        header = [names.get(a, a) for a in others]
-        for label in ("tasks/s", "P95 ms", "errors", "rejected"):
-            header += [f"{m} {label}" for m in modes]
-        lines += ["## block vs fail_fast (engine)", "",
-                  "The same configuration under each mode (engine means; the baseline has no mode).", "",
-                  md_table(header, rows), ""]
-    else:
-        lines += ["## block vs fail_fast (engine)", "",
-                  f"mode has a single value ({_axis_values(grid).get('mode', ['?'])[0]}) in this grid: no "
-                  f"comparison.", ""]
+                d = c["cells"].get(ENGINE, {}).get(metric, {}) if c else {}
+                row.append(f(d.get("mean")))
+        for c in cells:
+            row.append(fmt((c["cells"].get(ENGINE, {}) if c else {}).get("rejected")))
+        for c in cells:
+            row.append(c["ratios"]["throughput"]["verdict"] if c else "–")
+        rows.append(row)
+    header = list(others)
+    for label in ("tasks/s", "P95 ms", "error rate", "rejected", "thr. verdict"):
+        header += [f"{m} {label}" for m in modes]
+    return ["## block vs fail_fast (engine)", "",
+            "The same configuration under each mode (engine means; the baseline has no mode).", "",
+            md_table(header, rows), ""]
 
-    # ------------------------------------------------------------------ full statistics
-    lines += ["## Per configuration and implementation", "",
-              "95% CI: Student's t interval of the mean; CV flagged when > 10%.", ""]
-    header = [names.get(a, a) for a in axes] + ["impl", "n", "fail", "tasks/s mean", "stdev", "median",
-                                                "95% CI", "CV", "eff.", "P95 ms mean", "stdev", "median",
-                                                "95% CI", "CV", "P50 ms", "P99 ms", "errors", "RSS MB"]
+
+def _full_table(grid, configs):
+    axes = list(grid["axes"])
+    header = axes + ["impl", "n", "fail", "tasks/s mean", "stdev", "median", "95% CI", "CV", "eff.", "P95 ms mean",
+                     "stdev", "median", "95% CI", "CV", "P50 ms", "P99 ms", "pooled P50/P95/P99 ms (tasks)",
+                     "error rate", "CPU ms/task", "RSS MB"]
     rows = []
     for cfg in configs:
         for impl, cell in cfg["cells"].items():
             t, p = cell["throughput_tps"], cell["latency_p95_ms"]
+            pooled = cell["pooled"]
+            pooled_text = (f"{fmt(pooled['p50'])} / {fmt(pooled['p95'])} / {fmt(pooled['p99'])} ({pooled['tasks']})"
+                           if pooled else "–")
+
+            def ci(d):
+                if d["ci_low"] is not None:
+                    return fmt_ci(d["ci_low"], d["ci_high"])
+                return "none: no spread" if d["note"] == stats.NO_SPREAD else "–"
+
             rows.append([cfg["config"].get(a) for a in axes]
                         + [impl, cell["n"], cell["n_failed"], fmt(t["mean"]), fmt(t["stdev"]), fmt(t["median"]),
-                           fmt_ci(t["ci_low"], t["ci_high"]),
-                           fmt_pct(t["cv"]) + (" ⚠" if t["cv"] is not None and t["cv"] > NOISE_CV else ""),
-                           fmt(cell.get("efficiency")), fmt(p["mean"]), fmt(p["stdev"]), fmt(p["median"]), fmt_ci(p["ci_low"], p["ci_high"]),
+                           ci(t), fmt_pct(t["cv"]) + (" ⚠" if t["cv"] is not None and t["cv"] > NOISE_CV else ""),
+                           fmt(cell.get("efficiency")), fmt(p["mean"]), fmt(p["stdev"]), fmt(p["median"]), ci(p),
                            fmt_pct(p["cv"]) + (" ⚠" if p["cv"] is not None and p["cv"] > NOISE_CV else ""),
-                           fmt(cell["latency_p50_ms"]["mean"]), fmt(cell["latency_p99_ms"]["mean"]),
-                           fmt_pct(cell["error_rate"]["mean"]), fmt(cell["peak_rss_mb"])])
-    lines += [md_table(header, rows), ""]
+                           fmt(cell["latency_p50_ms"]["mean"]), fmt(cell["latency_p99_ms"]["mean"]), pooled_text,
+                           fmt_share(cell["error_rate"]["mean"]), fmt(cell["cpu_ms_per_task"]),
+                           fmt(cell["peak_rss_mb"])])
+    return ["## Per configuration and implementation", "",
+            "95% CI: Student's t interval of the mean over the cell's n trials; CV flagged (⚠) when > 10%; P50, "
+            "P95, P99 ms: means of the trials' own percentiles; pooled: over all tasks of the cell.", "",
+            md_table(header, rows), ""]
 
+
+def render_markdown(meta, agg, charts, sweep_dir, chart_rel, trial_tails=None):
+    grid = meta["grid"]
+    configs = agg["configs"]
+    trial_tails = trial_tails or {}
+    lines = _header_lines(meta, agg, sweep_dir)
+    rows = [r for c in configs for rs in c["rows"].values() for r in rs] + agg["failed_rows"]
+    lines += _machine_lines(meta, rows)
+    alias = _alias_note(grid)
+    lines += ["## Grid", "",
+              f"Implementations: {', '.join(grid.get('implementations', []))} (`engine` is this project's "
+              f"engine, `baseline` the program it is measured against); repeats: {grid.get('repeats')}; seed: "
+              f"{grid.get('seed')} (trial order and workload seeds); {agg['configs_planned']} configurations.", ""]
+    if alias:
+        lines += [f"Axis names are the trial parameters': {', '.join(alias)} is the injected transient-fault "
+                  f"probability per attempt. It is not a trial's *error rate*, which in this report always "
+                  f"means the share of submissions that did not succeed (trials.csv `error_rate`).", ""]
+    lines += [md_table(["axis", "values"], [[a, ", ".join(str(v) for v in grid["axes"][a])] for a in grid["axes"]]),
+              "", md_table(["fixed setting", "value"],
+                           [[k, "–" if v is None else v] for k, v in grid["fixed"].items()]), ""]
+    lines += _method_lines(meta)
+    lines += _summary_lines(agg, configs)
+    lines += _verdict_table(grid, configs, agg["halfwidth"])
+    lines += ["## Charts", ""]
+    for fname, title, text, caption in charts:
+        if text is None:
+            lines += [f"- {title}: not drawn: {caption}.", ""]
+        else:
+            lines += [f"![{title}]({chart_rel}/{fname})", "", f"*{title}: {caption}.*", ""]
+    lines += _per_axis_lines(grid, configs)
+    lines += _modes_lines(grid, agg, configs)
+    lines += _full_table(grid, configs)
     if agg["failed_rows"]:
         lines += ["## Failed trials", ""]
-        rows = []
+        out = []
         for row in agg["failed_rows"]:
-            config = ", ".join(f"{names.get(a, a)}={row.get(a)}" for a in axes)
-            rows.append([row.get("id"), row.get("impl"), f"{int(row.get('repeat') or 0) + 1}", config,
-                         row.get("status"), row.get("wall_s"), trial_tails.get(row.get("id"), "")])
-        lines += [md_table(["trial", "impl", "repeat", "configuration", "status", "wall s", "last stderr line"],
-                           rows), ""]
+            config = ", ".join(f"{a}={row.get(a)}" for a in grid["axes"])
+            why = row.get("reason") or row.get("_tail") or trial_tails.get(row.get("id"), "")
+            out.append([row.get("id"), row.get("impl"), f"{int(row.get('repeat') or 0) + 1}", config,
+                        row.get("status"), row.get("wall_s"), why])
+        lines += [md_table(["trial", "impl", "repeat", "configuration", "status", "wall s",
+                            "reason / last stderr line"], out), ""]
     lines += ["Files: `summary.csv` (the aggregates above, one row per configuration and implementation; "
-              "ratio columns on the engine row), `trials.csv` (every trial), `trials/<id>.json` (full "
-              "records).", ""]
+              "comparison columns on the engine row), `trials.csv` (every trial), `trials/<id>.json` (full "
+              "records with the latency histograms).", ""]
     return "\n".join(lines)
-
-
-def _trial_tails(sweep_dir, rows):
-    tails = {}
-    for row in rows:
-        if row.get("status") == "ok":
-            continue
-        path = os.path.join(sweep_dir, "trials", f"{row.get('id')}.json")
-        try:
-            with open(path, encoding="utf-8") as f:
-                rec = json.load(f)
-        except (OSError, ValueError):
-            continue
-        last = [line.strip() for line in (rec.get("stderr_tail") or "").splitlines()
-                if line.strip() and not line.startswith("[killed with its process group")]
-        if last:
-            tails[row.get("id")] = last[-1][:160]
-    return tails
 
 
 def write_report(sweep_dir, out_path=None):
@@ -670,6 +706,5 @@ def write_report(sweep_dir, out_path=None):
             written.append(path)
     summary_path = os.path.join(out_dir, "summary.csv")
     write_text(summary_path, summary_csv(meta, agg))
-    md = render_markdown(meta, agg, charts, sweep_dir, "charts", _trial_tails(sweep_dir, rows))
-    write_text(out_path, md)
+    write_text(out_path, render_markdown(meta, agg, charts, sweep_dir, "charts"))
     return {"report": out_path, "summary": summary_path, "charts": written, "aggregate": agg}

@@ -1,12 +1,25 @@
 """Hand-written SVG charts (standard library only): a line chart over categorical x values with
-interval whiskers, and grouped bars in one or more panels. Every function returns the SVG as a string.
+interval whiskers, grouped bars in one or more panels, and a ratio chart (one row per configuration, its
+interval, the target line, the verdict). Every function returns the SVG as a string.
 
 Values are (y, low, high) triples (low/high may be None: no whisker) or None for a missing point.
+Colours are fixed per implementation and mode (series_colour) and per verdict (VERDICT_COLOURS), so the
+same thing has the same colour in every report.
 """
 import math
 from xml.sax.saxutils import escape
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+# one colour per implementation and mode, the same in every report (a name without a mode is block's)
+SERIES_COLOURS = {"engine block": "#1f77b4", "engine fail_fast": "#17becf", "baseline block": "#d62728",
+                  "baseline fail_fast": "#ff9896", "engine": "#1f77b4", "baseline": "#d62728"}
+VERDICT_COLOURS = {"met": "#2ca02c", "not met": "#d62728", "inconclusive": "#ff7f0e",
+                   "not comparable": "#7f7f7f", "no data": "#bbbbbb"}
+
+
+def series_colour(name, index=0):
+    """The fixed colour of an implementation/mode series name; other names take the palette in order."""
+    return SERIES_COLOURS.get(name) or PALETTE[(index + 2) % len(PALETTE)]
 FONT = 'font-family="Helvetica, Arial, sans-serif"'
 
 
@@ -88,9 +101,9 @@ def _y_axis(parts, left, top, plot_w, plot_h, ticks, y_label):
     return ymax
 
 
-def _legend(parts, names, x, y):
+def _legend(parts, names, x, y, colours=None):
     for i, name in enumerate(names):
-        color = PALETTE[i % len(PALETTE)]
+        color = (colours or {}).get(name) or series_colour(name, i)
         yy = y + i * 18
         parts.append(f'<rect x="{x}" y="{yy - 9}" width="12" height="12" fill="{color}"/>')
         parts.append(_text(x + 18, yy + 2, name, size=12, anchor="start"))
@@ -117,7 +130,7 @@ def line_chart(title, x_label, y_label, x_values, series, note=None, width=720, 
     n = max(1, len(x_values))
     step = plot_w / n
     xs = [left + step * (i + 0.5) for i in range(len(x_values))]
-    for x, label in zip(xs, x_values):
+    for x, label in zip(xs, x_values, strict=True):
         parts.append(f'<line x1="{x:.1f}" y1="{top + plot_h}" x2="{x:.1f}" y2="{top + plot_h + 5}" '
                      f'stroke="#333"/>')
         parts.append(_text(x, top + plot_h + 20, label, size=11))
@@ -127,8 +140,8 @@ def line_chart(title, x_label, y_label, x_values, series, note=None, width=720, 
         return top + plot_h - plot_h * v / ymax
 
     for i, (name, values) in enumerate(series):
-        color = PALETTE[i % len(PALETTE)]
-        points = [(x, v) for x, v in zip(xs, values) if v is not None and v[0] is not None]
+        color = series_colour(name, i)
+        points = [(x, v) for x, v in zip(xs, values, strict=True) if v is not None and v[0] is not None]
         if len(points) > 1:
             path = " ".join(f"{x:.1f},{ymap(v[0]):.1f}" for x, v in points)
             parts.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
@@ -159,8 +172,8 @@ def bar_panels(title, panels, series_names, note=None, panel_width=380, height=4
                        nice_ticks(_top_of(values.get(s, []) for s in series_names) * 1.05),
                        panel["y_label"])
 
-        def ymap(v, _ymax=ymax):
-            return top + plot_h - plot_h * v / _ymax
+        def ymap(v, _ymax=ymax, _plot_h=plot_h):
+            return top + _plot_h - _plot_h * v / _ymax
 
         cats = panel["categories"]
         group_w = plot_w / max(1, len(cats))
@@ -172,7 +185,7 @@ def bar_panels(title, panels, series_names, note=None, panel_width=380, height=4
                 if v is None or v[0] is None:
                     continue
                 y, lo, hi = v
-                color = PALETTE[s_index % len(PALETTE)]
+                color = series_colour(name, s_index)
                 bx = gx + bar_w * s_index
                 parts.append(f'<rect x="{bx:.1f}" y="{ymap(y):.1f}" width="{bar_w * 0.92:.1f}" '
                              f'height="{max(0.0, top + plot_h - ymap(y)):.1f}" fill="{color}"/>')
@@ -180,5 +193,68 @@ def bar_panels(title, panels, series_names, note=None, panel_width=380, height=4
             parts.append(_text(x0 + left + group_w * (c_index + 0.5), top + plot_h + 20, _clip(cat, 14), size=11))
         parts.append(_text(x0 + left + plot_w / 2, top + plot_h + 42, panel.get("x_label", ""), size=12))
     _legend(parts, series_names, panel_width * len(panels) + 10, top + 12)
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def ratio_chart(title, rows, target, direction, x_label, note=None, subtitle=None, label_header=None, width=760):
+    """One row per configuration: the ratio, its interval, coloured by verdict, against a dashed target
+    line. rows: [{"label", "ratio", "low", "high", "verdict"}]; ratio None: nothing drawn but the label;
+    an infinite bound is drawn to the edge. label_header names what the labels list (above them)."""
+    row_h = 22
+    longest = max([len(str(r["label"])) for r in rows] + [8])
+    left = min(420, 24 + 7 * longest)
+    width = max(width, left + 460)
+    right, top, bottom = 130, 84 if subtitle else 68, 56
+    plot_w = width - left - right
+    plot_h = row_h * max(1, len(rows))
+    height = top + plot_h + bottom
+    parts = _frame(width, height, title, note, subtitle)
+    finite = [target]
+    for r in rows:
+        for k in ("ratio", "low", "high"):
+            v = r.get(k)
+            if v is not None and math.isfinite(v):
+                finite.append(v)
+    lo_v = min(0.0, min(finite))
+    ticks = nice_ticks(max(finite) * 1.08 - lo_v)
+    span = ticks[-1] or 1.0
+
+    def xmap(v):
+        v = min(max(v, lo_v), lo_v + span)
+        return left + plot_w * (v - lo_v) / span
+
+    for t in ticks:
+        x = xmap(lo_v + t)
+        parts.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + plot_h}" stroke="#e5e5e5"/>')
+        parts.append(_text(x, top + plot_h + 16, fmt_tick(lo_v + t), size=11))
+    parts.append(f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#333"/>')
+    parts.append(_text(left + plot_w / 2, top + plot_h + 36, x_label, size=12))
+    tx = xmap(target)
+    parts.append(f'<line x1="{tx:.1f}" y1="{top - 6}" x2="{tx:.1f}" y2="{top + plot_h}" stroke="#222" '
+                 f'stroke-dasharray="5,4" stroke-width="1.5"/>')
+    parts.append(_text(tx, top - 10, f"target {direction.replace('>=', '≥').replace('<=', '≤')} {target:g}",
+                       size=11))
+    if label_header:
+        parts.append(_text(8, top - 10, _clip(label_header, 60), size=11, anchor="start", weight="bold"))
+    for i, r in enumerate(rows):
+        y = top + row_h * (i + 0.5)
+        parts.append(_text(left - 8, y + 4, _clip(r["label"], 56), size=11, anchor="end"))
+        colour = VERDICT_COLOURS.get(r.get("verdict"), "#555")
+        low, high, est = r.get("low"), r.get("high"), r.get("ratio")
+        if low is not None and high is not None:
+            x1, x2 = xmap(low if math.isfinite(low) else lo_v), xmap(high if math.isfinite(high) else lo_v + span)
+            parts.append(f'<line x1="{x1:.1f}" y1="{y:.1f}" x2="{x2:.1f}" y2="{y:.1f}" stroke="{colour}" '
+                         f'stroke-width="2"/>')
+            for xx, v in ((x1, low), (x2, high)):
+                if math.isfinite(v):
+                    parts.append(f'<line x1="{xx:.1f}" y1="{y - 5:.1f}" x2="{xx:.1f}" y2="{y + 5:.1f}" '
+                                 f'stroke="{colour}" stroke-width="2"/>')
+        if est is not None and math.isfinite(est):
+            fill = "white" if r.get("verdict") == "not comparable" else colour
+            parts.append(f'<circle cx="{xmap(est):.1f}" cy="{y:.1f}" r="4.5" fill="{fill}" stroke="{colour}" '
+                         f'stroke-width="2"/>')
+        parts.append(_text(left + plot_w + 8, y + 4, r.get("verdict") or "", size=11, anchor="start",
+                           color=colour))
     parts.append("</svg>")
     return "\n".join(parts) + "\n"

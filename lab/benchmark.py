@@ -10,7 +10,12 @@
 Runs alternate baseline and engine (the order inside each pair alternates too), so drift of the machine
 hits both alike. Every figure comes from runners.trial -> runners.load, the same code the lab sweep uses.
 Writes results.json and results.csv (one row per run) atomically in --out (default data/benchmark/).
-Exit codes: 0 all runs ok (targets are reported, not exit codes), 1 a run failed, 2 bad arguments.
+The comparison's statistics and verdicts are the lab report's (analysis.verdicts): 95% Student-t intervals
+of the means over the runs, Fieller 95% intervals of the engine/baseline ratios, met / not met /
+inconclusive, and "not comparable" when the engine completes a smaller share of its submissions than the
+baseline; cells with CV > 10% are flagged noisy. --out is checked (created, written to) before any run.
+Exit codes: 0 all runs ok (targets are reported, not exit codes), 1 a run failed, 2 bad arguments or an
+--out that cannot be written.
 """
 import argparse
 import csv
@@ -23,12 +28,17 @@ import sys
 import tempfile
 import time
 
+from analysis import stats, verdicts
+from analysis import trials as trialcheck
+from lab.outpaths import OutputPathError, ensure_output_dir
 from runners.envinfo import scratch_root
 from runners.spawn import spawn_trial
 from runners.params import WORKLOAD_PRESETS
 from runners.params import check as check_param
+from tqcontract.environment import machine_info
 from tqcontract.files import write_text
-from tqcontract.metrics import ENGINE, IMPLEMENTATIONS
+from tqcontract.histogram import LatencyHistogram
+from tqcontract.metrics import ENGINE, IMPLEMENTATIONS, dig
 
 IMPLS = IMPLEMENTATIONS
 TARGET_THROUGHPUT_RATIO = 2.0     # engine throughput >= 2x baseline
@@ -168,21 +178,59 @@ def stdev_of(values):
 
 # ------------------------------------------------------------------------------------------ comparison
 
+def _describe_runs(results, path):
+    return stats.describe([dig(r, path) for r in results])
+
+
+def usable_results(runs, impl, clients):
+    """The results the statistics use: ok runs whose metrics are all finite (analysis.trials); an ok run
+    with a NaN/inf or missing metric is marked `invalid` with its reason (in place) and left out."""
+    out = []
+    for run in runs:
+        if run["impl"] != impl or run["clients"] != clients or run["status"] != "ok":
+            continue
+        why = trialcheck.result_problem(run.get("result"))
+        if why:
+            run["status"], run["reason"] = trialcheck.INVALID, why
+            continue
+        out.append(run["result"])
+    return out
+
+
+def _pooled_p95(results):
+    hists = []
+    for r in results:
+        try:
+            hists.append(LatencyHistogram.from_dict(r.get("latency_histogram")))
+        except ValueError:
+            return None
+    h = LatencyHistogram.merged(hists)
+    return h.percentile(95) if h.count else None
+
+
+def _trial_view(result):
+    return {"throughput_tps": result["throughput_tps"], "latency_p95_ms": result["latency_ms"]["p95"],
+            "error_rate": result["error_rate"]}
+
+
 def summarize(runs, clients_levels):
-    """Per (impl, clients): means over the ok runs; per clients: engine/baseline ratios and verdicts."""
+    """Per (impl, clients): statistics over the usable runs (n, mean, stdev, 95% t interval, CV); per
+    clients: the engine/baseline comparison under the lab's verdict rule (analysis.verdicts.compare)."""
     summary, comparisons = [], []
     for clients in clients_levels:
         by_impl = {}
         for impl in IMPLS:
-            results = [r["result"] for r in runs
-                       if r["impl"] == impl and r["clients"] == clients and r["status"] == "ok"]
-            tps = [r["throughput_tps"] for r in results]
+            results = usable_results(runs, impl, clients)
+            failed = sum(1 for r in runs if r["impl"] == impl and r["clients"] == clients and r["status"] != "ok")
+            tps = _describe_runs(results, ("throughput_tps",))
+            p95 = _describe_runs(results, ("latency_ms", "p95"))
             row = {
-                "impl": impl, "clients": clients, "runs": len(results),
-                "throughput_tps": mean_of(tps), "throughput_sd": stdev_of(tps),
+                "impl": impl, "clients": clients, "runs": len(results), "failed": failed,
+                "throughput": tps, "throughput_tps": tps["mean"], "throughput_sd": tps["stdev"],
+                "p95": p95, "p95_ms": p95["mean"],
                 "mean_ms": mean_of([r["latency_ms"]["mean"] for r in results]),
-                "p95_ms": mean_of([r["latency_ms"]["p95"] for r in results]),
                 "p99_ms": mean_of([r["latency_ms"]["p99"] for r in results]),
+                "pooled_p95_ms": _pooled_p95(results),
                 "error_rate": mean_of([r["error_rate"] for r in results]),
                 "queue_depth_max": max((r["queue_depth"]["max"] for r in results
                                         if r["queue_depth"]["max"] is not None), default=None),
@@ -190,18 +238,20 @@ def summarize(runs, clients_levels):
                 "rejections": mean_of([r["counters"]["rejected"] for r in results]),
                 "efficiency": mean_of([r["efficiency"] for r in results]),
                 "peak_rss_mb": mean_of([r["peak_rss_mb"] for r in results]),
+                "cpu_ms_per_task": mean_of([dig(r, ("process", "cpu_ms_per_task")) for r in results]),
+                "noisy": [label for label, d in (("throughput", tps), ("P95", p95))
+                          if d["cv"] is not None and d["cv"] > verdicts.NOISE_CV],
             }
-            by_impl[impl] = row
+            by_impl[impl] = (row, results)
             summary.append(row)
-        base, eng = by_impl["baseline"], by_impl[ENGINE]
-        tps_ratio = (eng["throughput_tps"] / base["throughput_tps"]
-                     if eng["throughput_tps"] is not None and base["throughput_tps"] else None)
-        p95_ratio = (eng["p95_ms"] / base["p95_ms"] if eng["p95_ms"] is not None and base["p95_ms"] else None)
+        (_base, base_results), (_eng, eng_results) = by_impl["baseline"], by_impl[ENGINE]
+        result = verdicts.compare([_trial_view(r) for r in eng_results], [_trial_view(r) for r in base_results])
+        thr, p95 = result["throughput"], result["p95"]
         comparisons.append({
-            "clients": clients, "throughput_ratio": tps_ratio, "p95_ratio": p95_ratio,
+            "clients": clients, "completion": result["completion"], "throughput": thr, "p95": p95,
+            "throughput_ratio": thr["ratio"], "p95_ratio": p95["ratio"],
             "throughput_target": f">= {TARGET_THROUGHPUT_RATIO:g}x", "p95_target": f"<= {TARGET_P95_RATIO:g}x",
-            "throughput_met": None if tps_ratio is None else tps_ratio >= TARGET_THROUGHPUT_RATIO,
-            "p95_met": None if p95_ratio is None else p95_ratio <= TARGET_P95_RATIO,
+            "throughput_verdict": thr["verdict"], "p95_verdict": p95["verdict"],
         })
     return summary, comparisons
 
@@ -210,25 +260,59 @@ def verdict_text(met):
     return {True: "MET", False: "NOT MET", None: "UNKNOWN (a run failed)"}[met]
 
 
+def _ci_text(d, digits=".1f"):
+    if d["ci_low"] is not None:
+        return f"[{d['ci_low']:{digits}}, {d['ci_high']:{digits}}]"
+    return "no spread" if d["note"] == stats.NO_SPREAD else "-"
+
+
+def _cv_text(d):
+    if d["cv"] is None:
+        return "-"
+    return f"{100 * d['cv']:.1f}%" + ("!" if d["cv"] > verdicts.NOISE_CV else "")
+
+
+def _ratio_text(r, digits):
+    if r["ratio"] is None:
+        return "-"
+    ci = (f" [95% CI {r['low']:{digits}}, {r['high']:{digits}}]"
+          if r["low"] is not None and r["bounded"] else " (no interval)")
+    return f"{r['ratio']:{digits}}x{ci}"
+
+
 def print_table(summary, comparisons):
-    header = (f"{'impl':<10} {'clients':>7} {'runs':>4} {'throughput/s':>13} {'effic.':>6} {'mean ms':>9} "
-              f"{'P95 ms':>9} {'P99 ms':>9} {'err rate':>8} {'qdepth max':>10} {'retries':>7} {'rejects':>7}")
+    print("mean over the ok runs; 95% CI: Student-t interval of the mean over the runs (n); CV: sample stdev / "
+          f"mean, ! when > {100 * verdicts.NOISE_CV:g}% (noisy)")
+    header = (f"{'impl':<9} {'clients':>7} {'n':>2} {'tasks/s':>9} {'95% CI':>19} {'CV':>7} {'effic.':>6} "
+              f"{'mean ms':>8} {'P95 ms':>8} {'95% CI':>17} {'CV':>7} {'P99 ms':>8} {'pooled P95':>10} "
+              f"{'err rate':>8} {'CPU ms/t':>8} {'qdepth max':>10} {'retries':>7} {'rejects':>7}")
     print(header)
     print("-" * len(header))
     for row in summary:
-        tps = fmt(row["throughput_tps"])
-        if row["throughput_sd"] is not None:
-            tps = f"{tps}±{row['throughput_sd']:.0f}"
-        print(f"{row['impl']:<10} {row['clients']:>7} {row['runs']:>4} {tps:>13} "
-              f"{fmt(row['efficiency'], '.3f'):>6} {fmt(row['mean_ms']):>9} "
-              f"{fmt(row['p95_ms']):>9} {fmt(row['p99_ms']):>9} {fmt(row['error_rate'], '.3f'):>8} "
+        t, p = row["throughput"], row["p95"]
+        print(f"{row['impl']:<9} {row['clients']:>7} {row['runs']:>2} {fmt(t['mean']):>9} {_ci_text(t):>19} "
+              f"{_cv_text(t):>7} {fmt(row['efficiency'], '.3f'):>6} {fmt(row['mean_ms']):>8} {fmt(p['mean']):>8} "
+              f"{_ci_text(p):>17} {_cv_text(p):>7} {fmt(row['p99_ms']):>8} {fmt(row['pooled_p95_ms']):>10} "
+              f"{fmt(row['error_rate'], '.3f'):>8} {fmt(row['cpu_ms_per_task'], '.3f'):>8} "
               f"{fmt(row['queue_depth_max'], '.0f'):>10} {fmt(row['retries'], '.0f'):>7} "
               f"{fmt(row['rejections'], '.0f'):>7}")
     print()
+    print("verdicts (analysis/verdicts.py, as the lab report): Fieller 95% interval of the ratio of means over the "
+          "runs; met when the whole interval clears the target, not met when it misses it, else inconclusive; "
+          "not comparable when the engine completes a smaller share of its submissions than the baseline")
     for c in comparisons:
-        print(f"clients {c['clients']}: engine/baseline throughput {fmt(c['throughput_ratio'], '.2f')}x "
-              f"(target {c['throughput_target']}: {verdict_text(c['throughput_met'])}), "
-              f"P95 {fmt(c['p95_ratio'], '.3f')}x (target {c['p95_target']}: {verdict_text(c['p95_met'])})")
+        comp = c["completion"]
+        noisy = [f"{row['impl']} {', '.join(row['noisy'])}" for row in summary
+                 if row["clients"] == c["clients"] and row["noisy"]]
+        print(f"clients {c['clients']}: throughput {_ratio_text(c['throughput'], '.2f')} "
+              f"(target {c['throughput_target']}: {c['throughput_verdict']}), "
+              f"P95 {_ratio_text(c['p95'], '.3f')} (target {c['p95_target']}: {c['p95_verdict']}); "
+              f"not completed: engine {fmt(comp['engine_share'], '.3f')}, baseline {fmt(comp['baseline_share'], '.3f')}"
+              + (f"; noisy: {'; '.join(noisy)}" if noisy else ""))
+        for key in ("throughput", "p95"):
+            note = verdicts.full_note(c[key])
+            if note:
+                print(f"  {key}: {note}")
 
 
 # ------------------------------------------------------------------------------------------ modes
@@ -259,6 +343,7 @@ def run_comparison(args, workdir):
             for position, impl in enumerate(order):
                 plan.append((impl, clients, repeat, position))
             pair += 1
+    machine = machine_info()
     runs = []
     for number, (impl, clients, repeat, position) in enumerate(plan, 1):
         params = trial_params(args, impl, clients, args.count, workdir)
@@ -270,19 +355,26 @@ def run_comparison(args, workdir):
             run["stderr_tail"] = outcome["stderr_tail"]
             log(f"[{number}/{len(plan)}] {impl} clients={clients} repeat={repeat}: {outcome['status'].upper()} "
                 f"(exit {outcome['returncode']}): {outcome['stderr_tail'].strip().splitlines()[-1:]}")
+        elif trialcheck.result_problem(outcome["result"]):
+            run["status"] = trialcheck.INVALID
+            run["reason"] = trialcheck.result_problem(outcome["result"])
+            log(f"[{number}/{len(plan)}] {impl} clients={clients} repeat={repeat}: INVALID ({run['reason']})")
         else:
             r = outcome["result"]
             log(f"[{number}/{len(plan)}] {impl:<9} clients={clients:<4} repeat={repeat}: "
-                f"{r['throughput_tps']:.1f} tasks/s (efficiency {fmt(r.get('efficiency'), '.3f')}), mean {r['latency_ms']['mean']:.1f} ms, "
-                f"P95 {r['latency_ms']['p95']:.1f} ms, errors {r['error_rate']:.3f} ({outcome['wall_s']:.1f} s)")
+                f"{r['throughput_tps']:.1f} tasks/s (efficiency {fmt(r.get('efficiency'), '.3f')}), "
+                f"mean {r['latency_ms']['mean']:.1f} ms, P95 {r['latency_ms']['p95']:.1f} ms, "
+                f"errors {r['error_rate']:.3f} ({outcome['wall_s']:.1f} s)")
         runs.append(run)
     summary, comparisons = summarize(runs, args.clients)
     print_table(summary, comparisons)
-    document = {"kind": "comparison", "created_unix": time.time(), "args": vars(args),
+    document = {"kind": "comparison", "created_unix": time.time(), "args": vars(args), "machine": machine,
                 "targets": {"throughput_ratio_min": TARGET_THROUGHPUT_RATIO, "p95_ratio_max": TARGET_P95_RATIO},
+                "method": verdicts.RULE_TEXT, "level": verdicts.LEVEL,
                 "runs": runs, "summary": summary, "ratios": comparisons,
-                "verdicts": {str(c["clients"]): {"throughput": verdict_text(c["throughput_met"]),
-                                                 "p95": verdict_text(c["p95_met"])} for c in comparisons}}
+                "verdicts": {str(c["clients"]): {"throughput": c["throughput_verdict"], "p95": c["p95_verdict"],
+                                                 "comparable": c["completion"]["comparable"]}
+                             for c in comparisons}}
     write_text(os.path.join(args.out, "results.json"), json.dumps(document, indent=2, sort_keys=True) + "\n")
     write_text(os.path.join(args.out, "results.csv"), runs_csv(runs))
     log(f"wrote {os.path.join(args.out, 'results.json')} and results.csv")
@@ -329,7 +421,11 @@ def main(argv=None):
     if problem:
         print(f"benchmark.py: error: {problem}", file=sys.stderr)
         return 2
-    args.out = os.path.abspath(args.out)
+    try:        # before any run: results that cannot be written must not cost the runs
+        args.out = ensure_output_dir(args.out)
+    except OutputPathError as exc:
+        print(f"benchmark.py: error: {exc}", file=sys.stderr)
+        return 2
     scratch, kind = scratch_root()
     workdir = tempfile.mkdtemp(prefix="tq-bench-", dir=scratch)
     log(f"scratch files in {workdir} ({kind or 'unknown filesystem'}; set TQ_SCRATCH_DIR to change)")

@@ -4,7 +4,9 @@ import os
 import sys
 
 from analysis import report as reportmod
+from analysis import verdicts
 from lab import sweep as sweepmod
+from lab.outpaths import OutputPathError, ensure_output_dir, ensure_output_file
 
 
 def register(subparsers):
@@ -12,7 +14,9 @@ def register(subparsers):
         "report", help="statistics, verdicts and charts for a sweep",
         description="Write report.md (machine, grid, verdicts on the targets throughput ratio >= 2 and "
                     "P95 ratio <= 0.6 with 95% intervals, per-axis tables), summary.csv (aggregates) and "
-                    "charts/*.svg for a sweep folder. Exit 0 when written, 2 when DIR is not a sweep.")
+                    "charts/*.svg for a sweep folder. A configuration whose engine completes a smaller share "
+                    "of its submissions than the baseline is 'not comparable', never met. Exit 0 when "
+                    "written, 2 when DIR is not a sweep or the report cannot be written where asked.")
     p.add_argument("dir", nargs="?", metavar="DIR",
                    help="sweep folder (default: the newest one under data/sweeps/)")
     p.add_argument("--out", metavar="FILE",
@@ -89,6 +93,16 @@ def run_command(args):
         if problem:
             print(f"error: --out {args.out}: {problem}", file=sys.stderr)
             return 2
+    if not os.path.isfile(os.path.join(sweep_dir, "sweep.json")):
+        print(f"error: {sweep_dir}: no sweep.json (not a sweep folder)", file=sys.stderr)
+        return 2
+    try:    # before any work: the report, summary.csv and charts/ must be writable where they go
+        target = ensure_output_file(args.out if args.out is not None else os.path.join(sweep_dir, "report.md"),
+                                    what="--out" if args.out is not None else "report")
+        ensure_output_dir(os.path.join(os.path.dirname(target), "charts"), what="charts folder")
+    except OutputPathError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         meta, _rows = reportmod.load_sweep(sweep_dir)
         if refresh_trials_csv(sweep_dir, meta):
@@ -101,13 +115,13 @@ def run_command(args):
         print(f"error: cannot write the report: {exc}", file=sys.stderr)
         return 1
     agg = out["aggregate"]
-    for t in reportmod.TARGETS:
-        tally = {}
-        for cfg in agg["configs"]:
-            v = cfg["ratios"][t["key"]]["verdict"]
-            tally[v] = tally.get(v, 0) + 1
+    if agg["recorded"] < agg["planned"]:
+        print(f"incomplete sweep: {agg['recorded']} of {agg['planned']} planned trials have run", file=sys.stderr)
+    for t in verdicts.TARGETS:
+        counts = reportmod.tally(agg, t["key"])
         print(f"{t['label']} {t['direction']} {t['target']:g}: "
-              + (", ".join(f"{n} {v}" for v, n in sorted(tally.items())) or "no trials yet"), file=sys.stderr)
+              + (", ".join(f"{counts[v]} {v}" for v in verdicts.VERDICTS if counts.get(v)) or "no trials yet"),
+              file=sys.stderr)
     print(f"report: {out['report']} (summary {out['summary']}, {len(out['charts'])} charts)", file=sys.stderr)
     print(out["report"])
     return 0

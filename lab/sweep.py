@@ -1,10 +1,17 @@
 """`python -m lab sweep GRID`: run every trial of a grid, each in its own interpreter, resumably.
 
 Output folder (default data/sweeps/<name>/):
-  sweep.json        the effective grid, its hash, machine + interpreter metadata, git commit, start time
-  trials/<id>.json  one per trial (status, params, metrics, stderr tail, wall time), written atomically
+  sweep.json        the effective grid, its hash, machine (CPU model, cores, memory, load average) and
+                    interpreter metadata, git commit, start time, trials planned, the adaptive rounds
+  trials/<id>.json  one per trial (status, params, metrics, stderr tail, wall time, load average before
+                    and after), written atomically
   trials.csv        one row per recorded trial, rewritten atomically after every trial
   work/<id>/        a trial's scratch folder (`workdir`), removed when the trial ends
+
+A trial whose process succeeded but whose metrics are missing or not finite (analysis.trials) is recorded
+as `invalid` with its reason, like a failed one. With --target-halfwidth H the sweep keeps adding rounds
+(interleaved as the planned ones, over the configurations not yet there) until both engine/baseline ratio
+intervals of every configuration lie within +-H of their estimate, or --max-repeats rounds have run.
 """
 import argparse
 import csv
@@ -17,13 +24,18 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
+from analysis import trials as trialcheck
+from analysis import verdicts
 from lab import grid as gridmod
-from tqcontract.files import write_text
-from tqcontract.metrics import TRIAL_COLUMNS, dig
+from lab.outpaths import OutputPathError, ensure_output_dir
 from runners import spawn
 from runners.envinfo import scratch_root
+from tqcontract.environment import load_average
+from tqcontract.environment import machine_info as _machine_info
+from tqcontract.files import write_text
+from tqcontract.metrics import ENGINE, TRIAL_COLUMNS, dig
 
 ROOT = spawn.ROOT
 DEFAULT_SWEEPS = os.path.join(ROOT, "data", "sweeps")
@@ -60,14 +72,42 @@ def register(subparsers):
     p.add_argument("--seed", type=int, metavar="S",
                    help="seed of the trial order and of the workloads (overrides the grid's seed; another "
                         "seed is another sweep, so give it another --out)")
+    p.add_argument("--target-halfwidth", type=halfwidth_arg, metavar="H",
+                   help="after the planned rounds, keep adding rounds (only for configurations not there "
+                        "yet) until both ratio intervals (throughput, P95) of every configuration are within "
+                        "+-H of the estimate, e.g. 5%% or 0.05; the report says which configurations got there")
+    p.add_argument("--max-repeats", type=int, metavar="N",
+                   help=f"with --target-halfwidth: at most N rounds in all (default {DEFAULT_MAX_REPEATS})")
     p.add_argument("--trial-module", default=TRIAL_MODULE, help=argparse.SUPPRESS)
     p.set_defaults(func=run_command)
 
 
+DEFAULT_MAX_REPEATS = 10
+
+
+def halfwidth_arg(text):
+    """'5%' or '0.05' -> 0.05; within (0, 1)."""
+    raw = text.strip()
+    try:
+        value = float(raw[:-1]) / 100.0 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a share: {text!r} (give e.g. 5% or 0.05)") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 100%, not {text!r}")
+    return value
+
+
 def run_command(args):
+    if args.max_repeats is not None and args.target_halfwidth is None:
+        print("error: --max-repeats needs --target-halfwidth", file=sys.stderr)
+        return 2
+    if args.max_repeats is not None and args.max_repeats < 1:
+        print("error: --max-repeats must be >= 1", file=sys.stderr)
+        return 2
     try:
         return run_sweep(args.grid, out=args.out, repeats=args.repeats, python=args.python, seed=args.seed,
-                         trial_module=args.trial_module)
+                         trial_module=args.trial_module, target_halfwidth=args.target_halfwidth,
+                         max_repeats=args.max_repeats)
     except (gridmod.GridError, SweepError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -81,7 +121,12 @@ def write_json(path, obj):
 
 def csv_columns(axes):
     return (["id", "order", "impl", "repeat", "config_id"] + list(axes)
-            + ["seed", "status", "returncode", "wall_s"] + [c for c, _ in METRIC_COLUMNS])
+            + ["seed", "status", "returncode", "wall_s", "load1_before", "load1_after"]
+            + [c for c, _ in METRIC_COLUMNS])
+
+
+def _load1(load):
+    return load[0] if isinstance(load, list) and load else None
 
 
 def csv_text(axes, records):
@@ -96,7 +141,8 @@ def csv_text(axes, records):
                rec.get("config_id", "")]
         row += [_csv_value(params.get(axis)) for axis in axes]
         row += [params.get("seed", ""), rec.get("status", ""), _csv_value(rec.get("returncode")),
-                _csv_value(rec.get("wall_s"))]
+                _csv_value(rec.get("wall_s")), _csv_value(_load1(rec.get("load_before"))),
+                _csv_value(_load1(rec.get("load_after")))]
         row += [_csv_value(dig(result, path)) if result else "" for _, path in METRIC_COLUMNS]
         writer.writerow(row)
     return buf.getvalue()
@@ -172,16 +218,12 @@ def probe_python(python):
 
 
 def machine_info():
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
-    return {"platform": platform.platform(), "system": platform.system(), "machine": platform.machine(),
-            "processor": platform.processor() or None, "cpu_count": os.cpu_count(), "cpu_usable": usable}
+    """Platform, CPU model, cores (all and usable), memory and the load average now."""
+    return _machine_info()
 
 
 def now_iso():
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 # ------------------------------------------------------------------------------------------- progress
@@ -264,8 +306,9 @@ def _raise_interrupt(signum, frame):
 
 
 def run_sweep(grid_path, out=None, repeats=None, python=None, seed=None, trial_module=TRIAL_MODULE,
-              log=None):
-    """Run (or resume) a sweep; return the exit code. GridError/SweepError for bad input."""
+              log=None, target_halfwidth=None, max_repeats=None):
+    """Run (or resume) a sweep; return the exit code. GridError/SweepError for bad input.
+    target_halfwidth / max_repeats: the adaptive rounds (see the module docstring)."""
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     grid = gridmod.load(grid_path, repeats=repeats, seed=seed)
     ghash = gridmod.grid_hash(grid)
@@ -277,17 +320,22 @@ def run_sweep(grid_path, out=None, repeats=None, python=None, seed=None, trial_m
         if not found:
             raise SweepError(f"--python: not an executable: {python}")
         python = found
-    trial_python = probe_python(python)
+    if target_halfwidth is None and max_repeats is not None:
+        raise SweepError("--max-repeats needs --target-halfwidth")
+    if target_halfwidth is not None:
+        max_repeats = DEFAULT_MAX_REPEATS if max_repeats is None else max_repeats
 
     meta_path = os.path.join(out, "sweep.json")
     trials_dir = os.path.join(out, "trials")
+    _check_out(out, meta_path, ghash)      # before any work: a folder that cannot take the results is exit 2
+    try:
+        ensure_output_dir(out)
+        ensure_output_dir(trials_dir, what="--out trials folder")
+    except OutputPathError as exc:
+        raise SweepError(str(exc)) from None
+    trial_python = probe_python(python)
     scratch, scratch_fs = scratch_root()
     work_root = os.path.join(scratch, f"tq-sweep-{os.path.basename(os.path.abspath(out))}-{ghash[:12]}")
-    _check_out(out, meta_path, ghash)
-    try:
-        os.makedirs(trials_dir, exist_ok=True)
-    except OSError as exc:
-        raise SweepError(f"--out: cannot create {trials_dir}: {exc.strerror or exc}") from None
 
     with _Lock(out):
         previous = _check_out(out, meta_path, ghash)  # again, now that no other sweep can write here
@@ -314,15 +362,29 @@ def run_sweep(grid_path, out=None, repeats=None, python=None, seed=None, trial_m
         records = load_records(trials_dir)
         todo = [t for t in plan if records.get(t["id"], {}).get("status") != "ok"]
         done_before = len(plan) - len(todo)
+        adaptive = dict((previous or {}).get("adaptive") or {})
+        if target_halfwidth is not None:
+            adaptive.update(target_halfwidth=target_halfwidth, max_repeats=max_repeats)
+        adaptive_ids = set(adaptive.get("scheduled_ids") or [])
+        if adaptive:
+            meta["adaptive"] = adaptive
+
+        def planned_now():
+            return len(plan) + len(adaptive_ids)
+
+        meta["planned_trials"] = planned_now()
         meta["runs"].append({"started_at": started, "repeats": grid["repeats"], "seed": grid["seed"],
                              "python": python, "git_commit": commit, "planned": len(plan),
-                             "already_ok": done_before})
+                             "already_ok": done_before, "target_halfwidth": target_halfwidth,
+                             "max_repeats": max_repeats})
         write_json(meta_path, meta)
         write_csv(out, grid, records)
 
         log(f"sweep {grid['name']} ({ghash}): {len(gridmod.configurations(grid))} configurations x "
             f"{len(grid['implementations'])} implementations x {grid['repeats']} repeats = {len(plan)} "
-            f"trials; {done_before} already ok, {len(todo)} to run; out {out}")
+            f"trials; {done_before} already ok, {len(todo)} to run; out {out}"
+            + (f"; then rounds until every ratio interval is within +-{100 * target_halfwidth:g}% (at most "
+               f"{max_repeats} rounds)" if target_halfwidth is not None else ""))
 
         # SIGTERM, and SIGHUP (a closed terminal or a dropped SSH session), stop the sweep as Ctrl-C does:
         # the running trial's process group is killed, so no trial is left running unsupervised
@@ -337,23 +399,55 @@ def run_sweep(grid_path, out=None, repeats=None, python=None, seed=None, trial_m
         t0 = time.perf_counter()
         walls = {}
         failed = []
-        k = 0
-        try:
-            for k, trial in enumerate(todo, 1):
+        ran = 0
+        progress = {"k": 0, "of": len(todo)}
+
+        def run_batch(batch, rounds_label):
+            nonlocal ran
+            for i, trial in enumerate(batch, 1):
+                progress["k"] = i
                 rec = run_one(trial, grid, python, trial_module, work_root)
                 records[rec["id"]] = rec
                 write_json(os.path.join(trials_dir, rec["id"] + ".json"), rec)
                 write_csv(out, grid, records)
                 walls.setdefault(trial["impl"], []).append(rec["wall_s"])
+                ran += 1
                 if rec["status"] != "ok":
                     failed.append(rec)
                 elapsed = time.perf_counter() - t0
-                left = estimate_left(walls, [t["impl"] for t in todo[k:]])
-                log(f"[{k}/{len(todo)}] {trial['impl']} {describe(grid, trial['config'])} "
-                    f"rep {trial['repeat'] + 1}/{grid['repeats']}: {_outcome(rec)} | elapsed "
+                left = estimate_left(walls, [t["impl"] for t in batch[i:]])
+                log(f"[{i}/{len(batch)}] {trial['impl']} {describe(grid, trial['config'])} "
+                    f"rep {trial['repeat'] + 1}/{rounds_label}: {_outcome(rec)} | elapsed "
                     f"{fmt_duration(elapsed)}, left ~{fmt_duration(left) if left is not None else '?'}")
+
+        try:
+            run_batch(todo, grid["repeats"])
+            if target_halfwidth is not None:
+                for repeat in range(grid["repeats"], max_repeats):
+                    unreached = configs_not_within(grid, records, target_halfwidth)
+                    adaptive["not_reached"] = sorted(unreached)
+                    if not unreached:
+                        break
+                    round_trials = [t for t in gridmod.plan(dict(grid, repeats=repeat + 1))
+                                    if t["repeat"] == repeat and t["config_id"] in unreached]
+                    adaptive_ids.update(t["id"] for t in round_trials)
+                    adaptive["scheduled_ids"] = sorted(adaptive_ids)
+                    adaptive["rounds"] = repeat + 1
+                    meta["planned_trials"] = planned_now()
+                    write_json(meta_path, meta)
+                    batch = [t for t in round_trials if records.get(t["id"], {}).get("status") != "ok"]
+                    log(f"round {repeat + 1}: {len(unreached)} configurations not yet within "
+                        f"+-{100 * target_halfwidth:g}%: {len(batch)} trials")
+                    progress["of"] = len(batch)
+                    run_batch(batch, f"{max_repeats} max")
+                else:
+                    unreached = configs_not_within(grid, records, target_halfwidth)
+                    adaptive["not_reached"] = sorted(unreached)
+                total_configs = len(gridmod.configurations(grid))
+                log(f"target +-{100 * target_halfwidth:g}%: {total_configs - len(adaptive['not_reached'])} of "
+                    f"{total_configs} configurations within it")
         except KeyboardInterrupt:
-            log(f"interrupted during trial {k} of {len(todo)} (its process group was killed); "
+            log(f"interrupted during trial {progress['k']} of {progress['of']} (its process group was killed); "
                 f"rerun the same command to resume")
             return 1
         finally:
@@ -367,6 +461,7 @@ def run_sweep(grid_path, out=None, repeats=None, python=None, seed=None, trial_m
         meta["finished_at"] = now_iso()
         meta["runs"][-1]["finished_at"] = meta["finished_at"]
         meta["runs"][-1]["failed"] = len(failed)
+        meta["planned_trials"] = planned_now()
         write_json(meta_path, meta)
     total = time.perf_counter() - t0
     if failed:
@@ -374,15 +469,37 @@ def run_sweep(grid_path, out=None, repeats=None, python=None, seed=None, trial_m
         for rec in failed:
             kinds[rec["status"]] = kinds.get(rec["status"], 0) + 1
         detail = ", ".join(f"{n} {s}" for s, n in sorted(kinds.items()))
-        log(f"{len(failed)} of {len(todo)} trials failed ({detail}) in {fmt_duration(total)}; see "
+        log(f"{len(failed)} of {ran} trials failed ({detail}) in {fmt_duration(total)}; see "
             f"{os.path.join(out, 'trials.csv')}; rerun the same command to retry them")
         return 1
-    log(f"all {len(plan)} trials ok ({len(todo)} run now, {done_before} before) in {fmt_duration(total)}; "
+    log(f"all {planned_now()} trials ok ({ran} run now, {planned_now() - ran} before) in {fmt_duration(total)}; "
         f"results in {out}")
     return 0
 
 
+def configs_not_within(grid, records, halfwidth):
+    """config_ids whose throughput or P95 ratio interval (the report's, analysis.verdicts) is not yet within
+    +-halfwidth of its estimate, from the ok trials recorded so far."""
+    by_config = {}
+    for rec in records.values():
+        if rec.get("status") != "ok" or trialcheck.result_problem(rec.get("result")):
+            continue
+        values = {c: dig(rec.get("result"), path) for c, path in TRIAL_COLUMNS}
+        side = by_config.setdefault(rec.get("config_id"), {})
+        side.setdefault("engine" if rec.get("impl") == ENGINE else rec.get("impl"), []).append(values)
+    out = set()
+    for config in gridmod.configurations(grid):
+        cid = gridmod.config_id(config)
+        sides = by_config.get(cid, {})
+        comparison = verdicts.compare(sides.get(ENGINE, []), sides.get("baseline", []))
+        if not all(verdicts.within_halfwidth(comparison[t["key"]], halfwidth) for t in verdicts.TARGETS):
+            out.add(cid)
+    return out
+
+
 def _outcome(rec):
+    if rec.get("reason"):
+        return f"{rec['status'].upper()} after {rec['wall_s']:.2f}s ({rec['reason'][:120]})"
     if rec["status"] != "ok":
         last = [line for line in (rec.get("stderr_tail") or "").splitlines() if line.strip()]
         why = f" ({last[-1].strip()[:120]})" if last else ""
@@ -405,16 +522,28 @@ def run_one(trial, grid, python, trial_module, work_root):
     os.makedirs(workdir)
     params = dict(trial["params"], workdir=workdir)
     started = now_iso()
+    load_before = load_average()
     try:
         outcome = spawn.spawn_trial(params, python=python, timeout_s=grid["timeout_s"], module=trial_module)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    load_after = load_average()
     status = outcome["status"]
     tail = outcome.get("stderr_tail") or ""
+    reason = None
     if status == "timeout":
         tail = (tail + f"\n[killed with its process group after the {grid['timeout_s']} s timeout]")[-2000:]
-    return {"id": trial["id"], "order": trial["order"], "impl": trial["impl"], "repeat": trial["repeat"],
-            "config_id": trial["config_id"], "config": trial["config"], "status": status,
-            "params": params, "result": outcome.get("result"), "returncode": outcome.get("returncode"),
-            "stderr_tail": tail, "wall_s": outcome.get("wall_s"), "started_at": started,
-            "finished_at": now_iso(), "argv": outcome.get("argv"), "timeout_s": grid["timeout_s"]}
+    elif status == "ok":
+        reason = trialcheck.result_problem(outcome.get("result"))
+        if reason:      # the process succeeded, but its figures cannot be used: a failed trial, with why
+            status = trialcheck.INVALID
+            tail = (tail + f"\n[{reason}]")[-2000:]
+    rec = {"id": trial["id"], "order": trial["order"], "impl": trial["impl"], "repeat": trial["repeat"],
+           "config_id": trial["config_id"], "config": trial["config"], "status": status,
+           "params": params, "result": outcome.get("result"), "returncode": outcome.get("returncode"),
+           "stderr_tail": tail, "wall_s": outcome.get("wall_s"), "started_at": started,
+           "finished_at": now_iso(), "argv": outcome.get("argv"), "timeout_s": grid["timeout_s"],
+           "load_before": load_before, "load_after": load_after}
+    if reason:
+        rec["reason"] = reason
+    return rec

@@ -12,12 +12,19 @@ waiter threads: each outstanding task has a waiter reserved for it, so a slow ta
 timestamp of a fast one.
 
 All timing is time.perf_counter(), client-side, identical for every implementation.
+
+Besides the latency summary, every result carries `latency_histogram` (the answered tasks' latencies in
+the fixed log-linear buckets of tqcontract.histogram, so a report can pool trials into percentiles over
+all their tasks) and `process`: CPU time (user, sys) and context switches of this process from just
+before the adapter starts to just after it stops (getrusage; an HTTP object server child is not
+included), CPU ms per submitted task, and the load average before and after.
 """
 import queue as queue_module
 import threading
 import time
 
-from tqcontract.environment import current_rss_mb, env_info, peak_rss_mb
+from tqcontract.environment import current_rss_mb, env_info, load_average, peak_rss_mb, process_usage, usage_delta
+from tqcontract.histogram import LatencyHistogram
 from tqcontract.metrics import latency_summary, unknown_metrics
 
 OK = "success"
@@ -201,8 +208,21 @@ def _num(value):
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def build_metrics(records, t_start, impl, params, impl_metrics, workers, latency_ms, harness_info=None):
-    """The metrics JSON of docs/CONTRACTS.md from the client-side records and the adapter's metrics."""
+def process_block(usage_before, usage_after, tasks, load_before=None, load_after=None):
+    """The `process` field: CPU time and context switches between two process_usage() snapshots, CPU ms
+    per submitted task, load averages around the run."""
+    out = usage_delta(usage_before, usage_after)
+    cpu = (out["cpu_user_s"] or 0.0) + (out["cpu_sys_s"] or 0.0) if out["cpu_user_s"] is not None else None
+    out["cpu_ms_per_task"] = round(cpu * 1000.0 / tasks, 6) if cpu is not None and tasks else None
+    out["load_before"], out["load_after"] = load_before, load_after
+    out["scope"] = "this process (all threads), adapter start to stop"
+    return out
+
+
+def build_metrics(records, t_start, impl, params, impl_metrics, workers, latency_ms, harness_info=None,
+                  process=None):
+    """The metrics JSON of docs/CONTRACTS.md from the client-side records and the adapter's metrics;
+    `process` is the process_block() of the run (all fields None when not given)."""
     count = len(records)
     ends = [r.end for r in records if r is not None and r.end is not None]
     elapsed = (max(ends) - t_start) if ends else 0.0
@@ -212,6 +232,8 @@ def build_metrics(records, t_start, impl, params, impl_metrics, workers, latency
         statuses[status] = statuses.get(status, 0) + 1
     successes = statuses.get(OK, 0)
     answered = [r.latency_ms for r in records if r is not None and r.end is not None]
+    histogram = LatencyHistogram()
+    histogram.record_many(max(v, 0.0) for v in answered)   # perf_counter is monotonic: >= 0 anyway
     ok_latencies = [r.latency_ms for r in records if r is not None and r.status == OK and r.end is not None]
     throughput = successes / elapsed if elapsed > 0 else None
 
@@ -243,6 +265,7 @@ def build_metrics(records, t_start, impl, params, impl_metrics, workers, latency
         "elapsed_s": round(elapsed, 6),
         "throughput_tps": round(throughput, 3) if throughput is not None else None,
         "latency_ms": latency_summary(answered),
+        "latency_histogram": histogram.to_dict(),
         "error_rate": round((count - successes) / count, 6) if count else None,
         "counters": base["counters"],
         "queue_depth": base["queue_depth"],
@@ -252,6 +275,7 @@ def build_metrics(records, t_start, impl, params, impl_metrics, workers, latency
         "efficiency": round(throughput / ceiling, 4) if ceiling and throughput is not None else None,
         "peak_rss_mb": peak_rss_mb(),
         "env": env_info(),
+        "process": process if process is not None else process_block(None, None, count),
         "harness": harness,
         **({"impl_extra": extras} if extras else {}),
     }
@@ -261,6 +285,8 @@ def run_load(adapter, tasks, load="closed", clients=100, rate=None, result_timeo
              latency_ms=None, impl=None):
     """Start the adapter, drive it, collect metrics, stop it; return the metrics JSON dict."""
     rss_before = current_rss_mb()       # the workload and the harness, before the implementation runs
+    load_before = load_average()
+    usage_before = process_usage()
     adapter.start()
     stopped = False
     try:
@@ -274,10 +300,11 @@ def run_load(adapter, tasks, load="closed", clients=100, rate=None, result_timeo
         stop_started = time.perf_counter()
         adapter.stop()
         stopped = True
+        process = process_block(usage_before, process_usage(), len(tasks), load_before, load_average())
         info = dict(info, load=load, stop_s=round(time.perf_counter() - stop_started, 6),
                     rss_before_start_mb=rss_before)
     finally:
         if not stopped:
             adapter.stop()
     return build_metrics(records, t_start, impl or adapter.impl, params, impl_metrics,
-                         getattr(adapter, "workers", None), latency_ms, info)
+                         getattr(adapter, "workers", None), latency_ms, info, process)

@@ -4,7 +4,6 @@ import csv
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
@@ -52,8 +51,16 @@ def test_engine_beats_baseline_at_50_and_100_clients(tmp_path):
     assert len(rows) == 4
     assert {"impl", "clients", "throughput_tps", "latency_ms.p95", "counters.retried", "queue_depth.max",
             "peak_rss_mb", "env.python"} <= set(rows[0])
-    assert "engine/baseline throughput" in proc.stdout and "P95" in proc.stdout
+    assert "clients 50: throughput" in proc.stdout and "P95" in proc.stdout and "95% CI" in proc.stdout
+    assert "±" not in proc.stdout and "+-" not in proc.stdout        # no unlabelled spreads
     assert set(doc["verdicts"]) == {"50", "100"}
+    for v in doc["verdicts"].values():
+        # one run per side: no interval, so no verdict can be "met" from a point ratio
+        assert v["throughput"] == v["p95"] == "inconclusive" and v["comparable"] is True
+    assert doc["machine"]["cpu_count"] >= 1 and "cpu_model" in doc["machine"]
+    for run in doc["runs"]:
+        assert run["result"]["process"]["cpu_user_s"] >= 0
+        assert run["result"]["latency_histogram"]["n"] == 300
 
 
 @needs_engine
@@ -125,34 +132,105 @@ def test_bad_arguments_exit_2(args, tmp_path):
     assert not os.listdir(tmp_path)
 
 
-def _result(tps, p95, retried=0):
-    return {"throughput_tps": tps, "latency_ms": {"mean": p95 / 2, "p95": p95, "p99": p95 * 1.1},
-            "error_rate": 0.0, "queue_depth": {"max": 7}, "counters": {"retried": retried, "rejected": 0},
+def _result(tps, p95, retried=0, error_rate=0.0):
+    return {"throughput_tps": tps, "latency_ms": {"mean": p95 / 2, "p50": p95 / 2, "p95": p95, "p99": p95 * 1.1},
+            "error_rate": error_rate, "queue_depth": {"max": 7}, "counters": {"retried": retried, "rejected": 0},
             "efficiency": None, "peak_rss_mb": 20.0}
 
 
-def test_summarize_ratios_and_verdicts():
-    runs = [
-        {"impl": "baseline", "clients": 50, "status": "ok", "result": _result(100, 500)},
-        {"impl": "baseline", "clients": 50, "status": "ok", "result": _result(120, 300)},
-        {"impl": "engine", "clients": 50, "status": "ok", "result": _result(330, 100, retried=None)},
-        {"impl": "engine", "clients": 50, "status": "error", "result": None},     # failed: left out
-        {"impl": "baseline", "clients": 100, "status": "ok", "result": _result(100, 100)},
-        {"impl": "engine", "clients": 100, "status": "ok", "result": _result(150, 90)},
-    ]
+def _runs(clients, engine, baseline):
+    return ([{"impl": "baseline", "clients": clients, "status": "ok", "result": r} for r in baseline]
+            + [{"impl": "engine", "clients": clients, "status": "ok", "result": r} for r in engine])
+
+
+def test_summarize_uses_the_lab_rule_with_intervals():
+    runs = _runs(50, [_result(330, 100, retried=None), _result(340, 98), _result(335, 101)],
+                 [_result(100, 500), _result(102, 505), _result(101, 495)])
+    runs.append({"impl": "engine", "clients": 50, "status": "error", "result": None})     # failed: left out
+    runs += _runs(100, [_result(150, 90), _result(152, 91), _result(149, 92)],
+                  [_result(100, 100), _result(101, 101), _result(99, 99)])
     summary, comparisons = benchmark.summarize(runs, [50, 100])
     base50 = next(s for s in summary if s["impl"] == "baseline" and s["clients"] == 50)
-    assert base50["throughput_tps"] == 110 and base50["p95_ms"] == 400 and base50["runs"] == 2
+    eng50 = next(s for s in summary if s["impl"] == "engine" and s["clients"] == 50)
+    assert base50["throughput_tps"] == 101 and base50["p95_ms"] == 500 and base50["runs"] == 3
+    assert eng50["runs"] == 3 and eng50["failed"] == 1
+    assert eng50["throughput"]["ci_low"] < 335 < eng50["throughput"]["ci_high"]
     c50, c100 = comparisons
-    assert c50["throughput_ratio"] == pytest.approx(3.0) and c50["throughput_met"] is True
-    assert c50["p95_ratio"] == pytest.approx(0.25) and c50["p95_met"] is True
-    assert c100["throughput_met"] is False and c100["p95_met"] is False
+    assert c50["throughput_ratio"] == pytest.approx(335 / 101) and c50["throughput_verdict"] == "met"
+    assert c50["throughput"]["low"] > 2.0 and c50["p95_verdict"] == "met"
+    assert c100["throughput_verdict"] == "not met" and c100["p95_verdict"] == "not met"
     csv_text = benchmark.runs_csv([dict(r, run=i, repeat=0, order=0, wall_s=1.0) for i, r in enumerate(runs)])
     rows = list(csv.DictReader(csv_text.splitlines()))
-    assert len(rows) == 6 and rows[0]["latency_ms.p95"] == "500" and rows[3]["throughput_tps"] == ""
+    assert len(rows) == 13 and rows[0]["latency_ms.p95"] == "500" and rows[6]["throughput_tps"] == ""
 
 
-def test_summarize_without_successful_runs_is_unknown():
+def test_summarize_noisy_engine_is_not_met_from_a_point_ratio(capsys):
+    """Issue 14: an engine row of 669, 1495, 1480 tasks/s was MET with no interval and no noise flag."""
+    runs = _runs(100, [_result(669, 60), _result(1495, 61), _result(1480, 59)],
+                 [_result(194, 500), _result(195, 502), _result(193.5, 498)])
+    summary, comparisons = benchmark.summarize(runs, [100])
+    assert comparisons[0]["throughput_verdict"] == "inconclusive"
+    assert next(s for s in summary if s["impl"] == "engine")["noisy"] == ["throughput"]
+    benchmark.print_table(summary, comparisons)
+    out = capsys.readouterr().out
+    assert "95% CI" in out and "Student-t" in out and "Fieller" in out
+    assert "noisy: engine throughput" in out and "(target >= 2x: inconclusive)" in out
+
+
+def test_summarize_rejecting_engine_is_not_comparable():
+    runs = _runs(100, [_result(900, 20, error_rate=e) for e in (0.69, 0.86, 0.75)],
+                 [_result(194, 500, error_rate=e) for e in (0.02, 0.019, 0.021)])
+    _summary, comparisons = benchmark.summarize(runs, [100])
+    c = comparisons[0]
+    assert c["completion"]["comparable"] is False
+    assert c["throughput_verdict"] == c["p95_verdict"] == "not comparable"
+
+
+def test_summarize_drops_a_non_finite_run_and_counts_it():
+    runs = _runs(10, [_result(300, 50), _result(float("nan"), 50), _result(310, 52)],
+                 [_result(100, 200), _result(101, 201), _result(99, 199)])
+    summary, comparisons = benchmark.summarize(runs, [10])
+    eng = next(s for s in summary if s["impl"] == "engine")
+    assert eng["runs"] == 2 and eng["failed"] == 1
+    bad = [r for r in runs if r["status"] != "ok"]
+    assert len(bad) == 1 and bad[0]["status"] == "invalid" and "throughput_tps = nan" in bad[0]["reason"]
+    assert comparisons[0]["throughput"]["n_engine"] == 2
+
+
+def test_summarize_zero_baseline_is_data_and_no_runs_is_no_data():
+    runs = _runs(5, [_result(10, 5), _result(11, 5)], [_result(0, 5, error_rate=1.0), _result(0, 5, error_rate=1.0)])
+    _summary, comparisons = benchmark.summarize(runs, [5])
+    assert comparisons[0]["throughput_verdict"] == "inconclusive"
+    assert "baseline's mean is 0" in comparisons[0]["throughput"]["note"]
     runs = [{"impl": "baseline", "clients": 5, "status": "timeout", "result": None}]
     _summary, comparisons = benchmark.summarize(runs, [5])
-    assert comparisons[0]["throughput_ratio"] is None and comparisons[0]["throughput_met"] is None
+    assert comparisons[0]["throughput_ratio"] is None and comparisons[0]["throughput_verdict"] == "no data"
+
+
+@pytest.mark.timeout(30)
+def test_out_that_cannot_be_written_exits_2_before_any_run(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("mine\n")
+    for out in (blocker / "results", "/proc/tq-benchmark-test"):
+        proc = _bench("--clients", "5", "--count", "20", "--repeats", "1", "--out", str(out), timeout=25)
+        assert proc.returncode == 2, proc.stderr[-500:]
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "--out" in lines[0] and "Traceback" not in proc.stderr
+        assert "[1/" not in proc.stderr                               # no run started
+    assert blocker.read_text() == "mine\n"
+
+
+def test_pooled_p95_is_over_all_tasks_of_the_runs():
+    from tqcontract.histogram import LatencyHistogram
+    from tqcontract.metrics import percentile
+
+    def with_hist(result, values):
+        h = LatencyHistogram()
+        h.record_many(values)
+        return dict(result, latency_histogram=h.to_dict())
+
+    engine = [with_hist(_result(300 + i, 50), [float(v) for v in range(1 + 100 * i, 101 + 100 * i)]) for i in range(3)]
+    summary, _ = benchmark.summarize(_runs(10, engine, [_result(100, 200)] * 2), [10])
+    eng = next(s for s in summary if s["impl"] == "engine")
+    assert eng["pooled_p95_ms"] == pytest.approx(percentile([float(v) for v in range(1, 301)], 95), rel=0.01)
+    assert next(s for s in summary if s["impl"] == "baseline")["pooled_p95_ms"] is None     # no histograms

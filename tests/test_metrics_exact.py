@@ -239,6 +239,8 @@ def test_trial_columns_read_the_field_their_name_says():
             return ("counters", column)
         if column.startswith("queue_depth_"):
             return ("queue_depth", column[len("queue_depth_"):])
+        if column.startswith(("cpu_", "ctx_")):          # the trial process's own usage
+            return ("process", column)
         return (column,)
 
     assert len({c for c, _ in TRIAL_COLUMNS}) == len(TRIAL_COLUMNS)

@@ -273,3 +273,107 @@ def test_a_rerun_with_fewer_repeats_keeps_the_rounds_already_run(tmp_path):
     assert again.returncode == 0, again.stderr
     assert "2 already ok, 0 to run" in again.stderr, again.stderr
     assert json.loads((out / "sweep.json").read_text())["grid"]["repeats"] == 2
+
+
+def test_metadata_cpu_memory_and_load_are_recorded(tmp_path):
+    grid = write_grid(tmp_path / "grid.json", {"workers": [2]}, implementations=["engine"])
+    out = tmp_path / "sweep"
+    assert run(sweep_argv(grid, out)).returncode == 0
+    machine = json.loads((out / "sweep.json").read_text())["machine"]
+    assert {"cpu_model", "cpu_count", "cpu_usable", "memory_total_mb", "load_average"} <= set(machine)
+    assert machine["memory_total_mb"] > 64 and len(machine["load_average"]) == 3
+    (rec,) = records(out).values()
+    assert len(rec["load_before"]) == 3 and len(rec["load_after"]) == 3
+    (row,) = csv_rows(out)
+    assert float(row["load1_before"]) == rec["load_before"][0] and float(row["load1_after"]) == rec["load_after"][0]
+    assert {"cpu_user_s", "cpu_sys_s", "cpu_ms_per_task", "ctx_voluntary", "ctx_involuntary"} <= set(row)
+
+
+def test_a_trial_with_a_non_finite_metric_is_recorded_as_failed(tmp_path, monkeypatch):
+    from lab import grid as gridmod
+    from lab import sweep
+    from runners import spawn
+
+    def fake_spawn(params, python=None, timeout_s=None, module=None):
+        result = {"throughput_tps": float("nan"), "error_rate": 0.0, "tasks_submitted": 10,
+                  "latency_ms": {"mean": 1.0, "p50": 1.0, "p95": 2.0, "p99": 2.0, "max": 3.0}}
+        return {"status": "ok", "result": result, "returncode": 0, "stderr_tail": "", "wall_s": 0.1,
+                "argv": ["python"]}
+
+    monkeypatch.setattr(spawn, "spawn_trial", fake_spawn)
+    grid = gridmod.load(write_grid(tmp_path / "grid.json", {"workers": [2]}, implementations=["engine"]))
+    (trial,) = gridmod.plan(grid)
+    rec = sweep.run_one(trial, grid, "python", "x", str(tmp_path / "work"))
+    assert rec["status"] == "invalid"
+    assert "throughput_tps = nan" in rec["reason"] and rec["reason"] in rec["stderr_tail"]
+    assert "INVALID" in sweep._outcome(rec) and "throughput_tps = nan" in sweep._outcome(rec)
+    row = sweep.csv_text(["workers"], [rec]).splitlines()[1]
+    assert ",invalid," in row
+
+
+def test_out_in_proc_is_refused_before_any_work(tmp_path):
+    grid = write_grid(tmp_path / "grid.json", {"workers": [2]}, implementations=["engine"])
+    proc = run(sweep_argv(grid, "/proc/tq-sweep-test"))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --out /proc/tq-sweep-test") and "sweep t" not in proc.stderr
+
+
+@pytest.mark.timeout(90)
+def test_target_halfwidth_adds_interleaved_rounds_until_the_intervals_are_narrow(tmp_path):
+    """The fake trial's noise is 2% in block mode and 15% for the engine in fail_fast: block reaches +-5%
+    after a few rounds, fail_fast never does and stops at the cap."""
+    grid = write_grid(tmp_path / "grid.json", {"mode": ["block", "fail_fast"]}, repeats=3, workers=8, clients=1)
+    out = tmp_path / "sweep"
+    proc = run(sweep_argv(grid, out, "--target-halfwidth", "5%", "--max-repeats", "6"), timeout=80)
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads((out / "sweep.json").read_text())
+    recs = list(records(out).values())
+    repeats = {}
+    for r in recs:
+        repeats.setdefault(r["config"]["mode"], set()).add(r["repeat"])
+    assert repeats["fail_fast"] == set(range(6))                     # up to the cap
+    assert 3 < len(repeats["block"]) < 6 and repeats["block"] == set(range(len(repeats["block"])))
+    by_id = {r["config"]["mode"]: r["config_id"] for r in recs}
+    assert meta["adaptive"]["target_halfwidth"] == 0.05 and meta["adaptive"]["max_repeats"] == 6
+    assert meta["adaptive"]["not_reached"] == [by_id["fail_fast"]]
+    assert meta["planned_trials"] == len(recs) == 2 * (6 + len(repeats["block"]))
+    # interleaved as the planned rounds: both implementations of a configuration back to back
+    pairs = {}
+    for r in recs:
+        pairs.setdefault((r["config_id"], r["repeat"]), []).append(r["order"])
+    assert all(sorted(o)[1] - sorted(o)[0] == 1 for o in pairs.values())
+    assert "target +-5%: 1 of 2 configurations within it" in proc.stderr
+
+    again = run(sweep_argv(grid, out, "--target-halfwidth", "5%", "--max-repeats", "6"))
+    assert again.returncode == 0 and "(0 run now" in again.stderr
+    report = run([sys.executable, "-m", "lab", "report", str(out)])
+    assert report.returncode == 0, report.stderr
+    md = (out / "report.md").read_text()
+    assert "- Target precision ±5% (`--target-halfwidth`): both ratio intervals within it in 1 of 2" in md
+    assert f"of {len(recs)} planned have run" in md and "Incomplete sweep" not in md
+    assert run(sweep_argv(grid, out, "--max-repeats", "4")).returncode == 2      # needs --target-halfwidth
+
+
+@pytest.mark.timeout(120)
+def test_real_sweep_with_a_fail_fast_cell_that_rejects_most_tasks(tmp_path):
+    """Issue 14's done-when: the engine on 1 worker, queue 1, fail_fast, 30 clients rejects most of its
+    submissions; its cell must read 'not comparable', never 'met'."""
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps({
+        "name": "reject", "implementations": ["baseline", "engine"], "repeats": 2, "seed": 1, "timeout_s": 60,
+        "fixed": {"count": 60, "latency_ms": 5, "workers": 1, "queue_size": 1, "clients": 30},
+        "axes": {"mode": ["fail_fast"]}}))
+    out = tmp_path / "sweep"
+    argv = [sys.executable, "-m", "lab", "sweep", str(grid), "--out", str(out)]
+    proc = run(argv, timeout=110)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = csv_rows(out)
+    engine_errors = [float(r["error_rate"]) for r in rows if r["impl"] == "engine"]
+    assert min(engine_errors) > 0.5, engine_errors
+    report = run([sys.executable, "-m", "lab", "report", str(out)])
+    assert report.returncode == 0, report.stderr
+    assert "throughput ratio >= 2: 1 not comparable" in report.stderr
+    md = (out / "report.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| fail_fast | 2/2 |"))
+    assert row.count("not comparable") >= 2 and "engine did not complete" in row and "**met**" not in row

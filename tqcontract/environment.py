@@ -1,7 +1,11 @@
 """Where a figure was measured, and what the measuring process used: one definition for every part.
 
 `env_info()` goes into every metrics JSON; `peak_rss_mb()` and `current_rss_mb()` read this process's
-memory; `cpu_count()` is affinity-aware (the CPUs this process may run on).
+memory; `cpu_count()` is affinity-aware (the CPUs this process may run on). `machine_info()` describes
+the machine (CPU model, cores, memory, load average) for sweep.json; `load_average()` is read before
+and after each trial; `process_usage()` snapshots this process's CPU time and context switches
+(getrusage) and `usage_delta(before, after)` is what a run between two snapshots cost.
+None wherever the platform cannot tell, never a guess.
 """
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ import os
 import platform
 import sys
 from typing import Any
+
+USAGE_FIELDS = ("cpu_user_s", "cpu_sys_s", "ctx_voluntary", "ctx_involuntary")
 
 
 def cpu_count() -> int | None:
@@ -55,3 +61,82 @@ def current_rss_mb() -> float | None:
         return round(resident_pages * os.sysconf("SC_PAGE_SIZE") / (1024.0 * 1024.0), 2)
     except (OSError, ValueError, IndexError, AttributeError):
         return None
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name (Linux /proc/cpuinfo, else platform.processor()), or None."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model", "Hardware", "cpu model") and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def memory_total_mb() -> float | None:
+    """Physical memory in MiB (Linux /proc/meminfo, else sysconf), or None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return round(int(line.split()[1]) / 1024.0, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1024.0 * 1024.0), 1)
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def memory_available_mb() -> float | None:
+    """Memory available to new work in MiB (Linux MemAvailable), or None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return round(int(line.split()[1]) / 1024.0, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages, or None (Windows)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def machine_info() -> dict[str, Any]:
+    """The machine a sweep or benchmark runs on: platform, CPU model and counts, memory, load now."""
+    return {"platform": platform.platform(), "system": platform.system(), "machine": platform.machine(),
+            "processor": platform.processor() or None, "cpu_model": cpu_model(),
+            "cpu_count": os.cpu_count(), "cpu_usable": cpu_count(), "memory_total_mb": memory_total_mb(),
+            "memory_available_mb": memory_available_mb(), "load_average": load_average()}
+
+
+def process_usage() -> dict[str, float | int] | None:
+    """This process's CPU time (user, sys; seconds, all threads) and voluntary/involuntary context
+    switches so far (getrusage RUSAGE_SELF), or None where there is no getrusage."""
+    try:
+        import resource
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+    except (ImportError, OSError, ValueError):
+        return None
+    return {"cpu_user_s": ru.ru_utime, "cpu_sys_s": ru.ru_stime, "ctx_voluntary": ru.ru_nvcsw,
+            "ctx_involuntary": ru.ru_nivcsw}
+
+
+def usage_delta(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[str, Any]:
+    """What the run between two process_usage() snapshots cost; every field None when either is None."""
+    if not before or not after:
+        return dict.fromkeys(USAGE_FIELDS)
+    out: dict[str, Any] = {}
+    for key in USAGE_FIELDS:
+        d = after[key] - before[key]
+        out[key] = round(d, 6) if isinstance(d, float) else d
+    return out

@@ -22,6 +22,9 @@ LATENCY_FIELDS = ("mean", "p50", "p95", "p99", "max")
 TOP_FIELDS = ("impl", "params", "tasks_submitted", "elapsed_s", "throughput_tps", "latency_ms",
               "error_rate", "counters", "queue_depth", "rates", "thread_utilization", "ceiling_tps",
               "efficiency", "peak_rss_mb", "env")
+# fields the harness adds beside the contract's (older results lack them): the answered tasks'
+# tqcontract.histogram form, and the process's CPU time, context switches and load around the run
+EXTRA_FIELDS = ("latency_histogram", "process", "harness")
 # the part of the metrics an implementation reports about itself (the harness measures the rest)
 IMPLEMENTATION_FIELDS = ("counters", "queue_depth", "rates", "thread_utilization")
 
@@ -91,6 +94,12 @@ TRIAL_COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("dead_lettered", ("counters", "dead_lettered")),
     ("queue_depth_max", ("queue_depth", "max")),
     ("queue_depth_mean", ("queue_depth", "mean")),
+    # the trial process's own cost around the run (runners.load `process`; blank for older trials)
+    ("cpu_user_s", ("process", "cpu_user_s")),
+    ("cpu_sys_s", ("process", "cpu_sys_s")),
+    ("cpu_ms_per_task", ("process", "cpu_ms_per_task")),
+    ("ctx_voluntary", ("process", "ctx_voluntary")),
+    ("ctx_involuntary", ("process", "ctx_involuntary")),
 )
 
 
