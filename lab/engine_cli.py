@@ -66,6 +66,8 @@ def build_parser():
                         "processing")
     b = p.add_argument_group("benchmark workload")
     b.add_argument("--count", type=int, help="tasks to submit (default 2000)")
+    b.add_argument("--repeats", type=int, default=3,
+                   help="runs of the benchmark, each verdict judged on their interval (default 3)")
     b.add_argument("--clients", type=int, help="closed-loop clients (default 100)")
     b.add_argument("--workload", choices=tuple(trial_params.WORKLOAD_PRESETS),
                    help="synthetic (default): tiny JPEG sources and a 5 ms service time; image: real thumbnails of "
@@ -142,7 +144,7 @@ def run_benchmark(args):
     cfg = engine_config(args, {"latency_ms": preset["latency_ms"]}, benchmark=True)
     if args.json:
         check_output_path(args.json, "--json")
-    for name, value, low in (("--count", args.count, 1), ("--clients", args.clients, 1)):
+    for name, value, low in (("--count", args.count, 1), ("--clients", args.clients, 1), ("--repeats", args.repeats, 1)):
         if value < low:
             raise UsageError(f"{name} must be >= {low} (got {value})")
     params = trial_params.from_engine_config(cfg)
@@ -159,19 +161,57 @@ def run_benchmark(args):
           + (f" ({params['server_latency_ms']:g} ms per request, {cfg.http_client} client)"
              if params["store"] == "http" else ""),
           file=sys.stderr)
-    try:
-        result = run_trial(params)
-    except ParamError as exc:
-        raise UsageError(str(exc)) from None
-    print_figures(result)
+    results = []
+    for run in range(args.repeats):
+        try:
+            result = run_trial(params)
+        except ParamError as exc:
+            raise UsageError(str(exc)) from None
+        results.append(result)
+        print(f"run {run + 1}/{args.repeats}: {_fmt(result['throughput_tps'], '.1f')} tasks/s, P95 "
+              f"{_fmt(result['latency_ms']['p95'])} ms, error rate {_fmt(result['error_rate'], '.3f')}",
+              file=sys.stderr)
+    median = sorted(results, key=lambda r: r["throughput_tps"] or 0.0)[len(results) // 2]
+    print(f"figures of the median run of {len(results)} (by throughput):")
+    print_figures(median)
+    checks = benchmark_verdicts(results, params)
+    for line in checks["lines"]:
+        print(line)
     if args.json:
-        write_json(args.json, result)
+        write_json(args.json, dict(median, benchmark={"runs": len(results), "targets": checks["targets"]}))
         print(f"metrics written to {args.json}", file=sys.stderr)
-    if result.get("counters", {}).get("succeeded", 0) > 0:
+    if all(r.get("counters", {}).get("succeeded", 0) > 0 for r in results):
         return 0
-    print(f"benchmark: no task succeeded (error rate {result.get('error_rate')}); --log-level INFO shows "
-          f"each attempt's error", file=sys.stderr)
+    print(f"benchmark: a run had no successful task (error rate {median.get('error_rate')}); --log-level INFO "
+          f"shows each attempt's error", file=sys.stderr)
     return 1
+
+
+EFFICIENCY_TARGET = 0.95
+
+
+def benchmark_verdicts(results, params):
+    """The engine's own targets over the runs, with the lab's interval and verdict rule (analysis.verdicts):
+    efficiency >= 0.95 of the ceiling workers / service time, and P95 no more than 10% over the ideal
+    closed-loop latency (each client waits ceil(clients / workers) service times) plus 1 ms. Neither has a
+    target when the service time is 0 (the real work alone sets the pace: there is no ceiling to hold
+    it to)."""
+    from analysis import verdicts
+    service_ms = (results[0].get("harness") or {}).get("service_time_ms") or 0.0
+    lines, targets = [], {}
+    if not service_ms:
+        lines.append("targets: none for a run without a service time (latency 0: the real work sets the pace)")
+        return {"lines": lines, "targets": targets}
+    effs = [r["efficiency"] for r in results if r.get("efficiency") is not None]
+    eff = verdicts.against_target(effs, EFFICIENCY_TARGET, ">=")
+    ideal = service_ms * -(-params["clients"] // params["workers"])
+    p95_target = 1.1 * ideal + 1.0
+    p95 = verdicts.against_target([r["latency_ms"]["p95"] for r in results], p95_target, "<=")
+    lines.append(verdicts.format_against_target("efficiency", eff))
+    lines.append(verdicts.format_against_target("P95", p95, unit="ms") +
+                 f"  [target: 1.1 x the ideal {ideal:g} ms (ceil(clients / workers) x {service_ms:g} ms) + 1 ms]")
+    targets = {"efficiency": eff, "p95_ms": p95}
+    return {"lines": lines, "targets": targets}
 
 
 def _fmt(value, spec=".2f"):
