@@ -75,3 +75,19 @@ def test_wrong_types_and_infinities_are_config_errors_naming_the_key(cli, key, t
 def test_config_built_directly_is_type_checked_too():
     with pytest.raises(ConfigError, match="invalid max_workers: must be an integer"):
         Config(max_workers="8").validate()
+
+
+def test_env_example_lists_every_setting_with_its_default():
+    """.env.example is the user's list of knobs: every Config setting, with its default, no stale key."""
+    from tqengine.config import DEFAULTS, SETTINGS
+    import os
+    with open(os.path.join(ROOT, ".env.example"), encoding="utf-8") as f:
+        entries = dict(line.split("=", 1) for line in f.read().splitlines() if line.startswith("TQ_"))
+    assert set(entries) == {f"TQ_{name.upper()}" for name in SETTINGS}
+    for name in SETTINGS:
+        default = DEFAULTS[name]
+        assert load_config(environ={f"TQ_{name.upper()}": entries[f"TQ_{name.upper()}"]}, dotenv_path=None,
+                           cli={"store_url": "http://x:1"} if name == "store" else None) is not None
+        if entries[f"TQ_{name.upper()}"]:
+            from tqengine.config import coerce
+            assert coerce(name, entries[f"TQ_{name.upper()}"]) == default, name

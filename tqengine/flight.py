@@ -10,7 +10,7 @@ import threading
 import time
 
 from .records import Outcome, TaskResult
-
+from .sync import Signal
 
 class Flight:
     __slots__ = ("key", "payload", "task_id", "image_key", "variant", "row_id", "attempts", "event",
@@ -22,7 +22,7 @@ class Flight:
         self.image_key, self.variant = image_key, variant
         self.row_id: int | None = None
         self.attempts = 0
-        self.event = threading.Event()
+        self.event = Signal()
         self.outcome: Outcome | None = None
         self.finished_at: float | None = None
         self.submitted_at = submitted_at

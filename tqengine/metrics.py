@@ -3,14 +3,17 @@
 Counters and queue depth are updated under one short lock that is never held while calling out, so
 export cannot deadlock on it and never touches the task queue's own lock. Queue depth is tracked as a
 time-weighted histogram (seconds spent at each depth), which gives its mean and P95 over time exactly
-without a sampling thread. Latencies (submit to final result, perf_counter) are appended to a list;
-list.append is atomic in CPython and export sorts a copy.
+without a sampling thread. Latencies (submit to final result, perf_counter) go into a fixed-bucket histogram
+(tqcontract.histogram: every percentile within 1%), so memory stays flat however many tasks run.
 """
 import threading
 import time
 
 from tqcontract.environment import env_info, peak_rss_mb
+from tqcontract.histogram import LatencyHistogram
 from tqcontract.metrics import COUNTERS, ENGINE, latency_summary, percentile
+
+_FINAL_COUNTER = {"success": "succeeded", "dead": "dead_lettered", "rejected": "rejected"}
 
 __all__ = ["Metrics", "COUNTERS", "latency_summary", "percentile"]
 
@@ -34,7 +37,7 @@ class Metrics:
         self.workers = workers
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(COUNTERS, 0)
-        self._latencies_ms = []
+        self._latency = LatencyHistogram()     # fixed buckets: memory does not grow with the tasks
         self._busy_s = 0.0
         self._depth = 0
         self._depth_max = 0
@@ -84,11 +87,12 @@ class Metrics:
     def final(self, status, latency_ms=None):
         """A primary submission reached its final state."""
         self.last_final = time.perf_counter()
-        if latency_ms is not None:
-            self._latencies_ms.append(latency_ms)
-        key = {"success": "succeeded", "dead": "dead_lettered", "rejected": "rejected"}.get(status)
-        if key:
-            self.count(key)
+        key = _FINAL_COUNTER.get(status)
+        with self._lock:
+            if latency_ms is not None:
+                self._latency.record(latency_ms)
+            if key:
+                self._counts[key] += 1
 
     # -- read by export ---------------------------------------------------------------------
     def counters(self):
@@ -110,7 +114,9 @@ class Metrics:
             time_at_depth[depth] = time_at_depth.get(depth, 0.0) + max(0.0, end - self._depth_since)
             depth_max = self._depth_max
         elapsed = max(end - start, 1e-9)
-        lat = latency_summary(self._latencies_ms.copy())
+        with self._lock:
+            lat = self._latency.summary()
+            histogram = self._latency.to_dict()
         total_time = sum(time_at_depth.values())
         mean_depth = (sum(d * t for d, t in time_at_depth.items()) / total_time) if total_time > 0 else None
         submitted = tasks_submitted
@@ -134,5 +140,6 @@ class Metrics:
             "ceiling_tps": ceiling,
             "efficiency": (throughput / ceiling) if ceiling else None,
             "peak_rss_mb": peak_rss_mb(),
+            "latency_histogram": histogram,
             "env": env_info(),
         }

@@ -86,7 +86,7 @@ class _Batch:
         self.ops: list[_Op] = []
         self.since = 0.0            # when its first write arrived
         self.urgent = False         # someone waits for it: commit now, not at the next flush
-        self.done = threading.Event()
+        self.done = threading.Event()   # many claimers wait on one batch: wake them all at once
 
 
 class StateStore:
