@@ -249,7 +249,7 @@ def run_soak(args: Any, workdir: str, log: Any) -> int:
     adapter.start()
     watcher.start()
     started = time.perf_counter()
-    chunk = max(1000, min(count, 50_000))
+    chunk = max(1000, min(count, 10_000))     # the harness holds one chunk of tasks and records at a time
     rss_marks = []
     done = 0
     try:
@@ -259,17 +259,22 @@ def run_soak(args: Any, workdir: str, log: Any) -> int:
             result = measure(adapter, tasks, max(args.clients), args.timeout)
             done += n
             rss_marks.append((done, current_rss_mb()))
-            log(f"soak: {done}/{count} tasks, {_fmt(result['tasks_per_s'], '.0f')} tasks/s, RSS "
-                f"{_fmt(rss_marks[-1][1], '.1f')} MB, WAL high-water {high['wal'] / 2**20:.1f} MiB")
+            if done % 100_000 == 0 or done == count:
+                log(f"soak: {done}/{count} tasks, {_fmt(result['tasks_per_s'], '.0f')} tasks/s, RSS "
+                    f"{_fmt(rss_marks[-1][1], '.1f')} MB, WAL high-water {high['wal'] / 2**20:.1f} MiB")
     finally:
         adapter.stop()
         stop.set()
         watcher.join(5)
     elapsed = time.perf_counter() - started
-    first = rss_marks[min(1, len(rss_marks) - 1)]
-    last = rss_marks[-1]
-    growth = ((last[1] - first[1]) * 2**20 / (last[0] - first[0])) if last[0] > first[0] and last[1] and first[1] \
-        else None
+    # RSS growth per task: the slope of RSS against tasks done after the first tenth (a warm-up of caches
+    # and allocator pools), least squares over every mark, so one noisy mark does not decide it
+    settled = [(n, mb) for n, mb in rss_marks if n > count // 10 and mb is not None]
+    first = settled[0] if settled else rss_marks[0]
+    growth = None
+    if len(settled) >= 3:
+        slope = statistics.linear_regression([n for n, _ in settled], [mb for _, mb in settled]).slope
+        growth = slope * 2**20
     db_bytes = sum(os.path.getsize(p) for p in (db, wal) if os.path.exists(p))
     document = {"kind": "soak", "tasks": count, "elapsed_s": elapsed, "wal_high_water_bytes": high["wal"],
                 "rss_growth_bytes_per_task": growth, "db_bytes_per_task": db_bytes / count, "rss_marks": rss_marks,
