@@ -5,7 +5,11 @@ honoured), `HEAD` gives existence and size, `PUT` streams the body (Content-Leng
 temporary file in the server's own upload area and renames it into place only when the whole body has
 arrived, so a broken upload leaves nothing under the object's name. A missing object is 404; a bucket
 that is not a simple name or a key that could escape the root is 400 (the rules of tasks.check_key on the
-percent-decoded path, then realpath confinement like LocalObjectStore.path_for).
+percent-decoded path). Every name is then walked from a descriptor of the root, one component at a time
+with O_NOFOLLOW (tqengine.objects.confined.ConfinedRoot, the engine's own path safety): a symbolic link on
+the way or at the end is 400 (even a folder swapped for a link after an earlier request used it), a file
+with other hard links is 400 unless `allow_hard_links`, a FIFO, device, socket or folder is 404 (never
+opened: it could block the thread), and an upload lands under the root or nowhere.
 
 Hostile clients (RFC 9112 is the reference for the framing rules):
 - Requests are parsed strictly (lab/http_head.py): request line and headers at most 64 KiB and 100 lines,
@@ -52,16 +56,16 @@ import re
 import socket
 import stat
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
 
 from lab import objects_guard as guard
 from lab.http_head import MAX_HEAD_BYTES, Refused, read_head
-from tqengine.errors import ValidationError
+from tqengine.errors import ObjectNotFound, UnsafeObject, ValidationError
+from tqengine.objects.confined import ConfinedRoot, HeldDir
 from tqengine.objects.http import TOKEN_RE
-from tqengine.objects.local import TMP_SUFFIX, ConfinedDirs
+from tqengine.objects.local import TMP_SUFFIX
 from tqengine.tasks import check_key
 
 try:
@@ -70,9 +74,6 @@ except ImportError:          # Windows: no flock; one server per root is then as
     fcntl = None
 
 CHUNK = 64 * 1024
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
-_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 BUCKET_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 MAX_LINE = 65536           # longest chunk-size line / trailer line accepted in a chunked body
 DRAIN_LIMIT = 1 << 20      # bytes of an unwanted request body read (and dropped) before answering
@@ -136,88 +137,96 @@ def parse_target(target):
 
 class UploadArea:
     """`<root>/.tq-uploads/srv-XXXX/`: this server's temp files, flock-held for the server's life. At
-    start, the directories of servers that are gone (lock free) are emptied and removed. Without flock
-    (Windows) one server per root is assumed and every such directory is removed at start."""
+    start, the directories of servers that are gone (lock free) are emptied and removed. Everything is
+    reached through descriptors from the confined root (a link in the upload area is never followed).
+    Without flock (Windows) one server per root is assumed and every such directory is removed at start."""
 
-    def __init__(self, root):
-        self.base = os.path.join(root, UPLOADS)
-        os.makedirs(self.base, exist_ok=True)
-        if os.path.islink(self.base):
-            raise OSError(errno.ELOOP, f"{self.base} is a symbolic link")
+    def __init__(self, confined):
+        self._confined = confined
         self._seq = itertools.count()
-        self._fd = None
-        base_fd = _locked_dir(self.base, fcntl.LOCK_EX if fcntl else 0)   # one server at a time sets up
+        self.base = confined.path_of([UPLOADS])
         try:
-            self.removed = self._remove_stale()
-            self.dir = tempfile.mkdtemp(prefix="srv-", dir=self.base)
-            self._fd = _locked_dir(self.dir, fcntl.LOCK_EX | fcntl.LOCK_NB if fcntl else 0)
-        finally:
-            _release(base_fd)
+            base = confined.open_dir([UPLOADS], create=True)
+        except UnsafeObject:
+            raise OSError(errno.ELOOP, f"{self.base} is a symbolic link") from None
+        with base:
+            _lock(base, fcntl.LOCK_EX if fcntl else 0)      # one server at a time sets up
+            self.removed = self._remove_stale(base)
+            self.held = self._make_own(base)
+        self.name = os.path.basename(self.held.path)
+        self.dir = self.held.path
 
-    def _remove_stale(self):
+    @staticmethod
+    def _remove_stale(base):
         removed = 0
-        for entry in os.scandir(self.base):
-            if not entry.name.startswith("srv-") or not entry.is_dir(follow_symlinks=False):
+        for name in base.names():
+            if not name.startswith("srv-"):
                 continue
             try:
-                fd = _locked_dir(entry.path, fcntl.LOCK_EX | fcntl.LOCK_NB if fcntl else 0)
-            except OSError:
-                continue                          # a live server's uploads (or unreadable): left alone
-            try:
-                removed += _empty_dir(entry.path)
+                folder = base.subdir(name)
+            except (OSError, UnsafeObject):
+                continue                          # a file, a link, or unreadable: not an upload folder
+            with folder:
                 try:
-                    os.rmdir(entry.path)
+                    _lock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB if fcntl else 0)
                 except OSError:
-                    pass
-            finally:
-                _release(fd)
+                    continue                      # a live server's uploads: left alone
+                removed += _empty_dir(folder)
+            try:
+                base.rmdir(name)
+            except OSError:
+                pass
         return removed
 
-    def new_path(self):
-        return os.path.join(self.dir, f"{next(self._seq)}{TMP_SUFFIX}")
+    @staticmethod
+    def _make_own(base):
+        while True:
+            name = f"srv-{os.urandom(6).hex()}"
+            try:
+                base.mkdir(name, 0o700)
+            except FileExistsError:
+                continue
+            held = base.subdir(name)
+            try:
+                _lock(held, fcntl.LOCK_EX | fcntl.LOCK_NB if fcntl else 0)
+            except BaseException:
+                held.close()
+                raise
+            return held
+
+    def new_name(self):
+        """A fresh temp file name in this server's folder (create it with `held.create(name)`)."""
+        return f"{next(self._seq)}{TMP_SUFFIX}"
 
     def close(self):
         """Remove what is left in this server's directory, then the directory, and release it."""
-        _empty_dir(self.dir)
+        held, self.held = self.held, None
+        if held is None:
+            return
+        _empty_dir(held)
+        held.close()                              # closing the descriptor releases its flock
         try:
-            os.rmdir(self.dir)
-        except OSError:
-            pass
-        _release(self._fd)
-        self._fd = None
-
-
-def _locked_dir(path, operation):
-    """An fd of directory `path` holding flock(operation) (OSError if it cannot be had); None without
-    flock."""
-    if fcntl is None:
-        return None
-    fd = os.open(path, os.O_RDONLY | _DIRECTORY | _NOFOLLOW)
-    try:
-        fcntl.flock(fd, operation)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _release(fd):
-    if fd is not None:
-        try:
-            os.close(fd)                          # closing the descriptor releases its flock
-        except OSError:
+            with self._confined.open_dir([UPLOADS], create=False) as base:
+                base.rmdir(self.name)
+        except (OSError, UnsafeObject):
             pass
 
 
-def _empty_dir(path):
+def _lock(held: HeldDir, operation):
+    """flock(operation) on a held directory (OSError if it cannot be had); nothing without flock."""
+    if fcntl is not None and held.fd is not None:
+        fcntl.flock(held.fd, operation)
+
+
+def _empty_dir(held: HeldDir):
     removed = 0
     try:
-        names = os.listdir(path)
+        names = held.names()
     except OSError:
         return 0
     for name in names:
         try:
-            os.unlink(os.path.join(path, name))      # unlink never follows a link
+            held.unlink(name)                     # unlink never follows a link
             removed += 1
         except OSError:
             pass
@@ -228,7 +237,7 @@ class ObjectServer(http.server.ThreadingHTTPServer):
     """A ThreadingHTTPServer over `root`; `serve_forever()` in any thread, `stop()` from another.
 
     allowed_hosts, token: see lab/objects_guard.py (HostPolicy, TokenPolicy); max_connections and the
-    timeouts: ConnectionGuard (defaults there)."""
+    timeouts: ConnectionGuard (defaults there); allow_hard_links serves files with st_nlink > 1."""
 
     daemon_threads = True
     allow_reuse_address = True
@@ -236,10 +245,9 @@ class ObjectServer(http.server.ThreadingHTTPServer):
 
     def __init__(self, root, host="127.0.0.1", port=0, latency_ms=0.0, error_rate=0.0, seed=0,
                  chunk_size=CHUNK, verbose=False, log=None, allowed_hosts=(), token="", max_connections=None,
-                 **timeouts):
-        os.makedirs(root, exist_ok=True)
-        self.root = os.path.realpath(root)
-        self.dirs = ConfinedDirs(self.root)
+                 allow_hard_links=False, **timeouts):
+        self.confined = ConfinedRoot(root, allow_hard_links=allow_hard_links)
+        self.root = self.confined.root
         self.latency_s = max(0.0, float(latency_ms)) / 1000.0
         self.error_rate = float(error_rate)
         self.chunk_size = int(chunk_size)
@@ -257,12 +265,17 @@ class ObjectServer(http.server.ThreadingHTTPServer):
                       "busy_503": 0, "accept_errors": 0}
         if ":" in host:                     # an IPv6 address such as ::1
             self.address_family = socket.AF_INET6
-        self.uploads = UploadArea(self.root)
+        try:
+            self.uploads = UploadArea(self.confined)
+        except BaseException:
+            self.confined.close()
+            raise
         self.stats["removed_partial_uploads"] = self.uploads.removed
         try:
             super().__init__((host, port), ObjectHandler)
         except BaseException:
             self.uploads.close()
+            self.confined.close()
             raise
         self.hosts = guard.HostPolicy(allowed_hosts, self.server_address[0], self.port)
 
@@ -313,17 +326,6 @@ class ObjectServer(http.server.ThreadingHTTPServer):
                 self.log.flush()
             except (OSError, ValueError):
                 pass
-
-    def path_for(self, bucket, key):
-        """Confined filesystem path of <root>/<bucket>/<key> (BadRequest if its directory resolves
-        outside the root; the last component is never followed: GET opens it with O_NOFOLLOW, PUT
-        refuses a link there and renames over a name, never through it)."""
-        path = os.path.join(self.root, bucket, *key.split("/"))
-        try:
-            self.dirs.check(os.path.dirname(path))
-        except ValidationError:
-            raise BadRequest("key resolves outside the store root") from None
-        return path
 
     # --- connections: the limit, eviction, deadlines (objects_guard.ConnectionGuard) ---
     def get_request(self):
@@ -379,6 +381,7 @@ class ObjectServer(http.server.ThreadingHTTPServer):
         self.guard.cut_all()
         self.uploads.close()
         self.server_close()
+        self.confined.close()
 
 
 class ObjectHandler(http.server.BaseHTTPRequestHandler):
@@ -572,38 +575,33 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
                 return
             try:
                 bucket, key = parse_target(self.path)
-                path = server.path_for(bucket, key)
             except BadRequest as exc:
                 server.count("bad_requests")
                 self._reply(400, str(exc), drain=True)
                 return
-            handler(path, **kwargs)
+            handler([bucket, *key.split("/")], **kwargs)
         finally:
             server.end()
 
     # --- GET / HEAD ---
-    def _get(self, path, body):
+    def _get(self, parts, body):
         if not self._body_done:           # a GET with a body: read it now, it is not the next request
             self._drain_body()
         try:
-            # O_NONBLOCK: a FIFO (or a device) in the store must not block this thread in open()
-            fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _NONBLOCK)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            # checked before it is opened: a FIFO (or a device) must not block this thread in open()
+            fd, st = self.server.confined.open_read(parts, "key")
+        except ObjectNotFound:            # missing, or a folder, FIFO, device, socket
             self._reply(404, "no such object", head=not body)
             return
+        except UnsafeObject as exc:       # a link on the way or at the end, hard links: like LocalObjectStore
+            self.server.count("bad_requests")
+            self._reply(400, str(exc), head=not body)
+            return
         except OSError as exc:
-            if os.path.islink(path):     # like LocalObjectStore: a linked object is refused outright
-                self.server.count("bad_requests")
-                self._reply(400, "key is a symbolic link (refused)", head=not body)
-            else:
-                self._reply(403, f"object is not readable: {exc.strerror}", head=not body)
+            self._reply(403, f"object is not readable: {exc.strerror}", head=not body)
             return
         f = open(fd, "rb", buffering=0)
         with f:
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                self._reply(404, "no such object", head=not body)
-                return
             size = st.st_size
             start, end = 0, size - 1
             status = 200
@@ -650,45 +648,45 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
                 self.close_connection = True
 
     # --- PUT ---
-    def _put(self, path):
+    def _put(self, parts):
         if self._body_kind is None and "content-length" not in self.headers:
             self._reply(411, "PUT needs Content-Length or Transfer-Encoding: chunked")
             self.close_connection = True
             return
+        confined, uploads = self.server.confined, self.server.uploads
         try:
-            self.server.dirs.ensure(os.path.dirname(path))
-        except (FileExistsError, NotADirectoryError):
-            self._reply(409, "a parent of this key is an object, not a directory", drain=True)
+            st = confined.prepare_write(parts, "key")
+        except UnsafeObject as exc:
+            self._reply(400, str(exc), drain=True)
             return
         except ValidationError:
-            self._reply(400, "key resolves outside the store root", drain=True)
+            self._reply(409, "a parent of this key is an object, not a directory", drain=True)
             return
-        if os.path.islink(path):
+        if st is not None and stat.S_ISLNK(st.st_mode):
             self._reply(400, "key is a symbolic link (refused)", drain=True)
             return
-        if os.path.isdir(path):
+        if st is not None and stat.S_ISDIR(st.st_mode):
             self._reply(409, "this key is a directory of other objects", drain=True)
             return
-        tmp = self.server.uploads.new_path()
+        tmp = uploads.new_name()
         digest = hashlib.sha256()
         nbytes = 0
         done = False
         failure = None
         try:
-            with open(tmp, "xb") as f:
+            with open(uploads.held.create(tmp), "wb") as f:
                 for data in self._body_pieces():
                     f.write(data)
                     digest.update(data)
                     nbytes += len(data)
-            existed = os.path.exists(path)
-            os.replace(tmp, path)
+            existed = confined.publish(uploads.held, tmp, parts, "key")
             done = True
-        except (_BodyError, OSError) as exc:
+        except (_BodyError, OSError, ValidationError) as exc:
             failure = exc
         finally:
             if not done:
                 try:
-                    os.unlink(tmp)
+                    uploads.held.unlink(tmp)
                 except OSError:
                     pass
         if failure is not None:         # counted only now, when the temp file is gone
@@ -696,6 +694,10 @@ class ObjectHandler(http.server.BaseHTTPRequestHandler):
             self.server.count("aborted_uploads")
             if isinstance(failure, _BodyError) and not str(failure).startswith("eof"):
                 self._reply(400, f"bad request body: {failure}", quiet=True)
+            elif isinstance(failure, UnsafeObject):     # a folder became a link while the body arrived
+                self._reply(400, str(failure), quiet=True)
+            elif isinstance(failure, ValidationError):  # a folder or a file took the name meanwhile
+                self._reply(409, str(failure), quiet=True)
             elif getattr(failure, "errno", None) in _NO_SPACE:     # the client's retry may well succeed later
                 self._reply(507, f"could not store the object: {failure.strerror}", quiet=True)
             elif not isinstance(failure, (_BodyError, ConnectionError, TimeoutError)):
@@ -862,7 +864,8 @@ def _fine_timer_slack(ns=1000):
 
 
 def serve(root, host="127.0.0.1", port=0, latency_ms=0.0, error_rate=0.0, seed=0, verbose=False,
-          exit_with_parent=False, out=None, grace_s=2.0, allowed_hosts=(), token="", max_connections=None):
+          exit_with_parent=False, out=None, grace_s=2.0, allowed_hosts=(), token="", max_connections=None,
+          allow_hard_links=False):
     """Serve until SIGINT/SIGTERM (or, with exit_with_parent, until the parent process goes away).
     Prints `listening on http://HOST:PORT` once on `out` (stdout) when the socket is bound. Returns 0."""
     import signal
@@ -872,7 +875,7 @@ def serve(root, host="127.0.0.1", port=0, latency_ms=0.0, error_rate=0.0, seed=0
         _fine_timer_slack()
     server = ObjectServer(root, host=host, port=port, latency_ms=latency_ms, error_rate=error_rate,
                           seed=seed, verbose=verbose, allowed_hosts=allowed_hosts, token=token,
-                          max_connections=max_connections)
+                          max_connections=max_connections, allow_hard_links=allow_hard_links)
     if server.uploads.removed:
         print(f"objects serve: removed {server.uploads.removed} partial upload(s) left by a server that "
               f"stopped", file=sys.stderr)
