@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from tqengine import Config, ConfigError, load_config
 from tests.conftest import ROOT
+from tqengine import Config, ConfigError, load_config
 
 
 def test_defaults_match_the_issue():

@@ -50,15 +50,31 @@ import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
 from typing import NoReturn
 
-from ..errors import (ConfigError, ObjectNotFound, ResourceError, StoreClientError, StoreConnectionError,
-                      StoreServerError, ValidationError)
 from ..config import DEFAULT_HTTP_CLIENT, HTTP_CLIENTS
+from ..errors import (
+    ConfigError,
+    ObjectNotFound,
+    ResourceError,
+    StoreClientError,
+    StoreConnectionError,
+    StoreServerError,
+    ValidationError,
+)
 from ..tasks import check_key
 from .base import ObjectStore
 from .http_requests import RequestsTransport
 from .http_stdlib import StdlibTransport
-from .http_transport import (TRANSPORT_ERRORS, Answer, Body, Counts, SourceFailed, Timeout, Transport,
-                             TransportFactory, map_request_error)
+from .http_transport import (
+    TRANSPORT_ERRORS,
+    Answer,
+    Body,
+    Counts,
+    SourceFailed,
+    Timeout,
+    Transport,
+    TransportFactory,
+    map_request_error,
+)
 
 DEFAULT_BUCKET = "store"
 DEFAULT_TIMEOUT = (3.05, 30.0)
