@@ -101,6 +101,8 @@ class HeldDir:
         _check_part(name)
         if self.fd is not None:
             return os.open(name, flags | _NOFOLLOW | _CLOEXEC, mode, dir_fd=self.fd)
+        if os.path.realpath(self.path) != self.path:     # the path fallback: re-checked on every open
+            raise link_refused(f"folder {os.path.basename(self.path)[:100]!r}")
         return os.open(os.path.join(self.path, name), flags | _NOFOLLOW | _BINARY, mode)
 
     def create(self, name: str) -> int:
