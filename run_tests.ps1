@@ -1,4 +1,4 @@
-# Create .venv if missing, install requirements.txt, run the whole test suite (PowerShell).
+# Create .venv if missing, install requirements.txt and the project, run the whole test suite (PowerShell).
 $testArgs = $args
 $ErrorActionPreference = "Stop"
 Set-Location -Path $PSScriptRoot
@@ -22,10 +22,12 @@ if (-not (Test-Path $venvPython)) {
     & $py[0] @pyArgs -m venv .venv
 }
 $stamp = Join-Path $PSScriptRoot ".venv\.requirements.sha256"
-$want = (Get-FileHash -Algorithm SHA256 requirements.txt).Hash.ToLower()
+$want = ((Get-FileHash -Algorithm SHA256 requirements.txt).Hash + (Get-FileHash -Algorithm SHA256 pyproject.toml).Hash).ToLower()
 if (-not (Test-Path $stamp) -or (Get-Content $stamp) -ne $want) {
-    Write-Host "installing requirements.txt into .venv"
+    Write-Host "installing requirements.txt and the project (pip install -e .) into .venv"
     & $venvPython -m pip install --disable-pip-version-check -q -r requirements.txt
+    if ($LASTEXITCODE -ne 0) { exit $LASTEXITCODE }
+    & $venvPython -m pip install --disable-pip-version-check -q --no-deps -e .
     if ($LASTEXITCODE -ne 0) { exit $LASTEXITCODE }
     Set-Content -Path $stamp -Value $want
 }

@@ -32,9 +32,9 @@ from analysis import stats, verdicts
 from analysis import trials as trialcheck
 from lab.outpaths import OutputPathError, ensure_output_dir
 from runners.envinfo import scratch_root
-from runners.spawn import spawn_trial
 from runners.params import WORKLOAD_PRESETS
 from runners.params import check as check_param
+from runners.spawn import spawn_trial
 from tqcontract.environment import machine_info
 from tqcontract.files import write_text
 from tqcontract.histogram import LatencyHistogram

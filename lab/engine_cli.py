@@ -14,21 +14,20 @@ stops at once and leaves unfinished tasks in the database for the next start.
 import argparse
 import collections
 import contextlib
-import json
 import os
 import signal
 import sys
 import threading
 import time
 
-from runners import params as trial_params
-from tqengine import WorkerPool, load_config
-from tqengine.config import DEFAULTS, SETTINGS
-from tqengine.errors import ConfigError
 from lab.taskfile import TaskFile, TaskFileError
+from runners import params as trial_params
 from runners.workload import ensure_objects
 from tqcontract.files import write_json
 from tqcontract.metrics import ENGINE
+from tqengine import WorkerPool, load_config
+from tqengine.config import DEFAULTS, SETTINGS
+from tqengine.errors import ConfigError
 
 BENCHMARK_PROFILE = trial_params.LAB_PROFILE
 # flag -> Config field; type, choices and help come from the field's Setting (tqengine/config.py)
@@ -126,8 +125,7 @@ def engine_config(args, profile=None, benchmark=False):
 
 # -- benchmark ------------------------------------------------------------------------------
 def run_benchmark(args):
-    from runners.trial import ParamError, run_trial
-    from runners.trial import validate
+    from runners.trial import ParamError, run_trial, validate
     for name, default in WORKLOAD_DEFAULTS.items():
         if getattr(args, name) is None:
             setattr(args, name, default)
@@ -144,12 +142,14 @@ def run_benchmark(args):
     cfg = engine_config(args, {"latency_ms": preset["latency_ms"]}, benchmark=True)
     if args.json:
         check_output_path(args.json, "--json")
-    for name, value, low in (("--count", args.count, 1), ("--clients", args.clients, 1), ("--repeats", args.repeats, 1)):
+    for name, value, low in (("--count", args.count, 1), ("--clients", args.clients, 1),
+                             ("--repeats", args.repeats, 1)):
         if value < low:
             raise UsageError(f"{name} must be >= {low} (got {value})")
     params = trial_params.from_engine_config(cfg)
     params.update(impl=ENGINE, count=args.count, clients=args.clients, duplicate_rate=args.duplicate_rate,
-                  image_size=args.image_size, workload=args.workload, load=args.load, rate=args.rate, store=args.store_backend or "local",
+                  image_size=args.image_size, workload=args.workload, load=args.load, rate=args.rate,
+                  store=args.store_backend or "local",
                   server_latency_ms=args.server_latency_ms or 0.0)
     try:
         params = validate(params)       # a bad value is one line, before the banner

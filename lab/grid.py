@@ -10,8 +10,8 @@ A grid file is one JSON object:
 
 The trial parameters in PARAM_ORDER may be fixed or an axis, never both; `error_rate` is the grid's name
 for the trial's `transient_rate`. Their types, ranges and defaults are the trial's (runners/params.py,
-derived from the engine's Config), so a grid that validates runs. Validation raises GridError with a one-line message that
-starts with the offending key.
+derived from the engine's Config), so a grid that validates runs. Validation raises GridError with a
+one-line message that starts with the offending key.
 """
 import hashlib
 import itertools
@@ -22,8 +22,6 @@ import re
 
 from runners import params as param_specs
 from tqcontract.metrics import IMPLEMENTATIONS, canonical_impl
-
-
 
 # Trial parameters the grid may set, in the order they appear in configurations and CSV columns.
 PARAM_ORDER = ("workers", "queue_size", "mode", "transient_rate", "permanent_rate", "clients", "store",
@@ -184,7 +182,7 @@ def validate(raw, repeats=None, seed=None):
 def load(path, repeats=None, seed=None):
     """Read and validate a grid file; GridError (one line) on any problem."""
     try:
-        with open(path, "r", encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             text = f.read()
     except FileNotFoundError:
         raise GridError(f"grid: file not found: {path}") from None
@@ -212,7 +210,7 @@ def grid_hash(grid):
 def configurations(grid):
     """The cross product of the axes: a list of {param: value} dicts, in a stable order."""
     keys = list(grid["axes"])
-    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid["axes"][k] for k in keys))]
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(grid["axes"][k] for k in keys))]
 
 
 def config_id(config):

@@ -3,6 +3,7 @@
     python -m lab objects serve --root data/objects [--host 127.0.0.1] [--port 0]
                                 [--latency-ms MS] [--error-rate R] [--seed S] [--verbose]
                                 [--allow-host NAME ...] [--token T] [--max-connections N]
+                                [--allow-hard-links]
 
 Prints `listening on http://HOST:PORT` on stdout once bound (port 0 = any free port), serves
 `<root>/<bucket>/<key>` until SIGINT or SIGTERM, then exits 0. Bad arguments: one line on stderr, exit 2;
@@ -47,6 +48,9 @@ def register(subparsers):
     serve.add_argument("--max-connections", type=int, default=None, metavar="N",
                        help="connections served at once (default 512, lowered to fit the open-file limit); "
                             "over it the longest-waiting idle connection is closed, or the new one gets 503")
+    serve.add_argument("--allow-hard-links", action="store_true",
+                       help="serve files that have other hard links (refused by default: a hard link made "
+                            "inside the root to a file elsewhere would serve that file)")
     serve.add_argument("--exit-with-parent", action="store_true",
                        help="stop when the parent process exits (used by start_server_process)")
     serve.set_defaults(func=run_serve)
@@ -95,7 +99,7 @@ def run_serve(args):
         return serve(args.root, host=args.host, port=args.port, latency_ms=args.latency_ms,
                      error_rate=args.error_rate, seed=args.seed, verbose=args.verbose,
                      exit_with_parent=args.exit_with_parent, allowed_hosts=args.allow_host, token=token,
-                     max_connections=args.max_connections)
+                     max_connections=args.max_connections, allow_hard_links=args.allow_hard_links)
     except socket.gaierror as exc:      # a host name that does not resolve: bad input, not a failed run
         return _fail(f"--host {args.host}: {exc.strerror or exc}")
     except OSError as exc:

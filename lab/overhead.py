@@ -219,7 +219,8 @@ def print_summary(args: Any, summary: dict[str, Any]) -> None:
             side = entry[impl]
             print(f"{LABELS[kind] if impl == 'engine' else '':<38} {impl:<6} "
                   f"{_fmt(side['tasks_per_s_median'], ',.0f'):>9} {_fmt(side['p95_ms_median'], '.2f'):>8} "
-                  f"{_fmt(side['cpu_us_per_task_median'], '.0f'):>11} {_fmt(side['switches_per_task_median'], '.1f'):>13}")
+                  f"{_fmt(side['cpu_us_per_task_median'], '.0f'):>11} "
+                  f"{_fmt(side['switches_per_task_median'], '.1f'):>13}")
         r = entry["ratio"]
         print(f"{'':<38} engine/bare {_fmt(r['median'], '.3f')} [{_fmt(r['low'], '.3f')}, {_fmt(r['high'], '.3f')}] "
               f"over {r['pairs']} pairs")

@@ -19,7 +19,8 @@ import time
 
 from tqengine.objects.http import DEFAULT_BUCKET
 
-from .project import ROOT as REPO_ROOT, default_python
+from .project import ROOT as REPO_ROOT
+from .project import default_python
 
 _LISTENING = re.compile(rb"listening on (http://(\S+):(\d+))")
 

@@ -14,11 +14,12 @@ import sys
 import tempfile
 import uuid
 
-from tqengine.errors import ConfigError
-from runners.workload import ensure_objects, make_tasks
 from runners import params as trial_params
 from runners.envinfo import filesystem_kind, scratch_root
 from runners.load import run_load
+from runners.workload import ensure_objects, make_tasks
+from tqengine.errors import ConfigError
+
 
 class ParamError(ValueError):
     """Bad trial params: exit 2."""

@@ -1,8 +1,8 @@
 """Small builders shared by the engine tests."""
 import os
 
-from tqengine import Config
 from runners.workload import ensure_objects, make_tasks
+from tqengine import Config
 
 
 def engine_config(tmp_path, **overrides):

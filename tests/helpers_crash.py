@@ -14,8 +14,8 @@ import subprocess
 import sys
 import time
 
-from tqengine.transform import verify_output
 from runners.workload import image_chunks, source_size_of, write_image
+from tqengine.transform import verify_output
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLI = os.path.join(ROOT, "task_queue_optimized.py")
@@ -99,14 +99,14 @@ def rows(db):
     with db_ro(db) as conn:
         cur = conn.execute("SELECT * FROM tasks ORDER BY id")
         cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, r)) for r in cur.fetchall()]
+        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
 
 def dead_letters(db):
     with db_ro(db) as conn:
         cur = conn.execute("SELECT * FROM dead_letters ORDER BY id")
         cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, r)) for r in cur.fetchall()]
+        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
 
 def wait_for(condition, timeout, proc=None, what="condition", interval=0.01):

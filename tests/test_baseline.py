@@ -8,9 +8,9 @@ import time
 
 import pytest
 
+from runners.workload import ensure_objects, image_bytes, image_chunks, source_size_of
 from tqengine import faults
 from tqengine.transform import make_variant, verify_output
-from runners.workload import ensure_objects, image_bytes, image_chunks, source_size_of
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "input_new", "baseline_task_queue_v2.py")
@@ -54,7 +54,7 @@ def test_processes_tasks_and_outputs_verify(tmp_path):
     ensure_objects(tasks, str(tmp_path))
     results = _run(bl.BaselineTaskQueue(str(tmp_path), workers=3, latency_ms=0), tasks)
     assert [r["status"] for r in results] == ["success"] * 5
-    for task, result in zip(tasks, results):
+    for task, result in zip(tasks, results, strict=True):
         assert result["task_id"] == task["task_id"]
         assert result["output_key"] == f"variants/{task['image_key']}@200x200"
         assert result["error"] is None and result["latency_ms"] >= 0

@@ -94,7 +94,7 @@ def test_overhead_reports_engine_and_bare(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads((tmp_path / "overhead.json").read_text())
     assert set(doc["summary"]) == {"noop", "processor"}
-    for kind, entry in doc["summary"].items():
+    for entry in doc["summary"].values():
         ratio = entry["ratio"]
         assert ratio["pairs"] == 2 and ratio["low"] <= ratio["geometric_mean"] <= ratio["high"], ratio
         assert entry["engine"]["cpu_us_per_task_median"] > 0 and entry["bare"]["tasks_per_s_median"] > 0

@@ -5,16 +5,28 @@ files, attempts within max_attempts across the restarts, and nothing that was fi
 changed by the restart.
 """
 import os
-import sqlite3
 import re
+import sqlite3
 import time
 
 import pytest
+from helpers_crash import (
+    CLI,
+    PY,
+    check_end_state,
+    cli_args,
+    count_where,
+    kill_hard,
+    rows,
+    run_cli,
+    start_cli,
+    temp_files,
+    wait_for,
+    write_tasks,
+)
 
-from helpers_crash import (CLI, PY, check_end_state, cli_args, count_where, kill_hard, rows, run_cli, start_cli,
-                           temp_files, wait_for, write_tasks)
-from tqengine import faults
 from runners.workload import make_tasks
+from tqengine import faults
 
 N = 600
 OBJECT_BYTES = 3000
@@ -98,7 +110,7 @@ def test_sigkill_at_a_point_then_restart_finishes_everything(tmp_path, point):
 
 def _source_files(store):
     count = 0
-    for dirpath, dirs, names in os.walk(store):
+    for dirpath, _dirs, names in os.walk(store):
         if os.path.relpath(dirpath, store).split(os.sep)[0] == "variants":
             continue
         count += sum(1 for n in names if n.endswith((".jpg", ".png", ".webp")))
@@ -151,7 +163,8 @@ def test_sigkill_during_retry_backoff_twice_then_restart(tmp_path):
     for round_ in range(2):
         proc = start_cli(args, tmp_path)
         try:
-            wait_for(lambda: sitting_in_backoff(since), 25, proc, what=f"tasks in backoff (round {round_})")
+            wait_for(lambda since=since: sitting_in_backoff(since), 25, proc,
+                     what=f"tasks in backoff (round {round_})")
         finally:
             kill_hard(proc)
         since = time.time()

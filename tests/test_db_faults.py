@@ -7,14 +7,23 @@ import threading
 import time
 
 import pytest
+from helpers_crash import (
+    PY,
+    check_end_state,
+    cli_args,
+    count_where,
+    run_cli,
+    start_cli,
+    stderr_lines,
+    wait_for,
+    write_tasks,
+)
 
-from helpers_crash import (PY, check_end_state, cli_args, cli_env, count_where, run_cli, start_cli,
-                           stderr_lines, wait_for, write_tasks)
+from runners.workload import make_tasks
 from tqengine import Config, WorkerPool
 from tqengine.errors import ConfigError
 from tqengine.records import Outcome
 from tqengine.state.store import Claim, StateStore, StoreError
-from runners.workload import make_tasks
 
 HOLD_S = 2.5
 LOCKER = """
@@ -126,7 +135,8 @@ def test_database_locked_while_submitting_through_the_api(tmp_path):
         finally:
             released_at = _released_at(locker)
     assert submitted_at >= released_at, "submit_many returned before its claims could be committed"
-    assert [r.status for r in results] == ["success"] * 29, [(r.status, r.error) for r in results if r.status != "success"]
+    assert [r.status for r in results] == ["success"] * 29, \
+        [(r.status, r.error) for r in results if r.status != "success"]
     check_end_state(db, store, tasks, max_attempts=3)
 
 
@@ -257,7 +267,7 @@ def test_second_engine_on_the_same_database_is_refused_until_the_first_stops(tmp
     cfg = dict(max_workers=2, db_path=str(tmp_path / "tasks.db"), store_root=str(tmp_path / "store"))
     first = WorkerPool(Config(**cfg)).start()
     try:
-        with pytest.raises(ConfigError, match=r"in use by another engine \(pid %d\)" % os.getpid()):
+        with pytest.raises(ConfigError, match=rf"in use by another engine \(pid {os.getpid()}\)"):
             WorkerPool(Config(**cfg)).start()
         # a different database beside it is not affected
         with WorkerPool(Config(**dict(cfg, db_path=str(tmp_path / "other.db")))) as other:

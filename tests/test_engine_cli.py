@@ -90,8 +90,8 @@ def test_help_is_available_and_no_mode_is_a_usage_error():
     (["--tasks", "t.json", "--db", "d.db", "--store-url", "http://127.0.0.1:1"],
      "cannot reach the object store at http://127.0.0.1:1"),
 ], ids=["latency-local", "client-local-benchmark", "url-benchmark", "backend-tasks", "client-local-tasks",
-        "no-store", "resume-no-store", "workload-on-tasks", "create-on-resume", "benchmark-store", "benchmark-db", "bad-kib",
-        "bad-server-latency", "unreachable-store"])
+        "no-store", "resume-no-store", "workload-on-tasks", "create-on-resume", "benchmark-store", "benchmark-db",
+        "bad-kib", "bad-server-latency", "unreachable-store"])
 def test_http_flags_where_they_do_not_apply_are_usage_errors(tmp_path, args, says):
     """A flag that would be silently ignored is refused instead: exit 2, one line, nothing written."""
     (tmp_path / "t.json").write_text('[{"task_id": 1, "image_key": "a.raw", "size": "8x8"}]')
@@ -127,8 +127,8 @@ def test_benchmark_over_http_ignores_a_tq_store_setting_for_the_engine(tmp_path)
 @pytest.mark.timeout(60)
 def test_task_file_against_an_http_store_creates_its_objects_on_the_server(tmp_path):
     from runners.server_process import start_server_process
-    from tqengine.objects.http import HttpObjectStore
     from runners.workload import image_chunks, source_size_of
+    from tqengine.objects.http import HttpObjectStore
     tasks = [{"task_id": f"h{i}", "image_key": f"remote/{i}.raw", "size": "10x10", "object_bytes": 3000 + i}
              for i in range(12)]
     task_file = tmp_path / "tasks.json"

@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from tqengine import Config, ConfigError, load_config
 from tests.conftest import ROOT
+from tqengine import Config, ConfigError, load_config
 
 
 def test_defaults_match_the_issue():
@@ -79,8 +79,9 @@ def test_config_built_directly_is_type_checked_too():
 
 def test_env_example_lists_every_setting_with_its_default():
     """.env.example is the user's list of knobs: every Config setting, with its default, no stale key."""
-    from tqengine.config import DEFAULTS, SETTINGS
     import os
+
+    from tqengine.config import DEFAULTS, SETTINGS
     with open(os.path.join(ROOT, ".env.example"), encoding="utf-8") as f:
         entries = dict(line.split("=", 1) for line in f.read().splitlines() if line.startswith("TQ_"))
     assert set(entries) == {f"TQ_{name.upper()}" for name in SETTINGS}

@@ -4,9 +4,9 @@ import threading
 
 import pytest
 
+from tests.engine_helpers import engine_config, workload
 from tqengine import WorkerPool
 from tqengine import processor as processor_module
-from tests.engine_helpers import engine_config, workload
 
 
 class CountingProcessor(processor_module.Processor):
@@ -88,7 +88,7 @@ def test_a_rejected_key_can_be_submitted_again(tmp_path):
     with WorkerPool(cfg) as pool:
         handles = pool.submit_many(tasks)
         results = [h.result(10) for h in handles]
-        rejected = [t for t, r in zip(tasks, results) if r.status == "rejected"]
+        rejected = [t for t, r in zip(tasks, results, strict=True) if r.status == "rejected"]
         assert rejected
         pool.drain(10)
         retry = [h.result(10) for h in pool.submit_many(rejected[:1])]

@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from tqengine import WorkerPool
-from tqengine.transform import verify_output
 from runners.workload import image_chunks, source_size_of
 from tests.engine_helpers import engine_config, output_path, workload
+from tqengine import WorkerPool
+from tqengine.transform import verify_output
 
 
 def _rows(tmp_path):
@@ -33,7 +33,7 @@ def test_end_to_end_with_latency_and_injected_faults(tmp_path):
     assert c["succeeded"] == by_status["success"] and c["dead_lettered"] == by_status.get("dead", 0)
     assert c["retried"] > 0 and c["failed"] == c["retried"] + c["dead_lettered"]
     assert c["dequeued"] == c["enqueued"] + c["retried"]
-    for task, r in zip(tasks, results):
+    for task, r in zip(tasks, results, strict=True):
         assert 1 <= r.attempts <= 4
         if r.status == "success":
             with open(output_path(tmp_path, r.output_key), "rb") as f:
@@ -122,7 +122,7 @@ def test_restart_resumes_what_an_aborted_engine_left(tmp_path):
         assert again.drain(20)
     rows = _rows(tmp_path)
     assert len(rows) == 60 and all(r[0] == "success" and 1 <= r[1] <= 3 for r in rows)
-    for _status, _attempts, output_key, digest in rows:
+    for _status, _attempts, output_key, _digest in rows:
         assert os.path.exists(output_path(tmp_path, output_key))
 
 
@@ -160,6 +160,7 @@ def test_submitting_while_the_engine_shuts_down_never_crashes_and_does_not_stall
     whole timeout while clients kept submitting."""
     import subprocess
     import sys
+
     from tests.conftest import ROOT
     for attempt in range(3):
         proc = subprocess.run([sys.executable, "-c", _SUBMIT_DURING_SHUTDOWN, ROOT, str(tmp_path / str(attempt))],

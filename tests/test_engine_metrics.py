@@ -5,9 +5,9 @@ import time
 
 import pytest
 
+from tests.engine_helpers import engine_config, workload
 from tqengine import WorkerPool, percentile
 from tqengine.metrics import Metrics, latency_summary
-from tests.engine_helpers import engine_config, workload
 
 
 def test_percentile_matches_hand_computed_reference():

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
+from runners.workload import image_bytes, image_format_for, parse_size
 from tqengine.errors import ValidationError
 from tqengine.tasks import validate
-from runners.workload import image_bytes, image_format_for, parse_size
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "input_new", "generate_tasks.py")

@@ -124,7 +124,7 @@ def test_plan_rounds_pairs_and_determinism():
         chunk = plan[r * per_round:(r + 1) * per_round]
         assert {t["repeat"] for t in chunk} == {r}
         assert sorted(t["config_id"] for t in chunk[::2]) == sorted(gridmod.config_id(c) for c in configs)
-        for first, second in zip(chunk[::2], chunk[1::2]):   # the pair of a configuration is adjacent
+        for first, second in zip(chunk[::2], chunk[1::2], strict=True):   # the pair of a configuration is adjacent
             assert first["config_id"] == second["config_id"]
             assert {first["impl"], second["impl"]} == {"baseline", "engine"}
             assert first["params"]["seed"] == second["params"]["seed"]   # same workload and faults

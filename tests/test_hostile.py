@@ -14,13 +14,25 @@ import shutil
 import subprocess
 
 import pytest
+from helpers_crash import (
+    DATA,
+    PY,
+    check_end_state,
+    cli_args,
+    cli_env,
+    create_objects,
+    dead_letters,
+    rows,
+    run_cli,
+    snapshot_tree,
+    stderr_lines,
+    write_tasks,
+)
 
-from helpers_crash import (DATA, PY, check_end_state, cli_args, cli_env, create_objects, dead_letters, rows,
-                           run_cli, snapshot_tree, stderr_lines, write_tasks)
+from lab.taskfile import TaskFileError, check, iter_elements
 from tqengine import Config, WorkerPool
 from tqengine.admission import identify
 from tqengine.tasks import fingerprint
-from lab.taskfile import TaskFileError, check, iter_elements
 
 MB = 1024 * 1024
 
@@ -279,7 +291,7 @@ def test_hostile_tasks_api_bad_dead_good_processed(tmp_path):
         results = [h.result(timeout=20) for h in handles]
         assert pool.drain(timeout=20)
         counters = pool.metrics_snapshot()["counters"]
-    for task, res in zip(tasks, results):
+    for task, res in zip(tasks, results, strict=True):
         case = task.get("case") if isinstance(task, dict) else repr(task)
         if isinstance(task, dict) and task.get("case") == "good":
             assert res.status == "success", (case, res)
@@ -292,7 +304,8 @@ def test_hostile_tasks_api_bad_dead_good_processed(tmp_path):
     good, bad = _expected_summary(tasks)
     dup = sum(r.duplicate for r in results)
     assert dup == 2
-    assert counters["succeeded"] + counters["duplicates"] + counters["dead_lettered"] + counters["rejected"] == len(tasks)
+    finals = counters["succeeded"] + counters["duplicates"] + counters["dead_lettered"] + counters["rejected"]
+    assert finals == len(tasks)
     assert counters["rejected"] == 1 and counters["duplicates"] == 2
     assert counters["succeeded"] == good - 1 and counters["dead_lettered"] == bad - 1
     _check_db_after_corpus(db, store, tasks)

@@ -19,20 +19,27 @@ import time
 
 import pytest
 
+from lab.objects_server import ObjectServer
+from runners.project import default_python
+from runners.server_process import bucket_root, start_server_process
+from runners.workload import object_chunks, write_object
+from tqengine.errors import (
+    ConfigError,
+    ObjectNotFound,
+    PermanentError,
+    StoreClientError,
+    StoreConnectionError,
+    StoreServerError,
+    StoreTimeout,
+    TransientError,
+    ValidationError,
+)
+from tqengine.objects import make_store
+from tqengine.objects.http import CLIENTS, DEFAULT_CLIENT, HttpObjectStore
+from tqengine.objects.local import TMP_SUFFIX, LocalObjectStore
+from tqengine.retry import classify
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-from runners.project import default_python  # noqa: E402
-from runners.server_process import bucket_root, start_server_process  # noqa: E402
-from tqengine.errors import (ConfigError, ObjectNotFound, PermanentError, StoreClientError,  # noqa: E402
-                             StoreConnectionError, StoreServerError, StoreTimeout, TransientError,
-                             ValidationError)
-from tqengine.objects import make_store  # noqa: E402
-from tqengine.objects.http import CLIENTS, DEFAULT_CLIENT, HttpObjectStore  # noqa: E402
-from lab.objects_server import ObjectServer  # noqa: E402
-from tqengine.objects.local import TMP_SUFFIX, LocalObjectStore  # noqa: E402
-from tqengine.retry import classify  # noqa: E402
-from runners.workload import object_chunks, write_object  # noqa: E402
-
 MiB = 1 << 20
 
 
@@ -206,9 +213,10 @@ def test_kept_alive_requests_do_not_stall_on_delayed_ack(srv, store):
     store.write_all("warm", data)
     timings = {"PUT": [], "GET": [], "HEAD": []}
     for i in range(15):
-        for method, call in (("PUT", lambda: store.write_all(f"n/{i}", data)),
-                             ("GET", lambda: store.read_all(f"n/{i}")),
-                             ("HEAD", lambda: store.size(f"n/{i}"))):
+        key = f"n/{i}"
+        for method, call in (("PUT", lambda key=key: store.write_all(key, data)),
+                             ("GET", lambda key=key: store.read_all(key)),
+                             ("HEAD", lambda key=key: store.size(key))):
             started = time.perf_counter()
             call()
             timings[method].append(time.perf_counter() - started)
@@ -317,9 +325,9 @@ def test_injected_503_is_transient_and_a_retry_loop_gets_through(tmp_path, clien
             seen = []
             for i in range(6):
                 key = f"r/{i}.raw"
-                w, e1 = with_retries(lambda: st.write_chunks(key, object_chunks(key, 200_000)))
-                r, e2 = with_retries(lambda: sha(st.read_chunks(key)))
-                ok, e3 = with_retries(lambda: st.exists(key))
+                w, e1 = with_retries(lambda key=key: st.write_chunks(key, object_chunks(key, 200_000)))
+                r, e2 = with_retries(lambda key=key: sha(st.read_chunks(key)))
+                ok, e3 = with_retries(lambda key=key: st.exists(key))
                 assert w == r and ok
                 seen += e1 + e2 + e3
             assert seen, "error_rate=0.5 with seed 7 should have injected some 503s"
@@ -543,6 +551,7 @@ def test_client_source_error_aborts_the_upload_and_is_reraised(srv, store, error
 def _lab_cli_missing_modules():
     """Subcommand modules `python -m lab` imports that are not in the tree yet (other people's work)."""
     import importlib.util
+
     from lab.__main__ import SUBCOMMAND_MODULES
     return [m for m in SUBCOMMAND_MODULES if importlib.util.find_spec(m) is None]
 
@@ -654,7 +663,8 @@ with start_server_process(root) as server, HttpObjectStore(server.url, client=cl
         got += len(chunk)
     c2, s2 = me_kib(), server_hwm_kib(server.pid)
     ok = n == got == nbytes and h.hexdigest() == digest
-print(json.dumps({"client": client, "nbytes": nbytes, "ok": ok, "client_kib": [c0, c1, c2], "server_kib": [s0, s1, s2]}))
+print(json.dumps({"client": client, "nbytes": nbytes, "ok": ok, "client_kib": [c0, c1, c2],
+                  "server_kib": [s0, s1, s2]}))
 """
 
 

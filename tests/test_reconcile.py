@@ -12,11 +12,11 @@ import threading
 import time
 
 import pytest
-
 from helpers_crash import dead_letters, file_chunks, rows, sha256_file
+
+from runners.workload import image_bytes, image_format_for, make_tasks
 from tqengine import Config, WorkerPool, faults
 from tqengine.transform import verify_output
-from runners.workload import image_bytes, image_format_for, make_tasks
 
 COUNT, CLIENTS, SEED = 20_000, 100, 7
 TRANSIENT, PERMANENT, DUPLICATES, MAX_ATTEMPTS = 0.05, 0.01, 0.10, 3
@@ -133,7 +133,7 @@ def test_100_clients_20000_tasks_reconcile_exactly(workdir):
     assert succeeded + dead + rejected + duplicates == COUNT
     assert duplicates == COUNT - len(keys), "a duplicate ran again, or a first submission was called a duplicate"
     assert rejected == 0
-    for task, res in zip(tasks, results):       # each submission agrees with the fault model for its key
+    for task, res in zip(tasks, results, strict=True):       # each submission agrees with the fault model for its key
         status, attempts, _failed = expected[_key(task)]
         assert (res.status, res.attempts) == (status, attempts), (task, res)
 

@@ -7,13 +7,12 @@ tasks are in `retrying` when it stops; the second engine starts on the same data
 import sqlite3
 
 import pytest
-
-from tqengine.transform import verify_output
 from helpers_crash import CLI, PY, cli_args, count_where, kill_hard, rows, run_cli, start_cli, wait_for, write_tasks
 
 from runners.workload import ensure_objects, make_tasks
 from tests.engine_helpers import engine_config, output_path
 from tqengine import WorkerPool
+from tqengine.transform import verify_output
 
 N = 12
 

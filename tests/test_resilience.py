@@ -228,7 +228,7 @@ def test_two_sigints_while_a_task_waits_in_backoff_stop_the_cli(tmp_path):
         _out, err = proc.communicate(timeout=15)
     except subprocess.TimeoutExpired:
         proc.kill()
-        raise AssertionError("the CLI hung after two SIGINTs")
+        raise AssertionError("the CLI hung after two SIGINTs") from None
     assert proc.returncode == 1 and "Traceback" not in err, err[-1500:]
     assert _count(db, "dead") == 0
 

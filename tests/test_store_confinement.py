@@ -156,3 +156,16 @@ def test_a_key_whose_folder_is_named_like_a_variant_is_refused_so_outputs_never_
         evil = pool.submit({"image_key": "victim.raw@100x100/evil.raw", "size": "10x10"}).result(10)
     assert evil.status == "dead" and evil.error_class == "ValidationError"
     assert not (store / "variants" / "victim.raw@100x100").exists()
+
+
+def test_cleanup_never_follows_a_temp_area_swapped_for_a_link(tmp_path, outside):
+    """remove_temp_files walks the temp area by descriptor: a link there (to a user's folder whose
+    subfolders hold no owner lock) must not make their contents look like a dead owner's temp files."""
+    photos = outside / "photos"
+    photos.mkdir()
+    (photos / "holiday.jpg").write_bytes(b"jpeg")
+    root = tmp_path / "store"
+    root.mkdir()
+    os.symlink(outside, root / TMP_AREA)
+    assert LocalObjectStore(str(root)).remove_temp_files() == 0
+    assert (photos / "holiday.jpg").read_bytes() == b"jpeg", "cleanup deleted a folder outside the store"

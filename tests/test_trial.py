@@ -145,7 +145,8 @@ def test_validate_fills_defaults():
     p = validate({})
     assert (p["count"], p["clients"], p["workers"], p["queue_size"], p["mode"], p["latency_ms"]) == \
         (2000, 100, 8, 200, "block", 5.0)
-    assert (p["load"], p["seed"], p["store"], p["image_size"], p["duplicate_rate"]) == ("closed", 0, "local", "tiny", 0.0)
+    assert (p["load"], p["seed"], p["store"], p["image_size"], p["duplicate_rate"]) == \
+        ("closed", 0, "local", "tiny", 0.0)
     assert validate({"load": "closed", "rate": None})["rate"] is None
     with pytest.raises(ParamError):
         validate({"workdir": ""})

@@ -19,6 +19,7 @@ from different trials, processes or machines merge by adding counts. Zero goes t
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from math import frexp
 from typing import Any
 
@@ -79,7 +80,7 @@ class LatencyHistogram:
         if value_ms > self.max:
             self.max = value_ms
 
-    def record_many(self, values_ms) -> None:
+    def record_many(self, values_ms: Iterable[float]) -> None:
         for v in values_ms:
             self.record(v)
 
@@ -95,7 +96,7 @@ class LatencyHistogram:
         return self
 
     @classmethod
-    def merged(cls, histograms) -> LatencyHistogram:
+    def merged(cls, histograms: Iterable[LatencyHistogram]) -> LatencyHistogram:
         out = cls()
         for h in histograms:
             out.merge(h)

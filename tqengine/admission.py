@@ -22,7 +22,6 @@ from .records import Outcome
 from .state.store import Claim, StateStore
 from .tasks import fingerprint, validate
 
-
 MAX_INVALID_PAYLOAD = 64 * 1024    # bytes of a bad task's JSON kept in its row
 
 
@@ -39,6 +38,9 @@ class Identity(NamedTuple):
 
 def identify(task: Any) -> Identity:
     """The Identity of a submission; never raises, whatever `task` is."""
+    image_key: str | None
+    variant: str | None
+    error: ValidationError | None
     try:
         image_key, variant = validate(task)
         error = None

@@ -55,7 +55,7 @@ class StoreTimeout(TransientError):
 class StoreServerError(TransientError):
     """The object server answered 5xx (or 408/429): worth another attempt later."""
 
-    def __init__(self, message, status=None):
+    def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
 
@@ -63,7 +63,7 @@ class StoreServerError(TransientError):
 class StoreClientError(PermanentError):
     """The object server refused the request with a 4xx other than 400/404."""
 
-    def __init__(self, message, status=None):
+    def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
 

@@ -3,13 +3,16 @@
 Every draw is a function of (seed, idempotency key, attempt) only, never of thread scheduling, so the
 engine and the baseline inject exactly the same faults for the same seed (see docs/CONTRACTS.md).
 """
+from __future__ import annotations
+
 import random
 
 TRANSIENT = "transient"
 PERMANENT = "permanent"
 
 
-def plan(seed, key, attempt, latency_ms, jitter_ms, transient_rate, permanent_rate):
+def plan(seed: object, key: str, attempt: int, latency_ms: float, jitter_ms: float, transient_rate: float,
+         permanent_rate: float) -> tuple[float, str | None]:
     """Return (latency_s, fault) for one attempt; fault is None, "transient" or "permanent"."""
     latency = float(latency_ms)
     if jitter_ms:

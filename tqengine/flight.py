@@ -12,6 +12,7 @@ import time
 from .records import Outcome, TaskResult
 from .sync import Signal
 
+
 class Flight:
     __slots__ = ("key", "payload", "task_id", "image_key", "variant", "row_id", "attempts", "event",
                  "outcome", "finished_at", "submitted_at", "primary_counted", "recovered", "refused")

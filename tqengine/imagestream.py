@@ -20,6 +20,10 @@ import hashlib
 import io
 import tempfile
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
 
 DEFAULT_WINDOW = 1 << 20          # bytes kept behind the furthest read
 DEFAULT_MAX_READ_ALL = 64 << 20   # the most one read-everything call may return
@@ -148,9 +152,10 @@ class ChunkReader(io.RawIOBase):
     def readall(self) -> bytes:
         return self._read_all()
 
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[:len(data)] = data
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[:len(data)] = data
         return len(data)
 
     def close(self) -> None:
@@ -220,7 +225,7 @@ class SpooledSink(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data) -> int:
+    def write(self, data: ReadableBuffer) -> int:
         n = self._file.write(data)
         self._size += n
         return n

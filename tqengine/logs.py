@@ -3,17 +3,21 @@
 Fields: time, level, event, and whichever of task_id, idempotency_key, attempt, error_class, error,
 latency_ms the event carries. Quiet (WARNING) by default so benchmarks do not measure logging.
 """
+from __future__ import annotations
+
 import json
 import logging
+from typing import Any
 
 LOGGER_NAME = "tq"
 logger = logging.getLogger(LOGGER_NAME)
 logger.addHandler(logging.NullHandler())
+_INSTALLED: list[logging.Handler] = []     # the handlers configure() added (and the next call removes)
 
 
 class JsonLineFormatter(logging.Formatter):
-    def format(self, record):
-        entry = {"time": round(record.created, 6), "level": record.levelname,
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {"time": round(record.created, 6), "level": record.levelname,
                  "event": record.getMessage()}
         fields = getattr(record, "fields", None)
         if fields:
@@ -23,21 +27,21 @@ class JsonLineFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure(level="WARNING", path=""):
+def configure(level: str = "WARNING", path: str = "") -> None:
     """Send the engine's logs to stderr (or `path`) as JSON lines at `level`; idempotent."""
-    for handler in list(logger.handlers):
-        if getattr(handler, "_tq", False):
-            logger.removeHandler(handler)
-            handler.close()
-    handler = logging.FileHandler(path) if path else logging.StreamHandler()
-    handler._tq = True
+    while _INSTALLED:
+        old = _INSTALLED.pop()
+        logger.removeHandler(old)
+        old.close()
+    handler: logging.Handler = logging.FileHandler(path) if path else logging.StreamHandler()
+    _INSTALLED.append(handler)
     handler.setFormatter(JsonLineFormatter())
     logger.addHandler(handler)
     logger.setLevel(level.upper())
     logger.propagate = False
 
 
-def event(level, name, **fields):
+def event(level: int, name: str, **fields: Any) -> None:
     """Log one event with its fields; cheap when the level is disabled."""
     if logger.isEnabledFor(level):
         logger.log(level, name, extra={"fields": fields})

@@ -6,8 +6,11 @@ time-weighted histogram (seconds spent at each depth), which gives its mean and 
 without a sampling thread. Latencies (submit to final result, perf_counter) go into a fixed-bucket histogram
 (tqcontract.histogram: every percentile within 1%), so memory stays flat however many tasks run.
 """
+from __future__ import annotations
+
 import threading
 import time
+from typing import Any
 
 from tqcontract.environment import env_info, peak_rss_mb
 from tqcontract.histogram import LatencyHistogram
@@ -17,7 +20,7 @@ _FINAL_COUNTER = {"success": "succeeded", "dead": "dead_lettered", "rejected": "
 
 __all__ = ["Metrics", "COUNTERS", "latency_summary", "percentile"]
 
-def _depth_percentile(time_at_depth, q):
+def _depth_percentile(time_at_depth: dict[int, float], q: float) -> float | None:
     total = sum(time_at_depth.values())
     if total <= 0:
         return None
@@ -33,7 +36,7 @@ def _depth_percentile(time_at_depth, q):
 class Metrics:
     """Counters, latency, queue depth and worker busy time for one engine run."""
 
-    def __init__(self, workers):
+    def __init__(self, workers: int) -> None:
         self.workers = workers
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(COUNTERS, 0)
@@ -42,17 +45,17 @@ class Metrics:
         self._depth = 0
         self._depth_max = 0
         self._depth_since = time.perf_counter()
-        self._time_at_depth = {}
+        self._time_at_depth: dict[int, float] = {}
         self.started = time.perf_counter()
-        self.first_submit = None
-        self.last_final = None
+        self.first_submit: float | None = None
+        self.last_final: float | None = None
 
     # -- written by the engine -------------------------------------------------------------
-    def count(self, name, n=1):
+    def count(self, name: str, n: int = 1) -> None:
         with self._lock:
             self._counts[name] += n
 
-    def submitted(self, now=None):
+    def submitted(self, now: float | None = None) -> None:
         """The first submission opens the run's window: queue-depth time before it (an engine idle since
         construction) is not counted, so depth mean and P95 cover the same window as elapsed_s."""
         if self.first_submit is not None:
@@ -64,7 +67,7 @@ class Metrics:
                 self._depth_since = now
                 self.first_submit = now
 
-    def depth_changed(self, delta, dequeued=False, enqueued=False):
+    def depth_changed(self, delta: int, dequeued: bool = False, enqueued: bool = False) -> None:
         """Queue depth moved by delta (+1 put, -1 get); optionally count the put or get."""
         now = time.perf_counter()
         with self._lock:
@@ -80,11 +83,11 @@ class Metrics:
             if dequeued:
                 self._counts["dequeued"] += 1
 
-    def busy(self, seconds):
+    def busy(self, seconds: float) -> None:
         with self._lock:
             self._busy_s += seconds
 
-    def final(self, status, latency_ms=None):
+    def final(self, status: str, latency_ms: float | None = None) -> None:
         """A primary submission reached its final state."""
         self.last_final = time.perf_counter()
         key = _FINAL_COUNTER.get(status)
@@ -95,11 +98,12 @@ class Metrics:
                 self._counts[key] += 1
 
     # -- read by export ---------------------------------------------------------------------
-    def counters(self):
+    def counters(self) -> dict[str, int]:
         with self._lock:
             return dict(self._counts)
 
-    def snapshot(self, params=None, impl=ENGINE, tasks_submitted=None, latency_ms=None, idle=False):
+    def snapshot(self, params: dict[str, Any] | None = None, impl: str = ENGINE, tasks_submitted: int | None = None,
+                 latency_ms: float | None = None, idle: bool = False) -> dict[str, Any]:
         """The metrics JSON (docs/CONTRACTS.md) as the engine sees it. When the engine is idle the
         wall-time window ends at the last final result, else now."""
         now = time.perf_counter()

@@ -6,25 +6,32 @@ refuses at once. A refusal is returned to the caller, who records it; nothing is
 Retries and recovered tasks come back through `requeue`, which waits for room (they were accepted
 earlier, so they are never refused) but gives up when the engine stops.
 """
+from __future__ import annotations
+
 import queue
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 STOP = object()
 
 
-class _MeasuredQueue(queue.Queue):
+class _MeasuredQueue(queue.Queue[Any]):
     """queue.Queue whose depth changes are reported from inside its own mutex, so the recorded depth
     is exactly qsize() at every instant (the metrics lock is taken inside, never the other way)."""
 
-    def __init__(self, maxsize, metrics):
+    def __init__(self, maxsize: int, metrics: Metrics) -> None:
         super().__init__(maxsize)
         self._metrics = metrics
 
-    def _put(self, item):
+    def _put(self, item: Any) -> None:
         super()._put(item)
         if item is not STOP:
             self._metrics.depth_changed(+1)
 
-    def _get(self):
+    def _get(self) -> Any:
         item = super()._get()
         if item is not STOP:
             self._metrics.depth_changed(-1, dequeued=True)
@@ -32,14 +39,16 @@ class _MeasuredQueue(queue.Queue):
 
 
 class TaskQueue:
-    def __init__(self, maxsize, mode, enqueue_timeout_s, metrics):
+    """The engine's bounded queue: `offer` applies the backpressure policy, `requeue` never refuses."""
+
+    def __init__(self, maxsize: int, mode: str, enqueue_timeout_s: float, metrics: Metrics) -> None:
         self._q = _MeasuredQueue(maxsize, metrics)
         self.maxsize = maxsize
         self.mode = mode
         self.enqueue_timeout_s = enqueue_timeout_s
         self._metrics = metrics
 
-    def offer(self, item):
+    def offer(self, item: Any) -> bool:
         """Put a newly accepted task; False when the backpressure policy refuses it."""
         try:
             if self.mode == "fail_fast":
@@ -51,7 +60,7 @@ class TaskQueue:
         self._metrics.count("enqueued")
         return True
 
-    def requeue(self, item, stopping, poll_s=0.1):
+    def requeue(self, item: Any, stopping: Callable[[], bool], poll_s: float = 0.1) -> bool:
         """Put back a task that was accepted before (retry, recovery); False if `stopping()` first."""
         while True:
             try:
@@ -61,14 +70,14 @@ class TaskQueue:
                 if stopping():
                     return False
 
-    def get(self, timeout):
+    def get(self, timeout: float | None) -> Any:
         """The next task, STOP, or None when nothing came within `timeout` seconds."""
         try:
             return self._q.get(timeout=timeout)
         except queue.Empty:
             return None
 
-    def wake(self, n):
+    def wake(self, n: int) -> None:
         """Hand `n` STOP markers to idle workers without ever blocking."""
         for _ in range(n):
             try:

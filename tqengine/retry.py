@@ -9,12 +9,16 @@ forbidden) are permanent. Errors that are the machine's, not the task's (a full 
 read-only file system, no file descriptors left) are "resource": the engine stops and leaves
 the task queued, without counting the attempt.
 """
+from __future__ import annotations
+
 import errno
 import heapq
 import itertools
 import random
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 from .errors import PermanentError, ResourceError, TransientError
 
@@ -27,7 +31,7 @@ _PERMANENT_OS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, Permi
 _PERMANENT_BUILTIN = (ValueError, TypeError, KeyError, UnicodeError, LookupError)
 
 
-def classify(exc):
+def classify(exc: BaseException) -> str:
     """Return "transient", "permanent" or "resource" for an exception raised by one attempt."""
     if isinstance(exc, ResourceError) or (isinstance(exc, OSError) and exc.errno in _RESOURCE_ERRNOS):
         return RESOURCE
@@ -42,7 +46,7 @@ def classify(exc):
     return TRANSIENT
 
 
-def backoff_delay(attempt, base_s, cap_s, rng=random):
+def backoff_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random | Any = random) -> float:
     """Full-jitter exponential backoff after failed attempt `attempt` (1-based): U(0, min(cap, base*2**(n-1)))."""
     return rng.uniform(0.0, min(cap_s, base_s * (2 ** (attempt - 1))))
 
@@ -55,31 +59,31 @@ class BackoffScheduler:
     left to the durable store, which resumes them at the next start.
     """
 
-    def __init__(self, release, name="tq-backoff"):
+    def __init__(self, release: Callable[[Any], object], name: str = "tq-backoff") -> None:
         self._release = release
         self._cond = threading.Condition()
-        self._heap = []
+        self._heap: list[tuple[float, int, Any]] = []
         self._seq = itertools.count()
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def schedule(self, delay_s, item):
+    def schedule(self, delay_s: float, item: Any) -> None:
         with self._cond:
             heapq.heappush(self._heap, (time.perf_counter() + max(0.0, delay_s), next(self._seq), item))
             self._cond.notify()
 
-    def pending(self):
+    def pending(self) -> int:
         with self._cond:
             return len(self._heap)
 
-    def stop(self, timeout=5.0):
+    def stop(self, timeout: float = 5.0) -> None:
         with self._cond:
             self._stopped = True
             self._cond.notify()
         self._thread.join(timeout)
 
-    def _run(self):
+    def _run(self) -> None:
         while True:
             with self._cond:
                 while not self._stopped:

@@ -3,8 +3,11 @@
 Validation never raises anything but ValidationError, whatever the input, so a bad task can always be
 turned into a permanent-failure record instead of crashing a run.
 """
+from __future__ import annotations
+
 import json
 import re
+from typing import Any
 
 from .errors import ValidationError
 
@@ -14,7 +17,7 @@ _VARIANT = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")
 _VARIANT_SUFFIX = re.compile(r"@[0-9]{1,5}x[0-9]{1,5}$")
 
 
-def variant_of(task):
+def variant_of(task: object) -> str | None:
     """The task's variant string (its `size`, else its `variant`), or None."""
     if not isinstance(task, dict):
         return None
@@ -26,7 +29,7 @@ def variant_of(task):
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=repr)
 
 
-def fingerprint(task):
+def fingerprint(task: object) -> str:
     """Canonical JSON of the task without its task_id: two submissions conflict when these differ."""
     if not isinstance(task, dict):
         return _CANONICAL.encode(task)
@@ -35,7 +38,7 @@ def fingerprint(task):
     return _CANONICAL.encode(task)
 
 
-def check_key(key):
+def check_key(key: object) -> str:
     """Refuse an object key that could name anything outside the store root."""
     if not isinstance(key, str) or not key:
         raise ValidationError("image_key must be a non-empty string")
@@ -57,7 +60,7 @@ def check_key(key):
     return key
 
 
-def _encodable(text):
+def _encodable(text: str) -> bool:
     try:
         text.encode("utf-8")
         return True
@@ -65,7 +68,7 @@ def _encodable(text):
         return False
 
 
-def parse_variant(variant):
+def parse_variant(variant: object) -> tuple[int, int]:
     """(width, height) of a `WxH` variant within 1..8192, else ValidationError."""
     if not isinstance(variant, str):
         raise ValidationError("size/variant must be a string like '200x200'")
@@ -78,7 +81,7 @@ def parse_variant(variant):
     return width, height
 
 
-def validate(task):
+def validate(task: Any) -> tuple[str, str]:
     """Return (image_key, variant) of a well-formed task, else raise ValidationError with the reason."""
     if not isinstance(task, dict):
         raise ValidationError(f"a task must be a JSON object, not {type(task).__name__}")

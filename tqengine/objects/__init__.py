@@ -5,6 +5,8 @@ Config (`store`, `store_root`, `store_url`, `chunk_size`, `max_workers`, `http_c
 """
 from __future__ import annotations
 
+from typing import Any
+
 from ..config import DEFAULT_HTTP_CLIENT
 from ..errors import ConfigError
 from .base import ObjectStore
@@ -15,7 +17,7 @@ __all__ = ["ObjectStore", "LocalObjectStore", "make_store"]
 
 def make_store(kind: str, root: str | None, url: str | None, chunk_size: int = 64 * 1024,
                pool_size: int = 8, client: str = DEFAULT_HTTP_CLIENT, max_read_bytes: int | None = None,
-               allow_hard_links: bool = False, token: str = "", **http_options: object) -> ObjectStore:
+               allow_hard_links: bool = False, token: str = "", **http_options: Any) -> ObjectStore:
     """LocalObjectStore(root) for kind "local", HttpObjectStore(url) for kind "http" (root unused);
     ConfigError for anything else or a missing root/URL. pool_size = threads calling at once (the
     engine's max_workers); the HTTP store keeps 2 * pool_size connections. `client` picks the HTTP

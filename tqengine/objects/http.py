@@ -5,8 +5,9 @@ One class holds everything the two clients share: URL building, client-side key 
 uploads into chunk_size blocks, the size/sha256 check of an upload's answer, the mapping of statuses and
 transport failures to lab errors, and the read_chunks/read_all/write_chunks/write_all/exists/size/close
 methods.
-Only how bytes move differs, in a small transport object chosen by `client` (objects/http_transport.py):
-"stdlib" (the default, an http.client pool) or "requests" (one shared Session). stdlib is the default
+Only how bytes move differs, in a small transport object chosen by `client` (the interface in
+objects/http_transport.py): "stdlib" (the default, an http.client pool: objects/http_stdlib.py) or
+"requests" (one shared Session: objects/http_requests.py). stdlib is the default
 because it costs less CPU per call (single thread, GET + PUT of 16 KiB: ~170 us against ~400 us), and the
 client's CPU is on every task's path and under the GIL the workers share (docs/HTTP_STORE.md).
 
@@ -40,17 +41,40 @@ Objects live on the server at <server root>/<bucket>/<key>; the local store keep
 So the same files are seen by both backends when LocalObjectStore's root is <server root>/<bucket>
 (`bucket_root`).
 """
+from __future__ import annotations
+
 import hashlib
 import json
 import re
 import urllib.parse
+from collections.abc import Iterable, Iterator, Mapping
+from typing import NoReturn
 
 from ..config import DEFAULT_HTTP_CLIENT, HTTP_CLIENTS
-from ..errors import (ConfigError, ObjectNotFound, ResourceError, StoreClientError, StoreConnectionError,
-                      StoreServerError, ValidationError)
+from ..errors import (
+    ConfigError,
+    ObjectNotFound,
+    ResourceError,
+    StoreClientError,
+    StoreConnectionError,
+    StoreServerError,
+    ValidationError,
+)
 from ..tasks import check_key
 from .base import ObjectStore
-from .http_transport import TRANSPORT_ERRORS, TRANSPORTS, Counts, SourceFailed, map_request_error
+from .http_requests import RequestsTransport
+from .http_stdlib import StdlibTransport
+from .http_transport import (
+    TRANSPORT_ERRORS,
+    Answer,
+    Body,
+    Counts,
+    SourceFailed,
+    Timeout,
+    Transport,
+    TransportFactory,
+    map_request_error,
+)
 
 DEFAULT_BUCKET = "store"
 DEFAULT_TIMEOUT = (3.05, 30.0)
@@ -61,6 +85,7 @@ ERROR_BODY_MAX = 64 * 1024     # an error answer's body is read (for its message
 _PUT_HEADERS = {"Content-Type": "application/octet-stream"}
 # what a Bearer credential may be (RFC 6750 b64token); the object server checks tokens by the same rule
 TOKEN_RE = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+TRANSPORTS: dict[str, TransportFactory] = {"requests": RequestsTransport, "stdlib": StdlibTransport}
 
 
 class HttpObjectStore(ObjectStore):
@@ -69,8 +94,9 @@ class HttpObjectStore(ObjectStore):
     client="stdlib" (default) or "requests" picks the transport (see the module docstring); everything
     else, errors included, is the same for both."""
 
-    def __init__(self, base_url, bucket=DEFAULT_BUCKET, chunk_size=64 * 1024, pool_size=8,
-                 timeout=DEFAULT_TIMEOUT, connections=None, client=DEFAULT_CLIENT, token=""):
+    def __init__(self, base_url: str, bucket: str = DEFAULT_BUCKET, chunk_size: int = 64 * 1024, pool_size: int = 8,
+                 timeout: Timeout = DEFAULT_TIMEOUT, connections: int | None = None, client: str = DEFAULT_CLIENT,
+                 token: str = "") -> None:
         if not isinstance(base_url, str) or not re.match(r"https?://[^/\s]+", base_url):
             raise ConfigError(f"store_url must be http(s)://host:port, not {base_url!r}")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", bucket or "") or bucket in (".", ".."):
@@ -101,28 +127,29 @@ class HttpObjectStore(ObjectStore):
         self._prefix = parts.path.rstrip("/") + "/" + urllib.parse.quote(bucket) + "/"
         # with a token every request carries it (the server answers 401 without it); built once
         auth = {"Authorization": f"Bearer {token}"} if token else {}
-        self._headers = auth or None
+        self._headers: dict[str, str] | None = auth or None
         self._put_headers = {**_PUT_HEADERS, **auth}
-        self._transport = TRANSPORTS[client](
+        self._transport: Transport = TRANSPORTS[client](
             parts.scheme, host, port or (443 if parts.scheme == "https" else 80), parts.netloc,
             self.connections, timeout, Counts(self.connections))
 
     @property
-    def stats(self):
+    def stats(self) -> dict[str, int]:
         """Connection counts: created, reused, dropped (closed by the server while idle), discarded
         (closed because the pool was full)."""
         return self._transport.counts.snapshot()
 
-    def url_for(self, key):
+    def url_for(self, key: str) -> str:
         check_key(key)
         return f"{self.base_url}/{urllib.parse.quote(self.bucket)}/{urllib.parse.quote(key, safe='/')}"
 
-    def _target(self, key):
+    def _target(self, key: str) -> str:
         check_key(key)
         return self._prefix + urllib.parse.quote(key, safe="/")
 
     # --- one request ---
-    def _send(self, method, key, body=None, headers=None):
+    def _send(self, method: str, key: str, body: Body = None,
+              headers: Mapping[str, str] | None = None) -> tuple[Answer, str]:
         """Send a request and read the answer's status and headers: (answer, what). A transport failure
         raises the mapped error (the transport has closed the connection)."""
         target = self._target(key)                 # ValidationError before any request
@@ -132,7 +159,7 @@ class HttpObjectStore(ObjectStore):
         except TRANSPORT_ERRORS as exc:
             raise map_request_error(exc, what) from exc
 
-    def _fail(self, answer, key, what, head=False):
+    def _fail(self, answer: Answer, key: str, what: str, head: bool = False) -> NoReturn:
         """Read (a bounded part of) an error answer for its message, then raise the mapped error."""
         detail = ""
         try:
@@ -145,7 +172,7 @@ class HttpObjectStore(ObjectStore):
         self._raise_for_status(answer.status, key, what, detail)
 
     # --- the LocalObjectStore interface ---
-    def read_chunks(self, key):
+    def read_chunks(self, key: str) -> Iterator[bytes]:
         """Start the download now (ObjectNotFound/ValidationError/TransientError raise here) and return
         an iterator of chunk_size pieces; transport failures while iterating raise TransientError. The
         response is closed when the iterator ends, fails or is closed/abandoned."""
@@ -154,7 +181,7 @@ class HttpObjectStore(ObjectStore):
             self._fail(answer, key, what)
         return self._iter_body(answer, what)
 
-    def _iter_body(self, answer, what):
+    def _iter_body(self, answer: Answer, what: str) -> Iterator[bytes]:
         expected = answer.header("Content-Length")
         received = 0
         clean = False
@@ -174,7 +201,7 @@ class HttpObjectStore(ObjectStore):
             else:
                 answer.discard()
 
-    def read_all(self, key):
+    def read_all(self, key: str) -> bytes:
         """The whole object in one call."""
         answer, what = self._send("GET", key, headers=self._headers)
         if answer.status != 200:
@@ -187,7 +214,7 @@ class HttpObjectStore(ObjectStore):
         answer.release()
         return data
 
-    def write_chunks(self, key, chunks):
+    def write_chunks(self, key: str, chunks: Iterable[bytes]) -> tuple[int, str]:
         """Stream `chunks` to `key`; the server renames it into place only when complete. Returns
         (bytes written, sha256 hex). The pieces are sent in chunk_size blocks: a body that ends within the
         first block goes out as one request with Content-Length (write_all), a longer one as a chunked
@@ -200,39 +227,39 @@ class HttpObjectStore(ObjectStore):
         if ended:
             return self.write_all(key, first)
         digest = hashlib.sha256()
-        state = {"nbytes": 0, "source_error": None}
+        sent = _Upload()
 
-        def blocks():
+        def blocks() -> Iterator[bytes]:
             block, done = first, False
             while block:
                 digest.update(block)
-                state["nbytes"] += len(block)
+                sent.nbytes += len(block)
                 yield block
                 if done:
                     return
                 try:
                     block, done = self._collect(iterator)
                 except BaseException as exc:          # keep the caller's own error; abort the upload
-                    state["source_error"] = exc
+                    sent.source_error = exc
                     raise SourceFailed() from exc
 
         try:
             answer = self._transport.stream_put(target, blocks(), self._put_headers)
         except BaseException as exc:
-            if state["source_error"] is not None:
-                raise state["source_error"] from None
+            if sent.source_error is not None:
+                raise sent.source_error from None
             if isinstance(exc, TRANSPORT_ERRORS):
                 raise map_request_error(exc, what) from exc
             raise
-        if state["source_error"] is not None:        # cannot happen: the upload had to abort
+        if sent.source_error is not None:            # cannot happen: the upload had to abort
             answer.discard()
-            raise state["source_error"]
-        return self._finish_put(answer, key, what, state["nbytes"], digest.hexdigest())
+            raise sent.source_error
+        return self._finish_put(answer, key, what, sent.nbytes, digest.hexdigest())
 
-    def _collect(self, iterator):
+    def _collect(self, iterator: Iterator[bytes]) -> tuple[bytes, bool]:
         """(block, ended): the next pieces of `iterator` joined until they reach chunk_size bytes (a
         bigger piece passes whole), with ended=True when the iterator is exhausted."""
-        pieces = []
+        pieces: list[bytes] = []
         have = 0
         for piece in iterator:
             if not piece:
@@ -243,13 +270,13 @@ class HttpObjectStore(ObjectStore):
                 return (bytes(pieces[0]) if len(pieces) == 1 else b"".join(pieces)), False
         return b"".join(pieces), True
 
-    def write_all(self, key, data):
+    def write_all(self, key: str, data: bytes) -> tuple[int, str]:
         """Upload `data` (bytes-like) in one PUT with Content-Length; returns (bytes, sha256 hex)."""
         data = bytes(data)
         answer, what = self._send("PUT", key, body=data, headers=self._put_headers)
         return self._finish_put(answer, key, what, len(data), hashlib.sha256(data).hexdigest())
 
-    def _finish_put(self, answer, key, what, nbytes, sha):
+    def _finish_put(self, answer: Answer, key: str, what: str, nbytes: int, sha: str) -> tuple[int, str]:
         if answer.status not in (200, 201):
             self._fail(answer, key, what)
         try:
@@ -265,14 +292,14 @@ class HttpObjectStore(ObjectStore):
                                    f"sha256={str(sha)[:16]}")
         return nbytes, sha
 
-    def exists(self, key):
+    def exists(self, key: str) -> bool:
         return self._head(key) is not None
 
-    def size(self, key):
+    def size(self, key: str) -> int | None:
         """Size in bytes, None for a missing object (transport errors raise TransientError)."""
         return self._head(key)
 
-    def _head(self, key):
+    def _head(self, key: str) -> int | None:
         answer, what = self._send("HEAD", key, headers=self._headers)
         if answer.status not in (200, 404):
             self._fail(answer, key, what, head=True)
@@ -285,11 +312,11 @@ class HttpObjectStore(ObjectStore):
         answer.release()
         return int(length or 0) if answer.status == 200 else None
 
-    def remove_temp_files(self):
+    def remove_temp_files(self) -> int:
         """Temp files are the server's business (it removes its own); nothing to do here."""
         return 0
 
-    def ping(self):
+    def ping(self) -> int:
         """Check that an HTTP server answers at base_url and lets us in: the engine calls this at start,
         so a wrong or dead URL, a missing token or a refused Host is one clear error instead of every task
         failing. Raises the mapped TransientError (StoreConnectionError, StoreTimeout) when nothing
@@ -313,12 +340,12 @@ class HttpObjectStore(ObjectStore):
                               f"(HTTP 421): use a loopback address, or start the server with --allow-host NAME")
         return answer.status
 
-    def close(self):
+    def close(self) -> None:
         self._transport.close()
 
     # --- errors ---
     @staticmethod
-    def _raise_for_status(status, key, what, detail=""):
+    def _raise_for_status(status: int, key: str, what: str, detail: str = "") -> NoReturn:
         message = f"{what}: HTTP {status} {detail}".rstrip()
         if status == 404:
             raise ObjectNotFound(f"source object {key[:200]!r} does not exist ({message})")
@@ -331,3 +358,13 @@ class HttpObjectStore(ObjectStore):
         if 400 <= status < 500:
             raise StoreClientError(message, status)
         raise StoreServerError(f"{what}: unexpected HTTP {status}", status)
+
+
+class _Upload:
+    """What a streamed upload has sent so far, and the caller's own error if its chunks raised one."""
+
+    __slots__ = ("nbytes", "source_error")
+
+    def __init__(self) -> None:
+        self.nbytes = 0
+        self.source_error: BaseException | None = None

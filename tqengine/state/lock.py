@@ -9,6 +9,8 @@ lock behind, and the lock file itself can stay. Readers (`python -m lab dlq`, re
 
 Where `fcntl` does not exist (Windows) there is no lock, and one engine per database is the operator's job.
 """
+from __future__ import annotations
+
 import errno
 import os
 
@@ -17,20 +19,22 @@ from ..errors import ConfigError
 try:
     import fcntl
 except ImportError:     # pragma: no cover (Windows)
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]
 
 SUFFIX = ".engine-lock"
 _NO_LOCKS = (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK)
 
 
 class DatabaseLock:
-    def __init__(self, db_path):
+    """The engine lock of the database `db_path` (the file `<db>.engine-lock`)."""
+
+    def __init__(self, db_path: str) -> None:
         self.db_path = db_path
         self.path = os.path.abspath(db_path) + SUFFIX
-        self._fd = None
-        self.previous_holder = None
+        self._fd: int | None = None
+        self.previous_holder: str | None = None
 
-    def acquire(self):
+    def acquire(self) -> DatabaseLock:
         """Take the lock, or raise ConfigError if another engine holds it."""
         if fcntl is None or self._fd is not None:
             return self
@@ -57,7 +61,7 @@ class DatabaseLock:
         self._fd = fd
         return self
 
-    def release(self):
+    def release(self) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
             try:
@@ -66,7 +70,7 @@ class DatabaseLock:
                 os.close(fd)
 
 
-def _read_pid(fd):
+def _read_pid(fd: int) -> str | None:
     try:
         text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
     except OSError:

@@ -13,8 +13,7 @@ import errno
 import os
 import sqlite3
 
-from ..errors import (ConfigError, SchemaMismatch, StoreCorrupt, StoreError, StoreLocked,
-                      StoreResourceError)
+from ..errors import ConfigError, SchemaMismatch, StoreCorrupt, StoreError, StoreLocked, StoreResourceError
 
 SCHEMA_VERSION = 1
 UNFINISHED = ("queued", "running", "retrying")
