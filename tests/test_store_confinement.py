@@ -10,6 +10,18 @@ from tqengine.errors import ObjectNotFound, UnsafeObject, ValidationError
 from tqengine.objects.local import TMP_AREA, LocalObjectStore
 
 
+
+@pytest.fixture(autouse=True, params=["openat2", "walk"])
+def resolution(request, monkeypatch):
+    """Every test runs twice: with the kernel's openat2 fast path (where this machine has it) and with the
+    component walk that every platform with dir_fd has."""
+    from tqengine.objects import confined
+    if request.param == "walk":
+        monkeypatch.setattr(confined, "openat2_beneath", None)
+    elif confined.openat2_beneath is None:
+        pytest.skip("this kernel has no openat2")
+    return request.param
+
 def _put(store, key, data=b"x" * 100):
     return store.write_chunks(key, [data])
 

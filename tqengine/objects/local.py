@@ -125,7 +125,7 @@ class LocalObjectStore(ObjectStore):
                     nbytes += len(chunk)
             finally:
                 os.close(fd)
-            self._confined.publish(tmp_dir, name, parts, f"output {key[:200]!r}")
+            self._confined.publish(tmp_dir, name, parts, f"output {key[:200]!r}", tell_existed=False)
         except BaseException:
             try:
                 tmp_dir.unlink(name)
