@@ -10,7 +10,6 @@ from tqengine.errors import ObjectNotFound, UnsafeObject, ValidationError
 from tqengine.objects.local import TMP_AREA, LocalObjectStore
 
 
-
 @pytest.fixture(autouse=True, params=["openat2", "walk"])
 def resolution(request, monkeypatch):
     """Every test runs twice: with the kernel's openat2 fast path (where this machine has it) and with the
