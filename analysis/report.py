@@ -5,6 +5,10 @@ behind an interval or a verdict comes from this file, so anyone can recompute th
 <sweep>/trials/<id>.json (each trial's latency histogram, pooled per cell for percentiles over all its
 tasks, and the stderr tail of failed trials). The verdict rule is analysis.verdicts; which trials count
 is analysis.trials; the charts are analysis.charts.
+
+Why one module of ~700 lines: it renders one document (report.md) and the two files that go with it
+(summary.csv, the charts' list) from one aggregate; the statistics are in stats.py and verdicts.py, which
+trials count in trials.py, the charts in charts.py and svg.py.
 """
 import csv
 import io

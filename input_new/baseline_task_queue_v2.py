@@ -19,6 +19,9 @@ docs/CONTRACTS.md and tqengine.transform, and the sample images come from genera
 (loaded by path) so the file stays standalone.
 
 Run `python input_new/baseline_task_queue_v2.py --help` for the command line.
+
+Why one module of ~600 lines: the baseline is the user's single file by design (it stands alone, with its
+own copies of what it needs), so it stays one file.
 """
 import argparse
 import collections

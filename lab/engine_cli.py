@@ -1,4 +1,5 @@
-"""task_queue_optimized.py: the command-line face of the engine (tqengine).
+"""task_queue_optimized.py: the command-line face of the engine (tqengine): task files, resume, signals.
+The flags live in lab/engine_args.py, --benchmark in lab/engine_bench.py.
 
   python task_queue_optimized.py --benchmark [--count 2000 --clients 100 ...] [--json OUT]
       a built-in workload through the same load harness as benchmark.py and the lab trials
@@ -11,7 +12,6 @@ Exit codes: 0 ok, 1 the run failed or was interrupted, 2 bad input or configurat
 SIGINT/SIGTERM: stop taking tasks, finish queued and running ones, write the metrics; a second SIGINT
 stops at once and leaves unfinished tasks in the database for the next start.
 """
-import argparse
 import collections
 import contextlib
 import os
@@ -20,228 +20,16 @@ import sys
 import threading
 import time
 
+from lab.engine_args import WORKLOAD_FLAGS, UsageError, build_parser, check_output_path, engine_config
+from lab.engine_bench import run_benchmark
 from lab.taskfile import TaskFile, TaskFileError
-from runners import params as trial_params
 from runners.workload import ensure_objects
 from tqcontract.files import write_json
-from tqcontract.metrics import ENGINE
-from tqengine import WorkerPool, load_config
-from tqengine.config import DEFAULTS, SETTINGS
+from tqengine import WorkerPool
 from tqengine.errors import ConfigError
 
-BENCHMARK_PROFILE = trial_params.LAB_PROFILE
-# flag -> Config field; type, choices and help come from the field's Setting (tqengine/config.py)
-ENGINE_FLAG_NAMES = {
-    "--workers": "max_workers", "--queue-size": "queue_size", "--mode": "mode",
-    "--enqueue-timeout": "enqueue_timeout_s", "--max-attempts": "max_attempts", "--backoff-base": "backoff_base_s",
-    "--backoff-cap": "backoff_cap_s", "--chunk-size": "chunk_size", "--latency-ms": "latency_ms",
-    "--latency-jitter-ms": "latency_jitter_ms", "--transient-rate": "transient_rate",
-    "--permanent-rate": "permanent_rate", "--seed": "seed", "--log-level": "log_level",
-    "--store-url": "store_url", "--http-client": "http_client", "--log-file": "log_file",
-    "--max-source-bytes": "max_source_bytes", "--attempt-timeout": "attempt_timeout_s",
-    "--retention": "retention_s",
-}
 SUBMIT_BATCH = 64
 HANDLE_WINDOW = 4096
-
-
-def build_parser():
-    p = argparse.ArgumentParser(
-        prog="task_queue_optimized.py",
-        description="The optimized task queue engine: run a benchmark workload, or process a task file "
-                    "with durable state (resumable after a crash).",
-        epilog="Settings not given here come from TQ_* environment variables, then .env, then defaults "
-               "(see .env.example).")
-    what = p.add_mutually_exclusive_group()
-    what.add_argument("--benchmark", action="store_true",
-                      help="run the built-in workload (closed loop of --clients) and print the figures")
-    what.add_argument("--tasks", metavar="FILE", help="process the tasks in this JSON list file")
-    p.add_argument("--store", metavar="DIR", help="object store root (source objects and variants/)")
-    p.add_argument("--db", metavar="PATH", help="SQLite database for task state")
-    p.add_argument("--json", metavar="OUT", help="write the metrics JSON here (atomically)")
-    p.add_argument("--create-objects", action="store_true",
-                   help="with --tasks: create the missing source objects (deterministic images at the "
-                        "task's source_size, else tiny ones; an existing object is never touched) before "
-                        "processing")
-    b = p.add_argument_group("benchmark workload")
-    b.add_argument("--count", type=int, help="tasks to submit (default 2000)")
-    b.add_argument("--repeats", type=int, default=3,
-                   help="runs of the benchmark, each verdict judged on their interval (default 3)")
-    b.add_argument("--clients", type=int, help="closed-loop clients (default 100)")
-    b.add_argument("--workload", choices=tuple(trial_params.WORKLOAD_PRESETS),
-                   help="synthetic (default): tiny JPEG sources and a 5 ms service time; image: real thumbnails of "
-                        "640x480 sources, latency 0")
-    b.add_argument("--image-size", help="source images: tiny, small (640x480), large (4000x3000) or WxH "
-                                         "(default: the workload's)")
-    b.add_argument("--duplicate-rate", type=float, help="share of duplicate tasks (default 0)")
-    b.add_argument("--load", choices=("closed", "open"), help="load model (default closed)")
-    b.add_argument("--rate", type=float, help="open loop: arrivals per second")
-    b.add_argument("--store-backend", choices=("local", "http"), default=None,
-                   help="benchmark against a local directory (default) or an HTTP object store started "
-                        "for the run (TQ_STORE and TQ_STORE_URL are not used by --benchmark)")
-    b.add_argument("--server-latency-ms", type=float, default=None,
-                   help="with --store-backend http: service time of each request at the server (default 0)")
-    e = p.add_argument_group("engine (default: TQ_* environment, .env, then built-in)")
-    for flag, name in ENGINE_FLAG_NAMES.items():
-        spec = SETTINGS[name]
-        default = BENCHMARK_PROFILE.get(name)
-        shown = f"{DEFAULTS[name]!r}" + (f"; --benchmark {default!r}" if default is not None else "")
-        e.add_argument(flag, dest=name, metavar=name.upper() if spec.choices is None else None,
-                       type={"int": int, "float": float}.get(spec.kind, str),
-                       choices=spec.choices if spec.choices and not spec.upper else None,
-                       help=f"{spec.help} (TQ_{name.upper()}; default {shown})")
-    return p
-
-
-WORKLOAD_DEFAULTS = {"count": 2000, "clients": 100, "duplicate_rate": 0.0, "load": "closed", "workload": "synthetic"}
-WORKLOAD_FLAGS = ("count", "clients", "image_size", "duplicate_rate", "load", "rate", "workload")
-
-ENGINE_FLAGS = tuple(ENGINE_FLAG_NAMES.values())
-
-
-class UsageError(Exception):
-    pass
-
-
-def engine_config(args, profile=None, benchmark=False):
-    cli = {k: getattr(args, k) for k in ENGINE_FLAGS}
-    if args.db:
-        cli["db_path"] = args.db
-    if args.store:
-        cli["store_root"] = args.store
-    if args.store_url:
-        cli["store"] = "http"
-    elif args.store:
-        cli["store"] = "local"      # --store DIR on the command line beats TQ_STORE=http from the environment
-    if benchmark:       # the benchmark picks its store with --store-backend and starts its own server
-        cli["store"], cli["store_url"] = "local", ""
-    cfg = load_config(cli=cli, profile=profile)
-    http = args.store_backend == "http" if benchmark else cfg.store == "http"
-    if args.http_client and not http:
-        raise UsageError("--http-client needs an HTTP store: --store-backend http with --benchmark, "
-                         "--store-url URL with --tasks")
-    return cfg
-
-
-# -- benchmark ------------------------------------------------------------------------------
-def run_benchmark(args):
-    from runners.trial import ParamError, run_trial, validate
-    for name, default in WORKLOAD_DEFAULTS.items():
-        if getattr(args, name) is None:
-            setattr(args, name, default)
-    if args.store_url:
-        raise UsageError("--store-url is for --tasks; --benchmark starts its own server with --store-backend http")
-    if args.store or args.db or args.create_objects:
-        raise UsageError("--store, --db and --create-objects are for --tasks; --benchmark uses scratch files of "
-                         "its own (TQ_SCRATCH_DIR chooses where)")
-    if args.server_latency_ms and args.store_backend != "http":
-        raise UsageError("--server-latency-ms needs --store-backend http")
-    preset = trial_params.WORKLOAD_PRESETS[args.workload]
-    if args.image_size is None:
-        args.image_size = preset["image_size"]
-    cfg = engine_config(args, {"latency_ms": preset["latency_ms"]}, benchmark=True)
-    if args.json:
-        check_output_path(args.json, "--json")
-    for name, value, low in (("--count", args.count, 1), ("--clients", args.clients, 1),
-                             ("--repeats", args.repeats, 1)):
-        if value < low:
-            raise UsageError(f"{name} must be >= {low} (got {value})")
-    params = trial_params.from_engine_config(cfg)
-    params.update(impl=ENGINE, count=args.count, clients=args.clients, duplicate_rate=args.duplicate_rate,
-                  image_size=args.image_size, workload=args.workload, load=args.load, rate=args.rate,
-                  store=args.store_backend or "local",
-                  server_latency_ms=args.server_latency_ms or 0.0)
-    try:
-        params = validate(params)       # a bad value is one line, before the banner
-    except ParamError as exc:
-        raise UsageError(str(exc)) from None
-    print(f"benchmark, workload {args.workload} ({args.image_size} sources): {args.count} tasks, {args.clients} "
-          f"clients ({args.load} loop), {cfg.max_workers} workers, "
-          f"queue {cfg.queue_size} ({cfg.mode}), {cfg.latency_ms:g} ms per task, store {params['store']}"
-          + (f" ({params['server_latency_ms']:g} ms per request, {cfg.http_client} client)"
-             if params["store"] == "http" else ""),
-          file=sys.stderr)
-    results = []
-    for run in range(args.repeats):
-        try:
-            result = run_trial(params)
-        except ParamError as exc:
-            raise UsageError(str(exc)) from None
-        results.append(result)
-        print(f"run {run + 1}/{args.repeats}: {_fmt(result['throughput_tps'], '.1f')} tasks/s, P95 "
-              f"{_fmt(result['latency_ms']['p95'])} ms, error rate {_fmt(result['error_rate'], '.3f')}",
-              file=sys.stderr)
-    median = sorted(results, key=lambda r: r["throughput_tps"] or 0.0)[len(results) // 2]
-    print(f"figures of the median run of {len(results)} (by throughput):")
-    print_figures(median)
-    checks = benchmark_verdicts(results, params)
-    for line in checks["lines"]:
-        print(line)
-    if args.json:
-        write_json(args.json, dict(median, benchmark={"runs": len(results), "targets": checks["targets"]}))
-        print(f"metrics written to {args.json}", file=sys.stderr)
-    if all(r.get("counters", {}).get("succeeded", 0) > 0 for r in results):
-        return 0
-    print(f"benchmark: a run had no successful task (error rate {median.get('error_rate')}); --log-level INFO "
-          f"shows each attempt's error", file=sys.stderr)
-    return 1
-
-
-EFFICIENCY_TARGET = 0.95
-
-
-def benchmark_verdicts(results, params):
-    """The engine's own targets over the runs, with the lab's interval and verdict rule (analysis.verdicts):
-    efficiency >= 0.95 of the ceiling workers / service time, and P95 no more than 10% over the ideal
-    closed-loop latency (each client waits ceil(clients / workers) service times) plus 1 ms. Neither has a
-    target when the service time is 0 (the real work alone sets the pace: there is no ceiling to hold
-    it to)."""
-    from analysis import verdicts
-    service_ms = (results[0].get("harness") or {}).get("service_time_ms") or 0.0
-    lines, targets = [], {}
-    if not service_ms:
-        lines.append("targets: none for a run without a service time (latency 0: the real work sets the pace)")
-        return {"lines": lines, "targets": targets}
-    effs = [r["efficiency"] for r in results if r.get("efficiency") is not None]
-    eff = verdicts.against_target(effs, EFFICIENCY_TARGET, ">=")
-    ideal = service_ms * -(-params["clients"] // params["workers"])
-    p95_target = 1.1 * ideal + 1.0
-    p95 = verdicts.against_target([r["latency_ms"]["p95"] for r in results], p95_target, "<=")
-    lines.append(verdicts.format_against_target("efficiency", eff))
-    lines.append(verdicts.format_against_target("P95", p95, unit="ms") +
-                 f"  [target: 1.1 x the ideal {ideal:g} ms (ceil(clients / workers) x {service_ms:g} ms) + 1 ms]")
-    targets = {"efficiency": eff, "p95_ms": p95}
-    return {"lines": lines, "targets": targets}
-
-
-def _fmt(value, spec=".2f"):
-    return "n/a" if value is None else format(value, spec)
-
-
-def print_figures(m):
-    lat, c, depth = m["latency_ms"], m["counters"], m["queue_depth"]
-    rows = [
-        ("throughput", f"{_fmt(m['throughput_tps'], '.1f')} tasks/s"
-                       + (f"  (ceiling {m['ceiling_tps']:.0f}, efficiency {m['efficiency']:.3f})"
-                          if m.get("ceiling_tps") else "")),
-        ("latency mean", f"{_fmt(lat['mean'])} ms"),
-        ("latency P50", f"{_fmt(lat['p50'])} ms"),
-        ("latency P95", f"{_fmt(lat['p95'])} ms"),
-        ("latency P99", f"{_fmt(lat['p99'])} ms"),
-        ("error rate", f"{_fmt(m['error_rate'] * 100 if m['error_rate'] is not None else None)} %"),
-        ("queue depth", f"max {_fmt(depth['max'], '.0f')}, mean {_fmt(depth['mean'], '.1f')}, "
-                        f"P95 {_fmt(depth['p95'], '.0f')}"),
-        ("succeeded", c.get("succeeded")), ("retries", c.get("retried")), ("rejections", c.get("rejected")),
-        ("duplicates", c.get("duplicates")), ("dead letters", c.get("dead_lettered")),
-        ("thread utilisation", _fmt(m.get("thread_utilization"), ".3f")),
-        ("peak RSS", f"{_fmt(m.get('peak_rss_mb'), '.1f')} MB"),
-        ("tasks", m["tasks_submitted"]), ("elapsed", f"{m['elapsed_s']:.3f} s"),
-        ("scratch files on", (m.get("harness") or {}).get("scratch_fs") or "n/a"),
-    ]
-    width = max(len(r[0]) for r in rows)
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
-
 
 # -- task files -----------------------------------------------------------------------------
 class Interrupts:
@@ -384,22 +172,6 @@ def _run_tasks(args, interrupts, cfg, task_file):
         print("stopped before all tasks finished; run the same command again to resume", file=sys.stderr)
         return 1
     return 0
-
-
-def check_output_path(path, flag):
-    """UsageError (exit 2, before any work) when `path` cannot become a file: its folder is missing and
-    cannot be made, is a file, or is not writable, or `path` is a folder."""
-    target = os.path.abspath(path)
-    if os.path.isdir(target):
-        raise UsageError(f"{flag} {path}: is a folder; give a file name")
-    folder = os.path.dirname(target)
-    probe = folder
-    while not os.path.exists(probe):
-        probe = os.path.dirname(probe)
-    if not os.path.isdir(probe):
-        raise UsageError(f"{flag} {path}: {probe} is a file, not a folder")
-    if not os.access(probe, os.W_OK):
-        raise UsageError(f"{flag} {path}: cannot write in {probe}")
 
 
 def _outcomes(counter):

@@ -12,6 +12,9 @@ A trial whose process succeeded but whose metrics are missing or not finite (ana
 as `invalid` with its reason, like a failed one. With --target-halfwidth H the sweep keeps adding rounds
 (interleaved as the planned ones, over the configurations not yet there) until both engine/baseline ratio
 intervals of every configuration lie within +-H of their estimate, or --max-repeats rounds have run.
+
+Why one module of ~550 lines: planning, running, resuming and the adaptive rounds work on one plan and one
+output folder, and must agree on both; the grid is lab/grid.py, the report lab/reporting.py.
 """
 import argparse
 import csv

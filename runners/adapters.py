@@ -9,6 +9,10 @@
 The harness (runners/load.py) measures latency and throughput itself, client-side and identically for
 every adapter; `metrics()` only contributes what the harness cannot see from outside: counters, queue
 depth, enqueue/dequeue rates and thread utilisation.
+
+Why one module of ~430 lines: the adapter interface and its four implementations (baseline, engine, two
+bare floors) share the handle and outcome bookkeeping that makes their figures comparable; reading them
+apart would hide what they must have in common.
 """
 import collections
 import importlib.util

@@ -37,6 +37,9 @@ path cannot answer (a missing folder to make, an error to explain) goes through 
 
 On platforms without `dir_fd` support (Windows) the same rules are applied to paths, resolved with
 realpath on every call (never cached).
+
+Why one module of ~430 lines: it is one rule (no name leads out of the root) in its three forms (the
+openat2 call, the component walk, the path fallback), which must be read and changed together.
 """
 from __future__ import annotations
 

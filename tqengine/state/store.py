@@ -25,6 +25,10 @@ lose the last commits (SQLite's documented trade-off), which would replay those 
 database locked by another process is waited for with a bounded, jittered retry. Errors name their cause
 (schema.store_error): a full disk, a read-only or damaged database is reported as such, and such resource
 errors reach `on_fatal`, which stops the engine.
+
+Why one module of ~500 lines: everything here shares the one connection the writer thread owns (batches,
+claims, transitions, WAL checkpoints, retention); the schema, its statements and the opening checks are in
+schema.py, what tools read and change in inspect.py.
 """
 from __future__ import annotations
 
