@@ -177,3 +177,23 @@ def test_store_dir_on_the_command_line_beats_tq_store_from_the_environment(tmp_p
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "success 5, dead 0" in proc.stdout
     assert len(list((tmp_path / "store" / "variants" / "env").iterdir())) == 5
+
+
+def test_benchmark_verdicts_judge_the_engines_targets_over_the_runs():
+    from lab.engine_bench import benchmark_verdicts
+
+    def run(eff, p95):
+        return {"efficiency": eff, "latency_ms": {"p95": p95}, "harness": {"service_time_ms": 5.0}}
+
+    saturated = benchmark_verdicts([run(0.96, 66.0), run(0.97, 67.0), run(0.965, 66.5)],
+                                   {"clients": 100, "workers": 8})
+    assert saturated["targets"]["efficiency"]["verdict"] == "met"
+    assert saturated["targets"]["p95_ms"]["target"] == pytest.approx(1.1 * 65 + 1)      # 13 rounds of 5 ms
+    assert saturated["targets"]["p95_ms"]["verdict"] == "met"
+    slow = benchmark_verdicts([run(0.60, 150.0), run(0.62, 160.0), run(0.61, 155.0)], {"clients": 100, "workers": 8})
+    assert slow["targets"]["efficiency"]["verdict"] == "not met" and slow["targets"]["p95_ms"]["verdict"] == "not met"
+    few = benchmark_verdicts([run(0.86, 6.2), run(0.85, 6.3)], {"clients": 8, "workers": 8})
+    assert "efficiency" not in few["targets"] and any("no target with 8 clients" in line for line in few["lines"])
+    none = benchmark_verdicts([{"efficiency": None, "latency_ms": {"p95": 9.0}, "harness": {"service_time_ms": 0}}],
+                              {"clients": 100, "workers": 8})
+    assert none["targets"] == {}
