@@ -211,7 +211,7 @@ class ConfinedRoot:
             return os.dup(root)
         if openat2_beneath is not None:
             try:
-                return openat2_beneath(root, "/".join(_check_part(p) for p in parts), _DIR_FLAGS)
+                return openat2_beneath(root, "/".join(_check_part(p) for p in parts), _DIR_FLAGS, 0)
             except OSError:
                 pass                    # missing, or refused: the walk makes it or says precisely why
         fd = root
@@ -275,7 +275,7 @@ class ConfinedRoot:
         caller closes it. Errors: see the module docstring."""
         if openat2_beneath is not None and self._root_fd is not None:
             try:
-                fd = openat2_beneath(self._root_fd, "/".join(_check_part(p) for p in parts), _READ_FLAGS)
+                fd = openat2_beneath(self._root_fd, "/".join(_check_part(p) for p in parts), _READ_FLAGS, 0)
             except OSError:
                 fd = -1                 # missing, a link, ...: the walk below says which
             if fd >= 0:

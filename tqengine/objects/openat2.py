@@ -8,7 +8,6 @@ seccomp filters that deny it): callers then walk the name one component at a tim
 from __future__ import annotations
 
 import ctypes
-import errno
 import os
 import sys
 from collections.abc import Callable
@@ -43,13 +42,13 @@ def _make() -> Callable[[int, str, int, int], int] | None:
             raise OSError(code, os.strerror(code), path)
         return int(fd)
 
+    root = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
     try:                            # does this kernel have it (and let us call it)?
-        probe = openat2_beneath(os.open("/", os.O_RDONLY | os.O_DIRECTORY), ".", os.O_RDONLY | os.O_DIRECTORY)
-        os.close(probe)
-    except OSError as exc:
-        if exc.errno in (errno.ENOSYS, errno.EPERM, errno.EINVAL, errno.E2BIG):
-            return None
+        os.close(openat2_beneath(root, ".", os.O_RDONLY | os.O_DIRECTORY, 0))
+    except OSError:                 # ENOSYS (old kernel), EPERM (seccomp), EINVAL/E2BIG (old struct): walk
         return None
+    finally:
+        os.close(root)
     return openat2_beneath
 
 
