@@ -19,10 +19,10 @@ import time
 
 import pytest
 
-from lab.objects_server import ObjectServer
 from runners.project import default_python
 from runners.server_process import bucket_root, start_server_process
 from runners.workload import object_chunks, write_object
+from tests.server_helpers import InProcessServer
 from tqengine.errors import (
     ConfigError,
     ObjectNotFound,
@@ -93,19 +93,6 @@ def with_retries(fn, attempts=12):
                 raise
             errors.append(exc)
     raise AssertionError(f"still failing after {attempts} attempts: {errors[-1]!r}")
-
-
-class InProcessServer:
-    def __init__(self, root, **kwargs):
-        self.server = ObjectServer(root, **kwargs)
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.server.stop(grace_s=1.0)
-        self.thread.join(timeout=5)
-        assert not self.thread.is_alive()
 
 
 @pytest.fixture

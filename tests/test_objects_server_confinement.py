@@ -2,7 +2,6 @@
 point 1, the server side): a folder swapped for a link after a request used it (GET and PUT, and during an
 upload), hard links, FIFOs, the server's own upload folder swapped for a link. The server walks every name
 from a descriptor of its root (tqengine.objects.confined.ConfinedRoot), like the engine's local store."""
-import http.client
 import os
 import socket
 import threading
@@ -10,33 +9,9 @@ import time
 
 import pytest
 
-from lab.objects_server import ObjectServer
+from tests.server_helpers import InProcessServer
 
 SECRET = b"root:x:0:0\n"
-
-
-class Served:
-    """An ObjectServer on a free port, served from a thread; stopped with stop()."""
-
-    def __init__(self, root, **kwargs):
-        self.server = ObjectServer(root, **kwargs)
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
-        self.thread.start()
-
-    def request(self, method, target, body=None, timeout=5):
-        conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=timeout)
-        try:
-            conn.request(method, target, body=body)
-            resp = conn.getresponse()
-            return resp.status, resp.read()
-        finally:
-            conn.close()
-
-    def stop(self):
-        self.server.stop(grace_s=1.0)
-        self.thread.join(timeout=5)
-        assert not self.thread.is_alive()
 
 
 @pytest.fixture
@@ -49,7 +24,7 @@ def outside(tmp_path):
 
 @pytest.fixture
 def served(tmp_path):
-    s = Served(str(tmp_path / "srv"))
+    s = InProcessServer(str(tmp_path / "srv"))
     yield s
     s.stop()
 
@@ -107,7 +82,7 @@ def test_a_hard_link_to_a_file_outside_is_refused_unless_allowed(tmp_path, outsi
     root = tmp_path / "srv"
     (root / "store").mkdir(parents=True)
     os.link(outside / "passwd", root / "store" / "passwd")
-    served = Served(str(root))
+    served = InProcessServer(str(root))
     try:
         status, body = served.request("GET", "/store/passwd")
         assert status == 400 and b"hard links" in body and SECRET not in body, (status, body)
@@ -119,7 +94,7 @@ def test_a_hard_link_to_a_file_outside_is_refused_unless_allowed(tmp_path, outsi
         served.stop()
     os.unlink(root / "store" / "passwd")
     os.link(outside / "passwd", root / "store" / "passwd")
-    allowed = Served(str(root), allow_hard_links=True)
+    allowed = InProcessServer(str(root), allow_hard_links=True)
     try:
         assert allowed.request("GET", "/store/passwd") == (200, SECRET)
     finally:

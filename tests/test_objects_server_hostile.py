@@ -18,9 +18,9 @@ import time
 
 import pytest
 
-from lab.objects_server import ObjectServer
 from runners.project import default_python
 from runners.server_process import start_server_process
+from tests.server_helpers import InProcessServer
 from tqengine.errors import ConfigError, StoreClientError
 from tqengine.objects import make_store
 from tqengine.objects.http import CLIENTS, HttpObjectStore
@@ -31,28 +31,13 @@ HOST = "127.0.0.1"
 
 
 # --- helpers ---
-class Served:
-    """An in-process ObjectServer serving in a thread; stop() joins it."""
-
-    def __init__(self, root, **kwargs):
-        self.server = ObjectServer(str(root), **kwargs)
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02},
-                                       daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.server.stop(grace_s=1.0)
-        self.thread.join(timeout=5)
-        assert not self.thread.is_alive()
-
-
 @pytest.fixture
 def serve(tmp_path):
     """serve(**kwargs) -> a running ObjectServer on tmp_path/srv; all are stopped at the end."""
     started = []
 
     def start(**kwargs):
-        s = Served(tmp_path / "srv", **kwargs)
+        s = InProcessServer(tmp_path / "srv", **kwargs)
         started.append(s)
         return s.server
 
@@ -609,12 +594,12 @@ def test_partial_upload_of_a_killed_server_is_removed_at_the_next_start(tmp_path
 
 
 def test_a_second_server_on_the_same_root_leaves_the_first_ones_uploads_alone(tmp_path):
-    first = Served(tmp_path / "r")
+    first = InProcessServer(tmp_path / "r")
     try:
         sock = connect(first.server.port)
         sock.sendall(put_head(b"Host: 127.0.0.1", b"Content-Length: 10", target=b"/store/a") + b"12345")
         poll(lambda: _temp_files(str(tmp_path / "r")), what="the first server's temp file")
-        second = Served(tmp_path / "r")
+        second = InProcessServer(tmp_path / "r")
         second.stop()
         assert _temp_files(str(tmp_path / "r")), "a live server's upload was removed"
         sock.sendall(b"67890")
