@@ -76,15 +76,23 @@ def cpu_model() -> str | None:
     return platform.processor() or None
 
 
-def memory_total_mb() -> float | None:
-    """Physical memory in MiB (Linux /proc/meminfo, else sysconf), or None."""
+def _meminfo_mb(field: str) -> float | None:
+    """One field of Linux /proc/meminfo (`MemTotal`, `MemAvailable`) in MiB, or None."""
     try:
         with open("/proc/meminfo", encoding="ascii", errors="replace") as f:
             for line in f:
-                if line.startswith("MemTotal:"):
+                if line.startswith(field + ":"):
                     return round(int(line.split()[1]) / 1024.0, 1)
     except (OSError, ValueError, IndexError):
         pass
+    return None
+
+
+def memory_total_mb() -> float | None:
+    """Physical memory in MiB (Linux /proc/meminfo, else sysconf), or None."""
+    total = _meminfo_mb("MemTotal")
+    if total is not None:
+        return total
     try:
         return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1024.0 * 1024.0), 1)
     except (AttributeError, OSError, ValueError):
@@ -93,14 +101,7 @@ def memory_total_mb() -> float | None:
 
 def memory_available_mb() -> float | None:
     """Memory available to new work in MiB (Linux MemAvailable), or None."""
-    try:
-        with open("/proc/meminfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return round(int(line.split()[1]) / 1024.0, 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+    return _meminfo_mb("MemAvailable")
 
 
 def load_average() -> list[float] | None:
