@@ -381,6 +381,39 @@ def test_the_engine_prunes_finished_rows_itself_with_retention(tmp_path, monkeyp
         wait_for(lambda: len(rows(tmp_path / "t.db")) == 0, 10, what="finished rows to be pruned while idle")
 
 
+@pytest.mark.timeout(30)
+def test_a_prune_that_falls_due_while_the_wal_is_big_still_runs(tmp_path, monkeypatch):
+    """Regression: the writer's WAL check after a commit also cleared the pending prune, so with a WAL kept
+    over its soft limit by steady writes, retention never ran."""
+    from tqengine.records import Outcome
+    from tqengine.state import store as store_module
+    from tqengine.state.store import Claim, StateStore
+    monkeypatch.setattr(store_module, "CHECKPOINT_EVERY_S", 3600.0)    # only this test sets the flags
+    db = tmp_path / "t.db"
+    store = StateStore(str(db), retention_s=0.2)
+    store.start()
+    try:
+        claims = store.claim([Claim(f"img/{n}.jpg#1x1", "{}", f"t{n}") for n in range(3)])
+        done = threading.Event()
+        for n, claim in enumerate(claims):
+            assert claim.row is not None
+            store.finish(claim.row["id"], Outcome.success(1, f"variants/img/{n}.jpg@1x1", "d", 1),
+                         lambda err: done.set() if err is None else None)
+        assert done.wait(10)
+        old = sqlite3.connect(db)
+        old.execute("UPDATE tasks SET updated_at = updated_at - 3600")
+        old.commit()
+        old.close()
+        with store._cv:                     # what the checkpointer does when both fall due at once
+            store._prune_due = True
+            store._wal_big = True
+        store.claim([Claim("img/new.jpg#1x1", "{}", "t-new")])     # a commit, then the writer's checks
+        wait_for(lambda: [r["idempotency_key"] for r in rows(db)] == ["img/new.jpg#1x1"], 10,
+                 what="the three old finished rows to be pruned")
+    finally:
+        store.close()
+
+
 def _wal_run(tmp_path, monkeypatch, count, hold_s=0.0):
     """Push `count` no-op tasks through a store with small WAL limits (a reader holding a snapshot for
     `hold_s` of it); return the WAL's high-water mark."""

@@ -406,7 +406,6 @@ class StateStore:
         if not self._wal_big:
             return
         self._wal_big = False
-        self._prune_due = False         # set by the checkpointer every PRUNE_EVERY_S when retention is on
         if self._wal_size() < WAL_SOFT_LIMIT:
             return
         deadline = time.perf_counter() + self.lock_wait_s
