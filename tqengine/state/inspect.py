@@ -78,17 +78,9 @@ def prune_finished(conn: sqlite3.Connection, older_than_s: float, batch: int = 5
     submitted later runs again."""
     cutoff = time.time() - older_than_s
     removed = 0
-    conn.execute(schema.FINISHED_INDEX)
+    schema.create_prune_indexes(conn)
     while True:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            ids = [r[0] for r in conn.execute(schema.PRUNE, (cutoff, batch)).fetchall()]
-            for row_id in ids:
-                conn.execute(schema.PRUNE_LETTERS, (row_id,))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        removed += len(ids)
-        if len(ids) < batch:
+        done = schema.prune_batch(conn, cutoff, batch)
+        removed += done
+        if done < batch:
             return removed

@@ -1,9 +1,10 @@
 """The engine's SQLite schema, its version, and opening a database safely.
 
-`open_engine_database(path)` refuses, before anything is written to the file, a database that is not
-the engine's (another program's tables), one written by another version of the engine (PRAGMA
-user_version), an existing empty file (a truncated database would otherwise silently start afresh) and a
-damaged one; only then does it switch to WAL and create the tables of a new database. `store_error(exc)`
+`check_existing`, `check_schema` and `quick_check` refuse, before anything is written to the file, a
+database that is not the engine's (another program's tables), one written by another version of the engine
+(PRAGMA user_version), an existing empty file (a truncated database would otherwise silently start afresh)
+and a damaged one; only then do `enable_wal` and `create` switch to WAL and create the tables of a new
+database. `store_error(exc)`
 turns a sqlite3 or OS error into the StoreError that names its cause (disk full, read-only, corrupt,
 locked), so no caller ever says only "state store failure".
 """
@@ -85,9 +86,32 @@ TRANSITIONS = {
 # made only where finished rows are pruned (retention_s, `lab db prune`): it costs ~10 us per task
 FINISHED_INDEX = ("CREATE INDEX IF NOT EXISTS tasks_finished_at ON tasks(updated_at)"
                   " WHERE status IN ('success','dead','rejected')")
+LETTERS_BY_ROW_INDEX = "CREATE INDEX IF NOT EXISTS dead_letters_task_row ON dead_letters(task_row)"
 PRUNE = ("DELETE FROM tasks WHERE id IN (SELECT id FROM tasks WHERE status IN ('success','dead','rejected')"
          " AND updated_at < ? LIMIT ?) RETURNING id")
 PRUNE_LETTERS = "DELETE FROM dead_letters WHERE task_row = ?"
+
+
+def create_prune_indexes(conn: sqlite3.Connection) -> None:
+    """The indexes pruning needs (finished rows by age, dead letters by row); made only where rows are pruned."""
+    conn.execute(FINISHED_INDEX)
+    conn.execute(LETTERS_BY_ROW_INDEX)
+
+
+def prune_batch(conn: sqlite3.Connection, cutoff: float, limit: int) -> int:
+    """Delete up to `limit` finished rows last changed before `cutoff` (wall clock) with their dead letters,
+    in one transaction; how many rows went. sqlite3.Error after a rollback."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        ids = [r[0] for r in conn.execute(PRUNE, (cutoff, limit)).fetchall()]
+        for row_id in ids:
+            conn.execute(PRUNE_LETTERS, (row_id,))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return len(ids)
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 

@@ -105,7 +105,6 @@ class StateStore:
         self.retention_s = retention_s
         self.on_fatal = on_fatal
         self.commits = 0
-        self.ops_applied = 0
         self.wal_high_water = 0
         self.fatal: StoreError | None = None
         self._wal_big = False
@@ -139,7 +138,7 @@ class StateStore:
                 self._with_lock_retry(lambda: schema.create(self._conn)
                                       if schema.check_schema(self._conn, db_path) else None)
             if self.retention_s > 0:
-                self._with_lock_retry(lambda: self._conn.execute(schema.FINISHED_INDEX))
+                self._with_lock_retry(lambda: schema.create_prune_indexes(self._conn))
         except ConfigError:
             self._conn.close()
             raise
@@ -268,13 +267,7 @@ class StateStore:
         errors = self._commit(batch.ops)
         for op, err in zip(batch.ops, errors, strict=True):
             op.error = err
-        batch.done.set()
-        for op in batch.ops:
-            if op.callback is not None:
-                try:
-                    op.callback(op.error)
-                except Exception:  # a caller's callback must not break the writer
-                    log.exception("store callback failed")
+        self._answer(batch)
         fatal = next((e for e in errors if isinstance(e, StoreResourceError) or
                       (isinstance(e, StoreError) and e.cause == "database corrupt")), None)
         if fatal is not None and self.fatal is None:
@@ -282,13 +275,23 @@ class StateStore:
             if self.on_fatal is not None:
                 self.on_fatal(fatal)
 
+    @staticmethod
+    def _answer(batch: _Batch) -> None:
+        """Wake the batch's waiters, then run the callbacks of its writes (each op's error is set)."""
+        batch.done.set()
+        for op in batch.ops:
+            if op.callback is not None:
+                try:
+                    op.callback(op.error)
+                except Exception:  # a caller's callback must not break the writer
+                    log.exception("store callback failed")
+
     def _commit(self, ops: list[_Op]) -> list[BaseException | None]:
         """Commit the ops in one transaction; if that fails for a reason other than a lock or a resource,
         commit them one by one so a single bad one (say, a string SQLite cannot encode) fails alone."""
         try:
             self._with_lock_retry(lambda: self._apply(ops))
             self.commits += 1
-            self.ops_applied += len(ops)
             return [None] * len(ops)
         except Exception as exc:  # a failed commit must still reach every waiter
             err = store_error(exc)
@@ -299,7 +302,6 @@ class StateStore:
             try:
                 self._with_lock_retry(functools.partial(self._apply, [op]))
                 self.commits += 1
-                self.ops_applied += 1
                 errors.append(None)
             except Exception as exc:
                 errors.append(store_error(exc))
@@ -455,20 +457,11 @@ class StateStore:
 
     def _prune(self) -> int:
         """Delete finished rows (and their dead letters) older than retention_s, a batch at a time."""
-        cutoff = time.time() - self.retention_s
-        removed = 0
         try:
-            self._conn.execute("BEGIN IMMEDIATE")
-            ids = [r[0] for r in self._conn.execute(schema.PRUNE, (cutoff, PRUNE_BATCH)).fetchall()]
-            for row_id in ids:
-                self._conn.execute(schema.PRUNE_LETTERS, (row_id,))
-            self._conn.execute("COMMIT")
-            removed = len(ids)
+            return schema.prune_batch(self._conn, time.time() - self.retention_s, PRUNE_BATCH)
         except sqlite3.Error as exc:
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
             log.warning("pruning finished rows failed: %s", store_error(exc).cause)
-        return removed
+            return 0
 
     # -- closing ----------------------------------------------------------------------------
     def _drain_here(self) -> None:
@@ -479,10 +472,7 @@ class StateStore:
             if self._conn is None:
                 for op in batch.ops:
                     op.error = StoreError("the state store is closed", "state store closed")
-                batch.done.set()
-                for op in batch.ops:
-                    if op.callback is not None:
-                        op.callback(op.error)
+                self._answer(batch)
                 return
             self._commit_batch(batch)
 
