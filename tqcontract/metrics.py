@@ -24,7 +24,6 @@ TOP_FIELDS = ("impl", "params", "tasks_submitted", "elapsed_s", "throughput_tps"
               "efficiency", "peak_rss_mb", "env")
 # fields the harness adds beside the contract's (older results lack them): the answered tasks'
 # tqcontract.histogram form, and the process's CPU time, context switches and load around the run
-EXTRA_FIELDS = ("latency_histogram", "process", "harness")
 # the part of the metrics an implementation reports about itself (the harness measures the rest)
 IMPLEMENTATION_FIELDS = ("counters", "queue_depth", "rates", "thread_utilization")
 

@@ -13,7 +13,6 @@ At start, recovery (recovery.py) resumes what an earlier process left unfinished
 from __future__ import annotations
 
 import collections
-import errno
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -32,7 +31,7 @@ from .processor import Processor
 from .queue import STOP, TaskQueue
 from .records import Outcome, TaskResult
 from .recovery import recover
-from .retry import PERMANENT, RESOURCE, BackoffScheduler, backoff_delay, classify
+from .retry import PERMANENT, RESOURCE, BackoffScheduler, backoff_delay, classify, resource_cause
 from .state.lock import DatabaseLock
 from .state.store import StateStore
 
@@ -266,7 +265,7 @@ class WorkerPool:
                 flight.attempts = attempt - 1
                 self.state.requeue(flight.row_id, attempt - 1, lambda err: None)
                 self._fatal(exc if isinstance(exc, ResourceError) else
-                            ResourceError(f"{error_class}: {message}", _resource_cause(exc)))
+                            ResourceError(f"{error_class}: {message}", resource_cause(exc)))
                 return
             final = kind == PERMANENT or attempt >= cfg.max_attempts
             logs.event(30 if final else 20, "attempt_failed", task_id=flight.task_id,
@@ -336,14 +335,6 @@ class WorkerPool:
         return self.metrics.snapshot(params=params,
                                      tasks_submitted=self.submitted, latency_ms=cfg.latency_ms,
                                      idle=self.flights.active == 0)
-
-
-def _resource_cause(exc: BaseException) -> str:
-    code = getattr(exc, "errno", None)
-    return {errno.ENOSPC: "object store disk full", errno.EDQUOT: "object store quota exceeded",
-            errno.EROFS: "object store is read-only", errno.EMFILE: "no file descriptors left",
-            errno.ENFILE: "no file descriptors left"}.get(
-                code, "resource exhausted")  # type: ignore[arg-type]
 
 
 Engine = WorkerPool

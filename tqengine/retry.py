@@ -25,15 +25,23 @@ from .errors import PermanentError, ResourceError, TransientError
 TRANSIENT = "transient"
 PERMANENT = "permanent"
 RESOURCE = "resource"       # the machine's fault (disk full, read-only, no descriptors): stop, do not count
-_RESOURCE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EMFILE, errno.ENFILE)
+RESOURCE_CAUSES = {errno.ENOSPC: "object store disk full", errno.EDQUOT: "object store quota exceeded",
+                   errno.EROFS: "object store is read-only", errno.EMFILE: "no file descriptors left",
+                   errno.ENFILE: "no file descriptors left"}    # errno -> the cause the engine reports
 
 _PERMANENT_OS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 _PERMANENT_BUILTIN = (ValueError, TypeError, KeyError, UnicodeError, LookupError)
 
 
+def resource_cause(exc: BaseException) -> str:
+    """What ran out, for an exception classify() calls "resource"."""
+    code = getattr(exc, "errno", None)
+    return RESOURCE_CAUSES.get(code, "resource exhausted") if isinstance(code, int) else "resource exhausted"
+
+
 def classify(exc: BaseException) -> str:
     """Return "transient", "permanent" or "resource" for an exception raised by one attempt."""
-    if isinstance(exc, ResourceError) or (isinstance(exc, OSError) and exc.errno in _RESOURCE_ERRNOS):
+    if isinstance(exc, ResourceError) or (isinstance(exc, OSError) and exc.errno in RESOURCE_CAUSES):
         return RESOURCE
     if isinstance(exc, PermanentError):
         return PERMANENT

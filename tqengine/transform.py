@@ -160,17 +160,6 @@ def make_variant(source_chunks: Iterable[bytes], width: int, height: int, qualit
         reader.close()
 
 
-def encode_chunks(variant: str, source_chunks: Iterable[bytes], quality: int = DEFAULT_QUALITY,
-                  max_pixels: int = DEFAULT_MAX_PIXELS, chunk_size: int = 64 * 1024) -> Iterator[bytes]:
-    """The variant's bytes for a `WxH` variant string, as a stream (decoding happens at the first next())."""
-    width, height = parse_variant(variant)
-    made = make_variant(source_chunks, width, height, quality, max_pixels)
-    try:
-        yield from made.chunks(chunk_size)
-    finally:
-        made.close()
-
-
 def recorded_source_digest(im: Image.Image) -> str | None:
     """The source sha256 a variant made by make_variant carries, or None."""
     text = im.info.get(SOURCE_DIGEST_KEY)

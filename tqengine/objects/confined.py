@@ -52,11 +52,6 @@ from collections.abc import Sequence
 from ..errors import ObjectNotFound, SourceTooLarge, UnsafeObject, ValidationError
 from .openat2 import openat2_beneath
 
-try:
-    import fcntl
-except ImportError:     # pragma: no cover (Windows)
-    fcntl = None  # type: ignore[assignment]
-
 _NOFOLLOW: int = getattr(os, "O_NOFOLLOW", 0)
 _DIRECTORY: int = getattr(os, "O_DIRECTORY", 0)
 _NONBLOCK: int = getattr(os, "O_NONBLOCK", 0)
@@ -144,11 +139,6 @@ class HeldDir:
             with os.scandir(self.fd) as entries:
                 return [entry.name for entry in entries]
         return os.listdir(self.path)
-
-    def lstat(self, name: str) -> os.stat_result:
-        if self.fd is not None:
-            return os.stat(_check_part(name), dir_fd=self.fd, follow_symlinks=False)
-        return os.lstat(os.path.join(self.path, _check_part(name)))
 
     def subdir(self, name: str) -> HeldDir:
         """The folder `name` in this one, held (never through a link: UnsafeObject)."""
@@ -271,8 +261,8 @@ class ConfinedRoot:
     # -- reads ---------------------------------------------------------------------------------
     def open_read(self, parts: Sequence[str], what: str = "object",
                   max_bytes: int | None = None) -> tuple[int, os.stat_result]:
-        """(descriptor open for reading in blocking mode, its fstat) of the regular file `parts`; the
-        caller closes it. Errors: see the module docstring."""
+        """(descriptor open for reading, its fstat) of the regular file `parts`; the caller closes it. The
+        descriptor keeps O_NONBLOCK, which changes nothing for a regular file. Errors: see the module docstring."""
         if openat2_beneath is not None and self._root_fd is not None:
             try:
                 fd = openat2_beneath(self._root_fd, "/".join(_check_part(p) for p in parts), _READ_FLAGS, 0)
@@ -311,9 +301,6 @@ class ConfinedRoot:
             if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
                 raise UnsafeObject(f"{what} was replaced while it was opened")
             self._check_source(what, now, max_bytes)
-            if _NONBLOCK and fcntl is not None:
-                flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-                fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~_NONBLOCK)
         except BaseException:
             os.close(fd)
             raise

@@ -55,8 +55,6 @@ class LocalObjectStore(ObjectStore):
         self.root = self._confined.root
         self.chunk_size = chunk_size
         self.max_read_bytes = max_read_bytes
-        self.allow_hard_links = allow_hard_links
-        self.tmp_dir = os.path.join(self.root, TMP_AREA)
         self._owner = f"{os.getpid()}-{os.urandom(6).hex()}"
         self._owner_lock_fd: int | None = None
         self._owner_dir: HeldDir | None = None
