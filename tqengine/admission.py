@@ -26,9 +26,9 @@ MAX_INVALID_PAYLOAD = 64 * 1024    # bytes of a bad task's JSON kept in its row
 
 
 class Identity(NamedTuple):
-    """Who a submission is: its idempotency key (None when it cannot have one), payload fingerprint,
+    """Who a submission is: its idempotency key (an invalid task's is `/invalid/...`), payload fingerprint,
     task_id, image key and variant (None when invalid) and the validation error, if any."""
-    key: str | None
+    key: str
     payload: str
     task_id: str | None
     image_key: str | None
@@ -119,7 +119,7 @@ class Admission:
                 self.submitted += 1
                 ident = identify(task)
                 key = ident.key
-                flight = table.by_key.get(key) if key is not None and ident.error is None else None
+                flight = table.by_key.get(key) if ident.error is None else None
                 if flight is not None and flight.payload == ident.payload:
                     self.metrics.count("duplicates")
                     handles.append(TaskHandle(flight, ident.task_id, True, now))
@@ -132,12 +132,11 @@ class Admission:
                 elif ident.error is not None:
                     claim = Claim(key, ident.payload, ident.task_id, "dead", type(ident.error).__name__,
                                   str(ident.error))
-                elif key is not None and key in table.by_key:
+                elif key in table.by_key:
                     claim = Claim(key, ident.payload, ident.task_id, "conflict", "IdempotencyConflict",
                                   f"conflict: idempotency key {key[:200]!r} is in flight with a "
                                   f"different payload")
                 else:
-                    assert key is not None      # a valid task always has its key
                     claim = Claim(key, ident.payload, ident.task_id)
                     table.by_key[key] = flight
                 if not flight.refused:

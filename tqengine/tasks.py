@@ -14,7 +14,7 @@ from .errors import ValidationError
 MAX_KEY_LEN = 1024
 MAX_SIDE = 8192
 _VARIANT = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")
-_VARIANT_SUFFIX = re.compile(r"@[0-9]{1,5}x[0-9]{1,5}$")
+_VARIANT_FOLDER = re.compile(r"@[0-9]{1,5}x[0-9]{1,5}/")    # a folder whose name ends like a variant
 
 
 def variant_of(task: object) -> str | None:
@@ -94,10 +94,9 @@ def validate(task: Any) -> tuple[str, str]:
     if "image_key" not in task:
         raise ValidationError("missing field image_key")
     key = check_key(task["image_key"])
-    parts = key.split("/")
-    if parts[0] == "variants":
+    if key.startswith("variants/") or key == "variants":
         raise ValidationError("image_key may not name the variants/ output area")
-    if any(_VARIANT_SUFFIX.search(part) for part in parts[:-1]):
+    if "@" in key and _VARIANT_FOLDER.search(key):
         # variants/<image_key>@<WxH> would then be a folder of this task's output: another task's output name
         raise ValidationError("image_key has a folder named like a variant (ending in @WxH): its output folder "
                               "would take the name of another task's output")
