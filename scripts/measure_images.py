@@ -6,8 +6,9 @@
     .venv/bin/python scripts/measure_images.py compare [--sizes small,large] [--stores local,http] [--repeats N]
                                                           # engine vs baseline, 100 clients, real thumbnails
 
-`compare` runs each trial in a fresh interpreter through runners.trial.run_trial, with make_tasks given the
-image size (the one thing the trial cannot be told yet); sources are created once per size in a shared
+`compare` runs each trial in a fresh interpreter through runners.trial.run_trial, the image size and the
+number of distinct sources as trial parameters and the variant sizes given to make_tasks (the one thing
+the trial cannot be told); sources are created once per size in a shared
 workdir under the scratch root and reused by every trial of that size. Prints one line per trial and the
 ratios; nothing is written outside the scratch directory, which is removed at the end.
 """
@@ -88,9 +89,8 @@ import functools, json, sys
 sys.path.insert(0, sys.argv[1])
 import runners.trial as trial
 from runners import workload
-size, distinct = sys.argv[3], (None if sys.argv[4] == "none" else int(sys.argv[4]))
-sizes = tuple(sys.argv[5].split(","))
-trial.make_tasks = functools.partial(workload.make_tasks, image_size=size, distinct_images=distinct, sizes=sizes)
+sizes = tuple(sys.argv[3].split(","))
+trial.make_tasks = functools.partial(workload.make_tasks, sizes=sizes)
 print(json.dumps(trial.run_trial(json.loads(sys.argv[2]))))
 """
 
@@ -108,9 +108,8 @@ def cmd_compare(args):
                         params = {"impl": impl, "count": COUNTS[size], "clients": args.clients,
                                   "workers": args.workers, "queue_size": 256, "latency_ms": 0, "store": store,
                                   "server_latency_ms": 5 if store == "http" else 0, "seed": 1,
-                                  "workdir": workdir}
-                        proc = subprocess.run([sys.executable, "-c", TRIAL, ROOT, json.dumps(params), size,
-                                               str(DISTINCT[size]).lower(), ",".join(SIZES)],
+                                  "image_size": size, "distinct_images": DISTINCT[size], "workdir": workdir}
+                        proc = subprocess.run([sys.executable, "-c", TRIAL, ROOT, json.dumps(params), ",".join(SIZES)],
                                               capture_output=True, text=True, timeout=600)
                         if proc.returncode != 0:
                             print(f"trial failed: {impl} {size} {store}: {proc.stderr[-800:]}", file=sys.stderr)
