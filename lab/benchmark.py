@@ -44,8 +44,7 @@ from tqcontract.histogram import LatencyHistogram
 from tqcontract.metrics import ENGINE, IMPLEMENTATIONS, dig
 
 IMPLS = IMPLEMENTATIONS
-TARGET_THROUGHPUT_RATIO = 2.0     # engine throughput >= 2x baseline
-TARGET_P95_RATIO = 0.6            # engine P95 <= 0.6x baseline
+TARGET = {t["key"]: t for t in verdicts.TARGETS}     # the lab's targets: throughput >= 2x, P95 <= 0.6x
 DEFAULT_COUNT = 2000
 OVERHEAD_COUNT = 10000            # per run: fewer would time scheduler noise
 
@@ -174,11 +173,6 @@ def mean_of(values):
     return statistics.fmean(values) if values else None
 
 
-def stdev_of(values):
-    values = [v for v in values if v is not None]
-    return statistics.stdev(values) if len(values) > 1 else None
-
-
 # ------------------------------------------------------------------------------------------ comparison
 
 def _describe_runs(results, path):
@@ -253,14 +247,14 @@ def summarize(runs, clients_levels):
         comparisons.append({
             "clients": clients, "completion": result["completion"], "throughput": thr, "p95": p95,
             "throughput_ratio": thr["ratio"], "p95_ratio": p95["ratio"],
-            "throughput_target": f">= {TARGET_THROUGHPUT_RATIO:g}x", "p95_target": f"<= {TARGET_P95_RATIO:g}x",
+            "throughput_target": _target_text("throughput"), "p95_target": _target_text("p95"),
             "throughput_verdict": thr["verdict"], "p95_verdict": p95["verdict"],
         })
     return summary, comparisons
 
 
-def verdict_text(met):
-    return {True: "MET", False: "NOT MET", None: "UNKNOWN (a run failed)"}[met]
+def _target_text(key):
+    return f"{TARGET[key]['direction']} {TARGET[key]['target']:g}x"
 
 
 def _ci_text(d, digits=".1f"):
@@ -358,9 +352,9 @@ def run_comparison(args, workdir):
             run["stderr_tail"] = outcome["stderr_tail"]
             log(f"[{number}/{len(plan)}] {impl} clients={clients} repeat={repeat}: {outcome['status'].upper()} "
                 f"(exit {outcome['returncode']}): {outcome['stderr_tail'].strip().splitlines()[-1:]}")
-        elif trialcheck.result_problem(outcome["result"]):
+        elif why := trialcheck.result_problem(outcome["result"]):
             run["status"] = trialcheck.INVALID
-            run["reason"] = trialcheck.result_problem(outcome["result"])
+            run["reason"] = why
             log(f"[{number}/{len(plan)}] {impl} clients={clients} repeat={repeat}: INVALID ({run['reason']})")
         else:
             r = outcome["result"]
@@ -372,7 +366,8 @@ def run_comparison(args, workdir):
     summary, comparisons = summarize(runs, args.clients)
     print_table(summary, comparisons)
     document = {"kind": "comparison", "created_unix": time.time(), "args": vars(args), "machine": machine,
-                "targets": {"throughput_ratio_min": TARGET_THROUGHPUT_RATIO, "p95_ratio_max": TARGET_P95_RATIO},
+                "targets": {"throughput_ratio_min": TARGET["throughput"]["target"],
+                            "p95_ratio_max": TARGET["p95"]["target"]},
                 "method": verdicts.RULE_TEXT, "level": verdicts.LEVEL,
                 "runs": runs, "summary": summary, "ratios": comparisons,
                 "verdicts": {str(c["clients"]): {"throughput": c["throughput_verdict"], "p95": c["p95_verdict"],
