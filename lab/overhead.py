@@ -30,11 +30,11 @@ import threading
 import time
 from typing import Any
 
-from analysis.stats import t_critical
+from analysis import stats
 from runners.adapters import BareQueueAdapter, EngineAdapter
 from runners.load import run_closed
 from runners.workload import ensure_objects, make_tasks
-from tqcontract.environment import current_rss_mb, env_info
+from tqcontract.environment import current_rss_mb, env_info, process_usage
 from tqcontract.files import write_text
 from tqcontract.metrics import latency_summary
 from tqengine.objects.local import LocalObjectStore
@@ -58,12 +58,11 @@ class NoopProcessor:
 
 
 def _rusage() -> tuple[float, int]:
-    try:
-        import resource
-    except ImportError:             # pragma: no cover (Windows)
+    """(CPU seconds, voluntary context switches) of this process so far; (process_time, 0) without getrusage."""
+    usage = process_usage()
+    if usage is None:               # pragma: no cover (Windows)
         return time.process_time(), 0
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime, ru.ru_nvcsw
+    return usage["cpu_user_s"] + usage["cpu_sys_s"], int(usage["ctx_voluntary"])
 
 
 def measure(adapter: Any, tasks: list[dict[str, Any]], clients: int, timeout_s: float) -> dict[str, Any]:
@@ -88,27 +87,17 @@ def _ratio_interval(ratios: list[float]) -> dict[str, Any]:
                            "low": None, "high": None}
     if len(good) >= 2:
         logs = [math.log(r) for r in good]
-        half = t_critical(len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
-        mean = statistics.fmean(logs)
-        out.update(low=math.exp(mean - half), high=math.exp(mean + half), geometric_mean=math.exp(mean))
+        out["geometric_mean"] = math.exp(statistics.fmean(logs))
+        interval = stats.t_interval(logs)
+        if interval is not None:
+            out.update(low=math.exp(interval[0]), high=math.exp(interval[1]))
     return out
 
 
-def _verdict(low: float | None, high: float | None, target: float, direction: str) -> str:
-    if low is None or high is None:
-        return "inconclusive (fewer than 2 pairs)"
-    if direction == ">=":
-        return "met" if low >= target else "not met" if high < target else "inconclusive"
-    return "met" if high <= target else "not met" if low > target else "inconclusive"
-
-
-def _interval(values: list[float]) -> tuple[float | None, float | None]:
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    if len(values) < 2:
-        return None, None
-    half = t_critical(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-    mean = statistics.fmean(values)
-    return mean - half, mean + half
+def _interval(values: list[float | None]) -> tuple[float | None, float | None]:
+    """The Student-t 95% interval of the mean of the finite values; (None, None) without one."""
+    interval = stats.t_interval([v for v in values if v is not None and math.isfinite(v)])
+    return interval if interval is not None else (None, None)
 
 
 def run_overhead(args: Any, workdir: str, log: Any) -> int:
@@ -189,15 +178,16 @@ def summarize(runs: list[dict[str, Any]], kinds: list[str]) -> dict[str, Any]:
         if kind == "noop":
             eng = side["engine"]
             cpu_low, cpu_high = eng["cpu_us_low_high"]
+            judge = stats.verdict
             entry["verdicts"] = {
-                f"engine >= {TARGET_NOOP_TPS:,.0f} tasks/s": _verdict(eng["tasks_per_s_low"], eng["tasks_per_s_high"],
-                                                                     TARGET_NOOP_TPS, ">="),
-                f"engine/bare >= {TARGET_NOOP_SHARE:g}": _verdict(ratio["low"], ratio["high"], TARGET_NOOP_SHARE, ">="),
-                f"engine CPU <= {TARGET_NOOP_CPU_US:g} us/task": _verdict(cpu_low, cpu_high, TARGET_NOOP_CPU_US, "<="),
+                f"engine >= {TARGET_NOOP_TPS:,.0f} tasks/s":
+                    judge(eng["tasks_per_s_low"], eng["tasks_per_s_high"], TARGET_NOOP_TPS, ">="),
+                f"engine/bare >= {TARGET_NOOP_SHARE:g}": judge(ratio["low"], ratio["high"], TARGET_NOOP_SHARE, ">="),
+                f"engine CPU <= {TARGET_NOOP_CPU_US:g} us/task": judge(cpu_low, cpu_high, TARGET_NOOP_CPU_US, "<="),
             }
         else:
             entry["verdicts"] = {f"engine/bare >= {TARGET_PROCESSOR_SHARE:g}":
-                                 _verdict(ratio["low"], ratio["high"], TARGET_PROCESSOR_SHARE, ">=")}
+                                 stats.verdict(ratio["low"], ratio["high"], TARGET_PROCESSOR_SHARE, ">=")}
         summary[kind] = entry
     return summary
 
