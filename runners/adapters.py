@@ -394,7 +394,6 @@ class BareQueueAdapter(Adapter):
         self.workers, self.queue_size, self.fn = workers, queue_size, fn
         self.queue = None
         self.executor = None
-        self.outcomes = _Outcomes()
 
     def _loop(self):
         get, fn = self.queue.get, self.fn

@@ -183,14 +183,13 @@ def write_image(root, image_key, width, height):
     return store.path_for(image_key)
 
 
-def ensure_objects(tasks, root, store=None, image_size=DEFAULT_IMAGE_SIZE, **_legacy):
+def ensure_objects(tasks, root, store=None, image_size=DEFAULT_IMAGE_SIZE):
     """Create every source image the tasks name that does not exist yet; an existing object (any size,
     any content) is left exactly as it is. Skips tasks too broken to name an object and keys that would
     land outside the root (checked like the object store does, links resolved).
 
     `store`: an HTTP object store (tqengine.objects.http) to create them through instead of the local
-    directory `root`. `image_size`: the preset, WxH or range for tasks without a `source_size`.
-    (`default_bytes`/`max_bytes` of the random-bytes era are accepted and ignored.)"""
+    directory `root`. `image_size`: the preset, WxH or range for tasks without a `source_size`."""
     from tqengine.errors import PermanentError, TransientError, ValidationError
     from tqengine.objects.local import LocalObjectStore
     remote = store is not None and not isinstance(store, LocalObjectStore)
