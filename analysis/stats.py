@@ -155,6 +155,14 @@ def t_interval(values, confidence=CONFIDENCE):
     return (m - half, m + half)
 
 
+def cv(values):
+    """Coefficient of variation (sample stdev / |mean|) of finite numbers; None for n < 2 or a mean of 0."""
+    if len(values) < 2:
+        return None
+    m = statistics.fmean(values)
+    return statistics.stdev(values) / abs(m) if m != 0 else None
+
+
 def describe(values, confidence=CONFIDENCE):
     """{n, mean, stdev, median, cv, ci_low, ci_high, note} of a sample of finite numbers (None where
     undefined: cv at mean 0, the interval for n < 2 or no spread; `note` says why there is no interval)."""
@@ -171,8 +179,7 @@ def describe(values, confidence=CONFIDENCE):
         out["note"] = "n=1: no interval"
         return out
     out["stdev"] = statistics.stdev(values)
-    if out["mean"] != 0:
-        out["cv"] = out["stdev"] / abs(out["mean"])
+    out["cv"] = cv(values)
     interval = t_interval(values, confidence)
     if interval is None:
         out["note"] = NO_SPREAD

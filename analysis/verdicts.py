@@ -66,13 +66,6 @@ def _mean(values):
     return statistics.fmean(values) if values else None
 
 
-def _cv(values):
-    if len(values) < 2:
-        return None
-    m = statistics.fmean(values)
-    return statistics.stdev(values) / abs(m) if m != 0 else None
-
-
 def direction_symbol(direction):
     return {">=": "≥", "<=": "≤"}[direction]
 
@@ -121,7 +114,7 @@ def ratio(engine_values, baseline_values, target, direction):
     out = {"ratio": None, "low": None, "high": None, "df": None, "bounded": False, "verdict": NO_DATA,
            "note": "", "n_engine": len(a), "n_baseline": len(b), "target": target, "direction": direction,
            "noisy": [side for side, vs in (("engine", a), ("baseline", b))
-                     if (_cv(vs) is not None and _cv(vs) > NOISE_CV)]}
+                     if (stats.cv(vs) or 0.0) > NOISE_CV]}
     if not a or not b:
         out["note"] = "no ok trials on one side"
         return out
