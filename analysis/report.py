@@ -79,14 +79,9 @@ def _tail_of(rec):
     return last[-1][:160] if last else ""
 
 
-def load_sweep(sweep_dir):
-    """(meta, rows) of a sweep folder; ReportError when it is not one.
-
-    Every row gets `impl` in today's name; an ok row whose metrics are missing or not finite becomes
-    status `invalid` with `reason`; ok rows get `_histogram` (a LatencyHistogram from its trial file, or
-    None), failed rows `_tail` (the last stderr line of its trial file)."""
+def load_meta(sweep_dir):
+    """The sweep's description (sweep.json), implementations in today's names; ReportError when it is not one."""
     meta_path = os.path.join(sweep_dir, "sweep.json")
-    csv_path = os.path.join(sweep_dir, "trials.csv")
     if not os.path.isfile(meta_path):
         raise ReportError(f"{sweep_dir}: no sweep.json (not a sweep folder)")
     try:
@@ -96,6 +91,19 @@ def load_sweep(sweep_dir):
         grid["axes"], grid["fixed"]
     except (OSError, ValueError, KeyError, TypeError):
         raise ReportError(f"{meta_path}: unreadable or not a sweep description") from None
+    # trial files written before the engine was called `engine` name it `optimized`: read it as today
+    grid["implementations"] = [canonical_impl(i) for i in grid.get("implementations", [BASELINE, ENGINE])]
+    return meta
+
+
+def load_sweep(sweep_dir):
+    """(meta, rows) of a sweep folder; ReportError when it is not one.
+
+    Every row gets `impl` in today's name; an ok row whose metrics are missing or not finite becomes
+    status `invalid` with `reason`; ok rows get `_histogram` (a LatencyHistogram from its trial file, or
+    None), failed rows `_tail` (the last stderr line of its trial file)."""
+    meta = load_meta(sweep_dir)
+    csv_path = os.path.join(sweep_dir, "trials.csv")
     if not os.path.isfile(csv_path):
         raise ReportError(f"{sweep_dir}: no trials.csv")
     try:
@@ -103,8 +111,6 @@ def load_sweep(sweep_dir):
             rows = list(csv.DictReader(f))
     except (OSError, csv.Error) as exc:
         raise ReportError(f"{csv_path}: unreadable ({exc})") from None
-    # trial files written before the engine was called `engine` name it `optimized`: read it as today
-    grid["implementations"] = [canonical_impl(i) for i in grid.get("implementations", [BASELINE, ENGINE])]
     for row in rows:
         row["impl"] = canonical_impl(row.get("impl", ""))
         if row.get("status") == "ok":

@@ -104,7 +104,7 @@ def run_command(args):
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        meta, _rows = reportmod.load_sweep(sweep_dir)
+        meta = reportmod.load_meta(sweep_dir)     # the rows are read once, by write_report
         if refresh_trials_csv(sweep_dir, meta):
             print(f"note: rebuilt {os.path.join(sweep_dir, 'trials.csv')} from trials/*.json", file=sys.stderr)
         out = reportmod.write_report(sweep_dir, args.out)
