@@ -17,22 +17,17 @@ import time
 
 from lab import objects_guard as guard
 from lab.http_head import MAX_HEAD_BYTES, Refused, read_head
+from lab.terminal import printable
 
 CHUNK = 64 * 1024
 MAX_LINE = 65536           # longest chunk-size line / trailer line accepted in a chunked body
 DRAIN_LIMIT = 1 << 20      # bytes of an unwanted request body read (and dropped) before answering
 LINGER_S = 2.0             # how long a lingering close keeps reading an unwanted body
 _CHUNK_SIZE_RE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(?:;[^\r\n]*)?\r?\n")
-LOG_ESCAPES = http.server.BaseHTTPRequestHandler._control_char_table   # C0, DEL, C1 -> \xNN; \ -> \\
 
 
 class BodyError(Exception):
     """The request body ended early or was malformed (the upload is abandoned)."""
-
-
-def escape_for_log(text):
-    """`text` with control characters (ESC, BEL, CR, ...) written as \\xNN, safe for a terminal."""
-    return text.translate(LOG_ESCAPES)
 
 
 class GuardedHandler(http.server.BaseHTTPRequestHandler):
@@ -97,7 +92,7 @@ class GuardedHandler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format, *args):
         if self.server.verbose:
             # the request line and messages can carry whatever a client sent: no raw ESC/BEL on a terminal
-            self.server.write_log(f"{self.address_string()} - {escape_for_log(format % args)}\n")
+            self.server.write_log(f"{self.address_string()} - {printable(format % args)}\n")
 
     _linger = False
 
