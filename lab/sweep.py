@@ -35,8 +35,7 @@ from lab import grid as gridmod
 from lab.outpaths import OutputPathError, ensure_output_dir
 from runners import spawn
 from runners.envinfo import scratch_root
-from tqcontract.environment import load_average
-from tqcontract.environment import machine_info as _machine_info
+from tqcontract.environment import load_average, machine_info
 from tqcontract.files import write_text
 from tqcontract.metrics import ENGINE, TRIAL_COLUMNS, dig
 
@@ -218,11 +217,6 @@ def probe_python(python):
         return json.loads(proc.stdout)
     except ValueError:
         raise SweepError(f"--python: {python} did not answer the version probe") from None
-
-
-def machine_info():
-    """Platform, CPU model, cores (all and usable), memory and the load average now."""
-    return _machine_info()
 
 
 def now_iso():
