@@ -110,3 +110,23 @@ def test_killed_during_backoff_then_the_resume_only_command_finishes_the_retryin
     assert len(final) == N and {r["status"] for r in final.values()} == {"success"}, final
     for key, attempts in retrying.items():
         assert final[key]["attempts"] == attempts + 1, (key, attempts, final[key])
+
+
+@pytest.mark.timeout(30)
+def test_a_database_with_the_old_unfinished_index_resumes_and_loses_the_index(tmp_path):
+    """Databases made before the hot path dropped `tasks_unfinished` (written twice per task) still resume;
+    opening one drops the index, so the engine's writes stop paying for it."""
+    tasks, before = _stop_while_in_backoff(tmp_path, max_attempts=10)
+    conn = sqlite3.connect(str(tmp_path / "tasks.db"))
+    conn.execute("CREATE INDEX tasks_unfinished ON tasks(status) WHERE status IN ('queued','running','retrying')")
+    conn.close()
+    with WorkerPool(engine_config(tmp_path, max_workers=2, max_attempts=10)) as again:
+        assert again.recovered == N
+        assert again.drain(5)
+    conn = sqlite3.connect(str(tmp_path / "tasks.db"))
+    try:
+        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    finally:
+        conn.close()
+    assert "tasks_unfinished" not in indexes, indexes
+    assert {status for status, _ in _db_rows(tmp_path).values()} == {"success"}

@@ -58,6 +58,12 @@ log = logging.getLogger("tq")
 __all__ = ["Claim", "StateStore", "StoreError"]
 
 
+def _insert(execute: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """INSERT a task row: its id, or None when its idempotency key is taken (ON CONFLICT DO NOTHING)."""
+    cursor = execute(schema.INSERT, args)
+    return cursor.lastrowid if cursor.rowcount == 1 else None
+
+
 class Claim:
     """One submission asking for its idempotency key. `intent` says what row to create:
     queued (normal), dead (the task failed validation), rejected/conflict (refused before owning a key)."""
@@ -137,6 +143,8 @@ class StateStore:
             if new:
                 self._with_lock_retry(lambda: schema.create(self._conn)
                                       if schema.check_schema(self._conn, db_path) else None)
+            else:
+                self._with_lock_retry(lambda: self._conn.execute(schema.OLD_UNFINISHED_INDEX))
             if self.retention_s > 0:
                 self._with_lock_retry(lambda: schema.create_prune_indexes(self._conn))
         except ConfigError:
@@ -347,19 +355,19 @@ class StateStore:
     def _apply_claim(self, execute: Callable[..., Any], claim: Claim, now: float) -> None:
         if claim.intent in ("rejected", "conflict"):
             # Refused before owning a key: recorded under no key so the key stays free.
-            row_id = execute(schema.INSERT, (claim.task_id, None, claim.payload, "rejected", now, now,
-                                             claim.error_class, claim.error)).fetchall()[0][0]
+            row_id = _insert(execute, (claim.task_id, None, claim.payload, "rejected", now, now,
+                                       claim.error_class, claim.error))
             claim.outcome = claim.intent
             claim.row = {"id": row_id, "status": "rejected", "attempts": 0, "error_class": claim.error_class,
                          "last_error": claim.error}
             return
         status = "dead" if claim.intent == "dead" else "queued"
-        rows = execute(schema.INSERT, (claim.task_id, claim.key, claim.payload, status, now, now,
-                                       claim.error_class, claim.error)).fetchall()
-        if rows:
+        new_id = _insert(execute, (claim.task_id, claim.key, claim.payload, status, now, now,
+                                   claim.error_class, claim.error))
+        if new_id is not None:
             if status == "dead":
-                execute(schema.DEAD_LETTER, (now, rows[0][0]))
-            claim.outcome, claim.row = "new", {"id": rows[0][0], "status": status, "attempts": 0}
+                execute(schema.DEAD_LETTER, (now, new_id))
+            claim.outcome, claim.row = "new", {"id": new_id, "status": status, "attempts": 0}
             return
         row = dict(zip(schema.SELECT_KEY_COLUMNS, execute(schema.SELECT_KEY, (claim.key,)).fetchone(), strict=True))
         if claim.intent == "dead":
@@ -368,16 +376,16 @@ class StateStore:
                 claim.outcome, claim.row = "final", row      # the same bad task again
                 return
             # A bad task never shares a row with the task that holds its key: record it keyless.
-            row_id = execute(schema.INSERT, (claim.task_id, None, claim.payload, "dead", now, now,
-                                             claim.error_class, claim.error)).fetchall()[0][0]
+            row_id = _insert(execute, (claim.task_id, None, claim.payload, "dead", now, now,
+                                       claim.error_class, claim.error))
             execute(schema.DEAD_LETTER, (now, row_id))
             claim.outcome, claim.row = "new", {"id": row_id, "status": "dead", "attempts": 0}
             return
         if row["payload"] != claim.payload:
             message = (f"conflict: idempotency key {str(claim.key)[:200]!r} is already held by task "
                        f"{row['task_id']!r} with a different payload")
-            row_id = execute(schema.INSERT, (claim.task_id, None, claim.payload, "rejected", now, now,
-                                             "IdempotencyConflict", message)).fetchall()[0][0]
+            row_id = _insert(execute, (claim.task_id, None, claim.payload, "rejected", now, now,
+                                       "IdempotencyConflict", message))
             claim.outcome = "conflict"
             claim.row = {"id": row_id, "status": "rejected", "attempts": 0,
                          "error_class": "IdempotencyConflict", "last_error": message}
