@@ -81,3 +81,59 @@ def test_fingerprint_is_canonical_and_ignores_task_id():
     b = {"extra": {"a": 2, "b": 1}, "size": "1x1", "image_key": "k", "task_id": "other"}
     assert fingerprint(a) == fingerprint(b) == '{"extra":{"a":2,"b":1},"image_key":"k","size":"1x1"}'
     assert fingerprint(dict(a, quality=5)) != fingerprint(a)
+
+
+def _comparable(ident):
+    """An Identity with its error as (class, message): two ValidationErrors are never == otherwise."""
+    error = ident.error
+    return ident._replace(error=None if error is None else (type(error).__name__, str(error)))
+
+
+def _random_task(rng):
+    """A task near the usual shape: keys from pieces that are plain, just not plain, or hostile."""
+    pieces = ["img", "a.jpg", "variants", ".tq-tmp", "..", ".", "", "b@200x200", "x y", "é", "\\", "\x00",
+              "a\"b", "photo-1_2.JPG", "v" * 300, "\ud800", "variantsx", ".hidden", "a..b"]
+    if rng.random() < 0.5:
+        pieces = ["img", "a.jpg", "photo-1_2.JPG", "a..b", "variantsx", "2026", "x.tq-tmp", "v" * 300]
+    key = "/".join(rng.choice(pieces) for _ in range(rng.randint(1, 4)))
+    if rng.random() < 0.1:
+        key = "/" + key
+    sizes = ["200x200", "1x1", "8192x8192", "8193x1", "0x5", "0200x200", "200X200", "200x", " 200x200", "99999x1"]
+    task = {"image_key": key, "size": rng.choice(sizes)}
+    roll = rng.random()
+    if roll < 0.7:
+        task["task_id"] = rng.choice(["t-1", "", "x" * 201, "é", "\ud800", 7, -3, True, None, 2 ** 63,
+                                      -(2 ** 63), 2 ** 63 - 1, 1.5, "a\"\\b", ["t"]])
+    if rng.random() < 0.1:
+        task[rng.choice(["object_bytes", "variant", "extra"])] = rng.choice([0, "1x1", None, -1])
+    if rng.random() < 0.05:
+        task["image_key"] = rng.choice([None, 5, b"a", ["a"]])
+    if rng.random() < 0.05:
+        del task["size"]
+    return task
+
+
+def test_the_short_path_for_plain_tasks_gives_what_the_general_path_gives():
+    """identify() takes a short path for the usual plain task; over 30,000 tasks near that shape (plain, just
+    not plain, hostile) it must give exactly the general path's Identity, error messages included."""
+    import random
+
+    from tqengine.admission import _identify, _identify_plain, identify
+    rng = random.Random(11)
+    short = 0
+    for _ in range(30_000):
+        task = _random_task(rng)
+        short += _identify_plain(task) is not None
+        assert _comparable(identify(task)) == _comparable(_identify(task)), task
+    assert short > 2_000        # the short path was taken often enough for the comparison to mean something
+
+
+@pytest.mark.parametrize("task_id", [2 ** 63, -(2 ** 63) - 1, 10 ** 5000], ids=["2^63", "-2^63-1", "5000 digits"])
+def test_an_integer_task_id_beyond_64_bits_is_refused_not_a_crash(task_id):
+    """A 5000-digit integer task_id made identify() raise (str() of it exceeds Python's digit limit), so a
+    hostile task crashed submit(); now it is a ValidationError and the task a dead letter."""
+    from tqengine.admission import identify
+    with pytest.raises(ValidationError, match="64-bit"):
+        validate({"task_id": task_id, "image_key": "a.jpg", "size": "1x1"})
+    ident = identify({"task_id": task_id, "image_key": "a.jpg", "size": "1x1"})
+    assert ident.error is not None and ident.task_id is None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import reprlib
 import time
 from collections.abc import Callable, Iterable
@@ -20,7 +21,7 @@ from .metrics import Metrics
 from .queue import TaskQueue
 from .records import Outcome
 from .state.store import Claim, StateStore
-from .tasks import fingerprint, validate
+from .tasks import MAX_KEY_LEN, MAX_SIDE, MAX_TASK_ID, MIN_TASK_ID, VARIANT, fingerprint, validate
 
 MAX_INVALID_PAYLOAD = 64 * 1024    # bytes of a bad task's JSON kept in its row
 
@@ -38,6 +39,49 @@ class Identity(NamedTuple):
 
 def identify(task: Any) -> Identity:
     """The Identity of a submission; never raises, whatever `task` is."""
+    return _identify_plain(task) or _identify(task)
+
+
+# The usual task, {"image_key": <plain key>, "size": "WxH"} and perhaps a task_id, is identified by a short path
+# that gives exactly what the general one does (tests/test_task_validation.py compares the two): a plain key
+# has components of letters, digits, `_`, `-` and `.` that do not start with a dot, so it has no `.`/`..`/
+# empty component, no `.tq-tmp`, no `@WxH` folder and nothing JSON must escape; it is not under variants/.
+_PLAIN_KEY = re.compile(r"(?!variants(?:/|\Z))[A-Za-z0-9_-][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*\Z")
+_PLAIN_ID = re.compile(r"[ -~]{1,200}\Z")      # printable ASCII: nothing to escape, nothing to refuse
+_NO_ID = object()
+
+
+def _identify_plain(task: Any) -> Identity | None:
+    """The Identity of a task of the usual plain shape, or None (then the general path decides)."""
+    if type(task) is not dict:
+        return None
+    image_key, size = task.get("image_key"), task.get("size")
+    if type(image_key) is not str or type(size) is not str or len(image_key) > MAX_KEY_LEN:
+        return None
+    task_id = task.get("task_id", _NO_ID)
+    if task_id is _NO_ID:
+        if len(task) != 2:
+            return None
+        task_id = None
+    elif len(task) != 3:
+        return None
+    elif type(task_id) is int:
+        if not MIN_TASK_ID <= task_id <= MAX_TASK_ID:
+            return None
+        task_id = str(task_id)
+    elif type(task_id) is not str or not _PLAIN_ID.match(task_id):
+        return None
+    if not _PLAIN_KEY.match(image_key):
+        return None
+    match = VARIANT.fullmatch(size)
+    if match is None or not (1 <= int(match.group(1)) <= MAX_SIDE and 1 <= int(match.group(2)) <= MAX_SIDE):
+        return None
+    return Identity(f"{image_key}#{size}", f'{{"image_key":"{image_key}","size":"{size}"}}', task_id, image_key,
+                    size, None)
+
+
+def _identify(task: Any) -> Identity:
+    """The general path of identify(), for any value at all."""
     image_key: str | None
     variant: str | None
     error: ValidationError | None
@@ -48,7 +92,8 @@ def identify(task: Any) -> Identity:
         image_key = variant = None
         error = exc
     task_id = task.get("task_id") if isinstance(task, dict) else None
-    if not isinstance(task_id, (str, int)) or isinstance(task_id, bool):
+    if not isinstance(task_id, (str, int)) or isinstance(task_id, bool) or \
+            (isinstance(task_id, int) and not MIN_TASK_ID <= task_id <= MAX_TASK_ID):
         task_id = None
     elif isinstance(task_id, str):
         task_id = storable(task_id)

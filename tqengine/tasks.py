@@ -13,7 +13,8 @@ from .errors import ValidationError
 
 MAX_KEY_LEN = 1024
 MAX_SIDE = 8192
-_VARIANT = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")
+MIN_TASK_ID, MAX_TASK_ID = -(1 << 63), (1 << 63) - 1     # an integer task_id: what SQLite's INTEGER holds
+VARIANT = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")
 _VARIANT_FOLDER = re.compile(r"@[0-9]{1,5}x[0-9]{1,5}/")    # a folder whose name ends like a variant
 
 
@@ -72,7 +73,7 @@ def parse_variant(variant: object) -> tuple[int, int]:
     """(width, height) of a `WxH` variant within 1..8192, else ValidationError."""
     if not isinstance(variant, str):
         raise ValidationError("size/variant must be a string like '200x200'")
-    match = _VARIANT.fullmatch(variant)
+    match = VARIANT.fullmatch(variant)
     if not match:
         raise ValidationError(f"variant {variant[:40]!r} is not a size like '200x200'")
     width, height = int(match.group(1)), int(match.group(2))
@@ -89,6 +90,8 @@ def validate(task: Any) -> tuple[str, str]:
     if task_id is not None and (not isinstance(task_id, (str, int)) or isinstance(task_id, bool)
                                 or task_id == ""):
         raise ValidationError("task_id must be a non-empty string or an integer")
+    if isinstance(task_id, int) and not MIN_TASK_ID <= task_id <= MAX_TASK_ID:
+        raise ValidationError("task_id is an integer outside the 64-bit range")
     if isinstance(task_id, str) and not _encodable(task_id):
         raise ValidationError("task_id is not valid Unicode text (lone surrogate)")
     if "image_key" not in task:
