@@ -16,7 +16,8 @@ this process, user + sys, over the loaded window) and voluntary context switches
 median of the pairwise engine/bare throughput ratios and a 95% interval (Student t on the log ratios of
 the pairs), then verdicts on the targets of issue 11:
   1. noop: >= 10,000 tasks/s, >= 0.3x the bare pool, <= 120 us of CPU per task;
-  2. processor: >= 0.8x the bare pool running the same Processor.
+  2. processor: >= 0.8x the bare pool running the same Processor;
+  4. both: the engine's runs each within +-15% of their median (no bimodality; needs --repeats 5 or more).
 `--soak N` pushes N no-op tasks through the durable path and reports the WAL's high-water mark, RSS growth
 per task and database bytes per task.
 """
@@ -44,6 +45,8 @@ TARGET_NOOP_TPS = 10_000.0
 TARGET_NOOP_SHARE = 0.3
 TARGET_NOOP_CPU_US = 120.0
 TARGET_PROCESSOR_SHARE = 0.8
+TARGET_SPREAD = 0.15            # target 4: every run of one configuration within +-15% of their median ...
+TARGET_SPREAD_RUNS = 5          # ... over at least five runs
 KINDS = ("noop", "processor")
 
 
@@ -152,6 +155,24 @@ def run_overhead(args: Any, workdir: str, log: Any) -> int:
     return 0 if all(r["succeeded"] == r["tasks"] for r in runs) else 1
 
 
+def spread(values: list[float]) -> float | None:
+    """The largest distance of a value from their median, relative to the median (None without values)."""
+    good = [v for v in values if v and math.isfinite(v)]
+    if not good:
+        return None
+    median = statistics.median(good)
+    return max(abs(v - median) for v in good) / median
+
+
+def spread_verdict(values: list[float]) -> str:
+    """Target 4: 'met' when at least TARGET_SPREAD_RUNS runs all lie within TARGET_SPREAD of their median,
+    'not met' when such runs do not, 'inconclusive' with fewer runs."""
+    deviation = spread(values)
+    if deviation is None or len(values) < TARGET_SPREAD_RUNS:
+        return "inconclusive"
+    return "met" if deviation <= TARGET_SPREAD else "not met"
+
+
 def summarize(runs: list[dict[str, Any]], kinds: list[str]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     for kind in kinds:
@@ -172,7 +193,7 @@ def summarize(runs: list[dict[str, Any]], kinds: list[str]) -> dict[str, Any]:
                           "cpu_us_per_task_median": _median([r["cpu_us_per_task"] for r in vals]),
                           "cpu_us_low_high": _interval([r["cpu_us_per_task"] for r in vals]),
                           "switches_per_task_median": _median([r["voluntary_switches_per_task"] for r in vals]),
-                          "tasks_per_s_all": tps}
+                          "tasks_per_s_all": tps, "tasks_per_s_spread": spread(tps)}
         ratio = _ratio_interval(ratios)
         entry: dict[str, Any] = {"engine": side["engine"], "bare": side["bare"], "ratio": ratio, "verdicts": {}}
         if kind == "noop":
@@ -188,6 +209,8 @@ def summarize(runs: list[dict[str, Any]], kinds: list[str]) -> dict[str, Any]:
         else:
             entry["verdicts"] = {f"engine/bare >= {TARGET_PROCESSOR_SHARE:g}":
                                  stats.verdict(ratio["low"], ratio["high"], TARGET_PROCESSOR_SHARE, ">=")}
+        entry["verdicts"][f"engine runs within +-{TARGET_SPREAD:.0%} of their median"] = \
+            spread_verdict(side["engine"]["tasks_per_s_all"])
         summary[kind] = entry
     return summary
 
@@ -214,6 +237,10 @@ def print_summary(args: Any, summary: dict[str, Any]) -> None:
         r = entry["ratio"]
         print(f"{'':<38} engine/bare {_fmt(r['median'], '.3f')} [{_fmt(r['low'], '.3f')}, {_fmt(r['high'], '.3f')}] "
               f"over {r['pairs']} pairs")
+        deviation = entry["engine"]["tasks_per_s_spread"]
+        print(f"{'':<38} engine runs: at most {_fmt(None if deviation is None else deviation * 100, '.1f')}% from "
+              f"their median over {len(entry['engine']['tasks_per_s_all'])} runs"
+              f"{'' if len(entry['engine']['tasks_per_s_all']) >= TARGET_SPREAD_RUNS else ' (target 4 needs 5)'}")
         for target, verdict in entry["verdicts"].items():
             print(f"{'':<38} target {target}: {verdict}")
 

@@ -234,3 +234,14 @@ def test_pooled_p95_is_over_all_tasks_of_the_runs():
     eng = next(s for s in summary if s["impl"] == "engine")
     assert eng["pooled_p95_ms"] == pytest.approx(percentile([float(v) for v in range(1, 301)], 95), rel=0.01)
     assert next(s for s in summary if s["impl"] == "baseline")["pooled_p95_ms"] is None     # no histograms
+
+
+def test_overhead_spread_target_catches_bimodal_runs_and_needs_five():
+    """Target 4 of issue 11: five runs within +-15% of their median. The bimodal figures the issue reported
+    (2.6-2.9k or 5.5-5.7k tasks/s for one configuration) must fail it; steady ones pass; four runs decide nothing."""
+    from lab import overhead
+    assert overhead.spread_verdict([5600, 2700, 5500, 2900, 5700]) == "not met"
+    assert overhead.spread_verdict([8502, 8008, 8387, 8396, 8606]) == "met"
+    assert overhead.spread_verdict([8502, 8008, 8387, 8396]) == "inconclusive"
+    assert overhead.spread([100, 115, 85]) == pytest.approx(0.15)
+    assert overhead.spread_verdict([100, 100, 116, 100, 100]) == "not met"
