@@ -11,6 +11,7 @@ locked), so no caller ever says only "state store failure".
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import sqlite3
 
@@ -59,6 +60,28 @@ INSERT = ("INSERT INTO tasks(task_id, idempotency_key, payload, status, attempts
           " error_class, last_error) VALUES(?,?,?,?,0,?,?,?,?)"
           " ON CONFLICT(idempotency_key) DO NOTHING")     # no RETURNING: it costs ~4 us a row (store.py
                                                             # reads the cursor's rowcount and lastrowid)
+# Runs of claims and of successes go to SQLite as one statement per GROUP_ROWS rows (store.py _apply): the
+# INSERT's RETURNING names the rows it made (a row whose key was taken is not among them).
+GROUP_ROWS = 64
+
+
+@functools.lru_cache(maxsize=2 * GROUP_ROWS)
+def insert_rows(n: int) -> str:
+    """INSERT of n ordinary claims (9 values a row, as INSERT), returning (id, idempotency_key) of those made."""
+    return ("INSERT INTO tasks(task_id, idempotency_key, payload, status, attempts, created_at, updated_at,"
+            " error_class, last_error) VALUES " + ",".join(["(?,?,?,?,0,?,?,?,?)"] * n) +
+            " ON CONFLICT(idempotency_key) DO NOTHING RETURNING id, idempotency_key")
+
+
+@functools.lru_cache(maxsize=2 * GROUP_ROWS)
+def success_rows(n: int) -> str:
+    """UPDATE of n rows to `success`, 6 values a row: id, attempts, output_key, output_digest, output_bytes,
+    updated_at (the columns of TRANSITIONS['success'])."""
+    return ("UPDATE tasks SET status='success', attempts=v.column2, output_key=v.column3, output_digest=v.column4,"
+            " output_bytes=v.column5, next_attempt_at=NULL, updated_at=v.column6, version=version+1 FROM (VALUES " +
+            ",".join(["(?,?,?,?,?,?)"] * n) + ") AS v WHERE tasks.id = v.column1")
+
+
 SELECT_KEY = ("SELECT id, task_id, payload, status, attempts, output_key, output_digest, error_class,"
               " last_error FROM tasks WHERE idempotency_key = ?")
 SELECT_KEY_COLUMNS = ("id", "task_id", "payload", "status", "attempts", "output_key", "output_digest",

@@ -1,0 +1,116 @@
+"""The state store's grouped statements (store.py _apply): a run of claims goes to SQLite as one INSERT per
+GROUP_ROWS rows and a run of successes as one UPDATE, and they must leave exactly what the one-row-at-a-time
+path leaves: the same outcome for every claim (new, final, reclaimed, adopted, conflict) and the same rows.
+Only row ids may differ: a claim that needs a row of its own (a conflict) gets it after its group's INSERT."""
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from tqengine.records import Outcome
+from tqengine.state import schema
+from tqengine.state.store import Claim, StateStore
+
+COLUMNS = "id, task_id, idempotency_key, payload, status, attempts, output_key, output_digest, output_bytes, " \
+          "error_class, last_error, version"
+
+
+def _prepared(path):
+    """A store holding: k1 finished (success), k2 rejected, k3 still queued, k4 queued with payload P."""
+    store = StateStore(str(path))
+    store.start()
+    first = store.claim([Claim("k1#1x1", "p1", "t1")])[0].row["id"]
+    second = store.claim([Claim("k2#1x1", "p2", "t2")])[0].row["id"]
+    store.claim([Claim("k3#1x1", "p3", "t3")])
+    store.claim([Claim("k4#1x1", "P", "t4")])
+    done = threading.Event()
+    store.finish(first, Outcome.success(1, "variants/k1@1x1", "d1", 10), lambda err: None)
+    store.finish(second, Outcome.rejected(0, "QueueFull", "full"), lambda err: done.set())
+    assert done.wait(10)
+    return store
+
+
+def _mixed():
+    return [Claim("a#1x1", "pa", "ta"), Claim("b#1x1", "pb", "tb"),
+            Claim("a#1x1", "pa", "ta-twice"),                       # the same key earlier in this group
+            Claim("b#1x1", "changed", "tb-twice"),                  # ... with another payload
+            Claim("k1#1x1", "p1", "t1-again"),                      # finished earlier: answered, not run
+            Claim("c#1x1", "pc", "tc"),
+            Claim("k2#1x1", "p2", "t2-again"),                      # rejected earlier: reclaimed
+            Claim("k3#1x1", "p3", "t3-again"),                      # unfinished: adopted
+            Claim("k4#1x1", "other", "t4-again"),                   # a different payload: conflict
+            Claim("/invalid/x#1x1", "px", "tx", "dead", "ValidationError", "bad"),
+            Claim("d#1x1", "pd", "td"), Claim("a#1x1", "pa", "ta-later"),   # the key made by an earlier group
+            *[Claim(f"bulk{i}#1x1", f"p{i}", f"t{i}") for i in range(150)]]   # more than GROUP_ROWS
+
+
+def _rows(path):
+    conn = sqlite3.connect(str(path))
+    try:
+        return conn.execute(f"SELECT {COLUMNS} FROM tasks ORDER BY id").fetchall(), \
+            conn.execute("SELECT task_row, idempotency_key, error_class FROM dead_letters ORDER BY id").fetchall()
+    finally:
+        conn.close()
+
+
+def _by_task(path, claims):
+    """The rows and each claim's row, with row ids replaced by the task_id of the row they name."""
+    rows, letters = _rows(path)
+    owner = {row[0]: row[1] for row in rows}
+    answers = [(c.key, c.outcome, {**c.row, "id": owner[c.row["id"]]}) for c in claims]
+    return answers, sorted(row[1:] for row in rows), sorted((owner[t], *rest) for t, *rest in letters)
+
+
+@pytest.mark.timeout(30)
+def test_a_group_of_claims_leaves_what_one_claim_at_a_time_leaves(tmp_path):
+    grouped, single = _prepared(tmp_path / "grouped.db"), _prepared(tmp_path / "single.db")
+    try:
+        together = grouped.claim(_mixed())                           # one op: grouped statements
+        alone = [single.claim([claim])[0] for claim in _mixed()]    # one op per commit: the single-row path
+    finally:
+        grouped.close()
+        single.close()
+    assert _by_task(tmp_path / "grouped.db", together) == _by_task(tmp_path / "single.db", alone)
+    outcomes = {c.task_id: c.outcome for c in together}
+    assert (outcomes["t1-again"], outcomes["t2-again"], outcomes["t3-again"], outcomes["t4-again"]) == \
+        ("final", "reclaimed", "adopted", "conflict")
+    assert (outcomes["ta-twice"], outcomes["tb-twice"], outcomes["ta-later"]) == ("adopted", "conflict", "adopted")
+
+
+@pytest.mark.timeout(30)
+def test_a_batch_of_successes_is_one_statement_per_group_and_writes_each_row(tmp_path, monkeypatch):
+    store = StateStore(str(tmp_path / "tasks.db"))
+    store.start()
+    ids = [c.row["id"] for c in store.claim([Claim(f"k{i}#1x1", f"p{i}", f"t{i}") for i in range(150)])]
+    store.close()
+    store = StateStore(str(tmp_path / "tasks.db"), used_before=True)
+    statements = []
+    real = schema.success_rows
+    monkeypatch.setattr(schema, "success_rows", lambda n: statements.append(n) or real(n))
+    done, finished = [], threading.Event()
+
+    def callback(err):
+        done.append(err)
+        if len(done) == len(ids):
+            finished.set()
+
+    before = time.time()
+    for row_id in ids:                  # queued before the writer starts: one batch
+        store.finish(row_id, Outcome.success(2, f"variants/out{row_id}", f"digest{row_id}", row_id * 3), callback)
+    store.start()
+    try:
+        assert finished.wait(10) and done == [None] * len(ids)
+    finally:
+        store.close()
+    assert statements == [schema.GROUP_ROWS, schema.GROUP_ROWS, len(ids) - 2 * schema.GROUP_ROWS]
+    after = time.time()
+    rows, _letters = _rows(tmp_path / "tasks.db")
+    conn = sqlite3.connect(str(tmp_path / "tasks.db"))
+    try:
+        stamps = [r[0] for r in conn.execute("SELECT updated_at FROM tasks ORDER BY id")]
+    finally:
+        conn.close()
+    assert all(before <= stamp <= after for stamp in stamps)
+    assert [(r[0], r[4], r[5], r[6], r[7], r[8], r[11]) for r in rows] == \
+        [(i, "success", 2, f"variants/out{i}", f"digest{i}", i * 3, 2) for i in ids]
