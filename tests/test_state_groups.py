@@ -114,3 +114,14 @@ def test_a_batch_of_successes_is_one_statement_per_group_and_writes_each_row(tmp
     assert all(before <= stamp <= after for stamp in stamps)
     assert [(r[0], r[4], r[5], r[6], r[7], r[8], r[11]) for r in rows] == \
         [(i, "success", 2, f"variants/out{i}", f"digest{i}", i * 3, 2) for i in ids]
+
+
+def test_an_sqlite_too_old_for_the_writer_is_refused_with_one_line(tmp_path, monkeypatch):
+    """A Python linked against an SQLite without RETURNING would fail at the first claim with a syntax error;
+    the engine says so at open instead, naming both versions."""
+    from tqengine.errors import ConfigError
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.31.1")
+    with pytest.raises(ConfigError, match=r"needs SQLite 3\.35\.0 or newer .*has SQLite 3\.31\.1"):
+        StateStore(str(tmp_path / "tasks.db"))
+    assert not (tmp_path / "tasks.db").exists()

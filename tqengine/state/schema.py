@@ -18,6 +18,7 @@ import sqlite3
 from ..errors import ConfigError, SchemaMismatch, StoreCorrupt, StoreError, StoreLocked, StoreResourceError
 
 SCHEMA_VERSION = 1
+SQLITE_NEEDED = (3, 35, 0)      # RETURNING (3.35) and UPDATE ... FROM (3.33), used by the writer
 UNFINISHED = ("queued", "running", "retrying")
 FINAL = ("success", "dead", "rejected")
 TABLES = ("tasks", "dead_letters")

@@ -126,6 +126,9 @@ class StateStore:
 
     def _open(self, used_before: bool) -> None:
         db_path = self.db_path
+        if sqlite3.sqlite_version_info < schema.SQLITE_NEEDED:
+            raise ConfigError(f"the engine needs SQLite {'.'.join(map(str, schema.SQLITE_NEEDED))} or newer "
+                              f"(RETURNING, UPDATE ... FROM); this Python has SQLite {sqlite3.sqlite_version}")
         directory = os.path.dirname(os.path.abspath(db_path))
         try:
             os.makedirs(directory, exist_ok=True)
