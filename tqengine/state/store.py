@@ -340,7 +340,7 @@ class StateStore:
         """Apply the ops in order in one transaction. A run of consecutive claims and a run of consecutive
         successes each go to SQLite as one statement per GROUP_ROWS rows (schema.insert_rows, success_rows):
         each statement costs a round of the sqlite3 module (binding, a GIL release around the step), which
-        per row was a third of the writer's SQLite time and a hand-off of the GIL per row."""
+        per row was a third of the writer's SQLite time."""
         execute = self._conn.execute
         now = time.time()
         execute("BEGIN IMMEDIATE")
