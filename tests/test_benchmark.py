@@ -93,7 +93,7 @@ def test_overhead_reports_engine_and_bare(tmp_path):
     proc = _bench("--overhead", "--count", "300", "--repeats", "2", "--clients", "20", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads((tmp_path / "overhead.json").read_text())
-    assert set(doc["summary"]) == {"noop", "processor"}
+    assert set(doc["summary"]) == {"noop", "processor", "wait_1ms", "wait_5ms"}
     for entry in doc["summary"].values():
         ratio = entry["ratio"]
         assert ratio["pairs"] == 2 and ratio["low"] <= ratio["geometric_mean"] <= ratio["high"], ratio
@@ -106,6 +106,10 @@ def test_overhead_reports_engine_and_bare(tmp_path):
     ratios = sorted(p["engine"] / p["bare"] for (kind, _), p in pairs.items() if kind == "noop")
     assert doc["summary"]["noop"]["ratio"]["median"] == pytest.approx(sum(ratios) / 2)
     assert "engine/bare" in proc.stdout and "switches/task" in proc.stdout
+    for kind, top in (("wait_1ms", 8000.0), ("wait_5ms", 1600.0)):      # 8 workers by default
+        eff = doc["summary"][kind]["efficiency"]
+        assert eff["ceiling_tps"] == top and 0 < eff["low"] <= eff["median"] * 1.5 and eff["median"] < 1.05, eff
+        assert doc["summary"][kind]["engine"]["tasks_per_s_median"] == pytest.approx(eff["median"] * top)
 
 
 @needs_engine
