@@ -59,10 +59,10 @@ CREATE INDEX dead_letters_open ON dead_letters(task_row) WHERE requeued_at IS NU
 
 INSERT = ("INSERT INTO tasks(task_id, idempotency_key, payload, status, attempts, created_at, updated_at,"
           " error_class, last_error) VALUES(?,?,?,?,0,?,?,?,?)"
-          " ON CONFLICT(idempotency_key) DO NOTHING")     # no RETURNING: it costs ~4 us a row (store.py
-                                                            # reads the cursor's rowcount and lastrowid)
-# Runs of claims and of successes go to SQLite as one statement per GROUP_ROWS rows (store.py _apply): the
-# INSERT's RETURNING names the rows it made (a row whose key was taken is not among them).
+          " ON CONFLICT(idempotency_key) DO NOTHING")     # one row: no RETURNING (~4 us a row here);
+                                                            # store.py reads the cursor's rowcount, lastrowid
+# Runs of claims and of successes go to SQLite as one statement per GROUP_ROWS rows (store.py _apply): there
+# the INSERT's RETURNING names the rows it made (a row whose key was taken is not among them).
 GROUP_ROWS = 64
 
 
