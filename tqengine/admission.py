@@ -21,7 +21,7 @@ from .metrics import Metrics
 from .queue import TaskQueue
 from .records import Outcome
 from .state.store import Claim, StateStore
-from .tasks import MAX_KEY_LEN, MAX_SIDE, MAX_TASK_ID, MIN_TASK_ID, VARIANT, fingerprint, validate
+from .tasks import MAX_KEY_LEN, MAX_TASK_ID, MIN_TASK_ID, fingerprint, parse_variant, validate
 
 MAX_INVALID_PAYLOAD = 64 * 1024    # bytes of a bad task's JSON kept in its row
 
@@ -73,8 +73,9 @@ def _identify_plain(task: Any) -> Identity | None:
         return None
     if not _PLAIN_KEY.match(image_key):
         return None
-    match = VARIANT.fullmatch(size)
-    if match is None or not (1 <= int(match.group(1)) <= MAX_SIDE and 1 <= int(match.group(2)) <= MAX_SIDE):
+    try:
+        parse_variant(size)
+    except ValidationError:
         return None
     return Identity(f"{image_key}#{size}", f'{{"image_key":"{image_key}","size":"{size}"}}', task_id, image_key,
                     size, None)

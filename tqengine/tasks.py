@@ -14,7 +14,7 @@ from .errors import ValidationError
 MAX_KEY_LEN = 1024
 MAX_SIDE = 8192
 MIN_TASK_ID, MAX_TASK_ID = -(1 << 63), (1 << 63) - 1     # an integer task_id: what SQLite's INTEGER holds
-VARIANT = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")
+_VARIANT = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")
 _VARIANT_FOLDER = re.compile(r"@[0-9]{1,5}x[0-9]{1,5}/")    # a folder whose name ends like a variant
 
 
@@ -73,7 +73,7 @@ def parse_variant(variant: object) -> tuple[int, int]:
     """(width, height) of a `WxH` variant within 1..8192, else ValidationError."""
     if not isinstance(variant, str):
         raise ValidationError("size/variant must be a string like '200x200'")
-    match = VARIANT.fullmatch(variant)
+    match = _VARIANT.fullmatch(variant)
     if not match:
         raise ValidationError(f"variant {variant[:40]!r} is not a size like '200x200'")
     width, height = int(match.group(1)), int(match.group(2))

@@ -57,10 +57,12 @@ CREATE TABLE dead_letters(
 CREATE INDEX dead_letters_open ON dead_letters(task_row) WHERE requeued_at IS NULL;
 """
 
-INSERT = ("INSERT INTO tasks(task_id, idempotency_key, payload, status, attempts, created_at, updated_at,"
-          " error_class, last_error) VALUES(?,?,?,?,0,?,?,?,?)"
-          " ON CONFLICT(idempotency_key) DO NOTHING")     # one row: no RETURNING (~4 us a row here);
-                                                            # store.py reads the cursor's rowcount, lastrowid
+_INSERT_INTO = ("INSERT INTO tasks(task_id, idempotency_key, payload, status, attempts, created_at, updated_at,"
+                " error_class, last_error) VALUES ")
+_INSERT_ROW = "(?,?,?,?,0,?,?,?,?)"
+_ON_CONFLICT = " ON CONFLICT(idempotency_key) DO NOTHING"
+# one row: no RETURNING (~4 us a row here); store.py reads the cursor's rowcount and lastrowid
+INSERT = _INSERT_INTO + _INSERT_ROW + _ON_CONFLICT
 # Runs of claims and of successes go to SQLite as one statement per GROUP_ROWS rows (store.py _apply): there
 # the INSERT's RETURNING names the rows it made (a row whose key was taken is not among them).
 GROUP_ROWS = 64
@@ -69,9 +71,7 @@ GROUP_ROWS = 64
 @functools.lru_cache(maxsize=2 * GROUP_ROWS)
 def insert_rows(n: int) -> str:
     """INSERT of n ordinary claims (9 values a row, as INSERT), returning (id, idempotency_key) of those made."""
-    return ("INSERT INTO tasks(task_id, idempotency_key, payload, status, attempts, created_at, updated_at,"
-            " error_class, last_error) VALUES " + ",".join(["(?,?,?,?,0,?,?,?,?)"] * n) +
-            " ON CONFLICT(idempotency_key) DO NOTHING RETURNING id, idempotency_key")
+    return _INSERT_INTO + ",".join([_INSERT_ROW] * n) + _ON_CONFLICT + " RETURNING id, idempotency_key"
 
 
 @functools.lru_cache(maxsize=2 * GROUP_ROWS)
