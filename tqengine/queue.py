@@ -60,6 +60,15 @@ class TaskQueue:
         self._metrics.count("enqueued")
         return True
 
+    def offer_nowait(self, item: Any) -> bool:
+        """Put a newly accepted task if there is room now; False (nothing done) otherwise."""
+        try:
+            self._q.put_nowait(item)
+        except queue.Full:
+            return False
+        self._metrics.count("enqueued")
+        return True
+
     def requeue(self, item: Any, stopping: Callable[[], bool], poll_s: float = 0.1) -> bool:
         """Put back a task that was accepted before (retry, recovery); False if `stopping()` first."""
         while True:

@@ -6,7 +6,9 @@ batch at once (one Event per batch, not one per operation) and runs the callback
 No lock is ever held across an SQLite call, so threads waiting to write never convoy behind a commit,
 and at load one commit carries many tasks. So:
 
-- a claim (the INSERT that reserves an idempotency key) is committed before submit() returns;
+- a claim (the INSERT that reserves an idempotency key) is committed before submit() returns; its
+  callback (the admission's: queue the new flights) runs in the writer after the commit, before the
+  claimer wakes, and never for a claimer that gave up waiting (claim_wait_s);
 - a final state (success / dead / rejected) is committed before the task's handle resolves (its
   callback runs in the writer thread after the commit);
 - `running` is written only for an attempt still running RUNNING_AFTER_S after it started (a short
@@ -108,6 +110,7 @@ class StateStore:
                  on_fatal: Callable[[StoreError], None] | None = None, used_before: bool = False) -> None:
         self.db_path = db_path
         self.lock_wait_s = lock_wait_s
+        self.claim_wait_s = lock_wait_s + 30.0     # how long claim() waits for its commit before giving up
         self.retention_s = retention_s
         self.on_fatal = on_fatal
         self.commits = 0
@@ -169,12 +172,19 @@ class StateStore:
             raise store_error(exc, f"database {self.db_path}") from None
 
     # -- the write API ----------------------------------------------------------------------
-    def claim(self, claims: list[Claim]) -> list[Claim]:
-        """Commit the claims and fill in each one's outcome; returns once they are durable."""
-        op = _Op("claim", None, claims)
+    def claim(self, claims: list[Claim],
+              committed: Callable[[BaseException | None], None] | None = None) -> list[Claim]:
+        """Commit the claims and fill in each one's outcome; returns once they are durable. `committed(err)`,
+        if given, runs in the writer thread after the commit (or its failure) and before this returns."""
+        op = _Op("claim", None, claims, committed)
         batch = self._enqueue(op, urgent=True)
-        if not batch.done.wait(self.lock_wait_s + 30.0):
-            raise StoreError("the state store did not commit within its lock wait", "state store stalled")
+        if not batch.done.wait(self.claim_wait_s):
+            with self._cv:
+                gave_up = op.callback is not None or committed is None
+                op.callback = None          # the writer must not run it for a submitter that gave up
+            # else the writer has taken `committed` and is running it: done follows at once
+            if gave_up or not batch.done.wait(30.0):
+                raise StoreError("the state store did not commit within its lock wait", "state store stalled")
         if op.error is not None:
             raise store_error(op.error)
         return claims
@@ -286,9 +296,21 @@ class StateStore:
             if self.on_fatal is not None:
                 self.on_fatal(fatal)
 
-    @staticmethod
-    def _answer(batch: _Batch) -> None:
-        """Wake the batch's waiters, then run the callbacks of its writes (each op's error is set)."""
+    def _answer(self, batch: _Batch) -> None:
+        """Run the claims' callbacks (before their claimers wake, so a claimer sees what its callback did),
+        wake the batch's waiters, then run the callbacks of its other writes (each op's error is set)."""
+        claims = [op for op in batch.ops if op.kind == "claim" and op.callback is not None]
+        if claims:
+            with self._cv:      # each taken once: a claimer whose wait timed out takes its own (claim())
+                callbacks = [(op, op.callback) for op in claims]
+                for op in claims:
+                    op.callback = None
+            for op, callback in callbacks:
+                if callback is not None:
+                    try:
+                        callback(op.error)
+                    except Exception:  # a caller's callback must not break the writer
+                        log.exception("store callback failed")
         batch.done.set()
         for op in batch.ops:
             if op.callback is not None:
