@@ -22,7 +22,13 @@ the pairs), then verdicts on the targets of issue 11:
   2. processor: >= 0.8x the bare pool running the same Processor;
   3. wait_1ms >= 0.85 and wait_5ms >= 0.97 of the ceiling (the 95% interval of the engine's tasks/s over
      the ceiling);
-  4. every kind: the engine's runs each within +-15% of their median (no bimodality; needs --repeats 5).
+  4. every kind: the engine's runs each within +-15% of their median (no bimodality; needs --repeats 5);
+  5. with --crowd N (e.g. 1000): the no-op kind again under N clients (`noop_crowd`), and the engine's CPU
+     per task there over its CPU per task at the main level <= 1.2 (median of the pairwise ratios, repeat
+     by repeat, and their 95% interval).
+`--switch-interval S` (benchmark.py) sets sys.setswitchinterval(S) for the whole process first, so engine
+and bare pool run under it alike: with many client threads the interpreter's 5 ms default makes every
+thread that waits for the GIL wake each 5 ms to ask for it, one context switch per wake.
 `--soak N` pushes N no-op tasks through the durable path and reports the WAL's high-water mark, RSS growth
 per task and database bytes per task.
 """
@@ -50,6 +56,7 @@ TARGET_NOOP_TPS = 10_000.0
 TARGET_NOOP_SHARE = 0.3
 TARGET_NOOP_CPU_US = 120.0
 TARGET_PROCESSOR_SHARE = 0.8
+TARGET_CROWD_CPU = 1.2          # target 5: CPU per task under --crowd clients over that at the main level
 TARGET_SPREAD = 0.15            # target 4: every run of one configuration within +-15% of their median ...
 TARGET_SPREAD_RUNS = 5          # ... over at least five runs
 KINDS = ("noop", "processor", "wait_1ms", "wait_5ms")
@@ -138,7 +145,7 @@ def run_overhead(args: Any, workdir: str, log: Any) -> int:
     shared: dict[str, Any] = {}
 
     def bare_fn(kind: str) -> Any:
-        if kind == "noop":
+        if kind in ("noop", "noop_crowd"):
             return lambda task: None
         if kind in WAIT_MS:
             seconds = WAIT_MS[kind] / 1000.0
@@ -153,7 +160,8 @@ def run_overhead(args: Any, workdir: str, log: Any) -> int:
     def run_one(kind: str, impl: str, index: int) -> dict[str, Any]:
         if impl == "engine":
             db = os.path.join(workdir, "runs", f"{kind}-{index}", "tasks.db")
-            stand_in = NoopProcessor() if kind == "noop" else WaitProcessor(WAIT_MS[kind]) if kind in WAIT_MS else None
+            stand_in = NoopProcessor() if kind in ("noop", "noop_crowd") else \
+                WaitProcessor(WAIT_MS[kind]) if kind in WAIT_MS else None
             adapter: Any = EngineAdapter(processor=stand_in,
                                          max_workers=args.workers, queue_size=args.queue_size, latency_ms=0.0,
                                          db_path=db, store_root=store_root, log_level="WARNING")
@@ -163,13 +171,13 @@ def run_overhead(args: Any, workdir: str, log: Any) -> int:
         top = ceiling(kind, args.workers)
         mine = tasks if top is None else tasks[:max(100, min(len(tasks), int(top * WAIT_RUN_S)))]
         try:
-            result = measure(adapter, mine, max(args.clients), args.timeout)
+            result = measure(adapter, mine, args.crowd if kind == "noop_crowd" else max(args.clients), args.timeout)
         finally:
             adapter.stop()
         return result
 
     runs = []
-    kinds = list(KINDS)
+    kinds = list(KINDS) + (["noop_crowd"] if getattr(args, "crowd", None) else [])
     for kind in kinds:
         for repeat in range(args.repeats):
             order = ("engine", "bare") if repeat % 2 == 0 else ("bare", "engine")
@@ -182,6 +190,8 @@ def run_overhead(args: Any, workdir: str, log: Any) -> int:
                     f"{_fmt(result['cpu_us_per_task'], '.0f')} us CPU/task, "
                     f"{_fmt(result['voluntary_switches_per_task'], '.1f')} switches/task")
     summary = summarize(runs, kinds, args.workers)
+    if "noop_crowd" in summary:
+        summary["noop_crowd"]["clients"] = args.crowd
     print_summary(args, summary)
     document = {"kind": "overhead", "created_unix": time.time(), "args": _jsonable(vars(args)), "env": env_info(),
                 "runs": runs, "summary": summary}
@@ -230,7 +240,16 @@ def summarize(runs: list[dict[str, Any]], kinds: list[str], workers: int = 8) ->
                           "tasks_per_s_all": tps, "tasks_per_s_spread": spread(tps)}
         ratio = _ratio_interval(ratios)
         entry: dict[str, Any] = {"engine": side["engine"], "bare": side["bare"], "ratio": ratio, "verdicts": {}}
-        if kind == "noop":
+        if kind == "noop_crowd":
+            main_cpu = {r["repeat"]: r["cpu_us_per_task"] for r in runs
+                        if r["kind"] == "noop" and r["impl"] == "engine"}
+            cpu = [p["engine"]["cpu_us_per_task"] / main_cpu[repeat] for repeat, p in by_repeat.items()
+                   if "engine" in p and main_cpu.get(repeat) and p["engine"]["cpu_us_per_task"]]
+            growth = _ratio_interval(cpu)
+            entry["cpu_over_main"] = growth
+            entry["verdicts"] = {f"engine CPU/task <= {TARGET_CROWD_CPU:g}x that at the main level":
+                                 stats.verdict(growth["low"], growth["high"], TARGET_CROWD_CPU, "<=")}
+        elif kind == "noop":
             eng = side["engine"]
             cpu_low, cpu_high = eng["cpu_us_low_high"]
             judge = stats.verdict
@@ -260,11 +279,15 @@ def summarize(runs: list[dict[str, Any]], kinds: list[str], workers: int = 8) ->
 
 
 LABELS = {"noop": "no-op work (the durable path alone)", "processor": "the real Processor, small objects",
-          "wait_1ms": "1 ms of waiting, no CPU", "wait_5ms": "5 ms of waiting, no CPU"}
+          "wait_1ms": "1 ms of waiting, no CPU", "wait_5ms": "5 ms of waiting, no CPU",
+          "noop_crowd": "no-op work, --crowd clients"}
 
 
 def print_summary(args: Any, summary: dict[str, Any]) -> None:
-    print(f"overhead: closed loop, {max(args.clients)} clients, {args.workers} workers, queue {args.queue_size}, "
+    crowd = f" (--crowd: {args.crowd})" if getattr(args, "crowd", None) else ""
+    interval = f", switch interval {args.switch_interval:g} s" if getattr(args, "switch_interval", None) else ""
+    print(f"overhead: closed loop, {max(args.clients)} clients{crowd}, {args.workers} workers, "
+          f"queue {args.queue_size}{interval}, "
           f"{args.count} tasks per run (a waiting kind: about {WAIT_RUN_S:g} s of tasks at its ceiling), "
           f"{args.repeats} interleaved pairs, one process")
     print("medians over the runs; engine/bare = median of the pairwise ratios [95% interval of their geometric "
@@ -283,6 +306,10 @@ def print_summary(args: Any, summary: dict[str, Any]) -> None:
         r = entry["ratio"]
         print(f"{'':<38} engine/bare {_fmt(r['median'], '.3f')} [{_fmt(r['low'], '.3f')}, {_fmt(r['high'], '.3f')}] "
               f"over {r['pairs']} pairs")
+        if "cpu_over_main" in entry:
+            growth = entry["cpu_over_main"]
+            print(f"{'':<38} {entry.get('clients')} clients: engine CPU/task {_fmt(growth['median'], '.2f')}x "
+                  f"[{_fmt(growth['low'], '.2f')}, {_fmt(growth['high'], '.2f')}] that at {max(args.clients)} clients")
         if "efficiency" in entry:
             eff = entry["efficiency"]
             print(f"{'':<38} engine efficiency {_fmt(eff['median'], '.3f')} [{_fmt(eff['low'], '.3f')}, "

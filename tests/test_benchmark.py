@@ -90,10 +90,18 @@ def test_http_comparison_gives_both_implementations_the_same_client(tmp_path, cl
 @needs_engine
 @pytest.mark.timeout(50)
 def test_overhead_reports_engine_and_bare(tmp_path):
-    proc = _bench("--overhead", "--count", "300", "--repeats", "2", "--clients", "20", "--out", str(tmp_path))
+    proc = _bench("--overhead", "--count", "300", "--repeats", "2", "--clients", "20", "--crowd", "60",
+                  "--switch-interval", "0.02", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads((tmp_path / "overhead.json").read_text())
-    assert set(doc["summary"]) == {"noop", "processor", "wait_1ms", "wait_5ms"}
+    assert set(doc["summary"]) == {"noop", "processor", "wait_1ms", "wait_5ms", "noop_crowd"}
+    assert doc["args"]["switch_interval"] == 0.02 and "switch interval 0.02 s" in proc.stdout
+    crowd = doc["summary"]["noop_crowd"]
+    engine_cpu = {(r["kind"], r["repeat"]): r["cpu_us_per_task"] for r in doc["runs"] if r["impl"] == "engine"}
+    growth = sorted(engine_cpu[("noop_crowd", n)] / engine_cpu[("noop", n)] for n in (0, 1))
+    assert crowd["clients"] == 60 and crowd["cpu_over_main"]["median"] == pytest.approx(sum(growth) / 2)
+    assert list(crowd["verdicts"])[0] == "engine CPU/task <= 1.2x that at the main level"
+    assert "60 clients: engine CPU/task" in proc.stdout
     for entry in doc["summary"].values():
         ratio = entry["ratio"]
         assert ratio["pairs"] == 2 and ratio["low"] <= ratio["geometric_mean"] <= ratio["high"], ratio
@@ -128,7 +136,8 @@ def test_memory_mode_runs_each_implementation_in_its_own_process(tmp_path):
                                   ["--latency-ms", "-1"], ["--nope"], ["--clients", "x"],
                                   ["--overhead", "--memory"], ["--server-latency-ms", "5"],
                                   ["--http-client", "stdlib"], ["--store-backend", "http", "--memory"],
-                                  ["--store-backend", "ftp"]])
+                                  ["--store-backend", "ftp"], ["--crowd", "100"], ["--overhead", "--crowd", "0"],
+                                  ["--overhead", "--switch-interval", "0"], ["--switch-interval", "0.05"]])
 def test_bad_arguments_exit_2(args, tmp_path):
     proc = _bench(*args, "--out", str(tmp_path))
     assert proc.returncode == 2
