@@ -258,3 +258,23 @@ def test_overhead_spread_target_catches_bimodal_runs_and_needs_five():
     assert overhead.spread_verdict([8502, 8008, 8387, 8396]) == "inconclusive"
     assert overhead.spread([100, 115, 85]) == pytest.approx(0.15)
     assert overhead.spread_verdict([100, 100, 116, 100, 100]) == "not met"
+
+
+@needs_engine
+@pytest.mark.timeout(60)
+def test_ab_overhead_script_pairs_two_checkouts_and_refuses_bad_input(tmp_path):
+    """scripts/ab_overhead.py (the README's before/after command): one pair of the same checkout gives both
+    sides' medians and a B/A ratio; a directory that is no checkout, or zero pairs, exits 2 with one line."""
+    script = os.path.join(ROOT, "scripts", "ab_overhead.py")
+
+    def ab(*args):
+        return subprocess.run([spawn.default_python(), script, *args], capture_output=True, text=True, timeout=50,
+                              cwd=ROOT, env=spawn.trial_env())
+
+    proc = ab(ROOT, ROOT, "--pairs", "1", "--tasks", "200", "--clients", "10")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "pair 1/1 A:" in proc.stderr and "pair 1/1 B:" in proc.stderr
+    assert proc.stdout.count("medians") == 2 and "B/A tasks/s: median" in proc.stdout
+    for bad in ([str(tmp_path), ROOT], [ROOT, ROOT, "--pairs", "0"]):
+        proc = ab(*bad)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -1,0 +1,105 @@
+"""Interleaved A/B of the engine's durable path between two checkouts (before/after figures of a change).
+
+    python scripts/ab_overhead.py DIR_A DIR_B [--pairs 6] [--tasks 20000] [--clients 100] [--wait-ms 0]
+
+Each run is a fresh process that imports the engine and the lab from one checkout (DIR_A or DIR_B, e.g. a
+`git worktree add ../before <commit>`) and pushes --tasks tasks through the engine's closed loop, the one of
+`benchmark.py --overhead` (lab.overhead.measure: --clients clients, 8 workers, queue 200, a no-op processor,
+or one that sleeps --wait-ms), on scratch that is removed afterwards. Runs alternate A and B, the order
+inside a pair alternating too, so the machine's drift lands on both; the summary gives each side's medians
+and the median of the pairwise B/A ratios with their range. Progress on stderr, the summary on stdout.
+Exit codes: 0 ok, 1 a run failed, 2 bad arguments.
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+
+CHILD = r"""
+import json, os, shutil, sys, tempfile
+checkout, scratch = sys.argv[1], sys.argv[5]
+tasks_n, clients, wait_ms = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+sys.path.insert(0, checkout)
+os.chdir(checkout)
+from lab.overhead import NoopProcessor, WaitProcessor, measure
+from runners.adapters import EngineAdapter
+from runners.workload import ensure_objects, make_tasks
+work = tempfile.mkdtemp(prefix="tq-ab-", dir=scratch)
+try:
+    tasks = make_tasks(tasks_n, seed=1, object_bytes=0)
+    ensure_objects(tasks, os.path.join(work, "store"))
+    processor = WaitProcessor(wait_ms) if wait_ms > 0 else NoopProcessor()
+    adapter = EngineAdapter(processor=processor, max_workers=8, queue_size=200, latency_ms=0.0,
+                            db_path=os.path.join(work, "db", "tasks.db"), store_root=os.path.join(work, "store"),
+                            log_level="WARNING")
+    adapter.start()
+    try:
+        result = measure(adapter, tasks, clients, 600.0)
+    finally:
+        adapter.stop()
+    print(json.dumps(result))
+finally:
+    shutil.rmtree(work, ignore_errors=True)
+"""
+KEYS = (("tasks_per_s", "tasks/s", ".0f"), ("cpu_us_per_task", "us CPU/task", ".1f"),
+        ("voluntary_switches_per_task", "switches/task", ".2f"), ("p95_ms", "P95 ms", ".1f"))
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        print(f"ab_overhead.py: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run_one(checkout, args, scratch):
+    proc = subprocess.run([sys.executable, "-c", CHILD, checkout, str(args.tasks), str(args.clients),
+                           str(args.wait_ms), scratch], capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"a run in {checkout} failed: {tail}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    p = _Parser(description=__doc__.split("\n\n")[0])
+    p.add_argument("a", help="checkout A (before)")
+    p.add_argument("b", help="checkout B (after)")
+    p.add_argument("--pairs", type=int, default=6, help="interleaved pairs (default 6)")
+    p.add_argument("--tasks", type=int, default=20000, help="tasks per run (default 20000)")
+    p.add_argument("--clients", type=int, default=100, help="closed-loop clients (default 100)")
+    p.add_argument("--wait-ms", type=float, default=0.0, help="each task sleeps this long (default 0: no-op)")
+    args = p.parse_args(argv)
+    for checkout in (args.a, args.b):
+        if not os.path.isfile(os.path.join(checkout, "lab", "overhead.py")):
+            p.error(f"{checkout} is not a checkout of this project (no lab/overhead.py)")
+    if args.pairs < 1 or args.tasks < 1 or args.clients < 1 or not args.wait_ms >= 0:
+        p.error("--pairs, --tasks and --clients must be >= 1, --wait-ms >= 0")
+    scratch = tempfile.mkdtemp(prefix="tq-ab-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    runs = {"a": [], "b": []}
+    try:
+        for pair in range(args.pairs):
+            for side in (("a", "b") if pair % 2 == 0 else ("b", "a")):
+                result = run_one(getattr(args, side), args, scratch)
+                runs[side].append(result)
+                print(f"pair {pair + 1}/{args.pairs} {side.upper()}: " + ", ".join(
+                    f"{format(result[key], spec)} {label}" for key, label, spec in KEYS), file=sys.stderr, flush=True)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        print(f"ab_overhead.py: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    for side in ("a", "b"):
+        print(f"{side.upper()} {getattr(args, side)}: medians " + ", ".join(
+            f"{format(statistics.median(r[key] for r in runs[side]), spec)} {label}" for key, label, spec in KEYS))
+    for key, label, _spec in KEYS[:2]:
+        ratios = [b[key] / a[key] for a, b in zip(runs["a"], runs["b"], strict=True)]
+        print(f"B/A {label}: median {statistics.median(ratios):.3f} (pairs {min(ratios):.3f}-{max(ratios):.3f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
