@@ -1,8 +1,9 @@
 """Durable task state in SQLite: task records, idempotency keys (UNIQUE), dead letters, recovery reads.
 
 One writer thread owns the write connection. Every write is appended to the open batch; the writer takes
-the whole batch, commits it in one BEGIN IMMEDIATE ... COMMIT, then wakes everyone who waits for that
-batch at once (one Event per batch, not one per operation) and runs the callbacks of the final states.
+the whole batch, commits it in one BEGIN IMMEDIATE ... COMMIT, runs the claims' callbacks, then wakes
+everyone who waits for that batch (one Signal per batch, not one per operation: its waiters wake one after
+the other) and runs the callbacks of the final states.
 No lock is ever held across an SQLite call, so threads waiting to write never convoy behind a commit,
 and at load one commit carries many tasks. So:
 
