@@ -60,6 +60,7 @@ TARGET_CROWD_CPU = 1.2          # target 5: CPU per task under --crowd clients o
 TARGET_SPREAD = 0.15            # target 4: every run of one configuration within +-15% of their median ...
 TARGET_SPREAD_RUNS = 5          # ... over at least five runs
 KINDS = ("noop", "processor", "wait_1ms", "wait_5ms")
+NOOP_KINDS = ("noop", "noop_crowd")      # no work at all: the main level, and under --crowd clients
 WAIT_MS = {"wait_1ms": 1.0, "wait_5ms": 5.0}
 TARGET_EFFICIENCY = {"wait_1ms": 0.85, "wait_5ms": 0.97}
 WAIT_RUN_S = 1.5                # a waiting kind's run: about this long at the ceiling (fewer tasks than --count)
@@ -145,7 +146,7 @@ def run_overhead(args: Any, workdir: str, log: Any) -> int:
     shared: dict[str, Any] = {}
 
     def bare_fn(kind: str) -> Any:
-        if kind in ("noop", "noop_crowd"):
+        if kind in NOOP_KINDS:
             return lambda task: None
         if kind in WAIT_MS:
             seconds = WAIT_MS[kind] / 1000.0
@@ -160,7 +161,7 @@ def run_overhead(args: Any, workdir: str, log: Any) -> int:
     def run_one(kind: str, impl: str, index: int) -> dict[str, Any]:
         if impl == "engine":
             db = os.path.join(workdir, "runs", f"{kind}-{index}", "tasks.db")
-            stand_in = NoopProcessor() if kind in ("noop", "noop_crowd") else \
+            stand_in = NoopProcessor() if kind in NOOP_KINDS else \
                 WaitProcessor(WAIT_MS[kind]) if kind in WAIT_MS else None
             adapter: Any = EngineAdapter(processor=stand_in,
                                          max_workers=args.workers, queue_size=args.queue_size, latency_ms=0.0,
@@ -177,7 +178,7 @@ def run_overhead(args: Any, workdir: str, log: Any) -> int:
         return result
 
     runs = []
-    kinds = list(KINDS) + (["noop_crowd"] if getattr(args, "crowd", None) else [])
+    kinds = list(KINDS) + (["noop_crowd"] if args.crowd else [])
     for kind in kinds:
         for repeat in range(args.repeats):
             order = ("engine", "bare") if repeat % 2 == 0 else ("bare", "engine")
@@ -284,8 +285,8 @@ LABELS = {"noop": "no-op work (the durable path alone)", "processor": "the real 
 
 
 def print_summary(args: Any, summary: dict[str, Any]) -> None:
-    crowd = f" (--crowd: {args.crowd})" if getattr(args, "crowd", None) else ""
-    interval = f", switch interval {args.switch_interval:g} s" if getattr(args, "switch_interval", None) else ""
+    crowd = f" (--crowd: {args.crowd})" if args.crowd else ""
+    interval = f", switch interval {args.switch_interval:g} s" if args.switch_interval else ""
     print(f"overhead: closed loop, {max(args.clients)} clients{crowd}, {args.workers} workers, "
           f"queue {args.queue_size}{interval}, "
           f"{args.count} tasks per run (a waiting kind: about {WAIT_RUN_S:g} s of tasks at its ceiling), "

@@ -145,6 +145,11 @@ def invalid_key(task: Any) -> str | None:
     return key
 
 
+def _goes_to_queue(claim: Claim) -> bool:
+    """An ordinary claim that owns its key's unfinished row now (made, reclaimed or adopted): its flight is queued."""
+    return claim.outcome in ("new", "reclaimed", "adopted") and claim.intent == "queued"
+
+
 class Admission:
     """Turns submissions into claimed, queued flights (or final records), for one engine."""
 
@@ -209,7 +214,7 @@ class Admission:
                 assert row is not None
                 flight.row_id = row["id"]
                 flight.attempts = row.get("attempts", 0)
-                if claim.outcome in ("new", "reclaimed", "adopted") and claim.intent == "queued":
+                if _goes_to_queue(claim):
                     if not offer(flight):
                         return
                     queued.add(id(flight))
@@ -227,7 +232,7 @@ class Admission:
                 continue
             flight.row_id = row["id"]
             flight.attempts = row.get("attempts", 0)
-            if claim.outcome in ("new", "reclaimed", "adopted") and claim.intent == "queued":
+            if _goes_to_queue(claim):
                 if not self.queue.offer(flight):
                     reason = f"queue full ({self.mode})"
                     self._finish(flight, Outcome.rejected(flight.attempts, "QueueFull", reason))
