@@ -118,7 +118,10 @@ def test_overhead_reports_engine_and_bare(tmp_path):
     assert "engine/bare" in proc.stdout and "switches/task" in proc.stdout
     for kind, top in (("wait_1ms", 8000.0), ("wait_5ms", 1600.0)):      # 8 workers by default
         eff = doc["summary"][kind]["efficiency"]
-        assert eff["ceiling_tps"] == top and 0 < eff["low"] <= eff["median"] * 1.5 and eff["median"] < 1.05, eff
+        # two runs give a Student-t interval 12.7 standard errors wide: its low end may fall below zero when the
+        # runs differ by ~15% (seen on a noisy VM, old code and new alike), so only its order is asserted
+        assert eff["ceiling_tps"] == top and 0 < eff["median"] < 1.05, eff
+        assert eff["low"] <= eff["median"] <= eff["high"], eff
         assert doc["summary"][kind]["engine"]["tasks_per_s_median"] == pytest.approx(eff["median"] * top)
 
 
