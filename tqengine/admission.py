@@ -25,6 +25,7 @@ from .metrics import Metrics
 from .queue import TaskQueue
 from .records import Outcome
 from .state.store import Claim, StateStore
+from .sync import Signal
 from .tasks import MAX_KEY_LEN, MAX_TASK_ID, MIN_TASK_ID, fingerprint, parse_variant, validate
 
 MAX_INVALID_PAYLOAD = 64 * 1024    # bytes of a bad task's JSON kept in its row
@@ -161,8 +162,13 @@ class Admission:
         self._finish = finish          # commit a final outcome, then answer the flight
         self.submitted = 0
 
-    def admit(self, tasks: Iterable[Any], accepting: bool) -> list[TaskHandle]:
-        """Submit several tasks with one database commit for all their claims; a handle per task."""
+    def admit(self, tasks: Iterable[Any], accepting: bool, wake: Signal | None = None,
+              wake_within: float | None = None) -> list[TaskHandle]:
+        """Submit several tasks with one database commit for all their claims; a handle per task.
+        With `wake` (WorkerPool.run: the caller waits for the outcomes next) and room in the queue now, the
+        caller sleeps through the commit when the writer queues every new flight: `wake` is set by their
+        outcome, or right after the commit when something is left for the caller to do (a refused offer, a
+        stored result, an error). With the queue full, the caller waits for the commit as submit() does."""
         now = time.perf_counter()
         self.metrics.submitted(now)
         handles: list[TaskHandle] = []
@@ -201,9 +207,19 @@ class Admission:
                 handles.append(TaskHandle(flight, ident.task_id, False, now))
         if not claims:
             return handles
+        if wake is not None:
+            # the claims committed ahead of these (in this batch or the one being committed) take room first
+            if self.queue.has_room(len(flights) + self.state.claims_pending):
+                for flight in flights:
+                    flight.waker = wake
+            else:
+                # the writer could not queue them: each caller would be woken one by one from the writer
+                # thread; waiting for the commit instead, they wake in a chain (1000 clients on a queue of
+                # 200, measured: waking from the writer 0.80x tasks/s, 10.4 switches/task instead of 7.5)
+                wake = None
         queued: set[int] = set()        # the flights the writer put in the queue
 
-        def committed(err: BaseException | None) -> None:
+        def queue_committed(err: BaseException | None) -> None:
             # In the writer thread, right after the commit, before this submitter wakes; never blocks. Stops
             # at the first refusal, so the rest keep their order behind the submitter's own (blocking) offer.
             if err is not None:
@@ -218,8 +234,13 @@ class Admission:
                     if not offer(flight):
                         return
                     queued.add(id(flight))
+
+        def committed(err: BaseException | None) -> None:
+            queue_committed(err)
+            if wake is not None and len(queued) < len(flights):
+                wake.set()      # something is left for the submitter: wake it now, not at the outcome
         try:
-            self.state.claim(claims, committed)
+            self.state.claim(claims, committed, wake, wake_within)
         except Exception as exc:
             for flight in flights:
                 self._resolve(flight, Outcome.store_failed(0, exc))

@@ -15,7 +15,7 @@ from .sync import Signal
 
 class Flight:
     __slots__ = ("key", "payload", "task_id", "image_key", "variant", "row_id", "attempts", "event",
-                 "outcome", "finished_at", "submitted_at", "primary_counted", "recovered", "refused")
+                 "outcome", "finished_at", "submitted_at", "primary_counted", "recovered", "refused", "waker")
 
     def __init__(self, key: str | None, payload: str, task_id: str | None, image_key: str | None,
                  variant: str | None, submitted_at: float) -> None:
@@ -30,6 +30,14 @@ class Flight:
         self.primary_counted = True     # its latency and final status count in the metrics
         self.recovered = False          # resumed from the database at start (no handle waits for it)
         self.refused = False            # rejected because the engine is shutting down
+        self.waker: Signal | None = None    # a run() caller's one wake-up: set with `event`, when it must act
+                                            # or when the engine stops (it then looks at `event` again)
+
+    def wake(self) -> None:
+        """Wake everyone waiting for this flight's outcome (set it first: finish())."""
+        self.event.set()
+        if self.waker is not None:
+            self.waker.set()
 
     def finish(self, outcome: Outcome) -> None:
         """Record the outcome and when it came; the engine wakes the handles (`event.set()`) once its own

@@ -34,6 +34,7 @@ from .recovery import recover
 from .retry import PERMANENT, RESOURCE, BackoffScheduler, backoff_delay, classify, resource_cause
 from .state.lock import DatabaseLock
 from .state.store import StateStore
+from .sync import Signal
 
 __all__ = ["WorkerPool", "Engine", "TaskHandle", "TaskResult"]
 
@@ -198,6 +199,9 @@ class WorkerPool:
                 logs.event(40, "worker_did_not_stop")
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.scheduler.stop()
+        for flight in self.flights.unfinished():    # run() callers asleep in a submission: look again, then leave
+            if flight.waker is not None:
+                flight.waker.set()
         with self.flights.changed:          # no submission may be using the store when it closes
             self._closing = True
             self.flights.changed.wait_for(lambda: self._submitting == 0, timeout=30.0)
@@ -218,6 +222,23 @@ class WorkerPool:
 
     def submit_many(self, tasks: Iterable[Any]) -> list[TaskHandle]:
         """Submit several tasks with one database commit for all their claims; a list of handles."""
+        return self._admit(tasks)
+
+    def run(self, task: Any, timeout: float | None = None) -> TaskResult:
+        """Submit one task and wait for its final result: `submit(task).result(timeout)` with one wake-up
+        instead of two. The caller sleeps through its claim's commit (the writer queues the task) and wakes
+        at the outcome, or at the commit when it must act itself (block on a full queue, a stored result).
+        `timeout` bounds the whole wait (TimeoutError, as result()); the task goes on, as after submit(). The
+        guarantees are submit()'s and result()'s: the claim is durable before the task runs, the final
+        state before this returns. Measured on the durable path, 100 clients that submit and wait, against
+        submit() then result(): 1.05-1.17x tasks/s, 0.80-0.89x CPU per task, 6.0 -> 3.5 context switches per
+        task (README, Results)."""
+        deadline = None if timeout is None else time.perf_counter() + timeout
+        handle = self._admit((task,), Signal(), timeout)[0]
+        return handle.result(None if deadline is None else max(0.0, deadline - time.perf_counter()))
+
+    def _admit(self, tasks: Iterable[Any], wake: Signal | None = None,
+               wake_within: float | None = None) -> list[TaskHandle]:
         table = self.flights
         with table.lock:
             if not self._started or self._closing:
@@ -226,7 +247,7 @@ class WorkerPool:
             self._submitting += 1
         try:
             assert self._admission is not None
-            return self._admission.admit(tasks, self._accepting)
+            return self._admission.admit(tasks, self._accepting, wake, wake_within)
         finally:
             with table.lock:
                 self._submitting -= 1
@@ -309,7 +330,7 @@ class WorkerPool:
                 assert flight.finished_at is not None
                 latency = (flight.finished_at - flight.submitted_at) * 1000.0
             self.metrics.final(status, latency)
-        flight.event.set()
+        flight.wake()
         logs.event(20, "task_final", task_id=flight.task_id, idempotency_key=flight.key, status=status,
                    attempt=outcome.attempts, error_class=outcome.error_class)
 
@@ -318,7 +339,7 @@ class WorkerPool:
         for flight in self.flights.unfinished():
             if not flight.event.is_set():
                 flight.finish(Outcome.left_queued(flight.attempts))
-                flight.event.set()
+                flight.wake()
 
     # -- metrics -----------------------------------------------------------------------------
     @property

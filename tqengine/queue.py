@@ -69,6 +69,10 @@ class TaskQueue:
         self._metrics.count("enqueued")
         return True
 
+    def has_room(self, n: int = 1) -> bool:
+        """True when `n` more items would fit now (a hint: others may take the room first)."""
+        return self._q.qsize() + n <= self.maxsize
+
     def requeue(self, item: Any, stopping: Callable[[], bool], poll_s: float = 0.1) -> bool:
         """Put back a task that was accepted before (retry, recovery); False if `stopping()` first."""
         while True:

@@ -84,12 +84,13 @@ class Claim:
 class _Op:
     """One write: `kind` (claim | queued | retrying | success | dead | rejected), the row it changes, the
     statement's arguments (for a claim: the Claims), who to call once it is committed, and its error."""
-    __slots__ = ("kind", "row_id", "args", "callback", "error")
+    __slots__ = ("kind", "row_id", "args", "callback", "error", "answered")
 
     def __init__(self, kind: str, row_id: int | None, args: Any,
                  callback: Callable[[BaseException | None], None] | None = None) -> None:
         self.kind, self.row_id, self.args, self.callback = kind, row_id, args, callback
         self.error: BaseException | None = None
+        self.answered = False       # committed (or failed: `error`), before any callback runs
 
 
 class _Batch:
@@ -118,6 +119,7 @@ class StateStore:
         self.retention_s = retention_s
         self.on_fatal = on_fatal
         self.commits = 0
+        self.claims_pending = 0         # claims enqueued and not yet answered (their callbacks not yet run)
         self.wal_high_water = 0
         self.fatal: StoreError | None = None
         self._wal_big = False
@@ -176,13 +178,23 @@ class StateStore:
             raise store_error(exc, f"database {self.db_path}") from None
 
     # -- the write API ----------------------------------------------------------------------
-    def claim(self, claims: list[Claim],
-              committed: Callable[[BaseException | None], None] | None = None) -> list[Claim]:
+    def claim(self, claims: list[Claim], committed: Callable[[BaseException | None], None] | None = None,
+              wake: Signal | None = None, wake_within: float | None = None) -> list[Claim]:
         """Commit the claims and fill in each one's outcome; returns once they are durable. `committed(err)`,
-        if given, runs in the writer thread after the commit (or its failure) and before this returns."""
+        if given, runs in the writer thread after the commit (or its failure) and before this returns.
+        `wake`, if given, is what this waits for instead of the commit (up to `wake_within` seconds): a Signal
+        that its owner sets only after the commit (`committed`, or the outcome of the claims' tasks), so a
+        caller that then waits for those outcomes anyway wakes once, not twice (WorkerPool.run)."""
         op = _Op("claim", None, claims, committed)
         batch = self._enqueue(op, urgent=True)
-        if not batch.done.wait(self.claim_wait_s):
+        wait_s = self.claim_wait_s
+        if wake is not None:
+            started = time.perf_counter()
+            wake.wait(wait_s if wake_within is None else max(0.0, min(wake_within, wait_s)))
+            wait_s -= time.perf_counter() - started
+        # woken after the commit, by the owner of `wake` (its callback has run): no need to wait for the batch
+        woken = wake is not None and wake.is_set() and op.answered
+        if not woken and not batch.done.wait(max(0.0, wait_s)):
             with self._cv:
                 gave_up = op.callback is not None or committed is None
                 op.callback = None          # the writer must not run it for a submitter that gave up
@@ -234,6 +246,8 @@ class StateStore:
             if not batch.ops:
                 batch.since = time.perf_counter()
             batch.ops.append(op)
+            if op.kind == "claim":
+                self.claims_pending += len(op.args)
             if urgent and not batch.urgent:
                 batch.urgent = True
                 self._cv.notify()
@@ -292,6 +306,7 @@ class StateStore:
         errors = self._commit(batch.ops)
         for op, err in zip(batch.ops, errors, strict=True):
             op.error = err
+            op.answered = True
         self._answer(batch)
         fatal = next((e for e in errors if isinstance(e, StoreResourceError) or
                       (isinstance(e, StoreError) and e.cause == "database corrupt")), None)
@@ -303,12 +318,13 @@ class StateStore:
     def _answer(self, batch: _Batch) -> None:
         """Run the claims' callbacks (before their claimers wake, so a claimer sees what its callback did),
         wake the batch's waiters, then run the callbacks of its other writes (each op's error is set)."""
-        claims = [op for op in batch.ops if op.kind == "claim" and op.callback is not None]
+        claims = [op for op in batch.ops if op.kind == "claim"]
         if claims:
             with self._cv:      # each taken once: a claimer whose wait timed out takes its own (claim())
                 callbacks = [(op, op.callback) for op in claims]
                 for op in claims:
                     op.callback = None
+                    self.claims_pending -= len(op.args)
             for op, callback in callbacks:
                 if callback is not None:
                     try:
@@ -567,6 +583,7 @@ class StateStore:
             if self._conn is None:
                 for op in batch.ops:
                     op.error = StoreError("the state store is closed", "state store closed")
+                    op.answered = True
                 self._answer(batch)
                 return
             self._commit_batch(batch)

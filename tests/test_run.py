@@ -1,0 +1,173 @@
+"""WorkerPool.run(task, timeout): submit and wait in one call. It must answer exactly what
+submit(task).result(timeout) answers, in every case (success, a stored result, an invalid task, a full queue
+in both modes, a timeout, an engine that stops), and its caller must sleep through the claim's commit when
+the writer queues the task (one wake-up, at the outcome), yet wake at the commit when it has to act itself."""
+import threading
+import time
+
+import pytest
+
+import tqengine.state.store as store_module
+from tests.engine_helpers import engine_config, workload
+from tqengine import TaskQueue, WorkerPool
+from tqengine.sync import Signal
+
+
+class _Gate:
+    """A processor whose tasks wait until `release` is set (at most 30 s), counting the ones that started."""
+
+    def __init__(self):
+        self.release = threading.Event()
+        self.started = 0
+        self.lock = threading.Lock()
+
+    def process(self, image_key, variant, key, attempt):
+        with self.lock:
+            self.started += 1
+        self.release.wait(30)
+        return f"variants/{image_key}@{variant}", "", 0
+
+    def completed_output(self, image_key, variant):
+        return None
+
+
+def _deadline_until(predicate, seconds=20.0):
+    deadline = time.perf_counter() + seconds
+    while not predicate():
+        if time.perf_counter() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.005)
+
+
+def _same(result, other):
+    fields = ("task_id", "idempotency_key", "status", "attempts", "output_key", "output_digest", "error_class",
+              "duplicate")
+    return {f: getattr(result, f) for f in fields} == {f: getattr(other, f) for f in fields}
+
+
+@pytest.mark.timeout(60)
+def test_run_answers_what_submit_then_result_answers(tmp_path):
+    tasks = workload(tmp_path, 3, object_bytes=0)
+    bad = {"task_id": "bad", "image_key": "../escape.jpg", "size": "10x10"}
+    cfg = engine_config(tmp_path)
+    with WorkerPool(cfg) as pool:
+        first = pool.run(tasks[0], timeout=30)
+        assert first.status == "success" and not first.duplicate and first.output_key
+        again = pool.run(tasks[0], timeout=30)              # the key ended: its stored result, nothing runs
+        assert again.status == "success" and again.duplicate and again.output_key == first.output_key
+        invalid = pool.run(bad, timeout=30)
+        assert invalid.status == "dead" and invalid.error_class == "ValidationError"
+    answers = {}
+    for way in ("submit", "run"):        # each on a database of its own: the same tasks, twice each
+        workload(tmp_path / way, 3, object_bytes=0)
+        with WorkerPool(engine_config(tmp_path / way)) as pool:
+            call = (lambda t: pool.submit(t).result(30)) if way == "submit" else (lambda t: pool.run(t, 30))
+            answers[way] = [call(t) for t in (tasks[1], bad, tasks[1], bad)]
+    by_submit, by_run = answers["submit"], answers["run"]
+    assert [r.duplicate for r in by_run] == [False, False, True, True]
+    assert all(_same(a, b) for a, b in zip(by_run, by_submit, strict=True)), (by_run, by_submit)
+
+
+@pytest.mark.timeout(60)
+def test_run_sleeps_through_the_claim_commit_when_the_writer_queues_the_task(tmp_path, monkeypatch):
+    """The batch's commit signal (what submit() waits on) must not be waited on by a run() caller whose task
+    the writer queued: it wakes once, at the outcome. submit() still waits on it (the check can fail)."""
+    waits = []
+
+    class Recording(Signal):
+        __slots__ = ()
+
+        def wait(self, timeout=None):
+            waits.append(threading.current_thread().name)
+            return super().wait(timeout)
+    monkeypatch.setattr(store_module, "Signal", Recording)      # the batches' `done` signals
+    tasks = workload(tmp_path, 4, object_bytes=0)
+    with WorkerPool(engine_config(tmp_path)) as pool:
+        results = []
+        runner = threading.Thread(target=lambda: results.extend(pool.run(t, timeout=30) for t in tasks[:2]),
+                                  name="runner")
+        runner.start()
+        runner.join(30)
+        submitter = threading.Thread(target=lambda: results.extend(pool.submit(t).result(30) for t in tasks[2:]),
+                                     name="submitter")
+        submitter.start()
+        submitter.join(30)
+    assert [r.status for r in results] == ["success"] * 4
+    assert "runner" not in waits
+    assert waits.count("submitter") == 2
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", ["block", "fail_fast"])
+@pytest.mark.parametrize("room_hint", ["real", "wrong"])
+def test_run_on_a_full_queue_blocks_or_is_rejected_like_submit(tmp_path, monkeypatch, mode, room_hint):
+    """One worker held busy and a queue of one: the run() caller blocks for room (block) or is rejected at
+    once (fail_fast). `real`: it sees the queue full and waits for the commit as submit() does; `wrong`: it
+    believes there is room and sleeps, so the writer, finding the queue full, must wake it at the commit."""
+    if room_hint == "wrong":
+        monkeypatch.setattr(TaskQueue, "has_room", lambda self, n=1: True)
+    gate = _Gate()
+    tasks = workload(tmp_path, 3, object_bytes=0)
+    cfg = engine_config(tmp_path, max_workers=1, queue_size=1, mode=mode, enqueue_timeout_s=20.0)
+    with WorkerPool(cfg, processor=gate) as pool:
+        held = pool.submit(tasks[0])
+        _deadline_until(lambda: gate.started == 1)
+        queued = pool.submit(tasks[1])                      # fills the queue
+        _deadline_until(lambda: pool.queue._q.qsize() == 1)
+        out = []
+        runner = threading.Thread(target=lambda: out.append(pool.run(tasks[2], timeout=30)))
+        runner.start()
+        if mode == "fail_fast":
+            runner.join(20)
+            assert out and out[0].status == "rejected" and out[0].error_class == "QueueFull"
+            gate.release.set()
+        else:
+            _deadline_until(lambda: pool.metrics_snapshot()["counters"].get("enqueued", 0) == 2)
+            assert runner.is_alive() and not out              # blocked for room: the queue is still full
+            gate.release.set()
+            runner.join(20)
+            assert out and out[0].status == "success"
+        assert held.result(20).status == queued.result(20).status == "success"
+
+
+@pytest.mark.timeout(60)
+def test_run_times_out_like_result_and_the_task_goes_on(tmp_path):
+    gate = _Gate()
+    tasks = workload(tmp_path, 1, object_bytes=0)
+    with WorkerPool(engine_config(tmp_path), processor=gate) as pool:
+        started = time.perf_counter()
+        with pytest.raises(TimeoutError):
+            pool.run(tasks[0], timeout=0.3)
+        assert time.perf_counter() - started < 10
+        gate.release.set()
+        assert pool.drain(20)
+        assert pool.run(tasks[0], timeout=20).status == "success"      # finished after all: its stored result
+
+
+@pytest.mark.timeout(60)
+def test_run_returns_when_the_engine_stops_without_finishing(tmp_path):
+    """A task left queued by a stop: run() answers `queued` (it resumes at the next start), promptly."""
+    gate = _Gate()
+    tasks = workload(tmp_path, 2, object_bytes=0)
+    cfg = engine_config(tmp_path, max_workers=1, queue_size=4)
+    pool = WorkerPool(cfg, processor=gate).start()
+    try:
+        pool.submit(tasks[0])
+        _deadline_until(lambda: gate.started == 1)
+        out = []
+        runner = threading.Thread(target=lambda: out.append(pool.run(tasks[1])))
+        runner.start()
+        _deadline_until(lambda: pool.queue._q.qsize() == 1)
+        stopper = threading.Thread(target=lambda: pool.shutdown(graceful=False))
+        began = time.perf_counter()
+        stopper.start()
+        gate.release.set()
+        stopper.join(30)
+        runner.join(30)
+        assert not runner.is_alive() and out and out[0].status == "queued"    # left for the next start
+        # the caller asleep in its submission is woken by the stop: it does not hold shutdown up (30 s before)
+        assert time.perf_counter() - began < 10
+    finally:
+        gate.release.set()
+        if pool._started:
+            pool.shutdown(graceful=False)
