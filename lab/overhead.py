@@ -1,7 +1,9 @@
 """`benchmark.py --overhead`: what the engine's machinery costs per task, under a closed loop of clients.
 
 Each client submits a task and waits for its final answer, then the next (100 clients by default), so the
-engine's latency and its wake-ups are on the measured path, as in real use. Two kinds of per-task work,
+engine's latency and its wake-ups are on the measured path, as in real use (runners/load.py run_closed: the
+engine through WorkerPool.run, its one call for submit-and-wait; the bare pool through submit() and its
+future). Two kinds of per-task work,
 each run by the engine and by a bare pool, in this process, interleaved pair by pair (the order inside a
 pair alternates), so machine drift lands on both sides of a ratio:
 

@@ -3,6 +3,8 @@
     adapter.start()
     handle = adapter.submit(task)        # may block (backpressure) or raise (rejection)
     outcome = handle.result(timeout)     # dict with at least "status"; TimeoutError if not final in time
+    outcome = adapter.run(task, timeout) # optional: submit and wait in one call, where the implementation
+                                         # has one (the closed loop then uses it)
     adapter.metrics()                    # implementation-side fields, None where unknown (never invented)
     adapter.stop()
 
@@ -300,6 +302,10 @@ class EngineAdapter(Adapter):
 
     def submit_many(self, tasks):
         return [_Handle(h, _as_dict, _NullOutcomes) for h in self.pool.submit_many(tasks)]
+
+    def run(self, task, timeout=None):
+        """Submit and wait in one call (WorkerPool.run: one wake-up per task); the outcome dict."""
+        return _as_dict(self.pool.run(task, timeout))
 
     def drain(self, timeout=None):
         return self.pool.drain(timeout)

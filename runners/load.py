@@ -2,7 +2,10 @@
 
 Closed loop: `clients` threads; each takes the next task from the shared list, submits it, waits for its
 final result, and repeats until all `count` tasks have been issued. At most `clients` tasks are ever in
-flight, so the offered load adapts to the system under test.
+flight, so the offered load adapts to the system under test. A client submits and waits through the
+adapter's `run(task, timeout)` where the implementation offers one call for both (the engine's
+WorkerPool.run, which wakes its caller once per task instead of twice), else submit() then result(): each
+implementation is driven the way its own API serves a caller that submits and waits.
 
 Open loop: a dispatcher issues task i at its intended time t0 + i/rate whatever happens to earlier tasks.
 It never skips a task to catch up; when submit() blocks, the late tasks are issued as soon as it returns.
@@ -65,6 +68,24 @@ def _finish(record, handle, timeout):
         record.status, record.error = "error", f"{type(exc).__name__}: {exc}"[:300]
         return
     record.end = time.perf_counter()
+    _settle(record, outcome)
+
+
+def _run(run, task, record, timeout):
+    """Submit and wait in one call (an adapter's `run`); the record as _submit and _finish would leave it."""
+    try:
+        outcome = run(task, timeout)
+    except TimeoutError:
+        record.status = "timeout"
+        return
+    except Exception as exc:
+        record.status, record.error = "submit_error", f"{type(exc).__name__}: {exc}"[:300]
+        return
+    record.end = time.perf_counter()
+    _settle(record, outcome)
+
+
+def _settle(record, outcome):
     status = outcome.get("status") if isinstance(outcome, dict) else None
     record.status = status if isinstance(status, str) else "error"
     if record.status != OK and isinstance(outcome, dict):
@@ -92,6 +113,7 @@ def run_closed(adapter, tasks, clients, result_timeout_s=60.0):
     lock = threading.Lock()
     state = {"next": 0}
     gate = threading.Event()
+    run = getattr(adapter, "run", None)
 
     def client():
         gate.wait()
@@ -103,6 +125,9 @@ def run_closed(adapter, tasks, clients, result_timeout_s=60.0):
                 state["next"] = index + 1
             now = time.perf_counter()
             record = records[index] = Record(index, now, now)
+            if run is not None:
+                _run(run, tasks[index], record, result_timeout_s)
+                continue
             handle = _submit(adapter, tasks[index], record)
             if handle is not None:
                 _finish(record, handle, result_timeout_s)

@@ -8,6 +8,7 @@ import time
 import pytest
 
 import tqengine.state.store as store_module
+from runners.load import run_closed
 from tests.engine_helpers import engine_config, workload
 from tqengine import TaskQueue, WorkerPool
 from tqengine.sync import Signal
@@ -171,3 +172,26 @@ def test_run_returns_when_the_engine_stops_without_finishing(tmp_path):
         gate.release.set()
         if pool._started:
             pool.shutdown(graceful=False)
+
+
+class _RunOnly:
+    """An adapter whose submit() must not be used: the closed loop has to take `run`."""
+
+    def __init__(self):
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def submit(self, task):
+        raise AssertionError("the closed loop used submit() although the adapter has run()")
+
+    def run(self, task, timeout=None):
+        with self.lock:
+            self.calls += 1
+        return {"status": "success"}
+
+
+@pytest.mark.timeout(30)
+def test_the_closed_loop_submits_and_waits_through_run_where_an_adapter_has_it():
+    adapter = _RunOnly()
+    records, _t0, _info = run_closed(adapter, [{"i": i} for i in range(50)], clients=5)
+    assert adapter.calls == 50 and all(r.status == "success" and r.end is not None for r in records)
