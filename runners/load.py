@@ -59,33 +59,25 @@ class Record:
 
 
 def _finish(record, handle, timeout):
-    try:
-        outcome = handle.result(timeout)
-    except TimeoutError:
-        record.status = "timeout"
-        return
-    except Exception as exc:
-        record.status, record.error = "error", f"{type(exc).__name__}: {exc}"[:300]
-        return
-    record.end = time.perf_counter()
-    _settle(record, outcome)
+    _answered(record, lambda: handle.result(timeout), "error")
 
 
 def _run(run, task, record, timeout):
     """Submit and wait in one call (an adapter's `run`); the record as _submit and _finish would leave it."""
+    _answered(record, lambda: run(task, timeout), "submit_error")
+
+
+def _answered(record, wait, error_status):
+    """Fill in the record from `wait()`, the final outcome dict; `error_status` when it raises."""
     try:
-        outcome = run(task, timeout)
+        outcome = wait()
     except TimeoutError:
         record.status = "timeout"
         return
     except Exception as exc:
-        record.status, record.error = "submit_error", f"{type(exc).__name__}: {exc}"[:300]
+        record.status, record.error = error_status, f"{type(exc).__name__}: {exc}"[:300]
         return
     record.end = time.perf_counter()
-    _settle(record, outcome)
-
-
-def _settle(record, outcome):
     status = outcome.get("status") if isinstance(outcome, dict) else None
     record.status = status if isinstance(status, str) else "error"
     if record.status != OK and isinstance(outcome, dict):
