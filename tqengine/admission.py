@@ -219,24 +219,20 @@ class Admission:
                 wake = None
         queued: set[int] = set()        # the flights the writer put in the queue
 
-        def queue_committed(err: BaseException | None) -> None:
+        def committed(err: BaseException | None) -> None:
             # In the writer thread, right after the commit, before this submitter wakes; never blocks. Stops
             # at the first refusal, so the rest keep their order behind the submitter's own (blocking) offer.
-            if err is not None:
-                return
-            offer = self.queue.offer_nowait
-            for claim, flight in zip(claims, flights, strict=True):
-                row = claim.row
-                assert row is not None
-                flight.row_id = row["id"]
-                flight.attempts = row.get("attempts", 0)
-                if _goes_to_queue(claim):
-                    if not offer(flight):
-                        return
-                    queued.add(id(flight))
-
-        def committed(err: BaseException | None) -> None:
-            queue_committed(err)
+            if err is None:
+                offer = self.queue.offer_nowait
+                for claim, flight in zip(claims, flights, strict=True):
+                    row = claim.row
+                    assert row is not None
+                    flight.row_id = row["id"]
+                    flight.attempts = row.get("attempts", 0)
+                    if _goes_to_queue(claim):
+                        if not offer(flight):
+                            break
+                        queued.add(id(flight))
             if wake is not None and len(queued) < len(flights):
                 wake.set()      # something is left for the submitter: wake it now, not at the outcome
         try:
