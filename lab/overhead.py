@@ -23,11 +23,13 @@ the pairs), then verdicts on the targets of issue 11:
   1. noop: >= 10,000 tasks/s, >= 0.3x the bare pool, <= 120 us of CPU per task;
   2. processor: >= 0.8x the bare pool running the same Processor;
   3. wait_1ms >= 0.85 and wait_5ms >= 0.97 of the ceiling (the 95% interval of the engine's tasks/s over
-     the ceiling);
+     the ceiling); beside it, the bare pool's share of the same ceiling, and how long one such sleep lasts
+     timed alone in this process (measure_sleep), which no pool can beat;
   4. every kind: the engine's runs each within +-15% of their median (no bimodality; needs --repeats 5);
   5. with --crowd N (e.g. 1000): the no-op kind again under N clients (`noop_crowd`), and the engine's CPU
      per task there over its CPU per task at the main level <= 1.2 (median of the pairwise ratios, repeat
-     by repeat, and their 95% interval).
+     by repeat, and their 95% interval); beside it the same measure of the bare pool, which has no engine
+     (the cost of more client threads to the interpreter and the kernel).
 `--switch-interval S` (benchmark.py) sets sys.setswitchinterval(S) for the whole process first, so engine
 and bare pool run under it alike: with many client threads the interpreter's 5 ms default makes every
 thread that waits for the GIL wake each 5 ms to ask for it, one context switch per wake.
@@ -65,6 +67,7 @@ KINDS = ("noop", "processor", "wait_1ms", "wait_5ms")
 NOOP_KINDS = ("noop", "noop_crowd")      # no work at all: the main level, and under --crowd clients
 WAIT_MS = {"wait_1ms": 1.0, "wait_5ms": 5.0}
 TARGET_EFFICIENCY = {"wait_1ms": 0.85, "wait_5ms": 0.97}
+SLEEP_SAMPLES = 100             # sleeps timed alone per waiting kind (measure_sleep): 0.6 s in all
 WAIT_RUN_S = 1.5                # a waiting kind's run: about this long at the ceiling (fewer tasks than --count)
 
 
@@ -181,6 +184,7 @@ def run_overhead(args: Any, workdir: str, log: Any) -> int:
 
     runs = []
     kinds = list(KINDS) + (["noop_crowd"] if args.crowd else [])
+    sleeps = {kind: measure_sleep(ms, SLEEP_SAMPLES) for kind, ms in WAIT_MS.items()}
     for kind in kinds:
         for repeat in range(args.repeats):
             order = ("engine", "bare") if repeat % 2 == 0 else ("bare", "engine")
@@ -192,7 +196,7 @@ def run_overhead(args: Any, workdir: str, log: Any) -> int:
                     f"{_fmt(result['tasks_per_s'], '.0f')} tasks/s, P95 {_fmt(result['p95_ms'], '.2f')} ms, "
                     f"{_fmt(result['cpu_us_per_task'], '.0f')} us CPU/task, "
                     f"{_fmt(result['voluntary_switches_per_task'], '.1f')} switches/task")
-    summary = summarize(runs, kinds, args.workers)
+    summary = summarize(runs, kinds, args.workers, sleeps)
     if "noop_crowd" in summary:
         summary["noop_crowd"]["clients"] = args.crowd
     print_summary(args, summary)
@@ -220,7 +224,32 @@ def spread_verdict(values: list[float]) -> str:
     return "met" if deviation <= TARGET_SPREAD else "not met"
 
 
-def summarize(runs: list[dict[str, Any]], kinds: list[str], workers: int = 8) -> dict[str, Any]:
+def _cpu_growth(runs: list[dict[str, Any]], by_repeat: dict[int, dict[str, dict[str, Any]]],
+                impl: str) -> dict[str, Any]:
+    """`impl`'s CPU per task under --crowd clients over its CPU per task at the main level (noop), pairwise
+    repeat by repeat: median and interval (_ratio_interval)."""
+    main_cpu = {r["repeat"]: r["cpu_us_per_task"] for r in runs if r["kind"] == "noop" and r["impl"] == impl}
+    return _ratio_interval([p[impl]["cpu_us_per_task"] / main_cpu[repeat] for repeat, p in by_repeat.items()
+                            if impl in p and main_cpu.get(repeat) and p[impl]["cpu_us_per_task"]])
+
+
+def measure_sleep(ms: float, count: int) -> float:
+    """The median wall time, in ms, of `count` calls of time.sleep(ms / 1000) in this thread alone: how long a
+    waiting kind's task really takes on this machine before any pool runs it (timer slack, wake-up latency)."""
+    seconds = ms / 1000.0
+    took = []
+    for _ in range(count):
+        started = time.perf_counter()
+        time.sleep(seconds)
+        took.append((time.perf_counter() - started) * 1000.0)
+    return statistics.median(took)
+
+
+def summarize(runs: list[dict[str, Any]], kinds: list[str], workers: int = 8,
+              sleeps: dict[str, float] | None = None) -> dict[str, Any]:
+    """Per kind: both sides' medians and intervals, the pairwise ratio, and the verdicts on issue 11's targets.
+    `sleeps`: per waiting kind, the measured length of one of its sleeps in ms (measure_sleep), shown beside
+    the ceiling."""
     summary: dict[str, Any] = {}
     for kind in kinds:
         mine = [r for r in runs if r["kind"] == kind]
@@ -244,12 +273,10 @@ def summarize(runs: list[dict[str, Any]], kinds: list[str], workers: int = 8) ->
         ratio = _ratio_interval(ratios)
         entry: dict[str, Any] = {"engine": side["engine"], "bare": side["bare"], "ratio": ratio, "verdicts": {}}
         if kind == "noop_crowd":
-            main_cpu = {r["repeat"]: r["cpu_us_per_task"] for r in runs
-                        if r["kind"] == "noop" and r["impl"] == "engine"}
-            cpu = [p["engine"]["cpu_us_per_task"] / main_cpu[repeat] for repeat, p in by_repeat.items()
-                   if "engine" in p and main_cpu.get(repeat) and p["engine"]["cpu_us_per_task"]]
-            growth = _ratio_interval(cpu)
+            growth = _cpu_growth(runs, by_repeat, "engine")
             entry["cpu_over_main"] = growth
+            # the same measure of the bare pool: what more client threads cost the interpreter without any engine
+            entry["bare_cpu_over_main"] = _cpu_growth(runs, by_repeat, "bare")
             entry["verdicts"] = {f"engine CPU/task <= {TARGET_CROWD_CPU:g}x that at the main level":
                                  stats.verdict(growth["low"], growth["high"], TARGET_CROWD_CPU, "<=")}
         elif kind == "noop":
@@ -265,10 +292,13 @@ def summarize(runs: list[dict[str, Any]], kinds: list[str], workers: int = 8) ->
         elif kind in WAIT_MS:
             top = ceiling(kind, workers)
             assert top is not None
-            eng = side["engine"]
-            share = {key: None if eng[f"tasks_per_s_{key}"] is None else eng[f"tasks_per_s_{key}"] / top
-                     for key in ("median", "low", "high")}
+            share = {f"{prefix}{key}": None if side[impl][f"tasks_per_s_{key}"] is None
+                     else side[impl][f"tasks_per_s_{key}"] / top
+                     for impl, prefix in (("engine", ""), ("bare", "bare_")) for key in ("median", "low", "high")}
             entry["efficiency"] = {"ceiling_tps": top, **share}
+            slept = (sleeps or {}).get(kind)
+            if slept:       # what one sleep of the task's length takes here, measured alone: a ceiling for any pool
+                entry["efficiency"].update(sleep_ms=slept, sleep_ceiling_share=WAIT_MS[kind] / slept)
             target = TARGET_EFFICIENCY[kind]
             entry["verdicts"] = {f"engine >= {target:g} of the {top:,.0f} tasks/s ceiling":
                                  stats.verdict(share["low"], share["high"], target, ">=")}
@@ -313,10 +343,20 @@ def print_summary(args: Any, summary: dict[str, Any]) -> None:
             growth = entry["cpu_over_main"]
             print(f"{'':<38} {entry.get('clients')} clients: engine CPU/task {_fmt(growth['median'], '.2f')}x "
                   f"[{_fmt(growth['low'], '.2f')}, {_fmt(growth['high'], '.2f')}] that at {max(args.clients)} clients")
+            bare = entry.get("bare_cpu_over_main")
+            if bare:
+                print(f"{'':<38} {entry.get('clients')} clients: bare pool CPU/task {_fmt(bare['median'], '.2f')}x "
+                      f"[{_fmt(bare['low'], '.2f')}, {_fmt(bare['high'], '.2f')}] that at {max(args.clients)} "
+                      f"clients (no engine: the threads themselves)")
         if "efficiency" in entry:
             eff = entry["efficiency"]
             print(f"{'':<38} engine efficiency {_fmt(eff['median'], '.3f')} [{_fmt(eff['low'], '.3f')}, "
                   f"{_fmt(eff['high'], '.3f')}] of the ceiling {eff['ceiling_tps']:,.0f} tasks/s")
+            print(f"{'':<38} bare pool efficiency {_fmt(eff.get('bare_median'), '.3f')} "
+                  f"[{_fmt(eff.get('bare_low'), '.3f')}, {_fmt(eff.get('bare_high'), '.3f')}]")
+            if eff.get("sleep_ms"):
+                print(f"{'':<38} one {kind[5:]} sleep lasts {eff['sleep_ms']:.3f} ms here, alone: any pool stays "
+                      f"below {eff['sleep_ceiling_share']:.3f} of the ceiling")
         deviation = entry["engine"]["tasks_per_s_spread"]
         print(f"{'':<38} engine runs: at most {_fmt(None if deviation is None else deviation * 100, '.1f')}% from "
               f"their median over {len(entry['engine']['tasks_per_s_all'])} runs"

@@ -104,6 +104,10 @@ def test_overhead_reports_engine_and_bare(tmp_path):
     assert crowd["clients"] == 60 and crowd["cpu_over_main"]["median"] == pytest.approx(sum(growth) / 2)
     assert list(crowd["verdicts"])[0] == "engine CPU/task <= 1.2x that at the main level"
     assert "60 clients: engine CPU/task" in proc.stdout
+    bare_cpu = {(r["kind"], r["repeat"]): r["cpu_us_per_task"] for r in doc["runs"] if r["impl"] == "bare"}
+    bare_growth = sorted(bare_cpu[("noop_crowd", n)] / bare_cpu[("noop", n)] for n in (0, 1))
+    assert crowd["bare_cpu_over_main"]["median"] == pytest.approx(sum(bare_growth) / 2)
+    assert "60 clients: bare pool CPU/task" in proc.stdout
     for entry in doc["summary"].values():
         ratio = entry["ratio"]
         assert ratio["pairs"] == 2 and ratio["low"] <= ratio["geometric_mean"] <= ratio["high"], ratio
@@ -123,6 +127,11 @@ def test_overhead_reports_engine_and_bare(tmp_path):
         assert eff["ceiling_tps"] == top and 0 < eff["median"] < 1.05, eff
         assert eff["low"] <= eff["median"] <= eff["high"], eff
         assert doc["summary"][kind]["engine"]["tasks_per_s_median"] == pytest.approx(eff["median"] * top)
+        assert doc["summary"][kind]["bare"]["tasks_per_s_median"] == pytest.approx(eff["bare_median"] * top)
+        # one sleep timed alone never lasts less than asked; what it lasts bounds any pool's efficiency
+        ms = 8 * 1000.0 / top     # the ceiling is workers * 1000 / ms
+        assert ms <= eff["sleep_ms"] < ms + 50 and eff["sleep_ceiling_share"] == pytest.approx(ms / eff["sleep_ms"])
+    assert "bare pool efficiency" in proc.stdout and "sleep lasts" in proc.stdout
 
 
 @needs_engine
