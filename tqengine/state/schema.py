@@ -18,7 +18,7 @@ import sqlite3
 from ..errors import ConfigError, SchemaMismatch, StoreCorrupt, StoreError, StoreLocked, StoreResourceError
 
 SCHEMA_VERSION = 1
-SQLITE_NEEDED = (3, 35, 0)      # RETURNING (3.35) and UPDATE ... FROM (3.33), used by the writer
+SQLITE_NEEDED = (3, 35, 0)      # RETURNING (3.35: pruning) and UPDATE ... FROM (3.33), used by the writer
 UNFINISHED = ("queued", "running", "retrying")
 FINAL = ("success", "dead", "rejected")
 TABLES = ("tasks", "dead_letters")
@@ -63,15 +63,22 @@ _INSERT_ROW = "(?,?,?,?,0,?,?,?,?)"
 _ON_CONFLICT = " ON CONFLICT(idempotency_key) DO NOTHING"
 # one row: no RETURNING (~4 us a row here); store.py reads the cursor's rowcount and lastrowid
 INSERT = _INSERT_INTO + _INSERT_ROW + _ON_CONFLICT
-# Runs of claims and of successes go to SQLite as one statement per GROUP_ROWS rows (store.py _apply): there
-# the INSERT's RETURNING names the rows it made (a row whose key was taken is not among them).
+# Runs of claims and of successes go to SQLite as one statement per GROUP_ROWS rows (store.py _apply). A run of
+# claims is one INSERT without RETURNING: SQLite gives each new row the largest id in the table plus one (its
+# documented rowid algorithm), so the rows made by one INSERT hold the ids lastrowid - rowcount + 1 ... lastrowid,
+# in the order of its VALUES. RETURNING cost four GIL releases a row in the sqlite3 module (a step, the column
+# count, a type per column), each one waking a thread that waits for the GIL. Once a row holds the largest
+# possible id, SQLite picks new ids at random: the store then inserts one claim at a time (store.py).
 GROUP_ROWS = 64
+TOP_ROWID = 2 ** 63 - 1
+HAS_TOP_ROWID = f"SELECT 1 FROM tasks WHERE id = {TOP_ROWID}"
+NEW_ROWS = "SELECT idempotency_key, id FROM tasks WHERE id > ? AND id <= ?"     # the rows one INSERT made
 
 
 @functools.lru_cache(maxsize=2 * GROUP_ROWS)
 def insert_rows(n: int) -> str:
-    """INSERT of n ordinary claims (9 values a row, as INSERT), returning (id, idempotency_key) of those made."""
-    return _INSERT_INTO + ",".join([_INSERT_ROW] * n) + _ON_CONFLICT + " RETURNING id, idempotency_key"
+    """INSERT of n ordinary claims (9 values a row, as INSERT); a claim whose key is taken makes no row."""
+    return _INSERT_INTO + ",".join([_INSERT_ROW] * n) + _ON_CONFLICT
 
 
 @functools.lru_cache(maxsize=2 * GROUP_ROWS)

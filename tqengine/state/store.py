@@ -131,6 +131,7 @@ class StateStore:
         self._closed = False
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
+        self._sequential_ids = True     # new rows take the next ids (schema.insert_rows); read at open
         self._open(used_before)
 
     def _open(self, used_before: bool) -> None:
@@ -159,6 +160,9 @@ class StateStore:
                 self._with_lock_retry(lambda: self._conn.execute(schema.OLD_UNFINISHED_INDEX))
             if self.retention_s > 0:
                 self._with_lock_retry(lambda: schema.create_prune_indexes(self._conn))
+            # the engine is the one writer while it runs (DatabaseLock), so what holds at open holds throughout
+            self._sequential_ids = new or self._with_lock_retry(
+                lambda: self._conn.execute(schema.HAS_TOP_ROWID).fetchone()) is None
         except ConfigError:
             self._conn.close()
             raise
@@ -425,22 +429,28 @@ class StateStore:
             execute(schema.success_rows(len(group)), [value for op in group for value in (op.row_id, *op.args, now)])
 
     def _apply_claims(self, execute: Callable[..., Any], claims: list[Claim], now: float) -> None:
-        """Claims in order: each run of ordinary ones (intent queued) is inserted GROUP_ROWS rows per statement;
-        one whose key is already taken, and every other intent, goes through _apply_claim."""
+        """Claims in order: each run of ordinary ones (intent queued) is inserted GROUP_ROWS rows per statement
+        (one at a time once the table holds the largest possible id: SQLite's new ids are then random, not the
+        next ones); one whose key is already taken, and every other intent, goes through _apply_claim."""
         start, count = 0, len(claims)
+        group_rows = schema.GROUP_ROWS if self._sequential_ids else 1
         while start < count:
             end = start
-            while end < count and end - start < schema.GROUP_ROWS and claims[end].intent == "queued":
+            while end < count and end - start < group_rows and claims[end].intent == "queued":
                 end += 1
             if end - start < 2:
                 self._apply_claim(execute, claims[start], now)
                 start += 1
                 continue
             group = claims[start:end]
-            rows = execute(schema.insert_rows(len(group)),
-                           [value for c in group for value in (c.task_id, c.key, c.payload, "queued", now, now,
-                                                               None, None)]).fetchall()
-            ids = dict((key, row_id) for row_id, key in rows)
+            cursor = execute(schema.insert_rows(len(group)),
+                             [value for c in group for value in (c.task_id, c.key, c.payload, "queued", now, now,
+                                                                 None, None)])
+            made, last = cursor.rowcount, cursor.lastrowid
+            if made == len(group):      # every key was free: the ids in VALUES order (schema.insert_rows)
+                ids = {claim.key: last - made + 1 + i for i, claim in enumerate(group)}
+            else:                       # some keys were taken: which rows were made, and their ids
+                ids = dict(execute(schema.NEW_ROWS, (last - made, last)).fetchall()) if made else {}
             for claim in group:
                 row_id = ids.pop(claim.key, None)
                 if row_id is not None:
