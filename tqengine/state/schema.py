@@ -66,8 +66,8 @@ INSERT = _INSERT_INTO + _INSERT_ROW + _ON_CONFLICT
 # Runs of claims and of successes go to SQLite as one statement per GROUP_ROWS rows (store.py _apply). A run of
 # claims is one INSERT without RETURNING: SQLite gives each new row the largest id in the table plus one (its
 # documented rowid algorithm), so the rows made by one INSERT hold the ids lastrowid - rowcount + 1 ... lastrowid,
-# in the order of its VALUES. RETURNING cost four GIL releases a row in the sqlite3 module (a step, the column
-# count, a type per column), each one waking a thread that waits for the GIL. Once a row holds the largest
+# in the order of its VALUES. RETURNING cost four GIL releases a returned row in the sqlite3 module (counted with
+# a uprobe on drop_gil), each one waking a thread that waits for the GIL. Once a row holds the largest
 # possible id, SQLite picks new ids at random: the store then inserts one claim at a time (store.py).
 GROUP_ROWS = 64
 TOP_ROWID = 2 ** 63 - 1
