@@ -154,11 +154,8 @@ def _all_or_none(rows, metric):
 
 
 def _pooled(rows):
-    hists = [r.get("_histogram") for r in rows]
-    if not hists or any(h is None for h in hists):
-        return None
-    h = LatencyHistogram.merged(hists)
-    if not h.count:
+    h = LatencyHistogram.pooled(r.get("_histogram") for r in rows)
+    if h is None:
         return None
     return {"tasks": h.count, "p50": h.percentile(50), "p95": h.percentile(95), "p99": h.percentile(99),
             "mean": h.mean, "max": h.max}

@@ -208,14 +208,8 @@ def usable_results(runs, impl, clients):
 
 
 def _pooled_p95(results):
-    hists = []
-    for r in results:
-        try:
-            hists.append(LatencyHistogram.from_dict(r.get("latency_histogram")))
-        except ValueError:
-            return None
-    h = LatencyHistogram.merged(hists)
-    return h.percentile(95) if h.count else None
+    h = LatencyHistogram.pooled(r.get("latency_histogram") for r in results)
+    return h.percentile(95) if h is not None else None
 
 
 def _trial_view(result):

@@ -136,3 +136,16 @@ def test_from_dict_refuses_malformed_input(mutate):
     good = _hist([1.0, 2.0, 3.0, 50.0]).to_dict()
     with pytest.raises(ValueError):
         LatencyHistogram.from_dict(mutate(good))
+
+
+def test_pooled_merges_every_trial_or_none_of_them():
+    """What the report and benchmark.py pool into one percentile: all the trials' histograms, never a subset."""
+    a, b = LatencyHistogram(), LatencyHistogram()
+    a.record_many([1.0, 2.0, 3.0])
+    b.record_many([10.0, 20.0])
+    pooled = LatencyHistogram.pooled([a, b.to_dict()])      # objects and their JSON form alike
+    assert pooled is not None and pooled.count == 5 and pooled.max == 20.0
+    assert pooled.percentile(50) == LatencyHistogram.merged([a, b]).percentile(50)
+    assert LatencyHistogram.pooled([a, None]) is None                   # a trial without one
+    assert LatencyHistogram.pooled([a, {"v": -1}]) is None              # a trial whose histogram is unreadable
+    assert LatencyHistogram.pooled([]) is None and LatencyHistogram.pooled([LatencyHistogram()]) is None

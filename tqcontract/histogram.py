@@ -102,6 +102,23 @@ class LatencyHistogram:
             out.merge(h)
         return out
 
+    @classmethod
+    def pooled(cls, histograms: Iterable[LatencyHistogram | dict[str, Any] | None]) -> LatencyHistogram | None:
+        """The trials' histograms (objects or their to_dict() forms) merged into one; None when any is missing
+        or unreadable (a percentile pooled over only some trials would pass for all of them) or when they hold
+        no latency at all."""
+        out = cls()
+        for h in histograms:
+            if h is None:
+                return None
+            if not isinstance(h, LatencyHistogram):
+                try:
+                    h = cls.from_dict(h)
+                except ValueError:
+                    return None
+            out.merge(h)
+        return out if out.count else None
+
     # ------------------------------------------------------------------------------ reading
 
     @property
