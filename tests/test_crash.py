@@ -122,7 +122,7 @@ def test_sigkill_while_creating_source_objects_then_restart(tmp_path):
     """Killed during --create-objects (the database is open but holds no task yet): the restart completes the
     objects (whole ones: each output verifies against the deterministic source), removes the writer's temp
     files and processes everything."""
-    count, nbytes = 300, 192 * 1024
+    count, nbytes = 120, 192 * 1024     # the kill comes at ~20 made: 120 leaves a margin and a short rerun
     tasks = make_tasks(count, seed=13, object_bytes=nbytes, image_size=(320, 240))   # a few ms each to create
     tasks_file = write_tasks(tmp_path / "tasks.json", tasks)
     store, db = tmp_path / "store", tmp_path / "state" / "tasks.db"
