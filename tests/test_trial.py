@@ -90,13 +90,15 @@ def test_cli_optimized_prints_one_metrics_document():
 @needs_baseline
 @pytest.mark.timeout(40)
 def test_in_process_open_loop_and_shared_workdir(tmp_path):
-    params = {"impl": "baseline", "count": 40, "load": "open", "rate": 400, "workers": 2, "latency_ms": 0,
+    params = {"impl": "baseline", "count": 80, "load": "open", "rate": 400, "workers": 2, "latency_ms": 0,
               "workdir": str(tmp_path)}
     first = run_trial(params)
     second = run_trial(params)                               # same workdir: objects reused, fresh run dir
     for doc in (first, second):
-        assert doc["tasks_submitted"] == 40 and doc["error_rate"] == 0
-        assert doc["harness"]["load"] == "open" and 300 <= doc["harness"]["offered_rate"] <= 500
+        assert doc["tasks_submitted"] == 80 and doc["error_rate"] == 0
+        # paced by the schedule, never ahead of it; behind it by at most the span again (0.2 s), which a busy
+        # machine (the suite's other workers) costs: 40 tasks once measured 282/s with a 40 ms stall
+        assert doc["harness"]["load"] == "open" and 200 <= doc["harness"]["offered_rate"] <= 500
         assert doc["ceiling_tps"] is None and doc["efficiency"] is None
     assert len(os.listdir(tmp_path / "runs")) == 2
 
