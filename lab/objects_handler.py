@@ -21,7 +21,7 @@ import urllib.parse
 
 from lab.objects_connection import BodyError, GuardedHandler
 from tqengine.errors import ObjectNotFound, UnsafeObject, ValidationError
-from tqengine.objects.local import TMP_SUFFIX
+from tqengine.objects.owned import TMP_SUFFIX
 from tqengine.tasks import check_key
 
 BUCKET_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
@@ -185,24 +185,25 @@ class ObjectHandler(GuardedHandler):
             self._reply(409, "this key is a directory of other objects", drain=True)
             return
         tmp = uploads.new_name()
+        folder = uploads.folder()
         digest = hashlib.sha256()
         nbytes = 0
         done = False
         failure = None
         try:
-            with open(uploads.held.create(tmp), "wb") as f:
+            with open(folder.create(tmp), "wb") as f:
                 for data in self._body_pieces():
                     f.write(data)
                     digest.update(data)
                     nbytes += len(data)
-            existed = confined.publish(uploads.held, tmp, parts, "key")
+            existed = confined.publish(folder, tmp, parts, "key")
             done = True
         except (BodyError, OSError, ValidationError) as exc:
             failure = exc
         finally:
             if not done:
                 try:
-                    uploads.held.unlink(tmp)
+                    folder.unlink(tmp)
                 except OSError:
                     pass
         if failure is not None:         # counted only now, when the temp file is gone

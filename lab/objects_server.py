@@ -31,7 +31,7 @@ Hostile clients (RFC 9112 is the reference for the framing rules):
   max_connections at once (default 512, lowered to fit the file limit): over it, the connection that has
   waited longest for a request is closed, or the new one gets a 503 when all are busy. A connection
   waiting for a request costs one blocked thread and no CPU; running out of descriptors never spins.
-- Uploads in progress live in `<root>/.tq-uploads/srv-*/` (one directory per server, held with flock);
+- Uploads in progress live in `<root>/.tq-uploads/<owner>/` (one directory per server, held with flock);
   at start a server removes the directories of servers that are gone, so a crash leaves nothing behind.
 
 Faults for experiments: a latency and, from a seeded RNG, a 503 (a transient fault) instead of handling
@@ -62,7 +62,7 @@ import time
 from lab import objects_guard as guard
 from lab.objects_connection import CHUNK
 from lab.objects_handler import ObjectHandler
-from lab.objects_uploads import UploadArea
+from lab.objects_uploads import open_upload_area
 from tqengine.objects.confined import ConfinedRoot
 from tqengine.objects.http import TOKEN_RE
 
@@ -110,11 +110,11 @@ class ObjectServer(http.server.ThreadingHTTPServer):
         if ":" in host:                     # an IPv6 address such as ::1
             self.address_family = socket.AF_INET6
         try:
-            self.uploads = UploadArea(self.confined)
+            self.uploads, self.removed_uploads = open_upload_area(self.confined)
         except BaseException:
             self.confined.close()
             raise
-        self.stats["removed_partial_uploads"] = self.uploads.removed
+        self.stats["removed_partial_uploads"] = self.removed_uploads
         try:
             super().__init__((host, port), ObjectHandler)
         except BaseException:
@@ -253,8 +253,8 @@ def serve(root, host="127.0.0.1", port=0, latency_ms=0.0, error_rate=0.0, seed=0
     server = ObjectServer(root, host=host, port=port, latency_ms=latency_ms, error_rate=error_rate,
                           seed=seed, verbose=verbose, allowed_hosts=allowed_hosts, token=token,
                           max_connections=max_connections, allow_hard_links=allow_hard_links)
-    if server.uploads.removed:
-        print(f"objects serve: removed {server.uploads.removed} partial upload(s) left by a server that "
+    if server.removed_uploads:
+        print(f"objects serve: removed {server.removed_uploads} partial upload(s) left by a server that "
               f"stopped", file=sys.stderr)
     stop = threading.Event()
     previous = {}

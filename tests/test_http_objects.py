@@ -496,7 +496,7 @@ def test_put_cut_short_leaves_nothing(srv, store, kind):
         part += b"%x\r\n%s" % (50_000, b"n" * 10_000) if kind == "chunked-mid-chunk" else b""
     sock = _cut_upload(srv.port, head, part)
     try:
-        directory = srv.uploads.dir             # <root>/.tq-uploads/srv-*/: not reachable by any key
+        directory = srv.uploads.path            # <root>/.tq-uploads/<owner>/: not reachable by any key
         poll(lambda: any(f.endswith(TMP_SUFFIX) for f in os.listdir(directory)), what="the temp file")
         # while the upload is in flight, readers see the old object and cannot reach the temp file
         assert store.read_all("obj") == b"old version"

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from tests.server_helpers import InProcessServer
+from tqengine.objects.owned import TMP_SUFFIX
 
 SECRET = b"root:x:0:0\n"
 
@@ -27,6 +28,11 @@ def served(tmp_path):
     s = InProcessServer(str(tmp_path / "srv"))
     yield s
     s.stop()
+
+
+def _temps(folder):
+    """The temp files of uploads in progress in an upload folder (not its owner lock)."""
+    return [name for name in os.listdir(folder) if name.endswith(TMP_SUFFIX)]
 
 
 def _swap_for_link(folder, target):
@@ -63,9 +69,9 @@ def test_a_folder_swapped_for_a_link_while_the_body_arrives_is_never_written_thr
     try:
         sock.sendall(b"PUT /store/v/z/passwd HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
                      b"5\r\npwned\r\n")
-        directory = served.server.uploads.dir
+        directory = served.server.uploads.path
         deadline = time.monotonic() + 5
-        while not os.listdir(directory):        # the upload has started (its temp file exists)
+        while not _temps(directory):            # the upload has started (its temp file exists)
             assert time.monotonic() < deadline, "the upload never started"
             time.sleep(0.002)
         _swap_for_link(root / "store" / "v" / "z", outside)
@@ -75,7 +81,7 @@ def test_a_folder_swapped_for_a_link_while_the_body_arrives_is_never_written_thr
         sock.close()
     assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
     assert (outside / "passwd").read_bytes() == SECRET and sorted(os.listdir(outside)) == ["passwd"]
-    assert os.listdir(directory) == [], "the refused upload left its temp file"
+    assert _temps(directory) == [], "the refused upload left its temp file"
 
 
 def test_a_hard_link_to_a_file_outside_is_refused_unless_allowed(tmp_path, outside):
@@ -125,14 +131,14 @@ def test_a_fifo_is_refused_without_blocking_the_server(served, tmp_path):
 
 
 def test_the_upload_folder_swapped_for_a_link_is_never_written_through(served, outside):
-    own = served.server.uploads.dir
+    own = served.server.uploads.path
     _swap_for_link(own, outside)
     sock = socket.create_connection(("127.0.0.1", served.server.port), timeout=5)
     try:
         sock.sendall(b"PUT /store/obj HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
                      b"5\r\nhello\r\n")
         deadline = time.monotonic() + 5
-        while not os.listdir(own + ".orig"):     # the temp file goes to the folder the server holds
+        while not _temps(own + ".orig"):         # the temp file goes to the folder the server holds
             assert sorted(os.listdir(outside)) == ["passwd"], "a temp file was written outside the root"
             assert time.monotonic() < deadline, "the upload never started"
             time.sleep(0.002)

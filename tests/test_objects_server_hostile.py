@@ -512,7 +512,8 @@ def test_when_every_connection_is_busy_a_new_one_gets_503(serve):
             s = connect(srv.port)
             s.sendall(put_head(b"Host: 127.0.0.1", b"Content-Length: 100", target=b"/store/u%d" % i) + b"x")
             busy.append(s)
-        poll(lambda: len(os.listdir(srv.uploads.dir)) == 2, what="two uploads in progress")
+        poll(lambda: sum(n.endswith(TMP_SUFFIX) for n in os.listdir(srv.uploads.path)) == 2,
+             what="two uploads in progress")
         status, _, body = exchange(srv.port, b"HEAD /store/a HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert status == 503
         assert srv.stats["busy_503"] == 1

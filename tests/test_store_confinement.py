@@ -4,6 +4,11 @@ output folder must go, two engines sharing one store's temp area)."""
 import os
 import threading
 
+try:
+    import fcntl
+except ImportError:          # Windows
+    fcntl = None
+
 import pytest
 
 from tqengine.errors import ObjectNotFound, UnsafeObject, ValidationError
@@ -148,10 +153,43 @@ def test_temp_files_of_a_dead_owner_are_removed(tmp_path):
     root = tmp_path / "store"
     dead = root / TMP_AREA / "12345-deadbeef0000"
     dead.mkdir(parents=True)
-    (dead / "1-0.tq-tmp").write_bytes(b"half")
-    (dead / ".owner-lock").write_bytes(b"")          # nobody holds its lock
+    (dead / "1-0.tq-tmp").write_bytes(b"half")       # nobody holds the folder's lock
     assert LocalObjectStore(str(root)).remove_temp_files() == 1
     assert not dead.exists()
+
+
+@pytest.mark.skipif(fcntl is None, reason="flock is POSIX")
+def test_a_temp_folder_being_made_is_never_taken_for_a_dead_owners(tmp_path):
+    """An owner makes its folder, then locks it: a sweep by another engine in between must not take the new,
+    still unlocked folder for a dead owner's. Making a folder and sweeping both hold the temp area's lock."""
+    root = tmp_path / "store"
+    area = root / TMP_AREA
+    area.mkdir(parents=True)
+    area_fd = os.open(area, os.O_RDONLY | os.O_DIRECTORY)
+    held = None
+    try:
+        fcntl.flock(area_fd, fcntl.LOCK_EX)          # an owner between its mkdir and its lock
+        new = area / "4242-0123456789ab"
+        new.mkdir()
+        (new / "1-0.tq-tmp").write_bytes(b"in progress")
+        sweeper = LocalObjectStore(str(root))
+        result = []
+        thread = threading.Thread(target=lambda: result.append(sweeper.remove_temp_files()))
+        thread.start()
+        thread.join(0.3)
+        waited = thread.is_alive()
+        held = os.open(new, os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)      # the owner locks its folder, then the area
+        fcntl.flock(area_fd, fcntl.LOCK_UN)
+        thread.join(10)
+        assert not thread.is_alive()
+        assert waited, "the sweep did not wait for the temp area's lock"
+        assert result == [0] and (new / "1-0.tq-tmp").read_bytes() == b"in progress"
+        sweeper.close()
+    finally:
+        os.close(area_fd)
+        if held is not None:
+            os.close(held)
 
 
 def test_a_key_whose_folder_is_named_like_a_variant_is_refused_so_outputs_never_collide(tmp_path):

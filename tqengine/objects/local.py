@@ -11,38 +11,30 @@ links, so one made inside the store to a file elsewhere would publish that file.
 lexically first (tasks.check_key).
 
 Atomic writes. An output goes to a temporary file in this store's own temp folder,
-<root>/.tq-tmp/<owner>/ (a reserved key prefix; <owner> is unique to the store object and held with an
-flock while it is open), and is renamed into place only when complete, so a reader or a crash never sees
-half an object. At start, `remove_temp_files()` removes only the temp folders whose owner is gone (their
-lock can be taken), walking them by descriptor like every other name (a temp area swapped for a link is
-never followed): two engines on one store never delete each other's uploads in progress.
+<root>/.tq-tmp/<owner>/ (a reserved key prefix; objects/owned.py: <owner> is unique to the store object
+and held with an flock while it is open), and is renamed into place only when complete, so a reader or a
+crash never sees half an object. At start, `remove_temp_files()` removes only the temp folders whose owner
+is gone (their lock can be taken), walking them by descriptor like every other name (a temp area swapped
+for a link is never followed): two engines on one store never delete each other's uploads in progress.
 
 Reads and writes go chunk by chunk, so memory never grows with object size.
 """
 from __future__ import annotations
 
 import hashlib
-import itertools
 import os
 import stat
-import threading
 from collections.abc import Iterable, Iterator
 
-from ..errors import ObjectNotFound, SourceTooLarge, UnsafeObject
+from ..errors import ObjectNotFound, SourceTooLarge
 from ..tasks import check_key
 from .base import ObjectStore
-from .confined import ConfinedRoot, HeldDir
+from .confined import ConfinedRoot
+from .owned import TMP_SUFFIX, OwnedTempFolder
 
-try:
-    import fcntl
-except ImportError:     # pragma: no cover (Windows)
-    fcntl = None  # type: ignore[assignment]
+__all__ = ["LocalObjectStore", "ConfinedRoot", "TMP_AREA", "TMP_SUFFIX"]
 
-__all__ = ["LocalObjectStore", "ConfinedRoot", "TMP_AREA", "TMP_SUFFIX", "OWNER_LOCK"]
-
-TMP_SUFFIX = ".tq-tmp"
 TMP_AREA = ".tq-tmp"
-OWNER_LOCK = ".owner-lock"
 
 
 class LocalObjectStore(ObjectStore):
@@ -55,11 +47,7 @@ class LocalObjectStore(ObjectStore):
         self.root = self._confined.root
         self.chunk_size = chunk_size
         self.max_read_bytes = max_read_bytes
-        self._owner = f"{os.getpid()}-{os.urandom(6).hex()}"
-        self._owner_lock_fd: int | None = None
-        self._owner_dir: HeldDir | None = None
-        self._owner_lock = threading.Lock()
-        self._tmp_seq = itertools.count()
+        self._temp = OwnedTempFolder(self._confined, TMP_AREA)
 
     def path_for(self, key: str) -> str:
         """The filesystem path `key` names (ValidationError for a key that is not a valid object key). For
@@ -106,8 +94,8 @@ class LocalObjectStore(ObjectStore):
     def write_chunks(self, key: str, chunks: Iterable[bytes]) -> tuple[int, str]:
         """Write the stream to `key` atomically; return (bytes written, sha256 hex of them)."""
         parts = check_key(key).split("/")
-        tmp_dir = self._own_temp_dir()
-        name = f"{threading.get_ident()}-{next(self._tmp_seq)}{TMP_SUFFIX}"
+        tmp_dir = self._temp.folder()
+        name = self._temp.new_name()
         digest = hashlib.sha256()
         nbytes = 0
         fd = tmp_dir.create(name)
@@ -132,66 +120,14 @@ class LocalObjectStore(ObjectStore):
             raise
         return nbytes, digest.hexdigest()
 
-    def _own_temp_dir(self) -> HeldDir:
-        """This store object's temp folder (made, walked from the root without following links, and its
-        owner lock taken on first use)."""
-        held = self._owner_dir
-        if held is not None:
-            return held
-        with self._owner_lock:
-            if self._owner_dir is None:
-                held = self._confined.open_dir([TMP_AREA, self._owner], create=True)
-                try:
-                    fd = held.open(OWNER_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-                    if fcntl is not None:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BaseException:
-                    held.close()
-                    raise
-                self._owner_lock_fd = fd
-                self._owner_dir = held
-            return self._owner_dir
-
     def remove_temp_files(self) -> int:
         """Delete the temp folders of owners that are gone (their lock is free); return the files removed.
-        Folders of live owners (another engine on the same store) are left alone; the temp area and its
-        folders are walked by descriptor (a link there is never followed)."""
-        try:
-            area = self._confined.open_dir([TMP_AREA], create=False)
-        except (FileNotFoundError, NotADirectoryError, UnsafeObject):
-            return 0
-        removed = 0
-        with area:
-            for name in area.names():
-                if name == self._owner:
-                    continue
-                try:
-                    folder = area.subdir(name)
-                except (OSError, UnsafeObject):
-                    continue                # a file, a link or unreadable: not an owner's folder
-                with folder:
-                    if not _owner_gone(folder):
-                        continue
-                    try:
-                        removed += sum(1 for n in folder.names() if n != OWNER_LOCK)
-                    except OSError:
-                        continue
-                area.remove_tree(name)
-        return removed
+        Folders of live owners (another engine on the same store) are left alone (objects/owned.py)."""
+        return self._temp.remove_stale()
 
     def close(self) -> None:
-        """Release the root descriptor; remove this store's own (empty) temp folder."""
-        fd, self._owner_lock_fd = self._owner_lock_fd, None
-        held, self._owner_dir = self._owner_dir, None
-        if held is not None:
-            held.close()
-        if fd is not None:
-            try:
-                with self._confined.open_dir([TMP_AREA], create=False) as area:
-                    area.remove_tree(self._owner)
-            except (OSError, UnsafeObject):
-                pass
-            os.close(fd)
+        """Remove this store's own temp folder and release its lock, then the root descriptor."""
+        self._temp.close()
         self._confined.close()
 
     def __del__(self) -> None:
@@ -200,21 +136,3 @@ class LocalObjectStore(ObjectStore):
         except Exception:
             pass
 
-
-def _owner_gone(folder: HeldDir) -> bool:
-    """Whether the owner of a temp folder is gone: its lock file is missing, or its flock can be taken."""
-    if fcntl is None:
-        return False
-    try:
-        fd = folder.open(OWNER_LOCK, os.O_RDWR)
-    except FileNotFoundError:
-        return True             # a folder without a lock: its owner died before taking it
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
