@@ -34,13 +34,23 @@ WORKLOADS = ("synthetic", "image")
 WORKLOAD_PRESETS = {"synthetic": {"image_size": "tiny", "latency_ms": 5.0},
                     "image": {"image_size": "small", "latency_ms": 0.0}}
 
+def _image_size_problem(value: str) -> str | None:
+    # runners.workload imports Pillow: only when an image_size is checked
+    from runners.workload import size_range
+    try:
+        size_range(value)
+    except ValueError:
+        return "must be tiny, small, large or WxH (e.g. 640x480)"
+    return None
+
+
 LAB_SETTINGS: dict[str, Setting] = {
     "impl": Setting("str", "implementation under test", choices=IMPLEMENTATIONS),
     "count": Setting("int", "tasks submitted in the trial", low=1, high=10_000_000),
     "clients": Setting("int", "closed loop: client threads, each submitting and waiting", low=1, high=10_000),
     "duplicate_rate": Setting("float", "share of tasks repeating an earlier task's key", low=0, high=1),
     "image_size": Setting("str", "source images: tiny (16x12..32x24), small (640x480), large (4000x3000), WxH",
-                          nonempty=True),
+                          nonempty=True, extra=_image_size_problem),
     "distinct_images": Setting("int", "how many distinct source images the tasks share (default: one per task)",
                                low=1, high=10_000_000, optional=True),
     "workload": Setting("str", "what the trial stands for: synthetic (tiny images, service time from latency_ms) "
@@ -76,14 +86,8 @@ DEFAULTS: dict[str, Any] = {**{p: LAB_PROFILE.get(f, ENGINE_DEFAULTS[f]) for p, 
 
 def check(name: str, value: Any) -> str | None:
     """Why `value` is not a valid `name` (a phrase such as "must be >= 1"), or None; KeyError if unknown."""
-    problem = SPECS[name].problem(value)
-    if problem is None and name == "image_size":
-        from runners.workload import size_range
-        try:
-            size_range(value)
-        except ValueError:
-            return "must be tiny, small, large or WxH (e.g. 640x480)"
-    return problem
+    return SPECS[name].problem(value)
+
 
 
 def engine_config(params: dict[str, Any]) -> dict[str, Any]:

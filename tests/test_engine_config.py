@@ -92,3 +92,25 @@ def test_env_example_lists_every_setting_with_its_default():
         if entries[f"TQ_{name.upper()}"]:
             from tqengine.config import coerce
             assert coerce(name, entries[f"TQ_{name.upper()}"]) == default, name
+
+
+def test_a_settings_own_check_runs_after_kind_and_bounds_and_only_then():
+    from tqengine.config import Setting
+    seen = []
+
+    def even(value):
+        seen.append(value)
+        return None if value % 2 == 0 else "must be even"
+
+    spec = Setting("int", low=0, high=10, extra=even)
+    assert spec.problem(4) is None and spec.problem(3) == "must be even"
+    assert spec.problem("4") == "must be an integer" and spec.problem(12).startswith("must be >= 0")
+    assert seen == [4, 3], "the own check ran on a value the kind or the bounds refuse"
+
+
+def test_the_lab_refuses_a_bad_image_size_through_its_setting():
+    from runners.params import SPECS, check
+    for bad in ("huge", "0x10", "10x", "640x480x3"):
+        assert SPECS["image_size"].problem(bad) == check("image_size", bad) == \
+            "must be tiny, small, large or WxH (e.g. 640x480)", bad
+    assert check("image_size", "640x480") is None and check("image_size", "tiny") is None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -30,7 +30,8 @@ ENV_PREFIX = "TQ_"
 @dataclass(frozen=True)
 class Setting:
     """What one value may be: its kind ("int", "float", "str", "bool"), inclusive bounds (`low_open`: the
-    low bound itself is refused), a list of choices, whether None is allowed, and a one-line help."""
+    low bound itself is refused), a list of choices, whether None is allowed, a further check of its own
+    (`extra`: the phrase of what is wrong, or None), and a one-line help."""
     kind: str
     help: str = ""
     low: float | None = None
@@ -40,6 +41,7 @@ class Setting:
     optional: bool = False          # None is a valid value ("not set")
     nonempty: bool = False          # for str: "" is refused
     upper: bool = False             # for choices: compared case-insensitively, stored upper-case
+    extra: Callable[[Any], str | None] | None = None   # a further check of a value that passed the above
 
     def problem(self, value: Any) -> str | None:
         """Why `value` is not valid (a phrase such as "must be an integer"), or None when it is."""
@@ -70,6 +72,8 @@ class Setting:
                 return self._range_phrase()
             if high is not None and value > high:
                 return self._range_phrase()
+        if self.extra is not None:
+            return self.extra(value)
         return None
 
     def _kind_phrase(self) -> str:
