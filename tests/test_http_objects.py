@@ -270,12 +270,12 @@ def test_small_body_is_sent_whole_after_the_download_finished(srv, client):
 def test_server_latency_is_the_service_time_of_a_request(tmp_path, client):
     """latency_ms counts from the request line: work shorter than it is inside it (not added on top),
     and every kind of answer (200, 201, 404, 503) waits for it."""
-    latency = 0.2
+    latency = 0.4
     s = InProcessServer(str(tmp_path / "srv"), latency_ms=latency * 1000)
     try:
         class SlowWork(s.server.RequestHandlerClass):
             def _get(self, path, body):
-                time.sleep(0.12)              # work well under the latency
+                time.sleep(0.3)               # work under the latency
                 super()._get(path, body)
 
         s.server.RequestHandlerClass = SlowWork
@@ -285,7 +285,8 @@ def test_server_latency_is_the_service_time_of_a_request(tmp_path, client):
                 started = time.perf_counter()
                 call()
                 elapsed = time.perf_counter() - started
-                assert latency <= elapsed < latency + 0.1, elapsed      # 0.32 s if it were added
+                # 0.7 s if it were added; 0.2 s of room for a busy machine (the suite runs on every core)
+                assert latency <= elapsed < latency + 0.2, elapsed
         s.server.error_rate = 1.0
         with HttpObjectStore(s.server.url, timeout=(2, 10), client=client) as st:
             started = time.perf_counter()
