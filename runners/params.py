@@ -34,6 +34,7 @@ WORKLOADS = ("synthetic", "image")
 WORKLOAD_PRESETS = {"synthetic": {"image_size": "tiny", "latency_ms": 5.0},
                     "image": {"image_size": "small", "latency_ms": 0.0}}
 
+
 def _image_size_problem(value: str) -> str | None:
     # runners.workload imports Pillow: only when an image_size is checked
     from runners.workload import size_range
@@ -87,7 +88,6 @@ DEFAULTS: dict[str, Any] = {**{p: LAB_PROFILE.get(f, ENGINE_DEFAULTS[f]) for p, 
 def check(name: str, value: Any) -> str | None:
     """Why `value` is not a valid `name` (a phrase such as "must be >= 1"), or None; KeyError if unknown."""
     return SPECS[name].problem(value)
-
 
 
 def engine_config(params: dict[str, Any]) -> dict[str, Any]:
