@@ -94,12 +94,20 @@ def completion(engine_shares, baseline_shares, margin=COMPLETION_MARGIN):
         out["basis"] = f"point difference ({why})"
         out["comparable"] = diff <= margin
     if not out["comparable"]:
-        why = ""
-        if out["high"] is not None:     # say why when the means alone would not show it
-            why = (f"; engine − baseline 95% interval [{_signed_pct(out['low'])}, {_signed_pct(out['high'])}] "
-                   f"reaches above 0")
-        out["note"] = (f"not comparable: engine did not complete {_pct(out['engine_share'])} of submissions "
-                       f"(baseline {_pct(out['baseline_share'])}{why})")
+        interval_text = ""
+        if out["high"] is not None:
+            interval_text = (f"engine − baseline 95% interval [{_signed_pct(out['low'])}, "
+                             f"{_signed_pct(out['high'])}] reaches above 0")
+        if diff <= margin and interval_text:
+            # the engine failed no more than the baseline on average, but too few or too noisy trials to
+            # show it: say so, rather than "did not complete 0%"
+            out["note"] = (f"not comparable: the engine's non-success share ({_pct(out['engine_share'])}) is no "
+                           f"higher than the baseline's ({_pct(out['baseline_share'])}) but not shown no worse: "
+                           f"{interval_text} (n = {len(e)} and {len(b)}; more repeats narrow it)")
+        else:
+            why = f"; {interval_text}" if interval_text else ""
+            out["note"] = (f"not comparable: engine did not complete {_pct(out['engine_share'])} of submissions "
+                           f"(baseline {_pct(out['baseline_share'])}{why})")
     return out
 
 

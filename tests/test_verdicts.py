@@ -40,6 +40,11 @@ def test_completion_gate_uses_the_difference_interval():
     # better on average but too noisy to show it (a fail_fast engine rejecting 0%, 0%, 6% of its tasks)
     noisy = verdicts.completion([0.0, 0.0, 0.063], [0.056, 0.055, 0.057])
     assert noisy["engine_share"] < noisy["baseline_share"] and noisy["comparable"] is False
+    # ...and the note says that, not "engine did not complete 2.1% of submissions" (the quick sweep's engine
+    # failed 0% of its tasks in every trial and read "did not complete 0%")
+    assert "did not complete" not in noisy["note"] and "no higher than the baseline's (5.6%)" in noisy["note"]
+    assert "not shown no worse" in noisy["note"] and "n = 3 and 3; more repeats narrow it" in noisy["note"]
+    assert "engine did not complete 5.2% of submissions (baseline 5%;" in close["note"]
     # both sides never fail: no spread, the point difference (0) decides
     clean = verdicts.completion([0.0, 0.0, 0.0], [0.0, 0.0, 0.0])
     assert clean["comparable"] is True and clean["low"] is None and "point difference" in clean["basis"]
