@@ -23,6 +23,7 @@ from analysis import charts as chartsmod
 from analysis import stats, trials, verdicts
 from analysis.charts import axis_values, describe_config
 from analysis.verdicts import TARGETS, direction_symbol
+from tqcontract.environment import REFERENCE_LOOP
 from tqcontract.files import write_text
 from tqcontract.histogram import LatencyHistogram
 from tqcontract.metrics import BASELINE, ENGINE, canonical_impl
@@ -369,6 +370,14 @@ def _header_lines(meta, agg, sweep_dir):
     return lines
 
 
+def _speed_line(ms):
+    if not isinstance(ms, (int, float)) or isinstance(ms, bool) or not math.isfinite(ms):
+        return "- Single-core speed: not recorded"
+    return (f"- Single-core speed: `{REFERENCE_LOOP}` in {ms:g} ms (best of 3, pure Python; lower is faster). "
+            f"The engine's CPU per task scales with it; the baseline's rate, bound by its one lock around the "
+            f"service time, does not: compare reports from different machines with it in mind")
+
+
 def _machine_lines(meta, rows):
     grid = meta["grid"]
     machine = meta.get("machine", {})
@@ -381,6 +390,7 @@ def _machine_lines(meta, rows):
              f"- CPU: {machine.get('cpu_model') or 'model not recorded'}; {machine.get('cpu_count', '?')} CPUs "
              f"(usable by this process: {machine.get('cpu_usable', '?')})",
              f"- Memory: {f'{mem / 1024:.1f} GiB' if isinstance(mem, (int, float)) else 'not recorded'}",
+             _speed_line(machine.get("cpu_reference_ms")),
              f"- Load average at the sweep's start (1, 5, 15 min): "
              f"{', '.join(str(x) for x in load) if load else 'not recorded'}"
              + (f"; 1-minute load before each trial: {min(loads):g} to {max(loads):g} (median "

@@ -61,6 +61,7 @@ def test_report_renders_from_fixture(sweep_dir):
     assert "- Best comparable configuration by engine throughput: workers=8, queue_size=16, mode=block" in md
     assert "engine did not complete 10% of submissions (baseline 0%)" in md
     assert "## Machine and interpreter" in md and "CPython" in md
+    assert "- Single-core speed: not recorded" in md        # the fixture's sweep.json predates it
     assert "Noisy cells (CV > 10%)" in md
     assert "## Failed trials" in md and "timeout" in md
     assert "simulated hang (fixture)" in md          # last stderr line of the failed trial's record
@@ -379,3 +380,11 @@ def test_target_halfwidth_cells_are_reported(tmp_path):
     assert "- Target precision ±5% (`--target-halfwidth`): both ratio intervals within it in 1 of 2 " \
            "configurations: not reached in workers=8 (n=3)." in md
     assert [r["halfwidth_reached"] for r in summary if r["impl"] == "engine"] == ["true", "false"]
+
+
+def test_the_machines_single_core_speed_is_stated_with_what_it_means():
+    from analysis.report import _speed_line
+    line = _speed_line(31.5)
+    assert line.startswith("- Single-core speed: `sum(i * i for i in range(200_000))` in 31.5 ms")
+    assert "lower is faster" in line and "baseline" in line
+    assert _speed_line(None) == _speed_line(float("nan")) == _speed_line(True) == "- Single-core speed: not recorded"

@@ -88,6 +88,7 @@ def test_two_trial_sweep_outputs_and_resume(tmp_path):
     assert meta["grid"]["axes"] == {"workers": [4], "clients": [100]}
     assert len(meta["grid_hash"]) == 16
     assert meta["machine"]["cpu_count"] >= 1 and meta["machine"]["platform"]
+    assert meta["machine"]["cpu_reference_ms"] > 0       # single-core speed, for comparing machines
     assert meta["trial_python"]["python_version"].count(".") == 2
     assert "git_commit" in meta and "started_at" in meta
     assert meta["trial_env"]["PYTHONHASHSEED"] == "0"

@@ -70,3 +70,11 @@ def test_machine_info_describes_cpu_memory_and_load():
     delta = environment.usage_delta({"cpu_user_s": 1.0, "cpu_sys_s": 0.5, "ctx_voluntary": 3, "ctx_involuntary": 1},
                                     {"cpu_user_s": 1.25, "cpu_sys_s": 0.5, "ctx_voluntary": 10, "ctx_involuntary": 2})
     assert delta == {"cpu_user_s": 0.25, "cpu_sys_s": 0.0, "ctx_voluntary": 7, "ctx_involuntary": 1}
+
+
+def test_single_core_speed_is_measured_and_recorded_with_the_machine():
+    from tqcontract.environment import REFERENCE_LOOP, cpu_reference_ms, machine_info
+    ms = cpu_reference_ms(repeats=1)
+    assert isinstance(ms, float) and 0.1 < ms < 5000, ms
+    assert "range(200_000)" in REFERENCE_LOOP
+    assert machine_info()["cpu_reference_ms"] > 0

@@ -2,7 +2,8 @@
 
 `env_info()` goes into every metrics JSON; `peak_rss_mb()` and `current_rss_mb()` read this process's
 memory; `cpu_count()` is affinity-aware (the CPUs this process may run on). `machine_info()` describes
-the machine (CPU model, cores, memory, load average) for sweep.json; `load_average()` is read before
+the machine (CPU model, cores, memory, load average, single-core speed by `cpu_reference_ms()`) for
+sweep.json and benchmark.py's results; `load_average()` is read before
 and after each trial; `process_usage()` snapshots this process's CPU time and context switches
 (getrusage) and `usage_delta(before, after)` is what a run between two snapshots cost.
 None wherever the platform cannot tell, never a guess.
@@ -12,9 +13,23 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import time
 from typing import Any
 
 USAGE_FIELDS = ("cpu_user_s", "cpu_sys_s", "ctx_voluntary", "ctx_involuntary")
+REFERENCE_LOOP = "sum(i * i for i in range(200_000))"
+
+
+def cpu_reference_ms(repeats: int = 3) -> float:
+    """Single-core speed: the best of `repeats` timings of REFERENCE_LOOP, in ms (pure Python, one thread;
+    lower is faster; 10-40 ms). Figures from different machines compare through it: the engine's CPU per
+    task scales with it, while the baseline's rate, bound by its one lock around the service time, does not."""
+    best = float("inf")
+    for _ in range(max(1, repeats)):
+        started = time.perf_counter()
+        sum(i * i for i in range(200_000))
+        best = min(best, time.perf_counter() - started)
+    return round(best * 1000.0, 2)
 
 
 def cpu_count() -> int | None:
@@ -113,11 +128,13 @@ def load_average() -> list[float] | None:
 
 
 def machine_info() -> dict[str, Any]:
-    """The machine a sweep or benchmark runs on: platform, CPU model and counts, memory, load now."""
+    """The machine a sweep or benchmark runs on: platform, CPU model and counts, memory, load now, and
+    single-core speed (cpu_reference_ms; ~0.1 s to measure)."""
     return {"platform": platform.platform(), "system": platform.system(), "machine": platform.machine(),
             "processor": platform.processor() or None, "cpu_model": cpu_model(),
             "cpu_count": os.cpu_count(), "cpu_usable": cpu_count(), "memory_total_mb": memory_total_mb(),
-            "memory_available_mb": memory_available_mb(), "load_average": load_average()}
+            "memory_available_mb": memory_available_mb(), "load_average": load_average(),
+            "cpu_reference_ms": cpu_reference_ms()}
 
 
 def process_usage() -> dict[str, float | int] | None:
