@@ -18,7 +18,7 @@ UPLOADS = ".tq-uploads"    # the upload area under the root (not a valid bucket 
 def open_upload_area(confined: ConfinedRoot) -> tuple[OwnedTempFolder, int]:
     """This server's upload folder, made and locked, and how many partial uploads of servers that are gone
     were removed. OSError (ELOOP) when the area is a symbolic link."""
-    uploads = OwnedTempFolder(confined, UPLOADS)
+    uploads = OwnedTempFolder(confined, UPLOADS, single_owner=True)     # without flock: one server per root
     try:
         removed = uploads.remove_stale()
         uploads.folder()

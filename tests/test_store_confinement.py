@@ -218,3 +218,30 @@ def test_cleanup_never_follows_a_temp_area_swapped_for_a_link(tmp_path, outside)
     os.symlink(outside, root / TMP_AREA)
     assert LocalObjectStore(str(root)).remove_temp_files() == 0
     assert (photos / "holiday.jpg").read_bytes() == b"jpeg", "cleanup deleted a folder outside the store"
+
+
+def test_without_flock_the_object_server_sweeps_other_upload_folders_and_the_store_none(tmp_path, monkeypatch):
+    """Where there is no flock (Windows) no owner can be seen alive: the object server (one per root)
+    takes every other upload folder for a crashed server's; the local store, which two engines may
+    share, takes none."""
+    from tqengine.objects import owned
+    from tqengine.objects.confined import ConfinedRoot
+    monkeypatch.setattr(owned, "fcntl", None)
+    root = tmp_path / "root"
+    left = {}
+    for area in ("uploads", "tmp"):
+        left[area] = root / area / "777-0123456789ab"
+        left[area].mkdir(parents=True)
+        (left[area] / "1-0.tq-tmp").write_bytes(b"half")
+    confined = ConfinedRoot(str(root))
+    try:
+        server = owned.OwnedTempFolder(confined, "uploads", single_owner=True)
+        store = owned.OwnedTempFolder(confined, "tmp")
+        assert server.remove_stale() == 1 and not left["uploads"].exists()
+        assert store.remove_stale() == 0 and (left["tmp"] / "1-0.tq-tmp").read_bytes() == b"half"
+        store.folder()                       # made without a lock there, and removed with its owner
+        assert os.path.isdir(store.path)
+        store.close()
+        assert not os.path.exists(store.path) and left["tmp"].exists()
+    finally:
+        confined.close()

@@ -6,8 +6,9 @@ releases it. `remove_stale()` deletes the folders whose lock can be taken: their
 made and its lock taken under an flock on the area folder, and stale folders are looked for under the same
 lock, so a folder just made is never taken for one whose owner died before locking it. Nothing but temp
 files is ever in a folder. Everything is reached by descriptor from the confined root (objects/confined.py):
-a link in the area is never followed. Without flock (Windows) no folder is ever taken for stale, so a crash
-there leaves its temp files behind.
+a link in the area is never followed. Without flock (Windows) an owner cannot be seen alive: with
+`single_owner` (the object server: one per root) every other folder is taken for stale, otherwise (the local
+store, which two engines may share) none is, and a crash there leaves its temp files behind.
 """
 from __future__ import annotations
 
@@ -37,9 +38,10 @@ class OwnedTempFolder:
     """This owner's folder `<root>/<area>/<owner>/`, made and locked on first use (`folder()`), removed with
     what is left in it by `close()`. Thread-safe."""
 
-    def __init__(self, confined: ConfinedRoot, area: str) -> None:
+    def __init__(self, confined: ConfinedRoot, area: str, single_owner: bool = False) -> None:
         self._confined = confined
         self.area = area
+        self.single_owner = single_owner       # without flock: every other folder is stale
         self.owner = f"{os.getpid()}-{os.urandom(6).hex()}"
         self._held: HeldDir | None = None
         self._guard = threading.Lock()
@@ -93,7 +95,7 @@ class OwnedTempFolder:
                 except (OSError, UnsafeObject):
                     continue                # a file, a link or unreadable: not an owner's folder
                 with folder:
-                    if not _owner_gone(folder):
+                    if not _owner_gone(folder, self.single_owner):
                         continue
                     try:
                         removed += len(folder.names())
@@ -142,11 +144,11 @@ def _area_locked(area: HeldDir, timeout_s: float = AREA_LOCK_TIMEOUT_S) -> Itera
         fcntl.flock(area.fd, fcntl.LOCK_UN)
 
 
-def _owner_gone(folder: HeldDir) -> bool:
+def _owner_gone(folder: HeldDir, single_owner: bool) -> bool:
     """Whether the owner of a temp folder is gone: the folder's flock can be taken (through this second
-    descriptor of it, released when the caller closes it)."""
+    descriptor of it, released when the caller closes it). Without flock: `single_owner`."""
     if fcntl is None or folder.fd is None:
-        return False
+        return single_owner
     try:
         fcntl.flock(folder.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True
