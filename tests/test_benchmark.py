@@ -33,7 +33,9 @@ def _bench(*args, timeout=50):
 @needs_engine
 @pytest.mark.timeout(55)
 def test_engine_beats_baseline_at_50_and_100_clients(tmp_path):
-    proc = _bench("--clients", "50", "100", "--count", "300", "--repeats", "1", "--latency-ms", "5",
+    # 10 ms tasks: the baseline is bound by its lock (~100 tasks/s on any machine), the engine's 8 workers far
+    # above it even where its CPU is short (a slow core shared with the suite's other workers)
+    proc = _bench("--clients", "50", "100", "--count", "200", "--repeats", "1", "--latency-ms", "10",
                   "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads((tmp_path / "results.json").read_text())
@@ -45,7 +47,7 @@ def test_engine_beats_baseline_at_50_and_100_clients(tmp_path):
         assert ratio["throughput_ratio"] > 1.5, ratio
         assert ratio["p95_ratio"] < 0.8, ratio
     for run in doc["runs"]:
-        assert run["result"]["tasks_submitted"] == 300 and run["result"]["error_rate"] == 0
+        assert run["result"]["tasks_submitted"] == 200 and run["result"]["error_rate"] == 0
     with open(tmp_path / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4
@@ -60,7 +62,7 @@ def test_engine_beats_baseline_at_50_and_100_clients(tmp_path):
     assert doc["machine"]["cpu_count"] >= 1 and "cpu_model" in doc["machine"]
     for run in doc["runs"]:
         assert run["result"]["process"]["cpu_user_s"] >= 0
-        assert run["result"]["latency_histogram"]["n"] == 300
+        assert run["result"]["latency_histogram"]["n"] == 200
 
 
 @needs_engine
