@@ -126,14 +126,14 @@ def _area_locked(area: HeldDir, timeout_s: float = AREA_LOCK_TIMEOUT_S) -> Itera
     if fcntl is None or area.fd is None:
         yield
         return
-    deadline = time.monotonic() + timeout_s
+    deadline = time.perf_counter() + timeout_s
     pause = 0.001
     while True:
         try:
             fcntl.flock(area.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             break
         except BlockingIOError:
-            if time.monotonic() >= deadline:
+            if time.perf_counter() >= deadline:
                 raise OSError(errno.EWOULDBLOCK, f"the temp area is held by another process for over "
                                                  f"{timeout_s:g} s", area.path) from None
             time.sleep(pause)
