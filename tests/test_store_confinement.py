@@ -245,3 +245,25 @@ def test_without_flock_the_object_server_sweeps_other_upload_folders_and_the_sto
         assert not os.path.exists(store.path) and left["tmp"].exists()
     finally:
         confined.close()
+
+
+@pytest.mark.skipif(fcntl is None, reason="flock is POSIX")
+def test_a_temp_area_held_too_long_is_an_error_after_its_deadline_not_a_hang(tmp_path):
+    from tqengine.objects import owned
+    from tqengine.objects.confined import ConfinedRoot
+    confined = ConfinedRoot(str(tmp_path / "root"))
+    area_fd = None
+    try:
+        with confined.open_dir(["area"], create=True) as area:
+            area_fd = os.open(area.path, os.O_RDONLY | os.O_DIRECTORY)
+            fcntl.flock(area_fd, fcntl.LOCK_EX)              # another process that never lets go
+            with pytest.raises(OSError, match="held by another process for over 0.2 s"):
+                with owned._area_locked(area, timeout_s=0.2):
+                    pass
+            fcntl.flock(area_fd, fcntl.LOCK_UN)
+            with owned._area_locked(area, timeout_s=0.2):     # free again: taken at once
+                pass
+    finally:
+        if area_fd is not None:
+            os.close(area_fd)
+        confined.close()
