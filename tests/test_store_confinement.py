@@ -267,3 +267,22 @@ def test_a_temp_area_held_too_long_is_an_error_after_its_deadline_not_a_hang(tmp
         if area_fd is not None:
             os.close(area_fd)
         confined.close()
+
+
+@pytest.mark.skipif(fcntl is None, reason="flock is POSIX")
+def test_a_live_engine_of_the_earlier_version_keeps_its_temp_folder(tmp_path):
+    """Before objects/owned.py an owner held an flock on `<folder>/.owner-lock`, not on the folder: during an
+    upgrade, the old engine's uploads in progress must survive the new engine's sweep."""
+    root = tmp_path / "store"
+    old = root / TMP_AREA / "4242-0123456789ab"
+    old.mkdir(parents=True)
+    (old / "1-0.tq-tmp").write_bytes(b"in progress")
+    lock_fd = os.open(old / ".owner-lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        store = LocalObjectStore(str(root))
+        assert store.remove_temp_files() == 0 and (old / "1-0.tq-tmp").read_bytes() == b"in progress"
+    finally:
+        os.close(lock_fd)                          # the old engine stops
+    assert store.remove_temp_files() == 1 and not old.exists()
+    store.close()

@@ -31,6 +31,7 @@ except ImportError:     # pragma: no cover (Windows)
 __all__ = ["OwnedTempFolder", "TMP_SUFFIX"]
 
 TMP_SUFFIX = ".tq-tmp"
+LEGACY_LOCK = ".owner-lock"    # the lock file of versions before this module: its flock marks a live owner too
 AREA_LOCK_TIMEOUT_S = 10.0     # another owner holds the area only while it makes its folder or sweeps
 
 
@@ -98,7 +99,7 @@ class OwnedTempFolder:
                     if not _owner_gone(folder, self.single_owner):
                         continue
                     try:
-                        removed += len(folder.names())
+                        removed += sum(1 for n in folder.names() if n != LEGACY_LOCK)
                     except OSError:
                         continue
                 area.remove_tree(name)
@@ -146,11 +147,24 @@ def _area_locked(area: HeldDir, timeout_s: float = AREA_LOCK_TIMEOUT_S) -> Itera
 
 def _owner_gone(folder: HeldDir, single_owner: bool) -> bool:
     """Whether the owner of a temp folder is gone: the folder's flock can be taken (through this second
-    descriptor of it, released when the caller closes it). Without flock: `single_owner`."""
+    descriptor of it, released when the caller closes it), and so can the flock of its LEGACY_LOCK file if it
+    has one. Without flock: `single_owner`."""
     if fcntl is None or folder.fd is None:
         return single_owner
     try:
         fcntl.flock(folder.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    try:
+        fd = folder.open(LEGACY_LOCK, os.O_RDWR)
+    except FileNotFoundError:
         return True
     except OSError:
         return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False            # an engine of an earlier version, still writing through this folder
+    finally:
+        os.close(fd)
