@@ -40,7 +40,7 @@ from runners.envinfo import scratch_root
 from runners.params import WORKLOAD_PRESETS
 from runners.params import check as check_param
 from runners.spawn import spawn_trial
-from tqcontract.environment import REFERENCE_LOOP, cpu_reference_ms, machine_info
+from tqcontract.environment import REFERENCE_LOOP, machine_info, process_reference_ms
 from tqcontract.files import write_text
 from tqcontract.histogram import LatencyHistogram
 from tqcontract.metrics import ENGINE, IMPLEMENTATIONS, dig
@@ -434,8 +434,8 @@ def main(argv=None):
     scratch, kind = scratch_root()
     workdir = tempfile.mkdtemp(prefix="tq-bench-", dir=scratch)
     log(f"scratch files in {workdir} ({kind or 'unknown filesystem'}; set TQ_SCRATCH_DIR to change)")
-    log(f"single-core speed: {REFERENCE_LOOP} in {cpu_reference_ms()} ms (lower is faster: the engine's CPU "
-        f"per task scales with it, the baseline's lock-bound rate does not)")
+    log(f"single-core speed: {REFERENCE_LOOP} in {process_reference_ms()} ms (lower is faster: the engine's "
+        f"CPU per task scales with it, the baseline's lock-bound rate does not)")
     switch_interval = sys.getswitchinterval()
     if args.switch_interval is not None:
         log(f"interpreter switch interval {args.switch_interval:g} s (default {switch_interval:g} s)")

@@ -4,7 +4,7 @@ import sys
 
 from lab.engine_args import BENCHMARK_PROFILE, WORKLOAD_DEFAULTS, UsageError, check_output_path, engine_config
 from runners import params as trial_params
-from tqcontract.environment import REFERENCE_LOOP, cpu_reference_ms
+from tqcontract.environment import REFERENCE_LOOP, process_reference_ms
 from tqcontract.files import write_json
 from tqcontract.metrics import ENGINE
 
@@ -48,8 +48,8 @@ def run_benchmark(args):
           + (f" ({params['server_latency_ms']:g} ms per request, {cfg.http_client} client)"
              if params["store"] == "http" else ""),
           file=sys.stderr)
-    print(f"single-core speed: {REFERENCE_LOOP} in {cpu_reference_ms()} ms (lower is faster; the engine's "
-          f"throughput on short tasks scales with it)", file=sys.stderr)
+    print(f"single-core speed: {REFERENCE_LOOP} in {process_reference_ms()} ms (lower is faster; the "
+          f"engine's throughput on short tasks scales with it)", file=sys.stderr)
     results = []
     for run in range(args.repeats):
         try:

@@ -5,8 +5,9 @@ The owner holds an flock on the folder's own descriptor for its life; closing it
 releases it. `remove_stale()` deletes the folders whose lock can be taken: their owner is gone. A folder is
 made and its lock taken under an flock on the area folder, and stale folders are looked for under the same
 lock, so a folder just made is never taken for one whose owner died before locking it. Nothing but temp
-files is ever in a folder. Everything is reached by descriptor from the confined root (objects/confined.py):
-a link in the area is never followed. Without flock (Windows) an owner cannot be seen alive: with
+files is ever in a folder (and, in one of the version before, its `.owner-lock`, whose flock is honoured).
+Everything is reached by descriptor from the confined root (objects/confined.py): a link in the area is
+never followed. Without flock (Windows) an owner cannot be seen alive: with
 `single_owner` (the object server: one per root) every other folder is taken for stale, otherwise (the local
 store, which two engines may share) none is, and a crash there leaves its temp files behind.
 """
