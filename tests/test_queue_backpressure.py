@@ -220,3 +220,44 @@ def test_engine_queue_depth_never_exceeds_queue_size_under_many_submitters(tmp_p
     assert [r.status for r in results] == ["success"] * 60
     assert snap["queue_depth"]["max"] <= 4, snap["queue_depth"]
     assert snap["queue_depth"]["max"] >= 3                  # the clients really kept it (nearly) full
+
+
+def _deadline_until(predicate, seconds=10.0):
+    deadline = time.perf_counter() + seconds
+    while not predicate():
+        if time.perf_counter() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.005)
+
+
+def test_producers_waiting_for_room_get_it_first_come_first_served():
+    """Parked tasks (run() callers) and blocked offers wait in one line: each get moves the head in, so the
+    queue stays at its bound and room goes in arrival order, whichever way a producer waits."""
+    q, metrics = _queue(maxsize=2, mode="block", timeout=10.0)
+    _fill(q, 2)
+    assert q.park("p1") is False                        # full: parked, not in the queue
+    offered = []
+    blocked = threading.Thread(target=lambda: offered.append(q.offer("o2")))
+    blocked.start()
+    _deadline_until(lambda: len(q._line) == 2)
+    assert q.park("p3") is False
+    assert q.offer_nowait("late") is False              # the line is ahead of it
+    got = [q.get(1.0)]
+    assert q._q.qsize() == 2 and not offered            # p1 took the room, not the blocked offer
+    got.append(q.get(1.0))
+    blocked.join(5)
+    assert offered == [True]                            # its turn came: it went in, its producer woke
+    got.extend(_drain(q))
+    assert got == ["item0", "item1", "p1", "o2", "p3"]
+    assert metrics.snapshot()["queue_depth"]["max"] == 2
+    assert metrics.counters()["enqueued"] == 5
+
+
+def test_a_parked_task_is_taken_back_only_while_it_waits_in_line():
+    q, _metrics = _queue(maxsize=1, mode="block", timeout=10.0)
+    assert q.park("first") is True                      # room and nobody waiting: straight in
+    assert q.park("a") is False and q.park("b") is False
+    assert q.withdraw("a") is True and q.withdraw("a") is False
+    assert q.get(1.0) == "first"                        # b moves in
+    assert q.withdraw("b") is False                     # a worker will take it: too late to take back
+    assert _drain(q) == ["b"]

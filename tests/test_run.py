@@ -131,6 +131,99 @@ def test_run_on_a_full_queue_blocks_or_is_rejected_like_submit(tmp_path, monkeyp
         assert held.result(20).status == queued.result(20).status == "success"
 
 
+def _full_queue(pool, gate, tasks):
+    """One worker held busy by tasks[0], tasks[1] in the queue of one: the queue is full."""
+    held = pool.submit(tasks[0])
+    _deadline_until(lambda: gate.started == 1)
+    queued = pool.submit(tasks[1])
+    _deadline_until(lambda: pool.queue._q.qsize() == 1)
+    return held, queued
+
+
+@pytest.mark.timeout(60)
+def test_a_run_caller_waiting_for_room_sleeps_until_its_outcome(tmp_path, monkeypatch):
+    """At a full queue (block mode) the writer parks the run() caller's task in the queue's line and a worker
+    moves it in: the caller does not wake at the commit to wait for room itself (before: it waited on the
+    batch's commit signal, then on the queue), it wakes at the outcome."""
+    waits = []
+
+    class Recording(Signal):
+        __slots__ = ()
+
+        def wait(self, timeout=None):
+            waits.append(threading.current_thread().name)
+            return super().wait(timeout)
+    monkeypatch.setattr(store_module, "Signal", Recording)      # the batches' `done` signals
+    gate = _Gate()
+    tasks = workload(tmp_path, 3, object_bytes=0)
+    cfg = engine_config(tmp_path, max_workers=1, queue_size=1, mode="block", enqueue_timeout_s=20.0)
+    with WorkerPool(cfg, processor=gate) as pool:
+        held, queued = _full_queue(pool, gate, tasks)
+        out = []
+        runner = threading.Thread(target=lambda: out.append(pool.run(tasks[2], timeout=30)), name="runner")
+        runner.start()
+        try:
+            _deadline_until(lambda: len(pool.queue._line) == 1)     # parked: the queue holds one, its bound
+            assert runner.is_alive() and pool.queue._q.qsize() == 1
+        finally:
+            gate.release.set()
+        runner.join(20)
+        assert out and out[0].status == "success"
+        assert held.result(20).status == queued.result(20).status == "success"
+        assert pool.metrics_snapshot()["queue_depth"]["max"] == 1
+    assert "runner" not in waits
+
+
+@pytest.mark.timeout(60)
+def test_a_run_caller_that_gets_no_room_is_rejected_after_the_enqueue_timeout(tmp_path):
+    gate = _Gate()
+    tasks = workload(tmp_path, 3, object_bytes=0)
+    cfg = engine_config(tmp_path, max_workers=1, queue_size=1, mode="block", enqueue_timeout_s=0.5)
+    with WorkerPool(cfg, processor=gate) as pool:
+        try:
+            _full_queue(pool, gate, tasks)
+            started = time.perf_counter()
+            refused = pool.run(tasks[2], timeout=30)
+            waited = time.perf_counter() - started
+            assert refused.status == "rejected" and refused.error_class == "QueueFull", refused
+            assert 0.45 <= waited < 10, waited
+            assert len(pool.queue._line) == 0                   # taken back out of the line: it never runs
+        finally:
+            gate.release.set()
+        assert pool.drain(20) and gate.started == 2
+        assert pool.run(tasks[2], timeout=20).status == "success"      # a rejected key can be submitted again
+
+
+@pytest.mark.timeout(60)
+def test_a_task_parked_for_room_when_the_engine_stops_is_left_queued_and_runs_at_the_next_start(tmp_path):
+    gate = _Gate()
+    tasks = workload(tmp_path, 3, object_bytes=0)
+    cfg = engine_config(tmp_path, max_workers=1, queue_size=1, mode="block", enqueue_timeout_s=20.0)
+    pool = WorkerPool(cfg, processor=gate).start()
+    try:
+        _full_queue(pool, gate, tasks)
+        out = []
+        runner = threading.Thread(target=lambda: out.append(pool.run(tasks[2])))
+        runner.start()
+        _deadline_until(lambda: len(pool.queue._line) == 1)
+        began = time.perf_counter()
+        stopper = threading.Thread(target=lambda: pool.shutdown(graceful=False))
+        stopper.start()
+        gate.release.set()
+        stopper.join(30)
+        runner.join(30)
+        assert not runner.is_alive() and out and out[0].status == "queued", out
+        assert time.perf_counter() - began < 10             # not held until the enqueue timeout (20 s)
+    finally:
+        gate.release.set()
+        if pool._started:
+            pool.shutdown(graceful=False)
+    with WorkerPool(cfg, processor=_Gate()) as again:       # the parked task was claimed: it resumes
+        again.processor.release.set()
+        assert again.recovered >= 1 and again.drain(20)
+        assert again.run(tasks[2], timeout=20).duplicate     # finished by the recovery: its stored result
+
+
 @pytest.mark.timeout(60)
 def test_run_times_out_like_result_and_the_task_goes_on(tmp_path):
     gate = _Gate()
