@@ -9,8 +9,10 @@ import time
 import pytest
 from test_db_faults import _lock, _released_at
 
+import tqengine.state.store as store_module
 from tests.engine_helpers import engine_config, workload
 from tqengine import TaskQueue, WorkerPool
+from tqengine.records import Outcome
 from tqengine.state.store import Claim, StateStore, StoreError
 
 
@@ -113,3 +115,37 @@ def test_one_worker_runs_a_submission_in_order_when_the_queue_fills_up(tmp_path,
         snap = pool.metrics_snapshot()
     assert recording.started == [f"{t['image_key']}#{t['size']}" for t in tasks]
     assert snap["counters"]["enqueued"] == 12 and snap["queue_depth"]["max"] <= queue_size
+
+
+@pytest.mark.timeout(30)
+def test_a_burst_of_writes_is_committed_in_batches_of_at_most_max_batch_writes(tmp_path, monkeypatch):
+    """Writes queued faster than the writer commits go in batches of MAX_BATCH_WRITES rows, in their order:
+    one unbounded batch made the writer's answer to it outlast the interpreter's switch interval (1000
+    clients: batches of ~1000 writes answered in 5-140 ms)."""
+    cap = store_module.MAX_BATCH_WRITES
+    store = StateStore(str(tmp_path / "tasks.db"))
+    committed = []
+    real_commit = StateStore._commit
+
+    def recording_commit(self, ops):
+        committed.append([op.row_id for op in ops])
+        return real_commit(self, ops)
+    monkeypatch.setattr(StateStore, "_commit", recording_commit)
+    n = 2 * cap + 5
+    answered = threading.Event()
+    seen = []
+
+    def callback(err):
+        seen.append(err)
+        if len(seen) == n:
+            answered.set()
+    try:
+        for row_id in range(1, n + 1):             # queued before the writer starts
+            store.finish(row_id, Outcome.rejected(0, "Test", "a burst"), callback)
+        store.start()
+        assert answered.wait(20)
+    finally:
+        store.close()
+    assert seen == [None] * n
+    assert [len(rows) for rows in committed] == [cap, cap, 5]
+    assert [row for rows in committed for row in rows] == list(range(1, n + 1))

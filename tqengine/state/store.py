@@ -1,9 +1,10 @@
 """Durable task state in SQLite: task records, idempotency keys (UNIQUE), dead letters, recovery reads.
 
-One writer thread owns the write connection. Every write is appended to the open batch; the writer takes
-the whole batch, commits it in one BEGIN IMMEDIATE ... COMMIT, runs the claims' callbacks, then wakes
-everyone who waits for that batch (one Signal per batch, not one per operation: its waiters wake one after
-the other) and runs the callbacks of the final states.
+One writer thread owns the write connection. Every write is appended to the open batch (a batch closes at
+MAX_BATCH_WRITES rows and the next one opens); the writer takes the oldest batch, commits it in one
+BEGIN IMMEDIATE ... COMMIT, runs the claims' callbacks, then wakes everyone who waits for that batch (one
+Signal per batch, not one per operation: its waiters wake one after the other) and runs the callbacks of
+the final states.
 No lock is ever held across an SQLite call, so threads waiting to write never convoy behind a commit,
 and at load one commit carries many tasks. So:
 
@@ -35,6 +36,7 @@ schema.py, what tools read and change in inspect.py.
 """
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import os
@@ -57,6 +59,12 @@ WAL_SOFT_LIMIT = 16 * 1024 * 1024
 WAL_HARD_LIMIT = 48 * 1024 * 1024
 PRUNE_EVERY_S = 5.0
 PRUNE_BATCH = 2000
+# Rows one commit writes at most (a claim op of submit_many, which cannot be split, may write more). After a
+# commit the writer runs every write's callback and wakes its waiters under the GIL; with no cap, at 1000
+# clients a batch grew to ~1000 writes and that took 5-140 ms, past the interpreter's 5 ms switch interval,
+# so the writer was preempted in it and queued for the GIL behind the threads it had just woken, and the next
+# batch grew bigger still (README, Results: 1000 clients, 9.0 -> 3.9 switches/task, 0.72x CPU/task).
+MAX_BATCH_WRITES = 64
 log = logging.getLogger("tq")
 
 __all__ = ["Claim", "StateStore", "StoreError"]
@@ -95,10 +103,11 @@ class _Op:
 
 class _Batch:
     """The writes one commit carries; `done` is set once it is committed (or has failed)."""
-    __slots__ = ("ops", "urgent", "done", "since")
+    __slots__ = ("ops", "urgent", "done", "since", "writes")
 
     def __init__(self) -> None:
         self.ops: list[_Op] = []
+        self.writes = 0             # rows its ops write (a claim op writes one per claim)
         self.since = 0.0            # when its first write arrived
         self.urgent = False         # someone waits for it: commit now, not at the next flush
         # many claimers wait on one batch. A Signal wakes them one after the other (each woken waiter passes the
@@ -126,6 +135,7 @@ class StateStore:
         self._prune_due = False         # set by the checkpointer every PRUNE_EVERY_S when retention is on
         self._cv = threading.Condition()
         self._batch = _Batch()
+        self._full: collections.deque[_Batch] = collections.deque()    # closed batches, oldest first
         self._running: dict[int, tuple[int, float]] = {}     # row -> (attempt, started), not yet written
         self._stopping = False
         self._closed = False
@@ -247,11 +257,18 @@ class StateStore:
             if op.row_id is not None:
                 self._running.pop(op.row_id, None)     # its attempt ended: `running` is superseded
             batch = self._batch
+            if batch.writes >= MAX_BATCH_WRITES:      # close it: the writer takes it next, as it is
+                self._full.append(batch)
+                batch = self._batch = _Batch()
+                self._cv.notify()
             if not batch.ops:
                 batch.since = time.perf_counter()
             batch.ops.append(op)
             if op.kind == "claim":
                 self.claims_pending += len(op.args)
+                batch.writes += len(op.args)
+            else:
+                batch.writes += 1
             if urgent and not batch.urgent:
                 batch.urgent = True
                 self._cv.notify()
@@ -268,10 +285,13 @@ class StateStore:
             self._threads.append(thread)
 
     def _take(self) -> _Batch | None:
-        """Wait for work and take the open batch (None once stopping and nothing is left): at once for an
-        urgent write, else when the oldest write has waited FLUSH_EVERY_S or an attempt's `running` is due."""
+        """Wait for work and take the oldest closed batch (one that reached MAX_BATCH_WRITES) at once, else the
+        open batch (None once stopping and nothing is left): at once for an urgent write, else when the oldest
+        write has waited FLUSH_EVERY_S or an attempt's `running` is due."""
         with self._cv:
             while True:
+                if self._full:
+                    return self._full.popleft()
                 batch = self._batch
                 now = time.perf_counter()
                 if self._stopping:
@@ -587,16 +607,21 @@ class StateStore:
     # -- closing ----------------------------------------------------------------------------
     def _drain_here(self) -> None:
         """Commit (in the calling thread) whatever reached the store after the writer stopped."""
-        with self._cv:
-            batch, self._batch = self._batch, _Batch()
-        if batch.ops:
+        while True:
+            with self._cv:
+                if self._full:
+                    batch = self._full.popleft()
+                else:
+                    batch, self._batch = self._batch, _Batch()
+            if not batch.ops:
+                return
             if self._conn is None:
                 for op in batch.ops:
                     op.error = StoreError("the state store is closed", "state store closed")
                     op.answered = True
                 self._answer(batch)
-                return
-            self._commit_batch(batch)
+            else:
+                self._commit_batch(batch)
 
     def close(self, timeout: float = 30.0) -> None:
         """Commit what is pending, stop the threads, checkpoint and close the connection."""
