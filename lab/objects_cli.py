@@ -18,7 +18,7 @@ import re
 import socket
 import sys
 
-from tqengine.objects.http import TOKEN_RE
+from tqengine.objects.bearer import TOKEN_RE
 
 LOOPBACK_HINT = "binding to a non-loopback address exposes the store to the network"
 

@@ -63,8 +63,8 @@ from lab import objects_guard as guard
 from lab.objects_connection import CHUNK
 from lab.objects_handler import ObjectHandler
 from lab.objects_uploads import open_upload_area
+from tqengine.objects.bearer import TOKEN_RE
 from tqengine.objects.confined import ConfinedRoot
-from tqengine.objects.http import TOKEN_RE
 
 _BUSY_ANSWER = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
                 b"Content-Length: 19\r\nRetry-After: 1\r\nConnection: close\r\n\r\nserver at capacity\n")

@@ -3,7 +3,6 @@ import csv
 import os
 import sys
 
-from analysis import report as reportmod
 from analysis import verdicts
 from lab import sweep as sweepmod
 from lab.outpaths import OutputPathError, ensure_output_dir, ensure_output_file
@@ -78,6 +77,7 @@ def _bad_report_target(sweep_dir, out):
 
 
 def run_command(args):
+    from analysis import report as reportmod  # here, not at import: `python -m lab` starts faster
     sweep_dir = args.dir
     if sweep_dir is None:
         sweep_dir = newest_sweep()

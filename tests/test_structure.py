@@ -62,3 +62,18 @@ def test_the_entry_points_stay_thin_and_patch_no_sys_path():
             text = f.read()
         assert "sys.path" not in text, name
         assert len(text.splitlines()) < 20, f"{name} is an entry point: its code belongs in lab/"
+
+
+@pytest.mark.timeout(60)
+def test_the_lab_command_line_builds_its_parser_without_the_http_client_or_the_report():
+    """`python -m lab` imports every subcommand's module to build its parser: those must not pull in
+    requests (the token check of `objects serve` took 70 ms of it) or the report and its charts; the command
+    that needs them imports them."""
+    import subprocess
+    import sys
+    probe = ("import sys; from lab.__main__ import build_parser; build_parser(); "
+             "print(sorted(m for m in ('requests', 'urllib3', 'analysis.report', 'analysis.charts') "
+             "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=50)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout

@@ -62,6 +62,7 @@ from ..errors import (
 )
 from ..tasks import check_key
 from .base import ObjectStore
+from .bearer import TOKEN_RE
 from .http_requests import RequestsTransport
 from .http_stdlib import StdlibTransport
 from .http_transport import (
@@ -83,8 +84,6 @@ DEFAULT_CLIENT = DEFAULT_HTTP_CLIENT
 _TRANSIENT_STATUS = (408, 429)
 ERROR_BODY_MAX = 64 * 1024     # an error answer's body is read (for its message) up to this size
 _PUT_HEADERS = {"Content-Type": "application/octet-stream"}
-# what a Bearer credential may be (RFC 6750 b64token); the object server checks tokens by the same rule
-TOKEN_RE = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 TRANSPORTS: dict[str, TransportFactory] = {"requests": RequestsTransport, "stdlib": StdlibTransport}
 
 
