@@ -95,8 +95,9 @@ def build_parser():
     p.add_argument("--memory-counts", type=int, nargs="+", default=[1000, 10000, 100000],
                    help="task counts for --memory (default 1000 10000 100000)")
     p.add_argument("--crowd", type=int, metavar="N", default=None,
-                   help="--overhead: also run the no-op kind under N clients (e.g. 1000) and judge target 5 "
-                        "(CPU per task at N clients <= 1.2x that at the main level)")
+                   help="--overhead: also run the no-op kind under N clients (e.g. 1000), as many tasks per "
+                        "client as the main level, and judge target 5 (CPU per task at N clients <= 1.2x that "
+                        "at the main level)")
     p.add_argument("--switch-interval", type=float, metavar="S", default=None,
                    help="--overhead, --soak: sys.setswitchinterval(S) for this process, engine and bare pool "
                         "alike (the interpreter's default is 0.005 s)")

@@ -26,10 +26,11 @@ the pairs), then verdicts on the targets of issue 11:
      the ceiling); beside it, the bare pool's share of the same ceiling, and how long one such sleep lasts
      timed alone in this process (measure_sleep), which no pool can beat;
   4. every kind: the engine's runs each within +-15% of their median (no bimodality; needs --repeats 5);
-  5. with --crowd N (e.g. 1000): the no-op kind again under N clients (`noop_crowd`), and the engine's CPU
-     per task there over its CPU per task at the main level <= 1.2 (median of the pairwise ratios, repeat
-     by repeat, and their 95% interval); beside it the same measure of the bare pool, which has no engine
-     (the cost of more client threads to the interpreter and the kernel).
+  5. with --crowd N (e.g. 1000): the no-op kind again under N clients (`noop_crowd`, as many tasks per
+     client as the main level: 100,000 at --crowd 1000), and the engine's CPU per task there over its CPU
+     per task at the main level <= 1.2 (median of the pairwise ratios, repeat by repeat, and their 95%
+     interval); beside it the same measure of the bare pool, which has no engine (the cost of more client
+     threads to the interpreter and the kernel).
 `--switch-interval S` (benchmark.py) sets sys.setswitchinterval(S) for the whole process first, so engine
 and bare pool run under it alike: with many client threads the interpreter's 5 ms default makes every
 thread that waits for the GIL wake each 5 ms to ask for it, one context switch per wake.
@@ -148,6 +149,11 @@ def run_overhead(args: Any, workdir: str, log: Any) -> int:
     store_root = os.path.join(workdir, "store")
     tasks = make_tasks(args.count, seed=args.seed, object_bytes=0)
     ensure_objects(tasks, store_root)
+    # the crowd level runs as many tasks per client as the main level (no-op work reads no object): with the
+    # main level's count, 1000 threads would make 10 tasks each, and starting and ending them is then a
+    # share of the CPU per task that target 5 does not ask about (measured ~50 us of ~200 per task)
+    crowd_tasks = make_tasks(max(1, args.count // max(args.clients)) * args.crowd, seed=args.seed,
+                             object_bytes=0) if args.crowd else []
     shared: dict[str, Any] = {}
 
     def bare_fn(kind: str) -> Any:
@@ -175,7 +181,8 @@ def run_overhead(args: Any, workdir: str, log: Any) -> int:
             adapter = BareQueueAdapter(workers=args.workers, queue_size=args.queue_size, fn=bare_fn(kind))
         adapter.start()
         top = ceiling(kind, args.workers)
-        mine = tasks if top is None else tasks[:max(100, min(len(tasks), int(top * WAIT_RUN_S)))]
+        mine = crowd_tasks if kind == "noop_crowd" else \
+            tasks if top is None else tasks[:max(100, min(len(tasks), int(top * WAIT_RUN_S)))]
         try:
             result = measure(adapter, mine, args.crowd if kind == "noop_crowd" else max(args.clients), args.timeout)
         finally:
@@ -317,7 +324,8 @@ LABELS = {"noop": "no-op work (the durable path alone)", "processor": "the real 
 
 
 def print_summary(args: Any, summary: dict[str, Any]) -> None:
-    crowd = f" (--crowd: {args.crowd})" if args.crowd else ""
+    crowd = (f" (--crowd: {args.crowd}, {max(1, args.count // max(args.clients)) * args.crowd} tasks per run)"
+             if args.crowd else "")
     interval = f", switch interval {args.switch_interval:g} s" if args.switch_interval else ""
     print(f"overhead: closed loop, {max(args.clients)} clients{crowd}, {args.workers} workers, "
           f"queue {args.queue_size}{interval}, "
