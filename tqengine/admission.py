@@ -6,7 +6,9 @@ or TaskQueue.offer (block with deadline | fail_fast), a refusal recorded as `rej
 The writer thread itself offers the new flights of a commit while the queue has room (`committed`, run after
 the commit and before the submitter wakes): a worker can then start at once instead of after the submitter
 has woken up and taken the GIL, which cost a wake-up per task (measured: 7.1 -> 5.5 voluntary context
-switches per task, +15% tasks/s on the durable path). What does not fit, the submitter offers as before.
+switches per task, +15% tasks/s on the durable path). What does not fit, the submitter offers as before,
+except a run() caller's task in block mode: the writer parks it in the queue's line (queue.py), a worker
+moves it in as room comes, and the caller wakes at the outcome (or takes it back at enqueue_timeout_s).
 Every submission resolves to exactly one final record: success, dead, rejected, or a duplicate of one.
 """
 from __future__ import annotations

@@ -226,8 +226,9 @@ class WorkerPool:
 
     def run(self, task: Any, timeout: float | None = None) -> TaskResult:
         """Submit one task and wait for its final result: `submit(task).result(timeout)` with one wake-up
-        instead of two. The caller sleeps through its claim's commit (the writer queues the task) and wakes
-        at the outcome, or at the commit when it must act itself (block on a full queue, a stored result).
+        instead of two. The caller sleeps through its claim's commit (the writer queues the task, or on a full
+        queue in block mode parks it in the queue's line for a worker to move in) and wakes at the outcome,
+        or at the commit when it must act itself (a refusal in fail_fast mode, a stored result).
         `timeout` bounds the whole wait (TimeoutError, as result()); the task goes on, as after submit(). The
         guarantees are submit()'s and result()'s: the claim is durable before the task runs, the final
         state before this returns. Measured on the durable path, 100 clients that submit and wait, against
