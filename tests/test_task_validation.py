@@ -106,6 +106,14 @@ def _random_task(rng):
                                       -(2 ** 63), 2 ** 63 - 1, 1.5, "a\"\\b", ["t"]])
     if rng.random() < 0.1:
         task[rng.choice(["object_bytes", "variant", "extra"])] = rng.choice([0, "1x1", None, -1])
+    if rng.random() < 0.3:      # fields of the task's own, plain or hostile (identify() must never raise)
+        for _ in range(rng.choice([1, 1, 2, 3, 9])):
+            plain = rng.random() < 0.7
+            name = rng.choice(["source_size", "object_bytes", "variant", "extra"] if plain else
+                              ["object_bytes", "bad-name", "é", "", "x" * 65, 5])
+            task[name] = rng.choice(["640x480", 0, 7, 2 ** 63 - 1, "", "x y"] if plain else
+                                    [2 ** 63, -1, True, 10 ** 5000, "a\"b", "a\\b", "é", "\ud800", "x" * 201,
+                                     None, 1.5, ["x"], {"a": 1}])
     if rng.random() < 0.05:
         task["image_key"] = rng.choice([None, 5, b"a", ["a"]])
     if rng.random() < 0.05:
@@ -125,7 +133,7 @@ def test_the_short_path_for_plain_tasks_gives_what_the_general_path_gives():
         task = _random_task(rng)
         short += _identify_plain(task) is not None
         assert _comparable(identify(task)) == _comparable(_identify(task)), task
-    assert short > 2_000        # the short path was taken often enough for the comparison to mean something
+    assert short > 1_500        # the short path was taken often enough for the comparison to mean something
 
 
 @pytest.mark.parametrize("task_id", [2 ** 63, -(2 ** 63) - 1, 10 ** 5000], ids=["2^63", "-2^63-1", "5000 digits"])
@@ -137,3 +145,13 @@ def test_an_integer_task_id_beyond_64_bits_is_refused_not_a_crash(task_id):
         validate({"task_id": task_id, "image_key": "a.jpg", "size": "1x1"})
     ident = identify({"task_id": task_id, "image_key": "a.jpg", "size": "1x1"})
     assert ident.error is not None and ident.task_id is None
+
+
+def test_a_field_holding_an_integer_beyond_the_digit_limit_is_a_dead_letter_not_a_crash():
+    """JSON cannot write a 5000-digit integer, and the fallback repr of the task for its dead letter raised the
+    same ValueError, so identify() raised and submit() crashed on such a task; now it is a ValidationError."""
+    from tqengine.admission import identify
+    ident = identify({"task_id": "t1", "image_key": "a.jpg", "size": "1x1", "extra": 10 ** 5000})
+    assert ident.error is not None and "plain JSON data" in str(ident.error)
+    assert ident.key == "/invalid/a.jpg#1x1" and ident.task_id == "t1"
+    assert "cannot be shown" in ident.payload

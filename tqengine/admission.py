@@ -108,7 +108,7 @@ def _identify(task: Any) -> Identity:
     try:
         payload = fingerprint(task)
     except (TypeError, ValueError, RecursionError) as exc:   # keys JSON cannot hold, a cycle, deep nesting
-        payload = json.dumps(reprlib.repr(task))
+        payload = json.dumps(_shown(task))
         if error is None:
             error = ValidationError(f"a task must be plain JSON data ({type(exc).__name__}: {str(exc)[:200]})")
             image_key = variant = None
@@ -121,6 +121,15 @@ def _identify(task: Any) -> Identity:
         key = invalid_key(task) or \
             f"/invalid/sha256:{hashlib.sha256(payload.encode('utf-8', 'backslashreplace')).hexdigest()}"
     return Identity(key, payload, str(task_id) if task_id is not None else None, image_key, variant, error)
+
+
+def _shown(task: Any) -> str:
+    """A short repr of a task JSON cannot hold, for its dead letter; never raises (repr of an integer of more
+    than 4300 digits does, and so would any value's own __repr__)."""
+    try:
+        return reprlib.repr(task)
+    except Exception as exc:
+        return f"<a {type(task).__name__} that cannot be shown: {type(exc).__name__}>"
 
 
 def storable(text: str) -> str:
