@@ -145,6 +145,11 @@ def _interval(values: list[float | None]) -> tuple[float | None, float | None]:
     return interval if interval is not None else (None, None)
 
 
+def crowd_count(args: Any) -> int:
+    """Tasks per run of the --crowd level: as many per client as the main level makes."""
+    return max(1, args.count // max(args.clients)) * args.crowd
+
+
 def run_overhead(args: Any, workdir: str, log: Any) -> int:
     store_root = os.path.join(workdir, "store")
     tasks = make_tasks(args.count, seed=args.seed, object_bytes=0)
@@ -152,8 +157,7 @@ def run_overhead(args: Any, workdir: str, log: Any) -> int:
     # the crowd level runs as many tasks per client as the main level (no-op work reads no object): with the
     # main level's count, 1000 threads would make 10 tasks each, and starting and ending them is then a
     # share of the CPU per task that target 5 does not ask about (measured ~50 us of ~200 per task)
-    crowd_tasks = make_tasks(max(1, args.count // max(args.clients)) * args.crowd, seed=args.seed,
-                             object_bytes=0) if args.crowd else []
+    crowd_tasks = make_tasks(crowd_count(args), seed=args.seed, object_bytes=0) if args.crowd else []
     shared: dict[str, Any] = {}
 
     def bare_fn(kind: str) -> Any:
@@ -324,8 +328,7 @@ LABELS = {"noop": "no-op work (the durable path alone)", "processor": "the real 
 
 
 def print_summary(args: Any, summary: dict[str, Any]) -> None:
-    crowd = (f" (--crowd: {args.crowd}, {max(1, args.count // max(args.clients)) * args.crowd} tasks per run)"
-             if args.crowd else "")
+    crowd = f" (--crowd: {args.crowd}, {crowd_count(args)} tasks per run)" if args.crowd else ""
     interval = f", switch interval {args.switch_interval:g} s" if args.switch_interval else ""
     print(f"overhead: closed loop, {max(args.clients)} clients{crowd}, {args.workers} workers, "
           f"queue {args.queue_size}{interval}, "

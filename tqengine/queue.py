@@ -96,7 +96,7 @@ class TaskQueue:
             return False
 
     def has_room(self, n: int = 1) -> bool:
-        """True when `n` more items would fit now (a hint: others may take the room first)."""
+        """True when `n` more items would fit now and nobody waits for room (a hint: others may take it first)."""
         return not self._line and self._q.qsize() + n <= self.maxsize
 
     def requeue(self, item: Any, stopping: Callable[[], bool], poll_s: float = 0.1) -> bool:
