@@ -1,5 +1,6 @@
 """Small builders shared by the engine tests."""
 import os
+import time
 
 from runners.workload import ensure_objects, make_tasks
 from tqengine import Config
@@ -20,3 +21,12 @@ def workload(tmp_path, count, **kwargs):
 
 def output_path(tmp_path, output_key):
     return os.path.join(str(tmp_path / "store"), *output_key.split("/"))
+
+
+def wait_until(predicate, seconds=20.0):
+    """Poll `predicate` every 5 ms until it holds; AssertionError after `seconds` (a deadline, not a sleep)."""
+    deadline = time.perf_counter() + seconds
+    while not predicate():
+        if time.perf_counter() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.005)

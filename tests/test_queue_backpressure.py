@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.engine_helpers import engine_config, workload
+from tests.engine_helpers import engine_config, wait_until, workload
 from tqengine import TaskQueue, WorkerPool
 from tqengine.metrics import Metrics
 from tqengine.queue import STOP
@@ -222,14 +222,6 @@ def test_engine_queue_depth_never_exceeds_queue_size_under_many_submitters(tmp_p
     assert snap["queue_depth"]["max"] >= 3                  # the clients really kept it (nearly) full
 
 
-def _deadline_until(predicate, seconds=10.0):
-    deadline = time.perf_counter() + seconds
-    while not predicate():
-        if time.perf_counter() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.005)
-
-
 def test_producers_waiting_for_room_get_it_first_come_first_served():
     """Parked tasks (run() callers) and blocked offers wait in one line: each get moves the head in, so the
     queue stays at its bound and room goes in arrival order, whichever way a producer waits."""
@@ -239,7 +231,7 @@ def test_producers_waiting_for_room_get_it_first_come_first_served():
     offered = []
     blocked = threading.Thread(target=lambda: offered.append(q.offer("o2")))
     blocked.start()
-    _deadline_until(lambda: len(q._line) == 2)
+    wait_until(lambda: len(q._line) == 2)
     assert q.park("p3") is False
     assert q.offer_nowait("late") is False              # the line is ahead of it
     got = [q.get(1.0)]

@@ -9,7 +9,7 @@ import pytest
 
 import tqengine.state.store as store_module
 from runners.load import run_closed
-from tests.engine_helpers import engine_config, workload
+from tests.engine_helpers import engine_config, wait_until, workload
 from tqengine import TaskQueue, WorkerPool
 from tqengine.sync import Signal
 
@@ -32,12 +32,18 @@ class _Gate:
         return None
 
 
-def _deadline_until(predicate, seconds=20.0):
-    deadline = time.perf_counter() + seconds
-    while not predicate():
-        if time.perf_counter() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.005)
+def _record_batch_waits(monkeypatch):
+    """The names of the threads that wait on a commit batch's `done` signal, in order."""
+    waits = []
+
+    class Recording(Signal):
+        __slots__ = ()
+
+        def wait(self, timeout=None):
+            waits.append(threading.current_thread().name)
+            return super().wait(timeout)
+    monkeypatch.setattr(store_module, "Signal", Recording)
+    return waits
 
 
 def _same(result, other):
@@ -73,15 +79,7 @@ def test_run_answers_what_submit_then_result_answers(tmp_path):
 def test_run_sleeps_through_the_claim_commit_when_the_writer_queues_the_task(tmp_path, monkeypatch):
     """The batch's commit signal (what submit() waits on) must not be waited on by a run() caller whose task
     the writer queued: it wakes once, at the outcome. submit() still waits on it (the check can fail)."""
-    waits = []
-
-    class Recording(Signal):
-        __slots__ = ()
-
-        def wait(self, timeout=None):
-            waits.append(threading.current_thread().name)
-            return super().wait(timeout)
-    monkeypatch.setattr(store_module, "Signal", Recording)      # the batches' `done` signals
+    waits = _record_batch_waits(monkeypatch)
     tasks = workload(tmp_path, 4, object_bytes=0)
     with WorkerPool(engine_config(tmp_path)) as pool:
         results = []
@@ -112,9 +110,9 @@ def test_run_on_a_full_queue_blocks_or_is_rejected_like_submit(tmp_path, monkeyp
     cfg = engine_config(tmp_path, max_workers=1, queue_size=1, mode=mode, enqueue_timeout_s=20.0)
     with WorkerPool(cfg, processor=gate) as pool:
         held = pool.submit(tasks[0])
-        _deadline_until(lambda: gate.started == 1)
+        wait_until(lambda: gate.started == 1)
         queued = pool.submit(tasks[1])                      # fills the queue
-        _deadline_until(lambda: pool.queue._q.qsize() == 1)
+        wait_until(lambda: pool.queue._q.qsize() == 1)
         out = []
         runner = threading.Thread(target=lambda: out.append(pool.run(tasks[2], timeout=30)))
         runner.start()
@@ -123,7 +121,7 @@ def test_run_on_a_full_queue_blocks_or_is_rejected_like_submit(tmp_path, monkeyp
             assert out and out[0].status == "rejected" and out[0].error_class == "QueueFull"
             gate.release.set()
         else:
-            _deadline_until(lambda: pool.metrics_snapshot()["counters"].get("enqueued", 0) == 2)
+            wait_until(lambda: pool.metrics_snapshot()["counters"].get("enqueued", 0) == 2)
             assert runner.is_alive() and not out              # blocked for room: the queue is still full
             gate.release.set()
             runner.join(20)
@@ -134,9 +132,9 @@ def test_run_on_a_full_queue_blocks_or_is_rejected_like_submit(tmp_path, monkeyp
 def _full_queue(pool, gate, tasks):
     """One worker held busy by tasks[0], tasks[1] in the queue of one: the queue is full."""
     held = pool.submit(tasks[0])
-    _deadline_until(lambda: gate.started == 1)
+    wait_until(lambda: gate.started == 1)
     queued = pool.submit(tasks[1])
-    _deadline_until(lambda: pool.queue._q.qsize() == 1)
+    wait_until(lambda: pool.queue._q.qsize() == 1)
     return held, queued
 
 
@@ -145,15 +143,7 @@ def test_a_run_caller_waiting_for_room_sleeps_until_its_outcome(tmp_path, monkey
     """At a full queue (block mode) the writer parks the run() caller's task in the queue's line and a worker
     moves it in: the caller does not wake at the commit to wait for room itself (before: it waited on the
     batch's commit signal, then on the queue), it wakes at the outcome."""
-    waits = []
-
-    class Recording(Signal):
-        __slots__ = ()
-
-        def wait(self, timeout=None):
-            waits.append(threading.current_thread().name)
-            return super().wait(timeout)
-    monkeypatch.setattr(store_module, "Signal", Recording)      # the batches' `done` signals
+    waits = _record_batch_waits(monkeypatch)
     gate = _Gate()
     tasks = workload(tmp_path, 3, object_bytes=0)
     cfg = engine_config(tmp_path, max_workers=1, queue_size=1, mode="block", enqueue_timeout_s=20.0)
@@ -163,7 +153,7 @@ def test_a_run_caller_waiting_for_room_sleeps_until_its_outcome(tmp_path, monkey
         runner = threading.Thread(target=lambda: out.append(pool.run(tasks[2], timeout=30)), name="runner")
         runner.start()
         try:
-            _deadline_until(lambda: len(pool.queue._line) == 1)     # parked: the queue holds one, its bound
+            wait_until(lambda: len(pool.queue._line) == 1)     # parked: the queue holds one, its bound
             assert runner.is_alive() and pool.queue._q.qsize() == 1
         finally:
             gate.release.set()
@@ -205,7 +195,7 @@ def test_a_task_parked_for_room_when_the_engine_stops_is_left_queued_and_runs_at
         out = []
         runner = threading.Thread(target=lambda: out.append(pool.run(tasks[2])))
         runner.start()
-        _deadline_until(lambda: len(pool.queue._line) == 1)
+        wait_until(lambda: len(pool.queue._line) == 1)
         began = time.perf_counter()
         stopper = threading.Thread(target=lambda: pool.shutdown(graceful=False))
         stopper.start()
@@ -247,11 +237,11 @@ def test_run_returns_when_the_engine_stops_without_finishing(tmp_path):
     pool = WorkerPool(cfg, processor=gate).start()
     try:
         pool.submit(tasks[0])
-        _deadline_until(lambda: gate.started == 1)
+        wait_until(lambda: gate.started == 1)
         out = []
         runner = threading.Thread(target=lambda: out.append(pool.run(tasks[1])))
         runner.start()
-        _deadline_until(lambda: pool.queue._q.qsize() == 1)
+        wait_until(lambda: pool.queue._q.qsize() == 1)
         stopper = threading.Thread(target=lambda: pool.shutdown(graceful=False))
         began = time.perf_counter()
         stopper.start()
