@@ -223,7 +223,8 @@ class Admission:
         # queue of 200: see README, Results). In fail_fast mode a refusal is the caller's to record, so with
         # no room now the caller waits for the commit as submit() does: woken one by one from the writer
         # thread, they would cost more switches than waking in a chain (measured: 0.80x tasks/s).
-        parking = wake is not None and self.mode == "block"
+        # (one flight: run(). Its `wake` then set with its outcome unset means the engine is stopping)
+        parking = wake is not None and self.mode == "block" and len(flights) == 1
         if wake is not None and not parking and not self.queue.has_room(len(flights) + self.state.claims_pending):
             wake = None
         enqueue_s = self.queue.enqueue_timeout_s      # how long a parked flight may wait for room
