@@ -235,12 +235,13 @@ class Admission:
                 wake_within = enqueue_s if wake_within is None else min(wake_within, enqueue_s)
         queued: set[int] = set()        # the flights the writer put in the queue
         parked: list[Flight] = []       # the flights the writer parked in its line, waiting for room
-        parked_at = [0.0]
+        parked_at = 0.0                 # when the writer parked them
 
         def committed(err: BaseException | None) -> None:
             # In the writer thread, right after the commit, before this submitter wakes; never blocks. Without
             # parking it stops at the first refusal, so the rest keep their order behind the submitter's own
             # (blocking) offer.
+            nonlocal parked_at
             if err is None:
                 offer = self.queue.park if parking else self.queue.offer_nowait
                 for claim, flight in zip(claims, flights, strict=True):
@@ -256,7 +257,7 @@ class Admission:
                         else:
                             break
                 if parked:
-                    parked_at[0] = time.perf_counter()
+                    parked_at = time.perf_counter()
             if wake is not None and len(queued) + len(parked) < len(flights):
                 wake.set()      # something is left for the submitter: wake it now, not at the outcome
         try:
@@ -268,7 +269,7 @@ class Admission:
                 self._resolve(flight, Outcome.store_failed(0, exc))
             return handles
         if parked:
-            self._end_parking(parked, parked_at[0] + enqueue_s, wake)
+            self._end_parking(parked, parked_at + enqueue_s, wake)
             queued.update(id(flight) for flight in parked)
         replayed = set()
         for claim, flight in zip(claims, flights, strict=True):
