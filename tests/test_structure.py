@@ -65,14 +65,16 @@ def test_the_entry_points_stay_thin_and_patch_no_sys_path():
 
 
 @pytest.mark.timeout(60)
-def test_the_lab_command_line_builds_its_parser_without_the_http_client_or_the_report():
+def test_the_lab_command_line_builds_its_parser_without_the_http_client_the_report_or_the_engine():
     """`python -m lab` imports every subcommand's module to build its parser: those must not pull in
-    requests (the token check of `objects serve` took 70 ms of it) or the report and its charts; the command
-    that needs them imports them."""
+    requests (the token check of `objects serve` took 70 ms of it), the report and its charts, or the engine
+    and Pillow (the engine's settings, tqengine.config, load alone: the package exports load on first use,
+    which took 29 ms of a 0.1 s start); the command that needs them imports them."""
     import subprocess
     import sys
     probe = ("import sys; from lab.__main__ import build_parser; build_parser(); "
-             "print(sorted(m for m in ('requests', 'urllib3', 'analysis.report', 'analysis.charts') "
+             "print(sorted(m for m in ('requests', 'urllib3', 'analysis.report', 'analysis.charts', "
+             "'tqengine.pool', 'tqengine.processor', 'PIL') "
              "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=50)
     assert out.returncode == 0, out.stderr
