@@ -612,3 +612,28 @@ def test_valid_task_after_an_invalid_twin_still_runs(tmp_path):
         good = pool.submit(task).result(10)
     assert bad.status == "dead" and "task_id" in bad.error
     assert good.status == "success", (good.status, good.duplicate, good.error)
+
+
+class _Unprintable:
+    def __repr__(self):
+        raise RuntimeError("repr")
+
+
+@pytest.mark.timeout(30)
+def test_a_task_that_raises_as_it_is_read_is_dead_and_the_rest_of_its_call_runs(tmp_path):
+    """A task holding a value whose __repr__ raises (json's default=repr calls it) made identify() raise out of
+    submit_many(): the task before it in the call was registered but never claimed, so drain() never
+    returned and a resubmission of its key waited forever on it. Now the bad task is dead and the call
+    goes on."""
+    store, db = tmp_path / "store", tmp_path / "tasks.db"
+    good = {"task_id": "good", "image_key": "a/1.jpg", "size": "10x10"}
+    create_objects(store, [good])
+    with WorkerPool(Config(max_workers=2, db_path=str(db), store_root=str(store), log_level="ERROR")) as pool:
+        handles = pool.submit_many([good, {"task_id": "bad", "image_key": "b.jpg", "size": "1x1",
+                                           "extra": _Unprintable()}])
+        first, bad = (h.result(timeout=10) for h in handles)
+        assert pool.drain(timeout=10)
+        again = pool.submit(good).result(timeout=10)
+    assert first.status == "success" and again.status == "success" and again.duplicate
+    assert bad.status == "dead" and bad.error_class == "ValidationError" and "plain JSON data" in bad.error
+    assert {r["task_id"]: r["status"] for r in rows(db)} == {"good": "success", "bad": "dead"}

@@ -155,3 +155,132 @@ def test_a_field_holding_an_integer_beyond_the_digit_limit_is_a_dead_letter_not_
     assert ident.error is not None and "plain JSON data" in str(ident.error)
     assert ident.key == "/invalid/a.jpg#1x1" and ident.task_id == "t1"
     assert "cannot be shown" in ident.payload
+
+
+# -- values whose own methods raise or lie (only the API can pass them: a task file holds plain JSON) --------
+class _RaisingGet(dict):
+    def get(self, *args):
+        raise RuntimeError("get")
+
+
+class _RaisingItems(dict):
+    def items(self):
+        raise RuntimeError("items")
+
+    def __iter__(self):
+        raise RuntimeError("iter")
+
+
+class _RaisingRepr:
+    def __repr__(self):
+        raise RuntimeError("repr")
+
+
+class _RaisingIter(list):
+    def __iter__(self):
+        raise RuntimeError("iter")
+
+
+class _RaisingEq(str):
+    __hash__ = str.__hash__
+
+    def __eq__(self, other):
+        raise RuntimeError("eq")
+
+
+class _RaisingNameMeta(type):
+    @property
+    def __name__(cls):
+        raise RuntimeError("name")
+
+
+class _Nameless(metaclass=_RaisingNameMeta):
+    def __repr__(self):
+        raise RuntimeError("repr")
+
+
+class _LyingKey(str):
+    """Shows validation a harmless key: split() and startswith() lie about the string it is."""
+    def split(self, *args, **kwargs):
+        return ["harmless"]
+
+    def startswith(self, *args, **kwargs):
+        return False
+
+    def __format__(self, spec):
+        return "harmless"
+
+
+_GOOD = {"image_key": "a.jpg", "size": "10x10"}
+
+
+# made in the test from their names: pytest's own report of a failing test cannot show a _Nameless argument
+_UNREADABLE = {
+    "value-repr": lambda: {**_GOOD, "extra": _RaisingRepr()},         # json's default=repr calls it
+    "task-repr": _RaisingRepr,
+    "value-iter": lambda: {**_GOOD, "extra": _RaisingIter([1])},
+    "nameless-task": _Nameless,
+    "nameless-value": lambda: {**_GOOD, "extra": _Nameless()},
+}
+
+
+@pytest.mark.parametrize("name", list(_UNREADABLE))
+def test_a_task_that_raises_as_it_is_read_is_dead_not_a_crash(name):
+    """identify() raised each of these out of submit_many() (tests/test_hostile.py has what that did to the
+    engine); now each is a task that is not plain JSON data."""
+    from tqengine.admission import identify
+    task = _UNREADABLE[name]()
+    try:
+        ident = identify(task)
+    except Exception as exc:        # reported without its traceback: pytest cannot show these values
+        pytest.fail(f"identify() raised {type(exc).__name__}", pytrace=False)
+    assert isinstance(ident.error, ValidationError) and "plain JSON data" in str(ident.error)
+    assert ident.key.startswith("/invalid/") and ident.image_key is None
+    assert identify(task).key == ident.key          # the same bad task again is a duplicate of the first
+
+
+@pytest.mark.parametrize("task", [
+    _RaisingGet(_GOOD), _RaisingItems(_GOOD), {_RaisingEq("image_key"): "a.jpg", "size": "10x10"},
+], ids=["dict-get", "dict-items-iter", "key-eq"])
+def test_a_task_is_read_through_dicts_own_methods(task):
+    """A dict subclass's overridden methods, or a key's __eq__, are never called: the task is its data."""
+    from tqengine.admission import identify
+    ident = identify(task)
+    assert ident.error is None and ident.key == "a.jpg#10x10"
+    assert ident.payload == fingerprint(_GOOD)
+
+
+def test_a_str_subclass_cannot_show_validation_another_key():
+    """`../outside.jpg` whose split() and startswith() lie passed validation before: it was refused only by
+    the store, and the task's key was what its __format__ said. Now validation sees the string itself."""
+    from tqengine.admission import identify
+    from tqengine.tasks import check_key
+    task = {"image_key": _LyingKey("../outside.jpg"), "size": "10x10"}
+    with pytest.raises(ValidationError, match=r"'\.\.'"):
+        validate(task)
+    with pytest.raises(ValidationError, match=r"'\.\.'"):
+        check_key(_LyingKey("../outside.jpg"))
+    ident = identify(task)
+    assert isinstance(ident.error, ValidationError) and ident.key == "/invalid/../outside.jpg#10x10"
+    assert type(check_key(_LyingKey("a/b.jpg"))) is str
+
+
+def test_subclasses_of_plain_types_identify_as_their_plain_data():
+    """An OrderedDict, or str and int subclasses, are the task they hold: the same key, payload and task_id
+    (so idempotency treats them as that task), every field an exact built-in type."""
+    import collections
+
+    from tqengine.admission import identify
+
+    class Text(str):
+        pass
+
+    class Number(int):
+        pass
+
+    task = {"task_id": "t1", "image_key": "a/b.jpg", "size": "10x10", "object_bytes": 7}
+    wrapped = collections.OrderedDict(task_id=Text("t1"), image_key=Text("a/b.jpg"), size=Text("10x10"),
+                                      object_bytes=Number(7))
+    assert identify(wrapped) == identify(task)
+    ident = identify(wrapped)
+    assert {type(ident.key), type(ident.image_key), type(ident.variant), type(ident.task_id)} == {str}

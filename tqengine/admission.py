@@ -28,7 +28,18 @@ from .queue import TaskQueue
 from .records import Outcome
 from .state.store import Claim, StateStore
 from .sync import Signal
-from .tasks import MAX_KEY_LEN, MAX_TASK_ID, MIN_TASK_ID, fingerprint, parse_variant, validate
+from .tasks import (
+    MAX_KEY_LEN,
+    MAX_TASK_ID,
+    MIN_TASK_ID,
+    exact,
+    fingerprint,
+    parse_variant,
+    plain,
+    type_name,
+    validate,
+    validate_plain,
+)
 
 MAX_INVALID_PAYLOAD = 64 * 1024    # bytes of a bad task's JSON kept in its row
 
@@ -45,8 +56,18 @@ class Identity(NamedTuple):
 
 
 def identify(task: Any) -> Identity:
-    """The Identity of a submission; never raises, whatever `task` is."""
-    return _identify_plain(task) or _identify(task)
+    """The Identity of a submission; never raises, whatever `task` is: a value whose own methods raise as it is
+    read (a dict or str subclass, a key's __eq__, a value's __repr__) is a task that is not plain JSON data.
+    Before, such a task raised out of submit_many() and left the tasks before it in the call claimed by no
+    one: drain() never returned, and a resubmission of their keys waited forever."""
+    try:
+        ident = _identify_plain(task)
+    except Exception:       # a key's own __eq__: the general path reads the task without calling it
+        ident = None
+    try:
+        return ident or _identify(task)
+    except Exception as exc:
+        return _unreadable(task, exc)
 
 
 # The usual task, {"image_key": <plain key>, "size": "WxH"} and perhaps a task_id, is identified by a short path
@@ -89,12 +110,15 @@ def _identify_plain(task: Any) -> Identity | None:
 
 
 def _identify(task: Any) -> Identity:
-    """The general path of identify(), for any value at all."""
+    """The general path of identify(), for any value at all (what raises is identify()'s to catch). A task
+    is read as plain(task): exact built-in keys and values, through dict's own methods."""
     image_key: str | None
     variant: str | None
     error: ValidationError | None
+    if isinstance(task, dict):
+        task = plain(task)
     try:
-        image_key, variant = validate(task)
+        image_key, variant = validate_plain(task) if isinstance(task, dict) else validate(task)
         error = None
     except ValidationError as exc:
         image_key = variant = None
@@ -123,13 +147,30 @@ def _identify(task: Any) -> Identity:
     return Identity(key, payload, str(task_id) if task_id is not None else None, image_key, variant, error)
 
 
+def _unreadable(task: Any, exc: Exception) -> Identity:
+    """The Identity of a submission that raised while identify() read it: dead, keyed by its payload."""
+    error = ValidationError(f"a task must be plain JSON data (reading it raised {type_name(exc)})")
+    payload = json.dumps(_shown(task))        # short: reprlib's limits
+    key = f"/invalid/sha256:{hashlib.sha256(payload.encode('utf-8', 'backslashreplace')).hexdigest()}"
+    task_id = None
+    try:                                    # its task_id, if that much can be read
+        value = exact(dict.get(task, "task_id")) if isinstance(task, dict) else None
+        if type(value) is int and MIN_TASK_ID <= value <= MAX_TASK_ID:
+            task_id = str(value)
+        elif type(value) is str:
+            task_id = storable(value)
+    except Exception:
+        pass
+    return Identity(key, payload, task_id, None, None, error)
+
+
 def _shown(task: Any) -> str:
     """A short repr of a task JSON cannot hold, for its dead letter; never raises (repr of an integer of more
     than 4300 digits does, and so would any value's own __repr__)."""
     try:
-        return reprlib.repr(task)
+        return exact(reprlib.repr(task))
     except Exception as exc:
-        return f"<a {type(task).__name__} that cannot be shown: {type(exc).__name__}>"
+        return f"<a {type_name(task)} that cannot be shown: {type_name(exc)}>"
 
 
 def storable(text: str) -> str:

@@ -39,9 +39,42 @@ def fingerprint(task: object) -> str:
     return _CANONICAL.encode(task)
 
 
+def exact(value: Any) -> Any:
+    """`value` as its exact built-in type when it is a str, int or float of a subclass (copied by the base
+    type's own method, so none of the subclass's is called); any other value as it is."""
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return value
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    return value
+
+
+def plain(task: dict[Any, Any]) -> dict[Any, Any]:
+    """The task's top-level fields as a plain dict, keys and scalar values of exact built-in types, read
+    through dict's own methods: a dict or str subclass cannot then show validation one value and the store
+    another (an overridden get, split or startswith is never called). Its JSON is the task's own: json
+    encodes a str, int or float subclass by the base type's value. Raises whatever reading the task
+    raises (a key's own __hash__ or __eq__)."""
+    exact_types = _EXACT
+    return {k if type(k) is str else exact(k): v if type(v) in exact_types else exact(v)
+            for k, v in dict.items(task)}
+
+
+_EXACT = frozenset((str, int, float, bool, type(None), list, dict))    # plain() keeps these as they are
+
+
 def check_key(key: object) -> str:
-    """Refuse an object key that could name anything outside the store root."""
-    if not isinstance(key, str) or not key:
+    """Refuse an object key that could name anything outside the store root; the key as an exact str (a
+    subclass's own methods could show the checks another string than the one that is used)."""
+    if not isinstance(key, str):
+        raise ValidationError("image_key must be a non-empty string")
+    key = str.__str__(key)          # exact(): the string itself, whatever a subclass's methods say
+    if not key:
         raise ValidationError("image_key must be a non-empty string")
     if len(key) > MAX_KEY_LEN:
         raise ValidationError(f"image_key is longer than {MAX_KEY_LEN} characters")
@@ -59,6 +92,14 @@ def check_key(key: object) -> str:
     if any(part in ("", ".", "..") for part in parts):
         raise ValidationError("image_key has an empty, '.' or '..' path component")
     return key
+
+
+def type_name(value: object) -> str:
+    """The name of `value`'s type, for a message; never raises (a metaclass may make __name__ raise)."""
+    try:
+        return exact(type(value).__name__)[:100]
+    except Exception:
+        return "object"
 
 
 def _encodable(text: str) -> bool:
@@ -83,9 +124,19 @@ def parse_variant(variant: object) -> tuple[int, int]:
 
 
 def validate(task: Any) -> tuple[str, str]:
-    """Return (image_key, variant) of a well-formed task, else raise ValidationError with the reason."""
+    """Return (image_key, variant) of a well-formed task, else raise ValidationError with the reason (as
+    exact strs: the checks run on plain(task))."""
     if not isinstance(task, dict):
-        raise ValidationError(f"a task must be a JSON object, not {type(task).__name__}")
+        raise ValidationError(f"a task must be a JSON object, not {type_name(task)}")
+    try:
+        task = plain(task)
+    except Exception as exc:        # a key's own __hash__ or __eq__ raised, or a subclass refused the copy
+        raise ValidationError(f"a task must be plain JSON data (reading it raised {type_name(exc)})") from None
+    return validate_plain(task)
+
+
+def validate_plain(task: dict[Any, Any]) -> tuple[str, str]:
+    """validate() of a task that is plain(task) already."""
     task_id = task.get("task_id")
     if task_id is not None and (not isinstance(task_id, (str, int)) or isinstance(task_id, bool)
                                 or task_id == ""):
@@ -105,7 +156,7 @@ def validate(task: Any) -> tuple[str, str]:
                               "would take the name of another task's output")
     if "size" not in task and "variant" not in task:
         raise ValidationError("missing field size (or variant)")
-    variant = variant_of(task)
+    variant = variant_of(task)      # an exact str: task is plain(task)
     if variant is None:
         raise ValidationError("size/variant must be a string like '200x200'")
     parse_variant(variant)

@@ -139,11 +139,11 @@ class HttpObjectStore(ObjectStore):
         return self._transport.counts.snapshot()
 
     def url_for(self, key: str) -> str:
-        check_key(key)
+        key = check_key(key)
         return f"{self.base_url}/{urllib.parse.quote(self.bucket)}/{urllib.parse.quote(key, safe='/')}"
 
     def _target(self, key: str) -> str:
-        check_key(key)
+        key = check_key(key)
         return self._prefix + urllib.parse.quote(key, safe="/")
 
     # --- one request ---

@@ -52,7 +52,7 @@ class LocalObjectStore(ObjectStore):
     def path_for(self, key: str) -> str:
         """The filesystem path `key` names (ValidationError for a key that is not a valid object key). For
         display and tests: open objects through the store, which refuses links on the way."""
-        check_key(key)
+        key = check_key(key)
         return self.root + os.sep + key.replace("/", os.sep)
 
     # -- reads -------------------------------------------------------------------------------
