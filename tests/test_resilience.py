@@ -457,3 +457,43 @@ def test_the_wal_stays_bounded_under_continuous_writes(tmp_path, monkeypatch):
 def test_a_reader_holding_a_snapshot_cannot_grow_the_wal_without_bound(tmp_path, monkeypatch):
     high = _wal_run(tmp_path, monkeypatch, 8000, hold_s=2.0)
     assert high < 2 * 1024 * 1024, f"WAL reached {high / 2**20:.1f} MiB with a 1 MiB bound"
+
+
+# -- a processor's own bugs end its task, not the worker ------------------------------------------------------
+class _UnprintableError(Exception):
+    def __str__(self):
+        return self.message         # never set: str() raises AttributeError
+
+
+class _BuggyProcessor:
+    """A processor of the API's (WorkerPool(config, processor=...)): `bad.jpg` raises an exception that cannot
+    be shown, `odd.jpg` returns what no row can hold, anything else succeeds."""
+
+    def process(self, image_key, variant, key, attempt):
+        if image_key == "bad.jpg":
+            raise _UnprintableError()
+        if image_key == "odd.jpg":
+            return ["a list"], "", 2 ** 70
+        return f"variants/{image_key}@{variant}", "", 0
+
+    def completed_output(self, image_key, variant):
+        return None
+
+
+@pytest.mark.timeout(30)
+def test_a_processor_error_that_cannot_be_shown_or_an_output_no_row_holds_ends_the_task_dead(tmp_path):
+    """str() of the processor's exception raising killed the worker thread: its task never ended, and with one
+    worker no task ever ran again (drain never returned). An output of the wrong types failed the final
+    commit instead: the task was answered `failed` (StoreError) and stayed unfinished in the database."""
+    cfg = Config(max_workers=1, max_attempts=2, db_path=str(tmp_path / "tasks.db"),
+                 store_root=str(tmp_path / "store"), backoff_base_s=0.001, backoff_cap_s=0.01, log_level="CRITICAL")
+    with WorkerPool(cfg, processor=_BuggyProcessor()) as pool:
+        bad, odd, good = (pool.submit({"task_id": name, "image_key": f"{name}.jpg", "size": "1x1"}).result(10)
+                          for name in ("bad", "odd", "good"))
+        assert pool.drain(timeout=10)
+    assert bad.status == "dead" and bad.error_class == "_UnprintableError" and bad.attempts == 2
+    assert "cannot be shown" in bad.error and "AttributeError" in bad.error
+    assert odd.status == "dead" and odd.error_class == "PermanentError" and "the processor returned" in odd.error
+    assert good.status == "success"
+    assert {r["task_id"]: r["status"] for r in rows(tmp_path / "tasks.db")} == \
+        {"bad": "dead", "odd": "dead", "good": "success"}

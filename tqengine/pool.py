@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import random
+import reprlib
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +24,7 @@ from typing import Any
 from . import logs
 from .admission import Admission
 from .config import Config
-from .errors import ConfigError, ResourceError, StoreError, TransientError
+from .errors import ConfigError, PermanentError, ResourceError, StoreError, TransientError
 from .flight import Flight, FlightTable, TaskHandle
 from .metrics import Metrics
 from .objects import ObjectStore, make_store
@@ -31,7 +32,7 @@ from .processor import Processor
 from .queue import STOP, TaskQueue
 from .records import Outcome, TaskResult
 from .recovery import recover
-from .retry import PERMANENT, RESOURCE, BackoffScheduler, backoff_delay, classify, resource_cause
+from .retry import PERMANENT, RESOURCE, BackoffScheduler, backoff_delay, classify, describe, resource_cause
 from .state.lock import DatabaseLock
 from .state.store import StateStore
 from .sync import Signal
@@ -276,13 +277,13 @@ class WorkerPool:
         self.state.mark_running(flight.row_id, attempt)
         started = time.perf_counter()
         try:
-            output_key, digest, nbytes = self.processor.process(flight.image_key, flight.variant,
-                                                                flight.key, attempt)
+            output_key, digest, nbytes = _checked_output(self.processor.process(flight.image_key, flight.variant,
+                                                                                flight.key, attempt))
         except Exception as exc:
             self.metrics.busy(time.perf_counter() - started)
             self.metrics.count("failed")
             kind = classify(exc)
-            error_class, message = type(exc).__name__, str(exc)[:2000]
+            error_class, message = describe(exc)
             if kind == RESOURCE:        # not the task's fault: the attempt does not count, the engine stops
                 flight.attempts = attempt - 1
                 self.state.requeue(flight.row_id, attempt - 1, lambda err: None)
@@ -360,3 +361,26 @@ class WorkerPool:
 
 
 Engine = WorkerPool
+
+
+def _checked_output(output: Any) -> tuple[str, str, int]:
+    """A processor's (output_key, digest, bytes written), or PermanentError: the final row can hold nothing
+    else (a list or an integer past 64 bits failed the commit, and the task was answered `failed`)."""
+    try:
+        output_key, digest, nbytes = output
+        if type(output_key) is str and type(digest) is str and type(nbytes) is int and 0 <= nbytes < 2 ** 63:
+            if not (output_key.isascii() and digest.isascii()):
+                output_key.encode("utf-8")
+                digest.encode("utf-8")
+            return output_key, digest, nbytes
+    except (TypeError, ValueError):     # not three values, or a lone surrogate
+        pass
+    raise PermanentError(f"the processor returned {_short(output)}, not (output_key: str, digest: str, "
+                         f"bytes: int >= 0)")
+
+
+def _short(value: Any) -> str:
+    try:
+        return reprlib.repr(value)
+    except Exception:
+        return "a value that cannot be shown"

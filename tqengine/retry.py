@@ -54,6 +54,20 @@ def classify(exc: BaseException) -> str:
     return TRANSIENT
 
 
+def describe(exc: BaseException) -> tuple[str, str]:
+    """(class name, message of at most 2000 characters) of an attempt's exception; never raises: a class whose
+    __str__ raises (a missing attribute, say) killed the worker thread that asked, and its task never ended."""
+    try:
+        name = str.__str__(type(exc).__name__)[:200]
+    except Exception:
+        name = "Exception"
+    try:
+        message = str.__str__(str(exc))[:2000]
+    except Exception as inner:
+        message = f"(its message cannot be shown: str() raised {type(inner).__name__})"
+    return name, message
+
+
 def backoff_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random | Any = random) -> float:
     """Full-jitter exponential backoff after failed attempt `attempt` (1-based): U(0, min(cap, base*2**(n-1)))."""
     return rng.uniform(0.0, min(cap_s, base_s * (2 ** (attempt - 1))))
