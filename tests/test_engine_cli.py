@@ -197,3 +197,18 @@ def test_benchmark_verdicts_judge_the_engines_targets_over_the_runs():
     none = benchmark_verdicts([{"efficiency": None, "latency_ms": {"p95": 9.0}, "harness": {"service_time_ms": 0}}],
                               {"clients": 100, "workers": 8})
     assert none["targets"] == {}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("where", ["folder", "missing-folder"])
+def test_a_log_file_that_cannot_be_opened_is_one_line_and_exit_2_before_any_work(tmp_path, where):
+    """--log-file naming a folder (or a file in a missing folder) ended in a traceback and exit 1."""
+    log_file = tmp_path if where == "folder" else tmp_path / "no" / "such" / "engine.log"
+    task_file = tmp_path / "tasks.json"
+    task_file.write_text(json.dumps([{"image_key": "a.jpg", "size": "1x1"}]))
+    proc = run(["task_queue_optimized.py", "--tasks", str(task_file), "--store", str(tmp_path / "store"),
+                "--db", str(tmp_path / "t.db"), "--log-file", str(log_file)])
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot open log file" in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "t.db").exists()         # stopped before the database was opened

@@ -9,6 +9,8 @@ import json
 import logging
 from typing import Any
 
+from .errors import ConfigError
+
 LOGGER_NAME = "tq"
 logger = logging.getLogger(LOGGER_NAME)
 logger.addHandler(logging.NullHandler())
@@ -28,12 +30,16 @@ class JsonLineFormatter(logging.Formatter):
 
 
 def configure(level: str = "WARNING", path: str = "") -> None:
-    """Send the engine's logs to stderr (or `path`) as JSON lines at `level`; idempotent."""
+    """Send the engine's logs to stderr (or `path`, appended to) as JSON lines at `level`; idempotent.
+    ConfigError naming the cause when `path` cannot be opened (a folder, a missing or read-only folder)."""
+    try:
+        handler: logging.Handler = logging.FileHandler(path) if path else logging.StreamHandler()
+    except OSError as exc:
+        raise ConfigError(f"cannot open log file {path}: {exc.strerror or exc}") from None
     while _INSTALLED:
         old = _INSTALLED.pop()
         logger.removeHandler(old)
         old.close()
-    handler: logging.Handler = logging.FileHandler(path) if path else logging.StreamHandler()
     _INSTALLED.append(handler)
     handler.setFormatter(JsonLineFormatter())
     logger.addHandler(handler)
