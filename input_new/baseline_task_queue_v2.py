@@ -402,6 +402,29 @@ def check_args(args):
         raise BadInput("--result-timeout must be > 0")
 
 
+def check_paths(args):
+    """The output paths, before any work: one clear line now, not a run lost at its end."""
+    if args.json:
+        if os.path.isdir(args.json):
+            raise BadInput(f"--json {args.json}: is a folder; give a file name")
+        _check_folder(os.path.dirname(os.path.abspath(args.json)), "--json", args.json)
+    if args.store:
+        if os.path.exists(args.store) and not os.path.isdir(args.store):
+            raise BadInput(f"--store {args.store}: exists and is not a folder")
+        _check_folder(os.path.abspath(args.store), "--store", args.store)
+
+
+def _check_folder(folder, flag, given):
+    """`folder` is, or can be made under, a folder we may write in."""
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise BadInput(f"{flag} {given}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise BadInput(f"{flag} {given}: cannot write in {existing}")
+
+
 def load_tasks(path):
     try:
         with open(path, "rb") as f:
@@ -567,6 +590,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         check_args(args)
+        check_paths(args)
         if args.tasks:
             tasks = load_tasks(args.tasks)
         else:

@@ -363,3 +363,18 @@ def test_generated_tasks_and_sources_are_the_engines():
     for task in make_tasks(6, seed=2):
         assert gen.image_bytes(task["image_key"], *source_size_of(task)) == \
             image_bytes(task["image_key"], *source_size_of(task))
+
+
+@pytest.mark.timeout(40)
+@pytest.mark.parametrize("flag, where", [("--json", "folder"), ("--json", "under-a-file"), ("--store", "a-file")])
+def test_cli_output_paths_are_checked_before_the_run(tmp_path, flag, where):
+    """--json naming a folder failed only after the whole run (exit 1, the figures lost), and --store naming a
+    file ended in a FileExistsError (exit 1): both are one line and exit 2 now, before any work."""
+    a_file = tmp_path / "tasks.json"
+    a_file.write_text("[]")
+    target = {"folder": tmp_path, "under-a-file": a_file / "m.json", "a-file": a_file}[where]
+    proc = _cli("--count", "20000", "--latency-ms", "0", flag, str(target))
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and flag in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stdout == ""            # no run happened
+    assert a_file.read_text() == "[]"
