@@ -40,6 +40,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
 DEFAULT_IMAGE_SIZE = "64x48-320x240"
 _WXH = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")
 MAX_SOURCE_SIDE = 16383
+MAX_COUNT = 10_000_000      # tasks a call may generate
 
 
 # -- a deliberate copy of runners.workload's source images (tests/test_generator.py checks they agree) ----
@@ -170,6 +171,9 @@ def parse_sizes(text):
 
 def check_args(args):
     """Return a one-line complaint about the arguments, or None."""
+    problem = _check_paths(args)
+    if problem:
+        return problem
     if args.sizes is not None and parse_sizes(args.sizes) is None:
         return "--sizes must be a comma-separated list of WxH with 1 <= W,H <= 8192"
     if args.from_dir is not None:
@@ -187,8 +191,8 @@ def check_args(args):
         return None
     if args.count is None:
         return "--count is required (or --from-dir DIR)"
-    if args.count < 0:
-        return "--count must be >= 0"
+    if not 0 <= args.count <= MAX_COUNT:
+        return f"--count must be within 0..{MAX_COUNT:,} (the task list is built in memory)"
     if parse_size_range(args.image_size) is None:
         return f"--image-size must be WxH or WxH-WxH (1..{MAX_SOURCE_SIDE} a side, low <= high)"
     for name in ("duplicate_fraction", "invalid_fraction"):
@@ -200,6 +204,24 @@ def check_args(args):
     n_dup, n_inv = counts(args)
     if n_dup and args.count - n_dup - n_inv < 1:
         return "duplicates need at least one valid task to repeat; lower the fractions"
+    return None
+
+
+def _check_paths(args):
+    """A complaint about --out or --objects, found before any work (not in a traceback after it), or None."""
+    if os.path.isdir(args.out):
+        return f"--out {args.out}: is a folder; give a file name"
+    for flag, folder in (("--out", os.path.dirname(os.path.abspath(args.out))),
+                         ("--objects", os.path.abspath(args.objects) if args.objects else None)):
+        if folder is None:
+            continue
+        existing = folder
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            return f"{flag}: {existing} exists and is not a folder"
+        if not os.access(existing, os.W_OK | os.X_OK):
+            return f"{flag}: cannot write in {existing}"
     return None
 
 

@@ -136,3 +136,22 @@ def test_from_dir_makes_tasks_for_the_users_images_and_writes_nothing_there(tmp_
     assert snapshot_tree(photos) == before
     inside = _gen("--from-dir", str(photos), "--sizes", "200x200", "--out", str(photos / "t.json"))
     assert inside.returncode == 2 and "inside" in inside.stderr and not (photos / "t.json").exists()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("case", ["out-folder", "out-under-a-file", "objects-a-file", "huge-count"])
+def test_paths_and_a_huge_count_are_refused_before_any_work(tmp_path, case):
+    """--out naming a folder, or a file under a file, or --objects naming a file, ended in exit 1 with a temp
+    file's name ("cannot write: ... '.gen-....tq-tmp' -> ..."), after the images were made; a count of 10**20
+    ran until memory gave out. Each is one line and exit 2 now, with nothing written."""
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    args = {"out-folder": ["--count", "3", "--out", str(tmp_path)],
+            "out-under-a-file": ["--count", "3", "--out", str(a_file / "t.json")],
+            "objects-a-file": ["--count", "3", "--out", str(tmp_path / "t.json"), "--objects", str(a_file)],
+            "huge-count": ["--count", str(10 ** 20), "--out", str(tmp_path / "t.json")]}[case]
+    proc = _gen(*args)
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and ".tq-tmp" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"] and a_file.read_text() == "mine"
