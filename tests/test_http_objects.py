@@ -123,9 +123,8 @@ def test_round_trip_streaming(srv, store, nbytes):
     assert store.write_chunks(key, object_chunks(key, nbytes)) == expected
     assert store.exists(key) and store.size(key) == nbytes
     pieces = list(store.read_chunks(key))
-    assert all(0 < len(p) <= store.chunk_size for p in pieces)
-    assert len(pieces) == -(-nbytes // store.chunk_size)
-    assert sha(pieces) == expected
+    assert all(0 < len(p) <= store.chunk_size for p in pieces)      # as they come: one recv each at most
+    assert sum(map(len, pieces)) == nbytes and sha(pieces) == expected
     assert store.read_all(key) == b"".join(object_chunks(key, nbytes))
     # the file is where the contract says: <root>/<bucket>/<key>, readable by the local store too
     local = LocalObjectStore(bucket_root(srv.root, "store"))
@@ -217,9 +216,12 @@ def test_kept_alive_requests_do_not_stall_on_delayed_ack(srv, store):
 def _stream_through(st, src, dst, barrier=None):
     """What the engine's processor does: the download feeds the upload (GET open while PUT runs)."""
     def pieces():
-        for i, chunk in enumerate(st.read_chunks(src)):
-            if i == 1 and barrier is not None:
-                barrier.wait(timeout=10)      # every thread now holds a GET and a PUT connection
+        received, waited = 0, barrier is None
+        for chunk in st.read_chunks(src):
+            if not waited and received >= st.chunk_size:
+                waited = True                 # the PUT has sent its first block: every thread now holds a GET
+                barrier.wait(timeout=10)      # and a PUT connection
+            received += len(chunk)
             yield chunk
     return st.write_chunks(dst, pieces())
 
@@ -377,11 +379,11 @@ def test_read_timeout_in_mid_stream_is_transient(client):
     try:
         url = f"http://127.0.0.1:{listener.getsockname()[1]}"
         with HttpObjectStore(url, chunk_size=65536, timeout=(2, 0.2), client=client) as st:
-            chunks = st.read_chunks("slow")
-            assert len(next(chunks)) == 65536
+            received = 0
             with pytest.raises(StoreTimeout) as info:
-                for _ in chunks:
-                    pass
+                for piece in st.read_chunks("slow"):
+                    received += len(piece)
+            assert received == 70_000                   # every byte the server sent, then the timeout
             assert classify(info.value) == "transient"
             assert st._transport.idle_sockets() == []
     finally:
@@ -682,3 +684,52 @@ if __name__ == "__main__":
     print(f"{r['client']}: {r['nbytes'] / MiB:.0f} MiB PUT+GET: client peak {c[0] / 1024:.1f} -> {c[2] / 1024:.1f} MiB "
           f"(+{(c[2] - c[0]) / 1024:.2f}), server peak {s[0] / 1024:.1f} -> {s[2] / 1024:.1f} MiB "
           f"(+{(s[2] - s[0]) / 1024:.2f})")
+
+
+def _dribbling_server(stop):
+    """A server that answers one GET with 1 MB announced, then sends one byte every 20 ms until `stop`."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve_one():
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(5)
+            request = b""
+            while b"\r\n\r\n" not in request:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                request += data
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
+            try:
+                while not stop.wait(0.02):
+                    conn.sendall(b"x")
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=serve_one, daemon=True)
+    thread.start()
+    return listener, thread
+
+
+@pytest.mark.timeout(30)
+def test_a_server_that_dribbles_its_body_cannot_hold_an_attempt_past_its_deadline(client):
+    """read(64 KiB) waited for all 64 KiB: a server sending a byte every 20 ms (well within the read timeout)
+    held the first piece for ~20 minutes, and the attempt's deadline, checked between pieces, with it. Pieces
+    now come as they arrive: the first at once, and the attempt ends at attempt_timeout_s."""
+    from tqengine.errors import AttemptTimeout
+    from tqengine.processor import Processor
+    stop = threading.Event()
+    listener, thread = _dribbling_server(stop)
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        with HttpObjectStore(url, chunk_size=65536, timeout=(2, 2), client=client) as st:
+            processor = Processor(st, attempt_timeout_s=0.5)
+            started = time.perf_counter()
+            with pytest.raises(AttemptTimeout):
+                processor.process("slow.jpg", "10x10", "slow.jpg#10x10", 1)
+            assert time.perf_counter() - started < 3.0      # the deadline, not 64 KiB x 20 ms
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        listener.close()

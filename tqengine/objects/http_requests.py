@@ -134,12 +134,21 @@ class RequestsAnswer:
     def __init__(self, resp: requests.Response) -> None:
         self._resp = resp
         self.status = resp.status_code
+        self._read_to_end = False       # chunks() read the body to its end through urllib3 itself
 
     def header(self, name: str) -> str | None:
         return self._resp.headers.get(name)
 
     def chunks(self, size: int) -> Iterator[bytes]:
-        return self._resp.iter_content(size)
+        """The body in pieces of at most `size`, each from at most one read of the socket (urllib3's read1):
+        iter_content(size) waited for all of `size` (see StdlibAnswer.chunks)."""
+        read1 = self._resp.raw.read1
+        while True:
+            data = read1(size)
+            if not data:
+                break
+            yield data
+        self._read_to_end = True
 
     def read(self, limit: int | None = None) -> bytes:
         """The body (or its first `limit` bytes), through iter_content so that requests knows it was
@@ -155,8 +164,12 @@ class RequestsAnswer:
         return data if limit is None else data[:limit]
 
     def release(self) -> None:
-        # a consumed response gives its connection back to the pool; an unconsumed one closes it
-        self._resp.close()
+        # a consumed response gives its connection back to the pool; an unconsumed one closes it (requests
+        # does not know of a body read through chunks(): urllib3 gives the connection back itself)
+        if self._read_to_end:
+            self._resp.raw.release_conn()
+        else:
+            self._resp.close()
 
     def discard(self) -> None:
         self._resp.raw.close()

@@ -131,12 +131,17 @@ class StdlibAnswer:
         return self._resp.getheader(name)
 
     def chunks(self, size: int) -> Iterator[bytes]:
-        read = self._resp.read
-        while True:
-            data = read(size)
-            if not data:
+        """The body in pieces of at most `size`, each from at most one recv: read(size) waited for all of
+        `size`, so a server sending a byte every few seconds held one piece (and the attempt's deadline,
+        checked between pieces) for up to `size` read timeouts."""
+        resp = self._resp
+        read1 = resp.read1
+        while resp.length != 0:         # None: chunked, or to the end of the connection
+            data = read1(size)
+            if not data:                # the end (chunked), or cut short (the caller counts the bytes)
                 return
             yield data
+        resp.read()                     # all of Content-Length: marks the answer closed, so it can be reused
 
     def read(self, limit: int | None = None) -> bytes:
         return self._resp.read() if limit is None else self._resp.read(limit)
