@@ -114,3 +114,18 @@ def test_the_lab_refuses_a_bad_image_size_through_its_setting():
         assert SPECS["image_size"].problem(bad) == check("image_size", bad) == \
             "must be tiny, small, large or WxH (e.g. 640x480)", bad
     assert check("image_size", "640x480") is None and check("image_size", "tiny") is None
+
+
+@pytest.mark.timeout(30)
+def test_a_dotenv_that_is_not_utf8_text_is_one_line_and_exit_2(tmp_path):
+    """python-dotenv's UnicodeDecodeError came out of load_config, and the CLI ended in a traceback (exit 1)."""
+    dotenv = tmp_path / ".env"
+    dotenv.write_bytes(b"TQ_MAX_WORKERS=2\n\xff\xfe\n")
+    with pytest.raises(ConfigError, match=r"cannot read .*\.env: not UTF-8 text"):
+        load_config(environ={}, dotenv_path=str(dotenv))
+    (tmp_path / "t.json").write_text("[]")
+    proc = subprocess.run([sys.executable, f"{ROOT}/task_queue_optimized.py", "--tasks", "t.json", "--store", "s",
+                           "--db", "d.db"], cwd=tmp_path, capture_output=True, text=True, timeout=25)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == ["error: cannot read .env: not UTF-8 text (byte 17)"], proc.stderr
+    assert not (tmp_path / "d.db").exists()

@@ -196,7 +196,12 @@ def env_values(environ: Mapping[str, str] | None = None, dotenv_path: str | None
     values: dict[str, Any] = {}
     if dotenv_path and os.path.isfile(dotenv_path):
         from dotenv import dotenv_values
-        for name, raw in dotenv_values(dotenv_path).items():
+        try:
+            pairs = dotenv_values(dotenv_path, encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:    # unreadable, or not UTF-8 text: one line, not a traceback
+            cause = exc.strerror if isinstance(exc, OSError) else f"not UTF-8 text (byte {exc.start})"
+            raise ConfigError(f"cannot read {dotenv_path}: {cause}") from None
+        for name, raw in pairs.items():
             key = _field_for(name)
             if key and raw is not None:
                 values[key] = coerce(key, raw)
