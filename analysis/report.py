@@ -26,7 +26,7 @@ from analysis.verdicts import TARGETS, direction_symbol
 from tqcontract.environment import REFERENCE_LOOP
 from tqcontract.files import write_text
 from tqcontract.histogram import LatencyHistogram
-from tqcontract.metrics import BASELINE, ENGINE, canonical_impl
+from tqcontract.metrics import BASELINE, ENGINE, canonical_impl, dig
 
 NOISE_CV = verdicts.NOISE_CV
 DETAIL_METRICS = trials.REQUIRED_METRICS      # every figure a cell's statistics are computed from
@@ -74,9 +74,27 @@ def _read_trial_file(sweep_dir, trial_id):
 
 
 def _tail_of(rec):
-    last = [line.strip() for line in (rec.get("stderr_tail") or "").splitlines()
+    tail = rec.get("stderr_tail")
+    last = [line.strip() for line in (tail if isinstance(tail, str) else "").splitlines()
             if line.strip() and not line.startswith("[killed with its process group")]
     return last[-1][:160] if last else ""
+
+
+_META_OBJECTS = ("machine", "trial_python", "sweep_python", "scratch", "adaptive")
+
+
+def _grid_problem(grid):
+    """True when sweep.json's grid is not one the report can read (a damaged or hand-edited file)."""
+    if not (isinstance(grid, dict) and isinstance(grid.get("axes"), dict) and isinstance(grid.get("fixed"), dict)):
+        return True
+    if not all(isinstance(values, list) for values in grid["axes"].values()):
+        return True
+    impls = grid.get("implementations", [])
+    if not (isinstance(impls, list) and all(isinstance(i, str) for i in impls)):
+        return True
+    repeats, timeout = grid.get("repeats", 1), grid.get("timeout_s", 1)
+    return not (isinstance(repeats, int) and not isinstance(repeats, bool) and repeats >= 1
+                and isinstance(timeout, (int, float)) and not isinstance(timeout, bool))
 
 
 def load_meta(sweep_dir):
@@ -87,10 +105,14 @@ def load_meta(sweep_dir):
     try:
         with open(meta_path, encoding="utf-8") as f:
             meta = json.load(f)
-        grid = meta["grid"]
-        grid["axes"], grid["fixed"]
+        if not isinstance(meta, dict) or _grid_problem(meta["grid"]):
+            raise TypeError("not a grid")
     except (OSError, ValueError, KeyError, TypeError):
         raise ReportError(f"{meta_path}: unreadable or not a sweep description") from None
+    for key in _META_OBJECTS:       # what was recorded of the machine etc.: a damaged one reads as not recorded
+        if not isinstance(meta.get(key, {}), dict):
+            meta[key] = {}
+    grid = meta["grid"]
     # trial files written before the engine was called `engine` name it `optimized`: read it as today
     grid["implementations"] = [canonical_impl(i) for i in grid.get("implementations", [BASELINE, ENGINE])]
     return meta
@@ -120,7 +142,7 @@ def load_sweep(sweep_dir):
         rec = _read_trial_file(sweep_dir, row.get("id"))
         if row.get("status") == "ok":
             row["_histogram"] = None
-            data = (rec.get("result") or {}).get("latency_histogram") if rec else None
+            data = dig(rec, ("result", "latency_histogram"))
             if data is not None:
                 try:
                     row["_histogram"] = LatencyHistogram.from_dict(data)
@@ -350,7 +372,7 @@ def _header_lines(meta, agg, sweep_dir):
     grid = meta["grid"]
     total, ok = agg["recorded"], agg["counts"].get("ok", 0)
     failed_desc = ", ".join(f"{n} {s}" for s, n in sorted(agg["counts"].items()) if s != "ok") or "none failed"
-    lines = [f"# Sweep report: {grid['name']}", ""]
+    lines = [f"# Sweep report: {grid.get('name', '(unnamed)')}", ""]
     if grid.get("description"):
         lines += [grid["description"], ""]
     lines += [f"- Sweep folder: `{sweep_dir}`",

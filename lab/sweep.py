@@ -160,8 +160,29 @@ def _csv_value(v):
     return str(v)
 
 
+_RECORD_TYPES = {"id": str, "impl": str, "config_id": str, "status": str, "config": dict, "params": dict}
+_RECORD_OPTIONAL = {"order": int, "repeat": int, "result": dict, "returncode": int, "stderr_tail": str,
+                    "wall_s": (int, float), "load_before": list, "load_after": list, "reason": str}
+
+
+def record_problem(rec):
+    """Why a trial record read back from trials/ cannot be used, or None: not an object, or a field missing
+    or of the wrong type (a damaged or hand-edited file made `lab report` end in a traceback)."""
+    if not isinstance(rec, dict):
+        return "not a JSON object"
+    for name, kind in _RECORD_TYPES.items():
+        if not isinstance(rec.get(name), kind):
+            return f"{name} missing or not a {kind.__name__}"
+    for name, kinds in _RECORD_OPTIONAL.items():
+        value = rec.get(name)
+        if value is not None and (not isinstance(value, kinds) or isinstance(value, bool)):
+            return f"{name} of the wrong type"
+    return None
+
+
 def load_records(trials_dir):
-    """Every trial JSON in trials/ (unreadable ones are ignored: they will be rerun)."""
+    """Every usable trial JSON in trials/ (unreadable or damaged ones, record_problem(), are ignored: they
+    will be rerun)."""
     records = {}
     if not os.path.isdir(trials_dir):
         return records
@@ -173,7 +194,7 @@ def load_records(trials_dir):
                 rec = json.load(f)
         except (OSError, ValueError):
             continue
-        if isinstance(rec, dict) and isinstance(rec.get("id"), str):
+        if record_problem(rec) is None:
             records[rec["id"]] = rec
     return records
 

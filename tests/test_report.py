@@ -388,3 +388,43 @@ def test_the_machines_single_core_speed_is_stated_with_what_it_means():
     assert line.startswith("- Single-core speed: `sum(i * i for i in range(200_000))` in 31.5 ms")
     assert "lower is faster" in line and "baseline" in line
     assert _speed_line(None) == _speed_line(float("nan")) == _speed_line(True) == "- Single-core speed: not recorded"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("damage", ["trial-result-a-list", "failed-trial-tail-a-list", "trial-order-a-dict",
+                                    "trial-params-a-number", "machine-a-number", "python-null",
+                                    "grid-without-name"])
+def test_damaged_sweep_files_are_read_as_not_recorded_not_a_traceback(tmp_path, damage):
+    """Each of these ended `lab report` in a traceback (exit 1): a trial file of the wrong shape (a damaged or
+    hand-edited file: read for its histogram or its stderr, or when trials.csv is rebuilt from the trial
+    files) or sweep.json's records of the wrong type. A damaged trial file is now skipped as an unreadable
+    one (the sweep reruns it), a damaged record reads as not recorded, and the report is written."""
+    config = {"workers": 8}
+    engine = [_result(400.0, 50.0, latencies=[40.0, 50.0]), _result(410.0, 52.0), _result(405.0, 51.0)]
+    baseline = [_result(100.0, 250.0), _result(101.0, 251.0), _result(99.0, 249.0)]
+    trials = _both(config, engine, baseline)
+    if damage == "failed-trial-tail-a-list":
+        trials[1] = (config, "engine", 0, None, "error")
+    folder = build_sweep(tmp_path / "s", {"workers": [8]}, trials)
+    trial = folder / "trials" / "t0001.json"        # the engine's first trial
+    rec = json.loads(trial.read_text())
+    meta = json.loads((folder / "sweep.json").read_text())
+    if damage == "trial-result-a-list":             # trials.csv has its figures; its file, no histogram
+        rec["result"] = [1]
+    elif damage == "failed-trial-tail-a-list":
+        rec["stderr_tail"] = ["x"]
+    elif damage in ("trial-order-a-dict", "trial-params-a-number"):
+        rec["order" if damage == "trial-order-a-dict" else "params"] = {"a": 1} if "order" in damage else 3
+        (folder / "trials.csv").write_text("id,status\n")   # rebuilt from the trial files, as after a kill
+    elif damage == "machine-a-number":
+        meta["machine"] = 3.5
+    elif damage == "python-null":
+        meta["trial_python"] = None
+    else:
+        del meta["grid"]["name"]
+    trial.write_text(json.dumps(rec))
+    (folder / "sweep.json").write_text(json.dumps(meta))
+    proc = run_report(str(folder))
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (folder / "report.md").read_text().startswith("# Sweep report: ")
