@@ -4,6 +4,7 @@ Nothing is submitted again: the rows in `retrying` can only be finished by recov
 (issue 15, point 2). The first engine fails every attempt (transient_rate 1) with a long backoff, so its
 tasks are in `retrying` when it stops; the second engine starts on the same database with no submissions.
 """
+import json
 import sqlite3
 
 import pytest
@@ -130,3 +131,32 @@ def test_a_database_with_the_old_unfinished_index_resumes_and_loses_the_index(tm
         conn.close()
     assert "tasks_unfinished" not in indexes, indexes
     assert {status for status, _ in _db_rows(tmp_path).values()} == {"success"}
+
+
+@pytest.mark.timeout(60)
+def test_hand_edited_unfinished_rows_end_dead_and_the_engine_still_starts(tmp_path):
+    """A row whose attempts or next_attempt_at is not a number (a user's UPDATE in the sqlite3 shell) made
+    recovery raise TypeError out of start(): the engine could not start on that database at all, and the
+    rows recovered before the bad one were already changed. Now a row with attempts the engine cannot have
+    written is dead (DamagedRow), one with an unreadable due time is due at once, and the engine runs."""
+    tasks = make_tasks(3, seed=4, object_bytes=0)
+    ensure_objects(tasks, str(tmp_path / "store"))
+    cfg = engine_config(tmp_path)
+    with WorkerPool(cfg):
+        pass                                        # creates the database
+    db = sqlite3.connect(str(tmp_path / "tasks.db"))
+    for task, status, attempts, due in zip(tasks, ("queued", "retrying", "queued"), ("abc", 1, -3),
+                                           (None, "soon", None), strict=True):
+        key = f"{task['image_key']}#{task['size']}"
+        payload = json.dumps({k: v for k, v in task.items() if k != "task_id"}, sort_keys=True, separators=(",", ":"))
+        db.execute("INSERT INTO tasks(task_id, idempotency_key, payload, status, attempts, created_at, updated_at,"
+                   " next_attempt_at) VALUES (?,?,?,?,?,0,0,?)", (task["task_id"], key, payload, status, attempts, due))
+    db.commit()
+    db.close()
+    with WorkerPool(cfg) as pool:
+        assert pool.drain(timeout=20)
+    got = {r["task_id"]: r for r in rows(tmp_path / "tasks.db")}
+    first, second, third = (got[t["task_id"]] for t in tasks)
+    assert first["status"] == "dead" and first["error_class"] == "DamagedRow" and "'abc'" in first["last_error"]
+    assert second["status"] == "success" and second["attempts"] == 2        # its due time unreadable: due now
+    assert third["status"] == "dead" and third["error_class"] == "DamagedRow" and "'-3'" in third["last_error"]

@@ -4,7 +4,9 @@ For each unfinished row: a task that no longer validates is dead; a `running` ro
 attempt is a success if its variant is in the store and was made from the current source (only the commit
 was lost, `Processor.completed_output`), else dead (`Interrupted`), so attempts never exceed max_attempts
 across restarts; everything else goes back to the queue through the backoff scheduler (a `retrying` row
-after what remains of its backoff, at most backoff_cap_s), so start() never blocks on a full queue.
+after what remains of its backoff, at most backoff_cap_s), so start() never blocks on a full queue. A row
+the engine cannot have written (edited by hand: attempts not a count) is dead (`DamagedRow`); a `retrying`
+row whose due time is not a number is due at once. No row can stop the engine from starting.
 """
 from __future__ import annotations
 
@@ -41,27 +43,30 @@ def recover(rows: list[dict[str, Any]], flights: FlightTable, processor: Complet
             if flight.key is not None:
                 flights.by_key[flight.key] = flight
             flights.active += 1
-        out_of_attempts = row["status"] == "running" and row["attempts"] >= max_attempts
+        if error is None and flight.attempts != row["attempts"]:
+            error = DamagedRow(f"the row's attempts is {str(row['attempts'])[:40]!r}, not a count of attempts")
+        out_of_attempts = row["status"] == "running" and flight.attempts >= max_attempts
         if error is None and out_of_attempts:
             assert flight.image_key is not None and flight.variant is not None
             done = processor.completed_output(flight.image_key, flight.variant)
             if done is not None:   # the last attempt finished its output; only the commit was lost
-                finish(flight, Outcome.success(row["attempts"], *done))
+                finish(flight, Outcome.success(flight.attempts, *done))
                 settled += 1
                 continue
         if error is not None or out_of_attempts:
             if error is not None:
-                outcome = Outcome.dead(row["attempts"], type(error).__name__, str(error))
+                outcome = Outcome.dead(flight.attempts, type(error).__name__, str(error))
             else:
-                outcome = Outcome.dead(row["attempts"], "Interrupted",
-                                       f"attempt {row['attempts']} was interrupted by a crash and no attempts "
+                outcome = Outcome.dead(flight.attempts, "Interrupted",
+                                       f"attempt {flight.attempts} was interrupted by a crash and no attempts "
                                        f"are left")
             finish(flight, outcome)
             settled += 1
             continue
         delay = 0.0
-        if row["status"] == "retrying" and row["next_attempt_at"]:
-            delay = max(0.0, min(row["next_attempt_at"] - now_wall, backoff_cap_s))
+        due = row["next_attempt_at"]
+        if row["status"] == "retrying" and isinstance(due, (int, float)) and due:    # else due now
+            delay = max(0.0, min(due - now_wall, backoff_cap_s))
         scheduler.schedule(delay, flight)
         resumed += 1
     return Recovered(resumed, settled)
@@ -79,6 +84,11 @@ def _flight_for(row: dict[str, Any]) -> tuple[Flight, Exception | None]:
     flight = Flight(row["idempotency_key"], row["payload"], row["task_id"], ident.image_key, ident.variant,
                     time.perf_counter())
     flight.row_id = row["id"]
-    flight.attempts = row["attempts"]
+    attempts = row["attempts"]      # an int >= 0 as the engine writes it; a hand-edited row may hold anything
+    flight.attempts = attempts if type(attempts) is int and attempts >= 0 else 0
     flight.recovered = True
     return flight, ident.error
+
+
+class DamagedRow(Exception):
+    """An unfinished row whose fields the engine cannot have written (edited by hand): its task is dead."""
