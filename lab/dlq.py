@@ -35,7 +35,14 @@ def register(subparsers):
 
 
 def _when(ts):
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+    """A row's time for the table: local date and time, "-" when unset, the stored value itself (shown safely)
+    when it is not a time (a hand-edited row ended the listing in a traceback)."""
+    if not ts:
+        return "-"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    except (TypeError, ValueError, OverflowError, OSError):
+        return printable(str(ts))[:19]
 
 
 def _open(db):
@@ -65,7 +72,8 @@ def cmd_list(args):
         key = printable(r["idempotency_key"] or "-")[:60]
         msg = printable(r["error_message"] or "")[:80]
         flag = " (requeued)" if r["requeued_at"] else ""
-        print(f"{r['id']:>5}  {printable(r['task_id'])[:14]:<14} {r['attempts']:>8}  {_when(r['dead_at']):<19}  "
+        print(f"{r['id']:>5}  {printable(r['task_id'])[:14]:<14} {printable(str(r['attempts']))[:8]:>8}  "
+              f"{_when(r['dead_at']):<19}  "
               f"{printable(r['error_class'] or '')[:22]:<22} {msg}{flag}\n{'':>5}  key {key}")
     print(f"{len(rows)} dead letter(s)")
     return 0
@@ -77,10 +85,13 @@ def cmd_requeue(args):
         return 2
     try:
         with conn:
-            ids = requeue_dead_letters(conn, None if args.all else args.ids)
+            ids, stale = requeue_dead_letters(conn, None if args.all else args.ids)
     except ConfigError as exc:
         print(f"error: {exc} in {args.db}", file=sys.stderr)
         return 2
+    if stale:
+        print(f"closed {len(stale)} dead letter(s) whose task row is gone or no longer dead: "
+              f"{', '.join(map(str, stale[:10]))}{' ...' if len(stale) > 10 else ''}", file=sys.stderr)
     print(f"requeued {len(ids)} task(s); run `python task_queue_optimized.py --db {args.db} --store DIR` "
           f"(or `--store-url URL` for an HTTP object store) to process them")
     return 0

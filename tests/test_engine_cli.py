@@ -212,3 +212,30 @@ def test_a_log_file_that_cannot_be_opened_is_one_line_and_exit_2_before_any_work
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot open log file" in lines[0] and "Traceback" not in proc.stderr, proc.stderr
     assert not (tmp_path / "t.db").exists()         # stopped before the database was opened
+
+
+@pytest.mark.timeout(60)
+def test_dlq_list_and_requeue_read_hand_edited_rows(tmp_path):
+    """A dead letter whose dead_at is not a time ended `dlq list` in a traceback; one whose task row is gone
+    was counted as requeued though nothing was. Now the stored value is shown, and the stale entry is closed
+    and named, not counted."""
+    task_file = tmp_path / "tasks.json"
+    task_file.write_text(json.dumps([{"task_id": "x", "image_key": "a.jpg", "size": "0x0"},
+                                     {"task_id": "y", "image_key": "b.jpg", "size": "0x0"}]))
+    db = tmp_path / "t.db"
+    assert run(["task_queue_optimized.py", "--tasks", str(task_file), "--store", str(tmp_path / "store"),
+                "--db", str(db)]).returncode == 0
+    conn = sqlite3.connect(str(db))
+    conn.execute("UPDATE dead_letters SET dead_at='yesterday', attempts='many' WHERE task_id='x'")
+    conn.execute("UPDATE dead_letters SET dead_at=-1e300, task_row=999 WHERE task_id='y'")
+    conn.commit()
+    conn.close()
+    listing = run(["-m", "lab", "dlq", "list", "--db", str(db)])
+    assert listing.returncode == 0 and "Traceback" not in listing.stderr, listing.stderr
+    assert "yesterday" in listing.stdout and "many" in listing.stdout and "2 dead letter(s)" in listing.stdout
+    requeue = run(["-m", "lab", "dlq", "requeue", "--db", str(db), "--all"])
+    assert requeue.returncode == 0, requeue.stderr
+    assert "requeued 1 task(s)" in requeue.stdout and "closed 1 dead letter(s)" in requeue.stderr
+    conn = sqlite3.connect(str(db))
+    assert conn.execute("SELECT status FROM tasks WHERE task_id='x'").fetchone()[0] == "queued"
+    assert conn.execute("SELECT COUNT(*) FROM dead_letters WHERE requeued_at IS NULL").fetchone()[0] == 0

@@ -49,27 +49,32 @@ def dead_letters(conn: sqlite3.Connection, include_requeued: bool = False) -> li
     return [dict(zip((*_COLUMNS, "payload"), row, strict=True)) for row in cur.fetchall()]
 
 
-def requeue_dead_letters(conn: sqlite3.Connection, ids: Iterable[int] | None = None) -> list[int]:
+def requeue_dead_letters(conn: sqlite3.Connection,
+                         ids: Iterable[int] | None = None) -> tuple[list[int], list[int]]:
     """Mark the tasks of open dead letters `ids` (None: all open ones) `queued` with a fresh attempt budget,
-    and close those entries, in one transaction; returns the ids requeued. ConfigError naming the first id
-    that is not an open dead letter (nothing is changed then)."""
+    and close those entries, in one transaction; returns (ids whose task was requeued, ids closed as stale:
+    their task row is gone or no longer dead). ConfigError naming the first id that is not an open dead
+    letter (nothing is changed then)."""
     open_rows = {row["id"]: row for row in dead_letters(conn)}
     chosen = sorted(open_rows) if ids is None else sorted(set(ids))
     missing = [i for i in chosen if i not in open_rows]
     if missing:
         raise ConfigError(f"no open dead letter with id {missing[0]}")
     now = time.time()
+    requeued: list[int] = []
+    stale: list[int] = []
     conn.execute("BEGIN IMMEDIATE")
     try:
         for i in chosen:
-            conn.execute("UPDATE tasks SET status='queued', attempts=0, next_attempt_at=NULL, updated_at=?,"
-                         " version=version+1 WHERE id=? AND status='dead'", (now, open_rows[i]["task_row"]))
+            cur = conn.execute("UPDATE tasks SET status='queued', attempts=0, next_attempt_at=NULL, updated_at=?,"
+                               " version=version+1 WHERE id=? AND status='dead'", (now, open_rows[i]["task_row"]))
+            (requeued if cur.rowcount else stale).append(i)
             conn.execute("UPDATE dead_letters SET requeued_at=? WHERE id=?", (now, i))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    return chosen
+    return requeued, stale
 
 
 def prune_finished(conn: sqlite3.Connection, older_than_s: float, batch: int = 5000) -> int:
