@@ -266,3 +266,20 @@ def test_dead_tasks_count_in_the_engines_latency(tmp_path):
     lat = snap["latency_ms"]
     assert lat["max"] is not None and lat["p50"] >= 29.0, lat
     assert lat["max"] == pytest.approx(max(r.latency_ms for r in results), rel=0.2, abs=5.0)
+
+
+@pytest.mark.timeout(60)
+def test_an_infinite_timeout_waits_and_a_nan_one_is_refused(tmp_path):
+    """result(float('inf')), run(task, 1e10) and drain(float('inf')) raised OverflowError (a lock's wait
+    cannot be that long): they now wait as long as a lock can. NaN gave an immediate TimeoutError saying
+    'within nan s' (drain: True or False by chance): it is a ValueError now, before anything is submitted."""
+    tasks = workload(tmp_path, 3)
+    with WorkerPool(engine_config(tmp_path)) as pool:
+        assert pool.submit(tasks[0]).result(timeout=float("inf")).status == "success"
+        assert pool.run(tasks[1], timeout=1e10).status == "success"
+        assert pool.drain(timeout=float("inf"))
+        for call in (lambda: pool.submit(tasks[2]).result(timeout=float("nan")),
+                     lambda: pool.run(tasks[2], timeout=float("nan")), lambda: pool.drain(timeout=float("nan"))):
+            with pytest.raises(ValueError, match="timeout must be a number"):
+                call()
+        assert pool.shutdown(timeout=float("inf"))

@@ -10,7 +10,7 @@ import threading
 import time
 
 from .records import Outcome, TaskResult
-from .sync import Signal
+from .sync import Signal, wait_seconds
 
 
 class Flight:
@@ -57,8 +57,9 @@ class TaskHandle:
         return self._flight.event.is_set()
 
     def result(self, timeout: float | None = None) -> TaskResult:
+        """The final record, waiting up to `timeout` seconds (None: as long as it takes); TimeoutError."""
         flight = self._flight
-        if not flight.event.wait(timeout):
+        if not flight.event.wait(wait_seconds(timeout)):
             raise TimeoutError(f"task {self.task_id!r} did not finish within {timeout} s")
         outcome = flight.outcome
         assert outcome is not None and flight.finished_at is not None

@@ -3,8 +3,21 @@ threading.Event, which costs a Python-level Condition per set)."""
 from __future__ import annotations
 
 import _thread
+import math
 
 _SETTING = _thread.allocate_lock()
+TIMEOUT_MAX = _thread.TIMEOUT_MAX       # the longest wait a lock takes (~292 years here)
+
+
+def wait_seconds(timeout: float | None) -> float | None:
+    """A caller's timeout as a lock wait takes it: None stays None (no deadline); a number is clamped to
+    0 .. TIMEOUT_MAX, so float("inf") waits as long as a lock can (it raised OverflowError, as did 1e10);
+    ValueError for NaN or anything that is not a number."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or math.isnan(timeout):
+        raise ValueError(f"timeout must be a number of seconds or None, not {timeout!r}"[:200])
+    return min(max(0.0, float(timeout)), TIMEOUT_MAX)
 
 
 class Signal:
@@ -35,7 +48,7 @@ class Signal:
         """True once set; False if `timeout` seconds passed first."""
         if self._set:
             return True
-        if self._lock.acquire(True, -1 if timeout is None else max(0.0, timeout)):
+        if self._lock.acquire(True, -1 if timeout is None else min(max(0.0, timeout), TIMEOUT_MAX)):
             self._lock.release()        # pass it on
             return True
         return self._set
