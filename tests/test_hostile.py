@@ -637,3 +637,25 @@ def test_a_task_that_raises_as_it_is_read_is_dead_and_the_rest_of_its_call_runs(
     assert first.status == "success" and again.status == "success" and again.duplicate
     assert bad.status == "dead" and bad.error_class == "ValidationError" and "plain JSON data" in bad.error
     assert {r["task_id"]: r["status"] for r in rows(db)} == {"good": "success", "bad": "dead"}
+
+
+@pytest.mark.timeout(30)
+def test_an_iterable_that_raises_half_way_submits_nothing_and_leaves_the_engine_whole(tmp_path):
+    """submit_many(generator) whose generator raised after two tasks left those two registered but never
+    claimed: drain() never returned and a resubmission of their keys waited forever. Now the caller's error
+    comes back unchanged, nothing of the call is submitted, and the same tasks run when submitted again."""
+    store, db = tmp_path / "store", tmp_path / "tasks.db"
+    tasks = [{"task_id": f"t{i}", "image_key": f"a/{i}.jpg", "size": "10x10"} for i in range(2)]
+    create_objects(store, tasks)
+
+    def source():
+        yield from tasks
+        raise OSError("the task source failed")
+
+    with WorkerPool(Config(max_workers=2, db_path=str(db), store_root=str(store), log_level="ERROR")) as pool:
+        with pytest.raises(OSError, match="the task source failed"):
+            pool.submit_many(source())
+        assert pool.drain(timeout=10)
+        assert rows(db) == []
+        results = [h.result(timeout=10) for h in pool.submit_many(iter(tasks))]
+    assert [r.status for r in results] == ["success", "success"] and not any(r.duplicate for r in results)

@@ -221,6 +221,11 @@ class Admission:
         caller sleeps through the commit when the writer queues every new flight: `wake` is set by their
         outcome, or right after the commit when something is left for the caller to do (a refused offer, a
         stored result, an error). With the queue full, the caller waits for the commit as submit() does."""
+        if type(tasks) is not tuple and type(tasks) is not list:
+            # read the caller's iterable before any task is registered, and not under the flight table's
+            # lock: one that raised half-way left the tasks before it registered but never claimed (drain()
+            # never returned, their keys' resubmissions waited forever), and a slow one held every worker
+            tasks = list(tasks)
         now = time.perf_counter()
         self.metrics.submitted(now)
         handles: list[TaskHandle] = []
