@@ -733,3 +733,68 @@ def test_a_server_that_dribbles_its_body_cannot_hold_an_attempt_past_its_deadlin
         stop.set()
         thread.join(timeout=10)
         listener.close()
+
+
+def _one_answer_server(answer):
+    """A server that answers every request with the bytes `answer`, then closes the connection."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve():
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                request = b""
+                try:
+                    while b"\r\n\r\n" not in request:
+                        data = conn.recv(65536)
+                        if not data:
+                            break
+                        request += data
+                    conn.sendall(answer)
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener, stop, thread
+
+
+_NONSENSE = [
+    ("head-length-abc", b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n", "size", StoreServerError),
+    ("get-length-abc", b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\nxyz", "read_chunks", StoreServerError),
+    ("get-length-1e20", b"HTTP/1.1 200 OK\r\nContent-Length: 100000000000000000000\r\n\r\nxyz", "read_all",
+     StoreServerError),
+    ("chunk-size-huge", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\nxyz",
+     "read_all", TransientError),
+    ("redirect", b"HTTP/1.1 302 Found\r\nLocation: http://elsewhere.example/x\r\nContent-Length: 0\r\n\r\n",
+     "read_chunks", (StoreClientError, StoreServerError)),
+]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("case, answer, call, raises", _NONSENSE, ids=[c[0] for c in _NONSENSE])
+def test_a_server_answering_nonsense_is_a_store_error_not_a_crash(client, case, answer, call, raises):
+    """Each answer raised something no caller expects out of the store (ValueError from int() of the length,
+    OverflowError from http.client, AttributeError from requests working out a redirect with no cookie jar):
+    the engine classified those as the task's fault, or not at all. Now each is a store error."""
+    listener, stop, thread = _one_answer_server(answer)
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        with HttpObjectStore(url, chunk_size=4096, timeout=(2, 2), client=client) as st:
+            with pytest.raises(raises):
+                if call == "size":
+                    st.size("k")
+                elif call == "read_all":
+                    st.read_all("k")
+                else:
+                    b"".join(st.read_chunks("k"))
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        listener.close()

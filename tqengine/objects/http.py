@@ -181,7 +181,7 @@ class HttpObjectStore(ObjectStore):
         return self._iter_body(answer, what)
 
     def _iter_body(self, answer: Answer, what: str) -> Iterator[bytes]:
-        expected = answer.header("Content-Length")
+        expected = _content_length(answer, what)
         received = 0
         clean = False
         try:
@@ -191,7 +191,7 @@ class HttpObjectStore(ObjectStore):
                     yield data
             except TRANSPORT_ERRORS as exc:
                 raise map_request_error(exc, what + f" after {received} bytes") from exc
-            if expected is not None and received != int(expected):
+            if expected is not None and received != expected:
                 raise StoreConnectionError(f"{what}: body ended after {received} of {expected} bytes")
             clean = True
         finally:
@@ -205,6 +205,7 @@ class HttpObjectStore(ObjectStore):
         answer, what = self._send("GET", key, headers=self._headers)
         if answer.status != 200:
             self._fail(answer, key, what)
+        _content_length(answer, what)
         try:
             data = answer.read()           # a body cut short raises (IncompleteRead / ProtocolError)
         except TRANSPORT_ERRORS as exc:
@@ -303,13 +304,17 @@ class HttpObjectStore(ObjectStore):
         if answer.status not in (200, 404):
             self._fail(answer, key, what, head=True)
         length = answer.header("Content-Length")
+        if answer.status == 200:
+            _parse_length(length, what)     # before the read: a bad one is the server's fault, said as such
         try:
             answer.read()                  # no body: this only marks the answer as read to its end
         except TRANSPORT_ERRORS as exc:
             answer.discard()
             raise map_request_error(exc, what) from exc
         answer.release()
-        return int(length or 0) if answer.status == 200 else None
+        if answer.status != 200:
+            return None
+        return _parse_length(length, what) or 0
 
     def remove_temp_files(self) -> int:
         """Temp files are the server's business (it removes its own); nothing to do here."""
@@ -367,3 +372,25 @@ class _Upload:
     def __init__(self) -> None:
         self.nbytes = 0
         self.source_error: BaseException | None = None
+
+
+MAX_CONTENT_LENGTH = 1 << 53     # bytes an answer may announce (http.client's read of 10**20 raised OverflowError)
+
+
+def _parse_length(value: str | None, what: str) -> int | None:
+    """An answer's Content-Length as a number (None when absent); StoreServerError (transient: the server's
+    fault) for one that is not ASCII digits (int() took '+5', ' 5' and '5_0') or is beyond MAX_CONTENT_LENGTH."""
+    if value is None:
+        return None
+    if not (value.isascii() and value.isdigit()) or len(value) > 16 or int(value) > MAX_CONTENT_LENGTH:
+        raise StoreServerError(f"{what}: the server answered with Content-Length {value[:40]!r}")
+    return int(value)
+
+
+def _content_length(answer: Answer, what: str) -> int | None:
+    """_parse_length of `answer`'s header; the answer is discarded (its connection closed) when it is bad."""
+    try:
+        return _parse_length(answer.header("Content-Length"), what)
+    except StoreServerError:
+        answer.discard()
+        raise

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 from requests.adapters import HTTPAdapter, TimeoutSauce
+from requests.cookies import RequestsCookieJar
 from requests.models import PreparedRequest
 from requests.structures import CaseInsensitiveDict
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -75,8 +76,14 @@ class _CountingHTTPSPool(_CountingHTTPPool, HTTPSConnectionPool):  # type: ignor
 
 
 class _TargetedRequest(PreparedRequest):
-    """A PreparedRequest that carries the request target the transport built (see _Adapter)."""
+    """A PreparedRequest that carries the request target the transport built (see _Adapter). It has an empty
+    cookie jar, as prepare_cookies() would give it: Session.send works out where a 3xx answer points even
+    with allow_redirects=False, and with no jar that raised AttributeError out of the request."""
     tq_target: str | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cookies = RequestsCookieJar()
 
 
 class _Adapter(HTTPAdapter):

@@ -41,8 +41,9 @@ class SourceFailed(Exception):
 # Everything a transport can raise: socket errors (ConnectionError, TimeoutError, ssl.SSLError are all
 # OSError), http.client's protocol errors (IncompleteRead, RemoteDisconnected, ...), requests' own classes
 # (ConnectionError, Timeout, ChunkedEncodingError, ...) and urllib3's, which can leak through iter_content.
+# OverflowError: http.client reading a chunk whose announced size does not fit in memory ('ffffffffffffffffff')
 TRANSPORT_ERRORS = (OSError, http.client.HTTPException, requests.RequestException,
-                    urllib3.exceptions.HTTPError)
+                    urllib3.exceptions.HTTPError, OverflowError)
 _TIMEOUTS = (TimeoutError, requests.Timeout, urllib3.exceptions.TimeoutError)
 
 
