@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import reprlib
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
@@ -36,6 +35,7 @@ from .tasks import (
     fingerprint,
     parse_variant,
     plain,
+    shown,
     type_name,
     validate,
     validate_plain,
@@ -132,7 +132,7 @@ def _identify(task: Any) -> Identity:
     try:
         payload = fingerprint(task)
     except (TypeError, ValueError, RecursionError) as exc:   # keys JSON cannot hold, a cycle, deep nesting
-        payload = json.dumps(_shown(task))
+        payload = json.dumps(shown(task))
         if error is None:
             error = ValidationError(f"a task must be plain JSON data ({type(exc).__name__}: {str(exc)[:200]})")
             image_key = variant = None
@@ -150,7 +150,7 @@ def _identify(task: Any) -> Identity:
 def _unreadable(task: Any, exc: Exception) -> Identity:
     """The Identity of a submission that raised while identify() read it: dead, keyed by its payload."""
     error = ValidationError(f"a task must be plain JSON data (reading it raised {type_name(exc)})")
-    payload = json.dumps(_shown(task))        # short: reprlib's limits
+    payload = json.dumps(shown(task))        # short: reprlib's limits
     key = f"/invalid/sha256:{hashlib.sha256(payload.encode('utf-8', 'backslashreplace')).hexdigest()}"
     task_id = None
     try:                                    # its task_id, if that much can be read
@@ -162,15 +162,6 @@ def _unreadable(task: Any, exc: Exception) -> Identity:
     except Exception:
         pass
     return Identity(key, payload, task_id, None, None, error)
-
-
-def _shown(task: Any) -> str:
-    """A short repr of a task JSON cannot hold, for its dead letter; never raises (repr of an integer of more
-    than 4300 digits does, and so would any value's own __repr__)."""
-    try:
-        return exact(reprlib.repr(task))
-    except Exception as exc:
-        return f"<a {type_name(task)} that cannot be shown: {type_name(exc)}>"
 
 
 def storable(text: str) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import collections
 import random
-import reprlib
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +35,7 @@ from .retry import PERMANENT, RESOURCE, BackoffScheduler, backoff_delay, classif
 from .state.lock import DatabaseLock
 from .state.store import StateStore
 from .sync import TIMEOUT_MAX, Signal, wait_seconds
+from .tasks import shown
 
 __all__ = ["WorkerPool", "Engine", "TaskHandle", "TaskResult"]
 
@@ -378,12 +378,6 @@ def _checked_output(output: Any) -> tuple[str, str, int]:
             return output_key, digest, nbytes
     except (TypeError, ValueError):     # not three values, or a lone surrogate
         pass
-    raise PermanentError(f"the processor returned {_short(output)}, not (output_key: str, digest: str, "
+    raise PermanentError(f"the processor returned {shown(output)}, not (output_key: str, digest: str, "
                          f"bytes: int >= 0)")
 
-
-def _short(value: Any) -> str:
-    try:
-        return reprlib.repr(value)
-    except Exception:
-        return "a value that cannot be shown"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import reprlib
 from typing import Any
 
 from .errors import ValidationError
@@ -92,6 +93,15 @@ def check_key(key: object) -> str:
     if any(part in ("", ".", "..") for part in parts):
         raise ValidationError("image_key has an empty, '.' or '..' path component")
     return key
+
+
+def shown(value: object) -> str:
+    """A short repr of `value` (reprlib's limits) for a message or a dead letter; never raises (repr of an
+    integer of more than 4300 digits does, and so may any value's own __repr__)."""
+    try:
+        return exact(reprlib.repr(value))
+    except Exception as exc:
+        return f"<a {type_name(value)} that cannot be shown: {type_name(exc)}>"
 
 
 def type_name(value: object) -> str:
