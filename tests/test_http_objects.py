@@ -798,3 +798,39 @@ def test_a_server_answering_nonsense_is_a_store_error_not_a_crash(client, case, 
         stop.set()
         thread.join(timeout=10)
         listener.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_server_that_dribbles_its_answers_head_is_timed_out_as_a_whole(client):
+    """http.client reads an answer's status line and headers a recv at a time, each under the read timeout: a
+    server sending one byte every 20 ms kept a 3 KB head coming for a minute (up to 100 lines of 64 KiB: hours).
+    The head as a whole now has the read timeout."""
+    stop = threading.Event()
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve_one():
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            head = b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 3000 + b"\r\nContent-Length: 3\r\n\r\nabc"
+            try:
+                for byte in head:
+                    if stop.wait(0.02):
+                        return
+                    conn.sendall(bytes([byte]))
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=serve_one, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        with HttpObjectStore(url, timeout=(2, 1), client=client) as st:
+            started = time.perf_counter()
+            with pytest.raises(StoreTimeout):
+                st.read_all("k")
+            assert time.perf_counter() - started < 5.0
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        listener.close()

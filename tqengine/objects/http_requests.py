@@ -18,14 +18,35 @@ from requests.adapters import HTTPAdapter, TimeoutSauce
 from requests.cookies import RequestsCookieJar
 from requests.models import PreparedRequest
 from requests.structures import CaseInsensitiveDict
+from urllib3.connection import HTTPConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 if TYPE_CHECKING:
     from urllib3._base_connection import BaseHTTPConnection
 
-from .http_transport import Body, Counts, Timeout, split_timeout
+from .http_transport import Body, Counts, HeadDeadlineSocket, Timeout, split_timeout
 
 READ_ALL_PIECE = 1 << 20       # read_all reads the body in pieces of this size
+
+
+class _HeadDeadlineConnection(HTTPConnection):
+    """urllib3's connection whose answer heads must come within the read timeout as a whole
+    (http_transport.HeadDeadlineSocket); each read of a body keeps the read timeout of its own."""
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock = HeadDeadlineSocket.taking(self.sock, None)
+
+    def getresponse(self) -> Any:       # urllib3's HTTPResponse
+        sock = self.sock
+        timeout = self.timeout
+        if not isinstance(sock, HeadDeadlineSocket) or not isinstance(timeout, (int, float)):
+            return super().getresponse()
+        sock.reading_head(float(timeout))
+        try:
+            return super().getresponse()
+        finally:
+            sock.head_read()
 
 
 class _CountingHTTPPool(HTTPConnectionPool):
@@ -36,6 +57,7 @@ class _CountingHTTPPool(HTTPConnectionPool):
     request makes a fresh one; one that comes back to a full pool is closed and counted as discarded.
     `counts` is set by the adapter that makes the pool."""
     counts: Counts
+    ConnectionCls = _HeadDeadlineConnection
 
     def _new_conn(self) -> BaseHTTPConnection:
         conn = super()._new_conn()

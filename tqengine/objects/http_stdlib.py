@@ -14,19 +14,32 @@ import socket
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 
-from .http_transport import TRANSPORT_ERRORS, Body, Counts, Timeout, split_timeout
+from .http_transport import TRANSPORT_ERRORS, Body, Counts, HeadDeadlineSocket, Timeout, split_timeout
 
 SMALL_BODY = 256 * 1024        # a Content-Length body up to this size goes in one send with its headers
 
 
 class _Connection(http.client.HTTPConnection):
-    """An http.client connection with a separate read timeout and one send for headers + small body."""
+    """An http.client connection with a separate read timeout (for an answer's head as a whole, and for each
+    read of its body) and one send for headers + small body."""
     read_timeout: float | None = None
 
     def connect(self) -> None:
         super().connect()                      # connect timeout = self.timeout
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock.settimeout(self.read_timeout)
+        sock = HeadDeadlineSocket.taking(self.sock, self.read_timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(self.read_timeout)
+        self.sock = sock
+
+    def getresponse(self) -> http.client.HTTPResponse:
+        sock = self.sock
+        if not isinstance(sock, HeadDeadlineSocket):
+            return super().getresponse()
+        sock.reading_head(self.read_timeout)
+        try:
+            return super().getresponse()
+        finally:
+            sock.head_read()
 
     def _send_output(self, message_body: object = None, encode_chunked: bool = False) -> None:
         buffer = getattr(self, "_buffer", None)

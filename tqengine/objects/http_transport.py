@@ -19,8 +19,9 @@ import http.client
 import logging
 import socket
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 import requests
 import urllib3.exceptions
@@ -71,6 +72,41 @@ def split_timeout(timeout: Timeout) -> tuple[float, float]:
     else:
         connect = read = timeout
     return connect, read
+
+
+class HeadDeadlineSocket(socket.socket):
+    """A socket whose reads share one deadline while an answer's head is read. http.client reads the status
+    line and the headers a recv at a time, each under the read timeout: a server sending a byte every few
+    seconds kept one head coming for hours (up to 100 lines of 64 KiB)."""
+    head_deadline: float | None = None
+    read_timeout: float | None = None
+
+    @classmethod
+    def taking(cls, plain: socket.socket, read_timeout: float | None) -> HeadDeadlineSocket:
+        """This kind of socket on `plain`'s connection (`plain` is detached from it)."""
+        sock = cls(plain.family, plain.type, plain.proto, fileno=plain.detach())
+        sock.read_timeout = read_timeout
+        return sock
+
+    def reading_head(self, read_timeout: float | None) -> None:
+        """The reads of one answer's head begin: together they may take `read_timeout`."""
+        self.read_timeout = read_timeout
+        self.head_deadline = None if read_timeout is None else time.monotonic() + read_timeout
+
+    def head_read(self) -> None:
+        """The head has been read (or failed): back to the read timeout for each read of the body."""
+        self.head_deadline = None
+        if self.fileno() != -1:
+            self.settimeout(self.read_timeout)
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        deadline = self.head_deadline
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the answer's status line and headers took longer than the read timeout")
+            self.settimeout(left if self.read_timeout is None else min(left, self.read_timeout))
+        return super().recv_into(buffer, nbytes, flags)
 
 
 class Counts:
