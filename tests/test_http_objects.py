@@ -834,3 +834,13 @@ def test_a_server_that_dribbles_its_answers_head_is_timed_out_as_a_whole(client)
         stop.set()
         thread.join(timeout=10)
         listener.close()
+
+
+def test_the_requests_transport_still_speaks_tls_to_an_https_store():
+    """The plain pool's connection class bounds an answer's head (http_requests._HeadDeadlineConnection); the
+    HTTPS pool inherits from the plain one and must not make plain-text connections with it."""
+    from urllib3.connection import HTTPSConnection
+
+    from tqengine.objects.http_requests import _CountingHTTPPool, _CountingHTTPSPool
+    assert _CountingHTTPSPool.ConnectionCls is HTTPSConnection
+    assert _CountingHTTPPool.ConnectionCls is not HTTPSConnection

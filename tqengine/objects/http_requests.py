@@ -18,7 +18,7 @@ from requests.adapters import HTTPAdapter, TimeoutSauce
 from requests.cookies import RequestsCookieJar
 from requests.models import PreparedRequest
 from requests.structures import CaseInsensitiveDict
-from urllib3.connection import HTTPConnection
+from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ class _CountingHTTPPool(HTTPConnectionPool):
     request makes a fresh one; one that comes back to a full pool is closed and counted as discarded.
     `counts` is set by the adapter that makes the pool."""
     counts: Counts
-    ConnectionCls = _HeadDeadlineConnection
+    ConnectionCls: type[HTTPConnection] = _HeadDeadlineConnection
 
     def _new_conn(self) -> BaseHTTPConnection:
         conn = super()._new_conn()
@@ -94,7 +94,7 @@ class _CountingHTTPPool(HTTPConnectionPool):
 # The ignore: to mypy _new_conn returns a BaseHTTPConnection in one base and a BaseHTTPSConnection in the
 # other; at run time super() in _CountingHTTPPool reaches HTTPSConnectionPool's own _new_conn (HTTPS).
 class _CountingHTTPSPool(_CountingHTTPPool, HTTPSConnectionPool):  # type: ignore[misc]
-    pass
+    ConnectionCls = HTTPSConnection     # not _CountingHTTPPool's plain one (a TLS head has no deadline of its own)
 
 
 class _TargetedRequest(PreparedRequest):
