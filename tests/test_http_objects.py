@@ -354,6 +354,18 @@ def test_read_timeout_is_transient(tmp_path, client):
         s.stop()
 
 
+def _read_request_head(conn):
+    """Read a request up to the end of its head (5 s at most a read); False if the client closed first."""
+    conn.settimeout(5)
+    request = b""
+    while b"\r\n\r\n" not in request:
+        data = conn.recv(65536)
+        if not data:
+            return False
+        request += data
+    return True
+
+
 def test_read_timeout_in_mid_stream_is_transient(client):
     """A server that sends the headers and part of the body, then nothing: the read timeout while
     iterating maps to StoreTimeout (requests reports it as a ConnectionError around urllib3's
@@ -364,13 +376,8 @@ def test_read_timeout_in_mid_stream_is_transient(client):
     def serve_one():
         conn, _ = listener.accept()
         with conn:
-            conn.settimeout(5)
-            request = b""
-            while b"\r\n\r\n" not in request:
-                data = conn.recv(65536)
-                if not data:
-                    return
-                request += data
+            if not _read_request_head(conn):
+                return
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 200000\r\n\r\n" + b"x" * 70_000)
             release.wait(timeout=10)
 
@@ -693,13 +700,8 @@ def _dribbling_server(stop):
     def serve_one():
         conn, _ = listener.accept()
         with conn:
-            conn.settimeout(5)
-            request = b""
-            while b"\r\n\r\n" not in request:
-                data = conn.recv(65536)
-                if not data:
-                    return
-                request += data
+            if not _read_request_head(conn):
+                return
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
             try:
                 while not stop.wait(0.02):
@@ -748,15 +750,9 @@ def _one_answer_server(answer):
             except OSError:
                 continue
             with conn:
-                conn.settimeout(5)
-                request = b""
                 try:
-                    while b"\r\n\r\n" not in request:
-                        data = conn.recv(65536)
-                        if not data:
-                            break
-                        request += data
-                    conn.sendall(answer)
+                    if _read_request_head(conn):
+                        conn.sendall(answer)
                 except OSError:
                     pass
 
