@@ -16,12 +16,21 @@ pick_python() {
   echo "error: Python 3.11 or newer is required and was not found on PATH" >&2
   return 1
 }
+STAMP="$VENV/.requirements.sha256"
 if [ ! -x "$VENV/bin/python" ]; then
+  # missing, or its interpreter gone (a broken link after Python moved): (re)create it, and install again
   PY="$(pick_python)"
   echo "creating .venv with $("$PY" --version 2>&1)" >&2
+  for link in "$VENV"/bin/python*; do     # dangling interpreter links: venv would keep them as they are
+    if [ -L "$link" ] && [ ! -e "$link" ]; then rm -f "$link"; fi
+  done
   "$PY" -m venv "$VENV"
+  rm -f "$STAMP"
+elif ! "$VENV/bin/python" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; then
+  echo "error: $VENV holds $("$VENV/bin/python" --version 2>&1), and this project needs Python 3.11 or newer;" \
+       "move that folder away (it is not removed for you) and run this again" >&2
+  exit 2
 fi
-STAMP="$VENV/.requirements.sha256"
 WANT="$(cat "$ROOT/requirements.txt" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   echo "installing requirements.txt and the project (pip install -e .) into .venv" >&2
