@@ -20,6 +20,13 @@ if (-not (Test-Path $venvPython)) {
     $pyArgs = @()
     if ($py.Length -gt 1) { $pyArgs = $py[1..($py.Length - 1)] }
     & $py[0] @pyArgs -m venv .venv
+} else {
+    & $venvPython -c "import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)" 2>$null
+    if ($LASTEXITCODE -ne 0) {
+        [Console]::Error.WriteLine("error: .venv holds a Python older than 3.11 (or one that does not run); " +
+            "move that folder away (it is not removed for you) and run this again")
+        exit 2
+    }
 }
 $stamp = Join-Path $PSScriptRoot ".venv\.requirements.sha256"
 $want = ((Get-FileHash -Algorithm SHA256 requirements.txt).Hash + (Get-FileHash -Algorithm SHA256 pyproject.toml).Hash).ToLower()
