@@ -130,6 +130,7 @@ def test_every_engine_error_is_classified_by_its_base(name):
 
 @pytest.mark.parametrize("code, kind", [
     (errno.EACCES, P), (errno.EPERM, P), (errno.ENOENT, P), (errno.ENOTDIR, P), (errno.EISDIR, P),
+    (errno.ENAMETOOLONG, P),    # a name past the file system's limit: was retried max_attempts times
     (errno.ETIMEDOUT, T), (errno.ECONNRESET, T), (errno.ECONNREFUSED, T), (errno.EPIPE, T),
     (errno.EIO, T), (errno.EEXIST, T), (errno.EAGAIN, T), (errno.EINTR, T),
     (errno.ENOSPC, R), (errno.EDQUOT, R), (errno.EROFS, R), (errno.EMFILE, R), (errno.ENFILE, R),

@@ -5,7 +5,7 @@ raising them is still bounded by max_attempts and then dead-lettered, and the ou
 atomically and idempotently, so a needless retry costs time, never correctness; giving up at once on
 an unknown error would lose work that a retry would have saved. Errors that are plainly about the task
 itself (ValueError, TypeError, KeyError, UnicodeError, and the OSErrors that say a file is missing or
-forbidden) are permanent. Errors that are the machine's, not the task's (a full disk or quota, a
+forbidden, or a name too long) are permanent. Errors that are the machine's, not the task's (a full disk or quota, a
 read-only file system, no file descriptors left) are "resource": the engine stops and leaves
 the task queued, without counting the attempt.
 """
@@ -30,6 +30,9 @@ RESOURCE_CAUSES = {errno.ENOSPC: "object store disk full", errno.EDQUOT: "object
                    errno.ENFILE: "no file descriptors left"}    # errno -> the cause the engine reports
 
 _PERMANENT_OS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+# errnos of a plain OSError that say the same about every attempt: a name past the file system's limit (a
+# key's last component of 246+ bytes has no room for its output's `@WxH`) was retried max_attempts times
+_PERMANENT_ERRNOS = {errno.ENAMETOOLONG}
 _PERMANENT_BUILTIN = (ValueError, TypeError, KeyError, UnicodeError, LookupError)
 
 
@@ -50,6 +53,8 @@ def classify(exc: BaseException) -> str:
     if isinstance(exc, (TimeoutError, ConnectionError)):
         return TRANSIENT
     if isinstance(exc, _PERMANENT_OS) or isinstance(exc, _PERMANENT_BUILTIN):
+        return PERMANENT
+    if isinstance(exc, OSError) and exc.errno in _PERMANENT_ERRNOS:
         return PERMANENT
     return TRANSIENT
 
