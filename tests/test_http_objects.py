@@ -840,3 +840,19 @@ def test_the_requests_transport_still_speaks_tls_to_an_https_store():
     from tqengine.objects.http_requests import _CountingHTTPPool, _CountingHTTPSPool
     assert _CountingHTTPSPool.ConnectionCls is HTTPSConnection
     assert _CountingHTTPPool.ConnectionCls is not HTTPSConnection
+
+
+def test_the_head_deadline_socket_keeps_the_timeout_a_request_is_sent_under():
+    """The socket urllib3 made has the connect timeout, which its request is then sent under; the head
+    deadline socket that takes its place had none (a server that never reads could block the send forever)."""
+    from tqengine.objects.http_requests import _HeadDeadlineConnection
+    listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        conn = _HeadDeadlineConnection("127.0.0.1", listener.getsockname()[1], timeout=2.5)
+        conn.connect()
+        try:
+            assert type(conn.sock).__name__ == "HeadDeadlineSocket" and conn.sock.gettimeout() == 2.5
+        finally:
+            conn.close()
+    finally:
+        listener.close()

@@ -83,8 +83,11 @@ class HeadDeadlineSocket(socket.socket):
 
     @classmethod
     def taking(cls, plain: socket.socket, read_timeout: float | None) -> HeadDeadlineSocket:
-        """This kind of socket on `plain`'s connection (`plain` is detached from it)."""
+        """This kind of socket on `plain`'s connection (`plain` is detached from it), with its timeout (urllib3
+        sends the request under the timeout create_connection gave the socket)."""
+        timeout = plain.gettimeout()
         sock = cls(plain.family, plain.type, plain.proto, fileno=plain.detach())
+        sock.settimeout(timeout)
         sock.read_timeout = read_timeout
         return sock
 
