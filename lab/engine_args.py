@@ -1,11 +1,13 @@
 """The command line of task_queue_optimized.py: its flags (the engine's come from each Config field's
 Setting), the refusal of flags where they do not apply, and the Config they make."""
 import argparse
+import sys
 
 from lab.outpaths import OutputPathError, ensure_output_file
 from runners import params as trial_params
+from runners.envinfo import SCRATCH_ENV
 from tqengine import load_config
-from tqengine.config import DEFAULTS, SETTINGS
+from tqengine.config import DEFAULTS, SETTINGS, unknown_env_names
 
 BENCHMARK_PROFILE = trial_params.LAB_PROFILE
 # flag -> Config field; type, choices and help come from the field's Setting (tqengine/config.py)
@@ -92,6 +94,8 @@ def engine_config(args, profile=None, benchmark=False):
     if benchmark:       # the benchmark picks its store with --store-backend and starts its own server
         cli["store"], cli["store_url"] = "local", ""
     cfg = load_config(cli=cli, profile=profile)
+    for name in unknown_env_names(also_known=frozenset((SCRATCH_ENV,))):
+        print(f"note: {name} (in the environment or .env) is not a setting; it is ignored", file=sys.stderr)
     http = args.store_backend == "http" if benchmark else cfg.store == "http"
     if args.http_client and not http:
         raise UsageError("--http-client needs an HTTP store: --store-backend http with --benchmark, "

@@ -1,4 +1,5 @@
 """Config: defaults, precedence (cli > env > .env > profile > defaults), refusal of bad values."""
+import os
 import subprocess
 import sys
 
@@ -129,3 +130,19 @@ def test_a_dotenv_that_is_not_utf8_text_is_one_line_and_exit_2(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == ["error: cannot read .env: not UTF-8 text (byte 17)"], proc.stderr
     assert not (tmp_path / "d.db").exists()
+
+
+@pytest.mark.timeout(30)
+def test_a_tq_name_that_is_no_setting_is_named_not_silently_ignored(tmp_path):
+    """TQ_MAX_WORKER=16 (a typo of TQ_MAX_WORKERS) was ignored without a word: the run used 8 workers. The
+    command line now says so on stderr (the lab's own TQ_SCRATCH_DIR is no typo), and the run goes on."""
+    (tmp_path / "t.json").write_text("[]")
+    (tmp_path / ".env").write_text("TQ_QUEUE_SIZ=5\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TQ_")}
+    env.update(TQ_MAX_WORKER="16", TQ_SCRATCH_DIR=str(tmp_path))
+    proc = subprocess.run([sys.executable, f"{ROOT}/task_queue_optimized.py", "--tasks", "t.json", "--store", "s",
+                           "--db", "d.db"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=25)
+    assert proc.returncode == 0, proc.stderr
+    notes = [line for line in proc.stderr.splitlines() if line.startswith("note:")]
+    assert notes == ["note: TQ_MAX_WORKER (in the environment or .env) is not a setting; it is ignored",
+                     "note: TQ_QUEUE_SIZ (in the environment or .env) is not a setting; it is ignored"], proc.stderr

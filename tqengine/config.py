@@ -212,6 +212,21 @@ def env_values(environ: Mapping[str, str] | None = None, dotenv_path: str | None
     return values
 
 
+def unknown_env_names(environ: Mapping[str, str] | None = None, dotenv_path: str | None = ".env",
+                      also_known: frozenset[str] = frozenset()) -> list[str]:
+    """TQ_* names in .env or the environment that are no setting (a typo: TQ_MAX_WORKER), which env_values
+    ignores; `also_known`: names the caller itself reads. Sorted; empty when .env cannot be read (load_config
+    says why)."""
+    names = set(os.environ if environ is None else environ)
+    if dotenv_path and os.path.isfile(dotenv_path):
+        from dotenv import dotenv_values
+        try:
+            names |= set(dotenv_values(dotenv_path, encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            pass
+    return sorted(n for n in names if n.startswith(ENV_PREFIX) and _field_for(n) is None and n not in also_known)
+
+
 def _field_for(name: str) -> str | None:
     if not name.startswith(ENV_PREFIX):
         return None
