@@ -115,10 +115,11 @@ def _identify(task: Any) -> Identity:
     image_key: str | None
     variant: str | None
     error: ValidationError | None
+    check = validate
     if isinstance(task, dict):
-        task = plain(task)
+        task, check = plain(task), validate_plain
     try:
-        image_key, variant = validate_plain(task) if isinstance(task, dict) else validate(task)
+        image_key, variant = check(task)
         error = None
     except ValidationError as exc:
         image_key = variant = None

@@ -194,17 +194,10 @@ def coerce(key: str, raw: Any) -> Any:
 def env_values(environ: Mapping[str, str] | None = None, dotenv_path: str | None = ".env") -> dict[str, Any]:
     """Settings from .env, overlaid by TQ_* environment variables (environment wins)."""
     values: dict[str, Any] = {}
-    if dotenv_path and os.path.isfile(dotenv_path):
-        from dotenv import dotenv_values
-        try:
-            pairs = dotenv_values(dotenv_path, encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:    # unreadable, or not UTF-8 text: one line, not a traceback
-            cause = exc.strerror if isinstance(exc, OSError) else f"not UTF-8 text (byte {exc.start})"
-            raise ConfigError(f"cannot read {dotenv_path}: {cause}") from None
-        for name, raw in pairs.items():
-            key = _field_for(name)
-            if key and raw is not None:
-                values[key] = coerce(key, raw)
+    for name, raw in _dotenv_pairs(dotenv_path).items():
+        key = _field_for(name)
+        if key and raw is not None:
+            values[key] = coerce(key, raw)
     for name, raw in (os.environ if environ is None else environ).items():
         key = _field_for(name)
         if key:
@@ -218,13 +211,24 @@ def unknown_env_names(environ: Mapping[str, str] | None = None, dotenv_path: str
     ignores; `also_known`: names the caller itself reads. Sorted; empty when .env cannot be read (load_config
     says why)."""
     names = set(os.environ if environ is None else environ)
-    if dotenv_path and os.path.isfile(dotenv_path):
-        from dotenv import dotenv_values
-        try:
-            names |= set(dotenv_values(dotenv_path, encoding="utf-8"))
-        except (OSError, UnicodeDecodeError):
-            pass
+    try:
+        names |= set(_dotenv_pairs(dotenv_path))
+    except ConfigError:
+        pass
     return sorted(n for n in names if n.startswith(ENV_PREFIX) and _field_for(n) is None and n not in also_known)
+
+
+def _dotenv_pairs(dotenv_path: str | None) -> dict[str, str | None]:
+    """The name = value pairs of the .env file (none when there is no such file); ConfigError when it cannot
+    be read or is not UTF-8 text (one line, not python-dotenv's traceback)."""
+    if not dotenv_path or not os.path.isfile(dotenv_path):
+        return {}
+    from dotenv import dotenv_values
+    try:
+        return dotenv_values(dotenv_path, encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        cause = exc.strerror if isinstance(exc, OSError) else f"not UTF-8 text (byte {exc.start})"
+        raise ConfigError(f"cannot read {dotenv_path}: {cause}") from None
 
 
 def _field_for(name: str) -> str | None:

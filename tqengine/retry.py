@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import PermanentError, ResourceError, TransientError
+from .tasks import type_name
 
 TRANSIENT = "transient"
 PERMANENT = "permanent"
@@ -62,10 +63,7 @@ def classify(exc: BaseException) -> str:
 def describe(exc: BaseException) -> tuple[str, str]:
     """(class name, message of at most 2000 characters) of an attempt's exception; never raises: a class whose
     __str__ raises (a missing attribute, say) killed the worker thread that asked, and its task never ended."""
-    try:
-        name = str.__str__(type(exc).__name__)[:200]
-    except Exception:
-        name = "Exception"
+    name = type_name(exc)
     try:
         message = str.__str__(str(exc))[:2000]
     except Exception as inner:

@@ -308,18 +308,14 @@ class HttpObjectStore(ObjectStore):
         answer, what = self._send("HEAD", key, headers=self._headers)
         if answer.status not in (200, 404):
             self._fail(answer, key, what, head=True)
-        length = answer.header("Content-Length")
-        if answer.status == 200:
-            _parse_length(length, what)     # before the read: a bad one is the server's fault, said as such
+        size = _content_length(answer, what) if answer.status == 200 else None
         try:
             answer.read()                  # no body: this only marks the answer as read to its end
         except TRANSPORT_ERRORS as exc:
             answer.discard()
             raise map_request_error(exc, what) from exc
         answer.release()
-        if answer.status != 200:
-            return None
-        return _parse_length(length, what) or 0
+        return None if answer.status != 200 else size or 0
 
     def remove_temp_files(self) -> int:
         """Temp files are the server's business (it removes its own); nothing to do here."""
@@ -387,9 +383,10 @@ def _parse_length(value: str | None, what: str) -> int | None:
     fault) for one that is not ASCII digits (int() took '+5', ' 5' and '5_0') or is beyond MAX_CONTENT_LENGTH."""
     if value is None:
         return None
-    if not (value.isascii() and value.isdigit()) or len(value) > 16 or int(value) > MAX_CONTENT_LENGTH:
+    length = int(value) if value.isascii() and value.isdigit() and len(value) <= 16 else -1
+    if not 0 <= length <= MAX_CONTENT_LENGTH:
         raise StoreServerError(f"{what}: the server answered with Content-Length {value[:40]!r}")
-    return int(value)
+    return length
 
 
 def _content_length(answer: Answer, what: str) -> int | None:
