@@ -9,7 +9,9 @@
   `max_connections` at once (fitted to the open-file limit); a new connection over the limit closes the
   one that has waited longest in an evictable phase (idle, or still sending its headers), or is refused
   when all are busy. `reap()` cuts connections past their deadline. Cutting is `shutdown(SHUT_RDWR)`
-  under the guard's lock: the connection's own thread wakes and closes the socket itself.
+  under the guard's lock: the connection's own thread wakes and closes the socket itself. `on_cut(reason,
+  n)` ("timed_out" or "evicted") is called before the sockets are shut, so a client that sees its
+  connection close finds it already counted.
 
 Deadlines: the first request's head within header_timeout_s of the accept; then idle_timeout_s for the
 next request to start and header_timeout_s from its first byte for its head; a body read or an answer
@@ -105,7 +107,7 @@ class Connection:
 
 class ConnectionGuard:
     def __init__(self, max_connections=None, header_timeout_s=HEADER_TIMEOUT_S, idle_timeout_s=IDLE_TIMEOUT_S,
-                 body_grace_s=BODY_GRACE_S, min_rate=MIN_RATE, stall_timeout_s=STALL_TIMEOUT_S):
+                 body_grace_s=BODY_GRACE_S, min_rate=MIN_RATE, stall_timeout_s=STALL_TIMEOUT_S, on_cut=None):
         self.max_connections = max(1, min(int(max_connections or MAX_CONNECTIONS), fd_budget()))
         self.header_timeout_s = float(header_timeout_s)
         self.idle_timeout_s = float(idle_timeout_s)
@@ -115,18 +117,17 @@ class ConnectionGuard:
         self._conns = {}                 # socket -> Connection
         self._lock = threading.Lock()
         self._next_reap = 0.0
+        self._on_cut = on_cut or (lambda reason, n: None)
 
     def admit(self, sock):
-        """(Connection, evicted: 0 or 1) for a new socket, or (None, 0) when every connection is busy."""
+        """The Connection of a new socket (after evicting one if at the limit), or None when every
+        connection is busy."""
         now = time.monotonic()
-        evicted = 0
         with self._lock:
-            if len(self._conns) >= self.max_connections:
-                if not self._evict_locked():
-                    return None, 0
-                evicted = 1
+            if len(self._conns) >= self.max_connections and not self._evict_locked():
+                return None
             conn = self._conns[sock] = Connection(sock, now, now + self.header_timeout_s)
-        return conn, evicted
+        return conn
 
     def get(self, sock):
         """The Connection of an admitted socket (a fresh, unregistered one for any other)."""
@@ -152,6 +153,7 @@ class ConnectionGuard:
                 victim = conn
         if victim is None:
             return False
+        self._on_cut("evicted", 1)
         self._cut_locked(victim)
         return True
 
@@ -170,6 +172,8 @@ class ConnectionGuard:
         self._next_reap = now + REAP_INTERVAL_S
         with self._lock:
             late = [c for c in self._conns.values() if c.deadline < now]
+            if late:
+                self._on_cut("timed_out", len(late))
             for conn in late:
                 self._cut_locked(conn)
         return len(late)

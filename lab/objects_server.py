@@ -99,7 +99,7 @@ class ObjectServer(http.server.ThreadingHTTPServer):
         self.log = log or sys.stderr
         self._log_lock = threading.Lock()
         self.tokens = guard.TokenPolicy(check_token(token) if token else "")
-        self.guard = guard.ConnectionGuard(max_connections, **timeouts)
+        self.guard = guard.ConnectionGuard(max_connections, on_cut=self.count, **timeouts)
         self._rng = random.Random(f"objects|{seed}")
         self._rng_lock = threading.Lock()
         self._cond = threading.Condition()
@@ -180,15 +180,12 @@ class ObjectServer(http.server.ThreadingHTTPServer):
                 # out of descriptors: free one (the longest waiting connection) or back off, instead of
                 # spinning on a listening socket that stays readable
                 self.count("accept_errors")
-                if self.guard.evict_one():
-                    self.count("evicted")
-                else:
+                if not self.guard.evict_one():
                     time.sleep(0.05)
             raise
 
     def process_request(self, request, client_address):
-        conn, evicted = self.guard.admit(request)
-        self.count("evicted", evicted)
+        conn = self.guard.admit(request)
         if conn is None:                # every connection busy with a request: 503 at once, and close
             self.count("busy_503")
             try:
@@ -210,7 +207,7 @@ class ObjectServer(http.server.ThreadingHTTPServer):
 
     def service_actions(self):
         """Called by serve_forever at least every poll_interval: cut connections past their deadline."""
-        self.count("timed_out", self.guard.reap())
+        self.guard.reap()
 
     def connection_count(self):
         return len(self.guard)

@@ -424,6 +424,39 @@ def test_a_dripped_request_line_is_cut_at_the_header_deadline(serve):
     assert srv.stats["timed_out"] >= 1
 
 
+def test_a_cut_is_counted_before_the_client_can_see_its_connection_close():
+    """CI once read stats["timed_out"] == 0 right after the dripped connection closed: the reaper shut the
+    socket and counted it afterwards. The count must come first."""
+    from lab.objects_guard import ConnectionGuard
+    seen = []
+    served, client = socket.socketpair()
+    spare, spare_client = socket.socketpair()
+    peers = {"first": client, "second": spare_client}
+    for peer in peers.values():
+        peer.setblocking(False)
+
+    def closed(peer):
+        try:
+            return peer.recv(1) == b""
+        except BlockingIOError:
+            return False
+
+    def on_cut(reason, n):
+        seen.append((reason, n, sorted(name for name, peer in peers.items() if closed(peer))))
+
+    guard = ConnectionGuard(1, header_timeout_s=0.0, on_cut=on_cut)
+    try:
+        assert guard.admit(served) is not None
+        assert guard.admit(spare) is not None          # over the limit: the waiting one is evicted
+        guard._conns[spare].deadline = -1.0
+        assert guard.reap() == 1
+        assert seen == [("evicted", 1, []), ("timed_out", 1, ["first"])]
+        assert closed(spare_client)
+    finally:
+        for s in (served, client, spare, spare_client):
+            s.close()
+
+
 def test_a_silent_new_connection_and_an_idle_kept_alive_one_are_closed(serve):
     srv = serve(**FAST)
     silent = connect(srv.port)
