@@ -20,6 +20,21 @@ def _queue(maxsize=3, mode="fail_fast", timeout=5.0):
     return TaskQueue(maxsize, mode, timeout, metrics), metrics
 
 
+@pytest.mark.parametrize("args, named", [
+    ((0, "block", 5.0), "queue_size"),          # queue.Queue(0) is unbounded: no backpressure at all
+    ((-1, "block", 5.0), "queue_size"),
+    ((2.5, "block", 5.0), "queue_size"),
+    ((True, "block", 5.0), "queue_size"),
+    ((3, "failfast", 5.0), "mode"),             # a misspelt mode would have blocked
+    ((3, "block", -1.0), "enqueue_timeout_s"),
+    ((3, "block", float("nan")), "enqueue_timeout_s"),
+])
+def test_the_constructor_refuses_what_the_config_refuses(args, named):
+    from tqengine.errors import ConfigError
+    with pytest.raises(ConfigError, match=f"invalid {named}"):
+        TaskQueue(*args, Metrics(workers=1))
+
+
 def _fill(q, n):
     assert all(q.offer(f"item{i}") for i in range(n))
 

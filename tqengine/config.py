@@ -161,11 +161,8 @@ class Config:
 
     def validate(self) -> Config:
         """Check every field against its Setting and the rules across fields; ConfigError (one line)."""
-        for name, spec in SETTINGS.items():
-            value = getattr(self, name)
-            problem = spec.problem(value)
-            if problem:
-                raise ConfigError(f"invalid {name}: {problem} (got {value!r})")
+        for name in SETTINGS:
+            check(name, getattr(self, name))
         if self.backoff_cap_s < self.backoff_base_s:
             raise ConfigError(f"invalid backoff_cap_s: must be >= backoff_base_s (got {self.backoff_cap_s!r})")
         if self.store == "http" and not self.store_url:
@@ -181,6 +178,14 @@ class Config:
 SETTINGS: dict[str, Setting] = {f.name: f.metadata["setting"] for f in fields(Config)}
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Config)}
 FIELD_TYPES = {name: spec.kind for name, spec in SETTINGS.items()}
+
+
+def check(name: str, value: Any) -> Any:
+    """`value` when it is valid for the setting `name`, else ConfigError naming both (one line)."""
+    problem = SETTINGS[name].problem(value)
+    if problem:
+        raise ConfigError(f"invalid {name}: {problem} (got {value!r})")
+    return value
 
 
 def coerce(key: str, raw: Any) -> Any:

@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .config import check
 from .sync import Signal
 
 if TYPE_CHECKING:
@@ -55,6 +56,10 @@ class TaskQueue:
     """The engine's bounded queue: `offer` applies the backpressure policy, `requeue` never refuses."""
 
     def __init__(self, maxsize: int, mode: str, enqueue_timeout_s: float, metrics: Metrics) -> None:
+        # the Config's rules (ConfigError): maxsize 0 would make queue.Queue unbounded, a misspelt mode block
+        check("queue_size", maxsize)
+        check("mode", mode)
+        check("enqueue_timeout_s", enqueue_timeout_s)
         self._q = _MeasuredQueue(maxsize, metrics)
         self.maxsize = maxsize
         self.mode = mode
