@@ -70,13 +70,17 @@ def identify(task: Any) -> Identity:
         return _unreadable(task, exc)
 
 
-# The usual task, {"image_key": <plain key>, "size": "WxH"} and perhaps a task_id, is identified by a short path
-# that gives exactly what the general one does (tests/test_task_validation.py compares the two): a plain key
-# has components of letters, digits, `_`, `-` and `.` that do not start with a dot, so it has no `.`/`..`/
-# empty component, no `.tq-tmp`, no `@WxH` folder and nothing JSON must escape; it is not under variants/.
+# The usual task, {"image_key": <plain key>, "size": "WxH"}, perhaps with a task_id and fields of its own, is
+# identified by a short path that gives exactly what the general one does (tests/test_task_validation.py
+# compares the two): a plain key has components of letters, digits, `_`, `-` and `.` that do not start with a
+# dot, so it has no `.`/`..`/empty component, no `.tq-tmp`, no `@WxH` folder and nothing JSON must escape; it
+# is not under variants/. Fields of the task's own (the lab's `source_size` and `object_bytes`) are taken
+# when their names are str and their values exact scalars; the payload is then the general path's own
+# encoding of the same dict.
 _PLAIN_KEY = re.compile(r"(?!variants(?:/|\Z))[A-Za-z0-9_-][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*\Z")
 _PLAIN_ID = re.compile(r"[ -~]{1,200}\Z")      # printable ASCII: nothing to escape, nothing to refuse
 _NO_ID = object()
+_SCALARS = frozenset((str, int, float, bool, type(None)))
 
 
 def _identify_plain(task: Any) -> Identity | None:
@@ -87,26 +91,46 @@ def _identify_plain(task: Any) -> Identity | None:
     if type(image_key) is not str or type(size) is not str or len(image_key) > MAX_KEY_LEN:
         return None
     task_id = task.get("task_id", _NO_ID)
+    own_fields = len(task) - 2
     if task_id is _NO_ID:
-        if len(task) != 2:
-            return None
         task_id = None
-    elif len(task) != 3:
-        return None
     elif type(task_id) is int:
         if not MIN_TASK_ID <= task_id <= MAX_TASK_ID:
             return None
         task_id = str(task_id)
+        own_fields -= 1
     elif type(task_id) is not str or not _PLAIN_ID.match(task_id):
         return None
+    else:
+        own_fields -= 1
     if not _PLAIN_KEY.match(image_key):
         return None
     try:
         parse_variant(size)
     except ValidationError:
         return None
-    return Identity(f"{image_key}#{size}", f'{{"image_key":"{image_key}","size":"{size}"}}', task_id, image_key,
-                    size, None)
+    if own_fields:
+        payload = _own_fields_payload(task)
+        if payload is None:
+            return None
+    else:
+        payload = f'{{"image_key":"{image_key}","size":"{size}"}}'
+    return Identity(f"{image_key}#{size}", payload, task_id, image_key, size, None)
+
+
+def _own_fields_payload(task: dict[Any, Any]) -> str | None:
+    """fingerprint(task) of a task whose other fields are all str-named exact scalars (object_bytes, which
+    validation checks, a non-negative int), else None."""
+    for name, value in task.items():
+        if type(name) is not str or type(value) not in _SCALARS:
+            return None
+    nbytes = task.get("object_bytes", 0)
+    if type(nbytes) is not int or nbytes < 0:
+        return None
+    try:
+        return fingerprint(task)
+    except ValueError:          # an integer past the digit limit: the general path makes it a dead letter
+        return None
 
 
 def _identify(task: Any) -> Identity:
