@@ -832,14 +832,103 @@ def test_a_server_that_dribbles_its_answers_head_is_timed_out_as_a_whole(client)
         listener.close()
 
 
-def test_the_requests_transport_still_speaks_tls_to_an_https_store():
-    """The plain pool's connection class bounds an answer's head (http_requests._HeadDeadlineConnection); the
-    HTTPS pool inherits from the plain one and must not make plain-text connections with it."""
-    from urllib3.connection import HTTPSConnection
+@pytest.fixture(scope="module")
+def tls_cert(tmp_path_factory):
+    """(certificate, key) files of a self-signed certificate for 127.0.0.1, made by the openssl command."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = str(folder / "cert.pem"), str(folder / "key.pem")
+    try:
+        made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                               "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                              capture_output=True, timeout=60)
+    except FileNotFoundError:
+        pytest.skip("no openssl command to make a test certificate with")
+    assert made.returncode == 0, made.stderr.decode()[-2000:]
+    return cert, key
 
-    from tqengine.objects.http_requests import _CountingHTTPPool, _CountingHTTPSPool
-    assert _CountingHTTPSPool.ConnectionCls is HTTPSConnection
-    assert _CountingHTTPPool.ConnectionCls is not HTTPSConnection
+
+def _tls_dribbler(cert, key, stop):
+    """A TLS server that reads one request and sends a 3 KB answer head one byte every 20 ms until `stop`."""
+    import ssl
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve_one():
+        try:
+            plain, _ = listener.accept()
+            plain.settimeout(10)
+            with context.wrap_socket(plain, server_side=True) as conn:
+                if not _read_request_head(conn):
+                    return
+                for byte in b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 3000 + b"\r\nContent-Length: 3\r\n\r\nabc":
+                    if stop.wait(0.02):
+                        return
+                    conn.sendall(bytes([byte]))
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=serve_one, daemon=True)
+    thread.start()
+    return listener, thread
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_tls_server_that_dribbles_its_answers_head_is_timed_out_as_a_whole(tls_cert, client):
+    """Over TLS the head had no deadline of its own (only each read had the read timeout): the HTTPS
+    connections of both transports now read through HeadDeadlineSSLSocket, and still verify the server."""
+    import ssl
+
+    from tqengine.objects.http_requests import _CountingHTTPPool, _CountingHTTPSPool, _HeadDeadlineHTTPSConnection
+    from tqengine.objects.http_stdlib import _HTTPSConnection
+    from tqengine.objects.http_transport import HeadDeadlineSSLSocket
+    assert _CountingHTTPSPool.ConnectionCls is _HeadDeadlineHTTPSConnection    # the plain pool's class speaks no TLS
+    assert _CountingHTTPPool.ConnectionCls is not _HeadDeadlineHTTPSConnection
+    cert, key = tls_cert
+    stop = threading.Event()
+    listener, thread = _tls_dribbler(cert, key, stop)
+    port = listener.getsockname()[1]
+    try:
+        if client == "stdlib":
+            conn = _HTTPSConnection("127.0.0.1", port, timeout=5, context=ssl.create_default_context(cafile=cert))
+            conn.read_timeout = 1.0
+        else:
+            conn = _HeadDeadlineHTTPSConnection("127.0.0.1", port, timeout=1.0, ca_certs=cert)
+        try:
+            conn.request("GET", "/store/k")
+            assert type(conn.sock) is HeadDeadlineSSLSocket and conn.sock.version()     # TLS, verified
+            started = time.perf_counter()
+            with pytest.raises(Exception) as raised:
+                conn.getresponse()
+            took = time.perf_counter() - started
+        finally:
+            conn.close()
+        assert "timed out" in str(raised.value).lower() or isinstance(raised.value, TimeoutError), raised.value
+        assert took < 3.0       # the head as a whole: 1 s, where each byte within 1 s kept it for a minute
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        listener.close()
+
+
+def test_a_tls_connection_to_an_unverified_server_is_refused(tls_cert):
+    """Making the TLS socket a HeadDeadlineSSLSocket happens after the handshake: verification is unchanged."""
+    import ssl
+
+    from tqengine.objects.http_stdlib import _HTTPSConnection
+    cert, key = tls_cert
+    stop = threading.Event()
+    listener, thread = _tls_dribbler(cert, key, stop)
+    try:
+        conn = _HTTPSConnection("127.0.0.1", listener.getsockname()[1], timeout=5,
+                                context=ssl.create_default_context())      # the system's CAs: not this one
+        with pytest.raises(ssl.SSLCertVerificationError):
+            conn.connect()
+        conn.close()
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        listener.close()
 
 
 def test_the_head_deadline_socket_keeps_the_timeout_a_request_is_sent_under():

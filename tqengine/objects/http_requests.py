@@ -24,29 +24,51 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 if TYPE_CHECKING:
     from urllib3._base_connection import BaseHTTPConnection
 
-from .http_transport import Body, Counts, HeadDeadlineSocket, Timeout, split_timeout
+from .http_transport import (
+    Body,
+    Counts,
+    HeadDeadline,
+    HeadDeadlineSocket,
+    HeadDeadlineSSLSocket,
+    Timeout,
+    split_timeout,
+)
 
 READ_ALL_PIECE = 1 << 20       # read_all reads the body in pieces of this size
 
 
-class _HeadDeadlineConnection(HTTPConnection):
-    """urllib3's connection whose answer heads must come within the read timeout as a whole
-    (http_transport.HeadDeadlineSocket); each read of a body keeps the read timeout of its own."""
+class _HeadDeadlineAnswers:
+    """getresponse() of a urllib3 connection whose socket bounds an answer's head as a whole (under the
+    read timeout: http_transport); each read of a body keeps the read timeout of its own."""
+    sock: Any
+    timeout: Any
+
+    def getresponse(self) -> Any:       # urllib3's HTTPResponse
+        sock = self.sock
+        timeout = self.timeout
+        if not isinstance(sock, HeadDeadline) or not isinstance(timeout, (int, float)):
+            return super().getresponse()        # type: ignore[misc]
+        sock.reading_head(float(timeout))
+        try:
+            return super().getresponse()        # type: ignore[misc]
+        finally:
+            sock.head_read()
+
+
+class _HeadDeadlineConnection(_HeadDeadlineAnswers, HTTPConnection):
+    """urllib3's plain connection on a HeadDeadlineSocket."""
 
     def connect(self) -> None:
         super().connect()
         self.sock = HeadDeadlineSocket.taking(self.sock, None)
 
-    def getresponse(self) -> Any:       # urllib3's HTTPResponse
-        sock = self.sock
-        timeout = self.timeout
-        if not isinstance(sock, HeadDeadlineSocket) or not isinstance(timeout, (int, float)):
-            return super().getresponse()
-        sock.reading_head(float(timeout))
-        try:
-            return super().getresponse()
-        finally:
-            sock.head_read()
+
+class _HeadDeadlineHTTPSConnection(_HeadDeadlineAnswers, HTTPSConnection):
+    """urllib3's TLS connection on a HeadDeadlineSSLSocket."""
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock = HeadDeadlineSSLSocket.taking(self.sock, None)
 
 
 class _CountingHTTPPool(HTTPConnectionPool):
@@ -94,7 +116,7 @@ class _CountingHTTPPool(HTTPConnectionPool):
 # The ignore: to mypy _new_conn returns a BaseHTTPConnection in one base and a BaseHTTPSConnection in the
 # other; at run time super() in _CountingHTTPPool reaches HTTPSConnectionPool's own _new_conn (HTTPS).
 class _CountingHTTPSPool(_CountingHTTPPool, HTTPSConnectionPool):  # type: ignore[misc]
-    ConnectionCls = HTTPSConnection     # not _CountingHTTPPool's plain one (a TLS head has no deadline of its own)
+    ConnectionCls = _HeadDeadlineHTTPSConnection     # not _CountingHTTPPool's plain one
 
 
 class _TargetedRequest(PreparedRequest):

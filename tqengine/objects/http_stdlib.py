@@ -14,15 +14,38 @@ import socket
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 
-from .http_transport import TRANSPORT_ERRORS, Body, Counts, HeadDeadlineSocket, Timeout, split_timeout
+from .http_transport import (
+    TRANSPORT_ERRORS,
+    Body,
+    Counts,
+    HeadDeadline,
+    HeadDeadlineSocket,
+    HeadDeadlineSSLSocket,
+    Timeout,
+    split_timeout,
+)
 
 SMALL_BODY = 256 * 1024        # a Content-Length body up to this size goes in one send with its headers
 
 
-class _Connection(http.client.HTTPConnection):
+class _HeadDeadlineAnswers:
+    """getresponse() of a connection whose socket bounds an answer's head as a whole (http_transport)."""
+    read_timeout: float | None = None
+
+    def getresponse(self) -> http.client.HTTPResponse:
+        sock = self.sock                        # type: ignore[attr-defined]
+        if not isinstance(sock, HeadDeadline):
+            return super().getresponse()        # type: ignore[misc]
+        sock.reading_head(self.read_timeout)
+        try:
+            return super().getresponse()        # type: ignore[misc]
+        finally:
+            sock.head_read()
+
+
+class _Connection(_HeadDeadlineAnswers, http.client.HTTPConnection):
     """An http.client connection with a separate read timeout (for an answer's head as a whole, and for each
     read of its body) and one send for headers + small body."""
-    read_timeout: float | None = None
 
     def connect(self) -> None:
         super().connect()                      # connect timeout = self.timeout
@@ -30,16 +53,6 @@ class _Connection(http.client.HTTPConnection):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(self.read_timeout)
         self.sock = sock
-
-    def getresponse(self) -> http.client.HTTPResponse:
-        sock = self.sock
-        if not isinstance(sock, HeadDeadlineSocket):
-            return super().getresponse()
-        sock.reading_head(self.read_timeout)
-        try:
-            return super().getresponse()
-        finally:
-            sock.head_read()
 
     def _send_output(self, message_body: object = None, encode_chunked: bool = False) -> None:
         buffer = getattr(self, "_buffer", None)
@@ -54,13 +67,15 @@ class _Connection(http.client.HTTPConnection):
         super()._send_output(message_body, encode_chunked)  # type: ignore[misc]
 
 
-class _HTTPSConnection(http.client.HTTPSConnection):
-    read_timeout: float | None = None
+class _HTTPSConnection(_HeadDeadlineAnswers, http.client.HTTPSConnection):
+    """An http.client TLS connection with the same read timeouts as _Connection."""
 
     def connect(self) -> None:
         super().connect()
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock.settimeout(self.read_timeout)
+        sock = HeadDeadlineSSLSocket.taking(self.sock, self.read_timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(self.read_timeout)
+        self.sock = sock
 
 
 _AnyConnection = _Connection | _HTTPSConnection

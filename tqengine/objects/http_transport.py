@@ -18,6 +18,7 @@ from __future__ import annotations
 import http.client
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -74,12 +75,37 @@ def split_timeout(timeout: Timeout) -> tuple[float, float]:
     return connect, read
 
 
-class HeadDeadlineSocket(socket.socket):
-    """A socket whose reads share one deadline while an answer's head is read. http.client reads the status
-    line and the headers a recv at a time, each under the read timeout: a server sending a byte every few
-    seconds kept one head coming for hours (up to 100 lines of 64 KiB)."""
+class _HeadDeadline:
+    """Reads that share one deadline while an answer's head is read. http.client reads the status line and
+    the headers a recv at a time, each under the read timeout: a server sending a byte every few seconds
+    kept one head coming for hours (up to 100 lines of 64 KiB)."""
     head_deadline: float | None = None
     read_timeout: float | None = None
+
+    def reading_head(self, read_timeout: float | None) -> None:
+        """The reads of one answer's head begin: together they may take `read_timeout`."""
+        self.read_timeout = read_timeout
+        self.head_deadline = None if read_timeout is None else time.monotonic() + read_timeout
+
+    def head_read(self) -> None:
+        """The head has been read (or failed): back to the read timeout for each read of the body."""
+        self.head_deadline = None
+        if self.fileno() != -1:                                 # type: ignore[attr-defined]
+            self.settimeout(self.read_timeout)                  # type: ignore[attr-defined]
+
+    def recv_into(self, buffer: Any, *args: Any, **kwargs: Any) -> int:
+        deadline = self.head_deadline
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the answer's status line and headers took longer than the read timeout")
+            self.settimeout(left if self.read_timeout is None else   # type: ignore[attr-defined]
+                            min(left, self.read_timeout))
+        return super().recv_into(buffer, *args, **kwargs)       # type: ignore[misc]
+
+
+class HeadDeadlineSocket(_HeadDeadline, socket.socket):
+    """A plain TCP socket whose answer heads have one deadline (_HeadDeadline)."""
 
     @classmethod
     def taking(cls, plain: socket.socket, read_timeout: float | None) -> HeadDeadlineSocket:
@@ -91,25 +117,25 @@ class HeadDeadlineSocket(socket.socket):
         sock.read_timeout = read_timeout
         return sock
 
-    def reading_head(self, read_timeout: float | None) -> None:
-        """The reads of one answer's head begin: together they may take `read_timeout`."""
-        self.read_timeout = read_timeout
-        self.head_deadline = None if read_timeout is None else time.monotonic() + read_timeout
 
-    def head_read(self) -> None:
-        """The head has been read (or failed): back to the read timeout for each read of the body."""
-        self.head_deadline = None
-        if self.fileno() != -1:
-            self.settimeout(self.read_timeout)
+class HeadDeadlineSSLSocket(_HeadDeadline, ssl.SSLSocket):
+    """A TLS socket whose answer heads have one deadline (_HeadDeadline): the TLS layer reads its records
+    under the socket's timeout, which recv_into sets to what is left of the head's deadline."""
 
-    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
-        deadline = self.head_deadline
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("the answer's status line and headers took longer than the read timeout")
-            self.settimeout(left if self.read_timeout is None else min(left, self.read_timeout))
-        return super().recv_into(buffer, nbytes, flags)
+    @classmethod
+    def taking(cls, tls: socket.socket, read_timeout: float | None) -> socket.socket:
+        """`tls`, a connected ssl.SSLSocket, made this kind (its TLS session cannot move to a new socket
+        object, and SSLSocket keeps its attributes in a __dict__, so its class can change); any other socket
+        as it is (e.g. urllib3's SSLTransport for TLS through a TLS proxy, which this transport never makes)."""
+        if type(tls) is not ssl.SSLSocket:
+            return tls
+        tls.__class__ = cls
+        assert isinstance(tls, HeadDeadlineSSLSocket)
+        tls.read_timeout = read_timeout
+        return tls
+
+
+HeadDeadline = (HeadDeadlineSocket, HeadDeadlineSSLSocket)
 
 
 class Counts:
