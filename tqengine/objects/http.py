@@ -27,9 +27,9 @@ Common to both:
   server does on the sockets it accepts, so no request or answer waits for a delayed ACK.
 - Every call has a (connect, read) timeout, and the client never retries on its own: the engine's retry
   policy decides. The read timeout bounds an answer's status line and headers as a whole, over plain TCP
-  and TLS alike (http_transport.HeadDeadlineSocket, HeadDeadlineSSLSocket), and each read of its body; a body comes in pieces as they arrive
-  (one recv each at most), so the attempt's deadline, checked between pieces, holds against a server
-  that dribbles bytes.
+  and TLS alike (http_transport.HeadDeadlineSocket, HeadDeadlineSSLSocket), and each read of its body; a
+  body comes in pieces as they arrive (one recv each at most), so the attempt's deadline, checked between
+  pieces, holds against a server that dribbles bytes.
 - An answer that makes no sense (a Content-Length that is not digits, a chunk size past memory) is a
   StoreServerError or StoreConnectionError, never another exception.
 
