@@ -1,13 +1,14 @@
 """Interleaved A/B of the engine's durable path between two checkouts (before/after figures of a change).
 
-    python scripts/ab_overhead.py DIR_A DIR_B [--pairs 6] [--tasks 20000] [--clients 100] [--wait-ms 0]
+    python scripts/ab_overhead.py DIR_A DIR_B [--pairs 6] [--tasks 20000] [--clients 100] [--wait-ms 0 | --real]
 
 Each run is a fresh process that imports the engine and the lab from one checkout (DIR_A or DIR_B, e.g. a
 `git worktree add ../before <commit>`) and pushes --tasks tasks through the engine's closed loop, the one of
 `benchmark.py --overhead` (lab.overhead.measure: --clients clients, 8 workers, queue 200, a no-op processor,
-or one that sleeps --wait-ms), on scratch that is removed afterwards. Runs alternate A and B, the order
-inside a pair alternating too, so the machine's drift lands on both; the summary gives each side's medians
-and the median of the pairwise B/A ratios with their range. Progress on stderr, the summary on stdout.
+one that sleeps --wait-ms, or with --real the engine's own Processor making thumbnails of tiny JPEGs), on
+scratch that is removed afterwards. Runs alternate A and B, the order inside a pair alternating too, so the
+machine's drift lands on both; the summary gives each side's medians and the median of the pairwise B/A
+ratios with their range. Progress on stderr, the summary on stdout.
 Exit codes: 0 ok, 1 a run failed, 2 bad arguments.
 """
 import argparse
@@ -21,7 +22,7 @@ import tempfile
 
 CHILD = r"""
 import json, os, shutil, sys, tempfile
-checkout, scratch = sys.argv[1], sys.argv[5]
+checkout, scratch, real = sys.argv[1], sys.argv[5], sys.argv[6] == "real"
 tasks_n, clients, wait_ms = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 sys.path.insert(0, checkout)
 os.chdir(checkout)
@@ -32,7 +33,7 @@ work = tempfile.mkdtemp(prefix="tq-ab-", dir=scratch)
 try:
     tasks = make_tasks(tasks_n, seed=1, object_bytes=0)
     ensure_objects(tasks, os.path.join(work, "store"))
-    processor = WaitProcessor(wait_ms) if wait_ms > 0 else NoopProcessor()
+    processor = None if real else WaitProcessor(wait_ms) if wait_ms > 0 else NoopProcessor()
     adapter = EngineAdapter(processor=processor, max_workers=8, queue_size=200, latency_ms=0.0,
                             db_path=os.path.join(work, "db", "tasks.db"), store_root=os.path.join(work, "store"),
                             log_level="WARNING")
@@ -57,7 +58,8 @@ class _Parser(argparse.ArgumentParser):
 
 def run_one(checkout, args, scratch):
     proc = subprocess.run([sys.executable, "-c", CHILD, checkout, str(args.tasks), str(args.clients),
-                           str(args.wait_ms), scratch], capture_output=True, text=True, timeout=900)
+                           str(args.wait_ms), scratch, "real" if args.real else "stub"],
+                          capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"a run in {checkout} failed: {tail}")
@@ -72,12 +74,16 @@ def main(argv=None):
     p.add_argument("--tasks", type=int, default=20000, help="tasks per run (default 20000)")
     p.add_argument("--clients", type=int, default=100, help="closed-loop clients (default 100)")
     p.add_argument("--wait-ms", type=float, default=0.0, help="each task sleeps this long (default 0: no-op)")
+    p.add_argument("--real", action="store_true", help="the engine's real Processor on tiny JPEG sources "
+                   "(thumbnails) instead of a stand-in")
     args = p.parse_args(argv)
     for checkout in (args.a, args.b):
         if not os.path.isfile(os.path.join(checkout, "lab", "overhead.py")):
             p.error(f"{checkout} is not a checkout of this project (no lab/overhead.py)")
     if args.pairs < 1 or args.tasks < 1 or args.clients < 1 or not args.wait_ms >= 0:
         p.error("--pairs, --tasks and --clients must be >= 1, --wait-ms >= 0")
+    if args.real and args.wait_ms:
+        p.error("--real and --wait-ms exclude each other")
     scratch = tempfile.mkdtemp(prefix="tq-ab-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     runs = {"a": [], "b": []}
     try:
