@@ -117,7 +117,8 @@ class WorkerPool:
         self.scheduler = BackoffScheduler(self._release_from_backoff)
         self._admission = Admission(self.flights, self.state, self.queue, self.metrics, cfg.mode,
                                     self._resolve, self._finish)
-        self.state.start()
+        backlog_at = 2 * cfg.max_workers
+        self.state.start(backlogged=lambda: self.queue.backlog() >= backlog_at)
         self._executor = ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix="tq-worker")
         self._worker_futures = [self._executor.submit(self._worker_loop) for _ in range(cfg.max_workers)]
         self._closing = False

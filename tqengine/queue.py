@@ -69,6 +69,10 @@ class TaskQueue:
         self._line: collections.deque[tuple[Any, Signal | None, bool]] = collections.deque()
         self._line_lock = threading.Lock()
 
+    def backlog(self) -> int:
+        """Tasks waiting in the queue now (read without its lock: a moment's count, for a heuristic)."""
+        return len(self._q.queue)
+
     def offer(self, item: Any) -> bool:
         """Put a newly accepted task; False when the backpressure policy refuses it."""
         if self.mode == "fail_fast":
