@@ -16,8 +16,9 @@ and at load one commit carries many tasks. So:
 - group commit under load: while the workers have a backlog (`backlogged()`, given to start(): the pool's
   queue holds at least two tasks per worker), an urgent batch gathers writes until it is GROUP_WAIT_S old
   (or full) before it is committed, instead of at once. A commit costs the writer ~400 us of CPU under
-  load whatever it carries (GIL turns and cold caches around each SQLite call: README, Results), so at
-  100 clients this halves the commits per task; a task waits at most GROUP_WAIT_S more, and only when
+  load whatever it carries (GIL turns and cold caches around each SQLite call: README, Results); at 100
+  clients this cuts the commits per task from 0.15 to 0.07 (1 ms tasks) and from 1.28 to 0.21 (5 ms tasks),
+  and the CPU per task by 16% and 22%. A task waits at most GROUP_WAIT_S more, and only when
   workers have queued work that covers the wait. Without a backlog (one client, a few) nothing waits;
 - `running` is written only for an attempt still running RUNNING_AFTER_S after it started (a short
   attempt's success supersedes it), `retrying` rides along with the next commit; after a crash the
