@@ -796,6 +796,14 @@ def test_a_server_answering_nonsense_is_a_store_error_not_a_crash(client, case, 
         listener.close()
 
 
+def _dribble_head(conn, stop):
+    """Send a 3 KB answer head one byte every 20 ms, until it is sent or `stop` is set."""
+    for byte in b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 3000 + b"\r\nContent-Length: 3\r\n\r\nabc":
+        if stop.wait(0.02):
+            return
+        conn.sendall(bytes([byte]))
+
+
 @pytest.mark.timeout(30)
 def test_a_server_that_dribbles_its_answers_head_is_timed_out_as_a_whole(client):
     """http.client reads an answer's status line and headers a recv at a time, each under the read timeout: a
@@ -808,12 +816,8 @@ def test_a_server_that_dribbles_its_answers_head_is_timed_out_as_a_whole(client)
         conn, _ = listener.accept()
         with conn:
             conn.recv(65536)
-            head = b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 3000 + b"\r\nContent-Length: 3\r\n\r\nabc"
             try:
-                for byte in head:
-                    if stop.wait(0.02):
-                        return
-                    conn.sendall(bytes([byte]))
+                _dribble_head(conn, stop)
             except OSError:
                 pass
 
@@ -859,12 +863,8 @@ def _tls_dribbler(cert, key, stop):
             plain, _ = listener.accept()
             plain.settimeout(10)
             with context.wrap_socket(plain, server_side=True) as conn:
-                if not _read_request_head(conn):
-                    return
-                for byte in b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 3000 + b"\r\nContent-Length: 3\r\n\r\nabc":
-                    if stop.wait(0.02):
-                        return
-                    conn.sendall(bytes([byte]))
+                if _read_request_head(conn):
+                    _dribble_head(conn, stop)
         except OSError:
             pass
 
