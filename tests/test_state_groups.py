@@ -150,9 +150,9 @@ def test_under_a_backlog_an_urgent_batch_gathers_writes_and_otherwise_commits_at
     """Group commit (store.py, GROUP_WAIT_S): while the workers have a backlog, a claim waits for the claims
     that arrive within the window and they share one commit (a commit costs the writer ~400 us of CPU under
     load whatever it carries); without a backlog a claim is committed at once, as before. The window is
-    widened to 0.6 s here so that the test does not depend on the machine's speed."""
+    widened to 1.5 s here so that the test does not depend on the machine's speed."""
     from tqengine.state import store as store_module
-    monkeypatch.setattr(store_module, "GROUP_WAIT_S", 0.6)
+    monkeypatch.setattr(store_module, "GROUP_WAIT_S", 1.5)
     store = StateStore(str(tmp_path / "t.db"))
     store.start(backlogged=lambda: backlogged)
     try:
@@ -172,6 +172,6 @@ def test_under_a_backlog_an_urgent_batch_gathers_writes_and_otherwise_commits_at
         else:
             first.join(10)
             assert box == ["new"] and store.commits - before == 1
-            assert time.perf_counter() - started < 0.5      # not held for the window: nothing to gather for
+            assert time.perf_counter() - started < 1.0      # not held for the window: nothing to gather for
     finally:
         store.close()
