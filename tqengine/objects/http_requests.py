@@ -27,10 +27,10 @@ if TYPE_CHECKING:
 from .http_transport import (
     Body,
     Counts,
-    HeadDeadline,
     HeadDeadlineSocket,
     HeadDeadlineSSLSocket,
     Timeout,
+    answer_with_head_deadline,
     split_timeout,
 )
 
@@ -44,15 +44,10 @@ class _HeadDeadlineAnswers:
     timeout: Any
 
     def getresponse(self) -> Any:       # urllib3's HTTPResponse
-        sock = self.sock
         timeout = self.timeout
-        if not isinstance(sock, HeadDeadline) or not isinstance(timeout, (int, float)):
+        if not isinstance(timeout, (int, float)):
             return super().getresponse()        # type: ignore[misc]
-        sock.reading_head(float(timeout))
-        try:
-            return super().getresponse()        # type: ignore[misc]
-        finally:
-            sock.head_read()
+        return answer_with_head_deadline(self.sock, float(timeout), super().getresponse)  # type: ignore[misc]
 
 
 class _HeadDeadlineConnection(_HeadDeadlineAnswers, HTTPConnection):

@@ -18,10 +18,10 @@ from .http_transport import (
     TRANSPORT_ERRORS,
     Body,
     Counts,
-    HeadDeadline,
     HeadDeadlineSocket,
     HeadDeadlineSSLSocket,
     Timeout,
+    answer_with_head_deadline,
     split_timeout,
 )
 
@@ -33,14 +33,8 @@ class _HeadDeadlineAnswers:
     read_timeout: float | None = None
 
     def getresponse(self) -> http.client.HTTPResponse:
-        sock = self.sock                        # type: ignore[attr-defined]
-        if not isinstance(sock, HeadDeadline):
-            return super().getresponse()        # type: ignore[misc]
-        sock.reading_head(self.read_timeout)
-        try:
-            return super().getresponse()        # type: ignore[misc]
-        finally:
-            sock.head_read()
+        return answer_with_head_deadline(self.sock, self.read_timeout,   # type: ignore[attr-defined]
+                                         super().getresponse)            # type: ignore[misc]
 
 
 class _Connection(_HeadDeadlineAnswers, http.client.HTTPConnection):

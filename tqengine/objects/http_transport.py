@@ -21,7 +21,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 import requests
@@ -136,6 +136,18 @@ class HeadDeadlineSSLSocket(_HeadDeadline, ssl.SSLSocket):
 
 
 HeadDeadline = (HeadDeadlineSocket, HeadDeadlineSSLSocket)
+
+
+def answer_with_head_deadline(sock: Any, read_timeout: float | None, getresponse: Callable[[], Any]) -> Any:
+    """getresponse() with the reads of the answer's head sharing one deadline of `read_timeout`, when `sock`
+    is one of the HeadDeadline sockets (either client's connections call this in their getresponse)."""
+    if not isinstance(sock, HeadDeadline):
+        return getresponse()
+    sock.reading_head(read_timeout)
+    try:
+        return getresponse()
+    finally:
+        sock.head_read()
 
 
 class Counts:
