@@ -6,6 +6,7 @@ schema), so they hold across a rewrite of the pool, the processor or the state s
 - a handle's result is final in the database when result() returns (read through a second connection);
 - idempotency, duplicates, dead letters, graceful shutdown with retries pending, and the counters.
 """
+import dataclasses
 import json
 import sqlite3
 import threading
@@ -227,11 +228,14 @@ def test_result_record_fields(tmp_path):
         r = handle.result(10)
         assert handle.done()
     d = r.as_dict()
-    assert set(d) == {"task_id", "idempotency_key", "status", "attempts", "output_key", "output_digest",
-                      "latency_ms", "error", "error_class", "duplicate", "row_id"}
+    assert list(d) == ["task_id", "idempotency_key", "status", "attempts", "output_key", "output_digest",
+                       "latency_ms", "error", "error_class", "duplicate", "row_id"]
+    assert d == dataclasses.asdict(r)
     assert d["status"] == "success" and d["attempts"] == 1 and d["error"] is None and d["error_class"] is None
     assert 10.0 <= d["latency_ms"] < 5000
     assert len(d["output_digest"]) == 64
+    d["status"] = "changed"                 # a copy: the record itself does not change
+    assert r.status == "success" and r.as_dict()["status"] == "success"
     import hashlib
     with open(output_path(tmp_path, r.output_key), "rb") as f:
         assert hashlib.sha256(f.read()).hexdigest() == r.output_digest

@@ -81,6 +81,11 @@ _PLAIN_KEY = re.compile(r"(?!variants(?:/|\Z))[A-Za-z0-9_-][A-Za-z0-9_.-]*(?:/[A
 _PLAIN_ID = re.compile(r"[ -~]{1,200}\Z")      # printable ASCII: nothing to escape, nothing to refuse
 _NO_ID = object()
 _SCALARS = frozenset((str, int, float, bool, type(None)))
+# sizes that parse_variant() accepted (a task's size is one of a few; the parse was 1.7 us of ~10 a task)
+_GOOD_SIZES: set[str] = set()
+MAX_GOOD_SIZES = 256
+_JSON_STR = json.encoder.encode_basestring_ascii    # the C escaper of fingerprint()'s (ensure_ascii) encoder
+_JSON_CONSTANTS = {True: "true", False: "false", None: "null"}
 
 
 def _identify_plain(task: Any) -> Identity | None:
@@ -105,10 +110,13 @@ def _identify_plain(task: Any) -> Identity | None:
         own_fields -= 1
     if not _PLAIN_KEY.match(image_key):
         return None
-    try:
-        parse_variant(size)
-    except ValidationError:
-        return None
+    if size not in _GOOD_SIZES:
+        try:
+            parse_variant(size)
+        except ValidationError:
+            return None
+        if len(_GOOD_SIZES) < MAX_GOOD_SIZES:
+            _GOOD_SIZES.add(size)
     if own_fields:
         payload = _own_fields_payload(task)
         if payload is None:
@@ -120,7 +128,9 @@ def _identify_plain(task: Any) -> Identity | None:
 
 def _own_fields_payload(task: dict[Any, Any]) -> str | None:
     """fingerprint(task) of a task whose other fields are all str-named exact scalars (object_bytes, which
-    validation checks, a non-negative int), else None."""
+    validation checks, a non-negative int), else None. Written here for str, int, bool and None values, the
+    same canonical JSON in half the time of the encoder (sorted names, ASCII escapes; a float goes to the
+    encoder, for its NaN and Infinity); the fuzz comparison of the two paths checks them against each other."""
     for name, value in task.items():
         if type(name) is not str or type(value) not in _SCALARS:
             return None
@@ -128,7 +138,21 @@ def _own_fields_payload(task: dict[Any, Any]) -> str | None:
     if type(nbytes) is not int or nbytes < 0:
         return None
     try:
-        return fingerprint(task)
+        parts = []
+        for name in sorted(task):
+            if name == "task_id":
+                continue
+            value = task[name]
+            kind = type(value)
+            if kind is str:
+                parts.append(f"{_JSON_STR(name)}:{_JSON_STR(value)}")
+            elif kind is int:
+                parts.append(f"{_JSON_STR(name)}:{int.__repr__(value)}")
+            elif kind is float:
+                return fingerprint(task)
+            else:               # bool or None
+                parts.append(f"{_JSON_STR(name)}:{_JSON_CONSTANTS[value]}")
+        return "{" + ",".join(parts) + "}"
     except ValueError:          # an integer past the digit limit: the general path makes it a dead letter
         return None
 

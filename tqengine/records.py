@@ -7,7 +7,7 @@ key's outcome: the same fields plus who submitted it, whether it was a duplicate
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 FINAL = ("success", "dead", "rejected")
@@ -69,8 +69,8 @@ class TaskResult:
     row_id: int | None
 
     def as_dict(self) -> dict[str, Any]:
-        # its fields are plain values: no need for dataclasses.asdict's deep copy (20 us a call)
-        return {name: getattr(self, name) for name in _RESULT_FIELDS}
+        # its fields are plain values: no need for dataclasses.asdict's deep copy (20 us a call); the instance
+        # dict holds exactly the fields, in their order (frozen: nothing else is set), copied in 0.9 us
+        # instead of 2.2 for a getattr per field
+        return self.__dict__.copy()
 
-
-_RESULT_FIELDS = tuple(f.name for f in fields(TaskResult))
