@@ -5,6 +5,7 @@
     python benchmark.py --overhead      engine vs a bare queue.Queue + ThreadPoolExecutor under a closed loop
                                         of clients, no-op work and the real Processor (lab/overhead.py)
                         [--crowd 1000]  ... and the no-op kind under 1000 clients (target 5)
+                        [--floor]       ... and a minimal durable queue beside both (runners/floor.py)
                         [--switch-interval S]   sys.setswitchinterval(S) first (--overhead, --soak)
     python benchmark.py --soak N        N no-op tasks through the durable path: WAL, RSS and DB growth
     python benchmark.py --memory        peak RSS of each implementation at 1k, 10k, 100k tasks
@@ -98,6 +99,9 @@ def build_parser():
                    help="--overhead: also run the no-op kind under N clients (e.g. 1000), as many tasks per "
                         "client as the main level, and judge target 5 (CPU per task at N clients <= 1.2x that "
                         "at the main level)")
+    p.add_argument("--floor", action="store_true",
+                   help="--overhead: run the durable floor too (runners/floor.py: the engine's schema and "
+                        "statements, one writer thread, nothing else), interleaved with engine and bare pool")
     p.add_argument("--switch-interval", type=float, metavar="S", default=None,
                    help="--overhead, --soak: sys.setswitchinterval(S) for this process, engine and bare pool "
                         "alike (the interpreter's default is 0.005 s)")
@@ -135,6 +139,8 @@ def check_args(args):
         return "--soak must be >= 1"
     if args.crowd is not None and (not args.overhead or args.crowd < 1):
         return "--crowd N needs --overhead and N >= 1"
+    if args.floor and not args.overhead:
+        return "--floor needs --overhead"
     if args.switch_interval is not None and (not (args.overhead or args.soak) or
                                              not 0 < args.switch_interval <= 1.0):
         return "--switch-interval S needs --overhead or --soak and 0 < S <= 1"

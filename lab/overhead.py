@@ -31,6 +31,11 @@ the pairs), then verdicts on the targets of issue 11:
      per task at the main level <= 1.2 (median of the pairwise ratios, repeat by repeat, and their 95%
      interval); beside it the same measure of the bare pool, which has no engine (the cost of more client
      threads to the interpreter and the kernel).
+`--floor` adds a third implementation to every kind, the durable floor (runners/floor.py: the engine's schema
+and statements, a claim committed before the task is queued and its final state before the caller wakes, one
+writer thread, nothing else), interleaved with the other two; beside each kind, engine/floor (what the
+engine's features cost over the least a durable queue does) and, for a waiting kind, the floor's share of
+the ceiling (what durability alone leaves of it, in this interpreter on this machine).
 `--switch-interval S` (benchmark.py) sets sys.setswitchinterval(S) for the whole process first, so engine
 and bare pool run under it alike: with many client threads the interpreter's 5 ms default makes every
 thread that waits for the GIL wake each 5 ms to ask for it, one context switch per wake.
@@ -49,6 +54,7 @@ from typing import Any
 
 from analysis import stats
 from runners.adapters import BareQueueAdapter, EngineAdapter
+from runners.floor import DurableFloorAdapter
 from runners.load import run_closed
 from runners.workload import ensure_objects, make_tasks
 from tqcontract.environment import current_rss_mb, env_info, process_usage
@@ -181,6 +187,9 @@ def run_overhead(args: Any, workdir: str, log: Any) -> int:
             adapter: Any = EngineAdapter(processor=stand_in,
                                          max_workers=args.workers, queue_size=args.queue_size, latency_ms=0.0,
                                          db_path=db, store_root=store_root, log_level="WARNING")
+        elif impl == "floor":
+            adapter = DurableFloorAdapter(os.path.join(workdir, "runs", f"{kind}-{index}-floor", "tasks.db"),
+                                          workers=args.workers, queue_size=args.queue_size, fn=bare_fn(kind))
         else:
             adapter = BareQueueAdapter(workers=args.workers, queue_size=args.queue_size, fn=bare_fn(kind))
         adapter.start()
@@ -196,9 +205,12 @@ def run_overhead(args: Any, workdir: str, log: Any) -> int:
     runs = []
     kinds = list(KINDS) + (["noop_crowd"] if args.crowd else [])
     sleeps = {kind: measure_sleep(ms, SLEEP_SAMPLES) for kind, ms in WAIT_MS.items()}
+    impls = ("engine", "bare", "floor") if getattr(args, "floor", False) else ("engine", "bare")
     for kind in kinds:
         for repeat in range(args.repeats):
-            order = ("engine", "bare") if repeat % 2 == 0 else ("bare", "engine")
+            order = impls[repeat % len(impls):] + impls[:repeat % len(impls)]    # each one first in turn
+            if len(impls) == 2 and repeat % 2:
+                order = order[::-1]
             for impl in order:
                 result = run_one(kind, impl, repeat)
                 result.update(kind=kind, impl=impl, repeat=repeat)
@@ -215,6 +227,12 @@ def run_overhead(args: Any, workdir: str, log: Any) -> int:
                 "runs": runs, "summary": summary}
     write_text(os.path.join(args.out, "overhead.json"), json.dumps(document, indent=2, sort_keys=True) + "\n")
     return 0 if all(r["succeeded"] == r["tasks"] for r in runs) else 1
+
+
+def _pair_ratios(by_repeat: dict[int, dict[str, dict[str, Any]]], top: str, bottom: str) -> list[float]:
+    """`top`'s tasks/s over `bottom`'s, repeat by repeat (runs of one pair or triple), where both have one."""
+    return [p[top]["tasks_per_s"] / p[bottom]["tasks_per_s"] for p in by_repeat.values()
+            if top in p and bottom in p and p[top]["tasks_per_s"] and p[bottom]["tasks_per_s"]]
 
 
 def spread(values: list[float]) -> float | None:
@@ -267,10 +285,10 @@ def summarize(runs: list[dict[str, Any]], kinds: list[str], workers: int = 8,
         by_repeat: dict[int, dict[str, dict[str, Any]]] = {}
         for r in mine:
             by_repeat.setdefault(r["repeat"], {})[r["impl"]] = r
-        ratios = [p["engine"]["tasks_per_s"] / p["bare"]["tasks_per_s"] for p in by_repeat.values()
-                  if "engine" in p and "bare" in p and p["engine"]["tasks_per_s"] and p["bare"]["tasks_per_s"]]
+        ratios = _pair_ratios(by_repeat, "engine", "bare")
         side = {}
-        for impl in ("engine", "bare"):
+        impls = ("engine", "bare", "floor") if any(r["impl"] == "floor" for r in mine) else ("engine", "bare")
+        for impl in impls:
             vals = [r for r in mine if r["impl"] == impl]
             tps = [r["tasks_per_s"] for r in vals if r["tasks_per_s"]]
             low, high = _interval(tps)
@@ -283,6 +301,9 @@ def summarize(runs: list[dict[str, Any]], kinds: list[str], workers: int = 8,
                           "tasks_per_s_all": tps, "tasks_per_s_spread": spread(tps)}
         ratio = _ratio_interval(ratios)
         entry: dict[str, Any] = {"engine": side["engine"], "bare": side["bare"], "ratio": ratio, "verdicts": {}}
+        if "floor" in side:
+            entry["floor"] = side["floor"]
+            entry["floor_ratio"] = _ratio_interval(_pair_ratios(by_repeat, "engine", "floor"))
         if kind == "noop_crowd":
             growth = _cpu_growth(runs, by_repeat, "engine")
             entry["cpu_over_main"] = growth
@@ -305,7 +326,8 @@ def summarize(runs: list[dict[str, Any]], kinds: list[str], workers: int = 8,
             assert top is not None
             share = {f"{prefix}{key}": None if side[impl][f"tasks_per_s_{key}"] is None
                      else side[impl][f"tasks_per_s_{key}"] / top
-                     for impl, prefix in (("engine", ""), ("bare", "bare_")) for key in ("median", "low", "high")}
+                     for impl, prefix in (("engine", ""), ("bare", "bare_"), ("floor", "floor_")) if impl in side
+                     for key in ("median", "low", "high")}
             entry["efficiency"] = {"ceiling_tps": top, **share}
             slept = (sleeps or {}).get(kind)
             if slept:       # what one sleep of the task's length takes here, measured alone: a ceiling for any pool
@@ -333,7 +355,7 @@ def print_summary(args: Any, summary: dict[str, Any]) -> None:
     print(f"overhead: closed loop, {max(args.clients)} clients{crowd}, {args.workers} workers, "
           f"queue {args.queue_size}{interval}, "
           f"{args.count} tasks per run (a waiting kind: about {WAIT_RUN_S:g} s of tasks at its ceiling), "
-          f"{args.repeats} interleaved pairs, one process")
+          f"{args.repeats} interleaved {'triples' if getattr(args, 'floor', False) else 'pairs'}, one process")
     print("medians over the runs; engine/bare = median of the pairwise ratios [95% interval of their geometric "
           "mean, Student t on the log ratios]")
     header = (f"{'per-task work':<38} {'impl':<6} {'tasks/s':>9} {'P95 ms':>8} {'CPU us/task':>11} "
@@ -341,7 +363,9 @@ def print_summary(args: Any, summary: dict[str, Any]) -> None:
     print(header)
     print("-" * len(header))
     for kind, entry in summary.items():
-        for impl in ("engine", "bare"):
+        for impl in ("engine", "bare", "floor"):
+            if impl not in entry:
+                continue
             side = entry[impl]
             print(f"{LABELS[kind] if impl == 'engine' else '':<38} {impl:<6} "
                   f"{_fmt(side['tasks_per_s_median'], ',.0f'):>9} {_fmt(side['p95_ms_median'], '.2f'):>8} "
@@ -350,6 +374,10 @@ def print_summary(args: Any, summary: dict[str, Any]) -> None:
         r = entry["ratio"]
         print(f"{'':<38} engine/bare {_fmt(r['median'], '.3f')} [{_fmt(r['low'], '.3f')}, {_fmt(r['high'], '.3f')}] "
               f"over {r['pairs']} pairs")
+        if "floor_ratio" in entry:
+            r = entry["floor_ratio"]
+            print(f"{'':<38} engine/floor {_fmt(r['median'], '.3f')} [{_fmt(r['low'], '.3f')}, "
+                  f"{_fmt(r['high'], '.3f')}] over {r['pairs']} triples (floor: durable, nothing else)")
         if "cpu_over_main" in entry:
             growth = entry["cpu_over_main"]
             print(f"{'':<38} {entry.get('clients')} clients: engine CPU/task {_fmt(growth['median'], '.2f')}x "
@@ -365,6 +393,9 @@ def print_summary(args: Any, summary: dict[str, Any]) -> None:
                   f"{_fmt(eff['high'], '.3f')}] of the ceiling {eff['ceiling_tps']:,.0f} tasks/s")
             print(f"{'':<38} bare pool efficiency {_fmt(eff.get('bare_median'), '.3f')} "
                   f"[{_fmt(eff.get('bare_low'), '.3f')}, {_fmt(eff.get('bare_high'), '.3f')}]")
+            if "floor_median" in eff:
+                print(f"{'':<38} durable floor efficiency {_fmt(eff['floor_median'], '.3f')} "
+                      f"[{_fmt(eff['floor_low'], '.3f')}, {_fmt(eff['floor_high'], '.3f')}]")
             if eff.get("sleep_ms"):
                 print(f"{'':<38} one {kind[5:]} sleep lasts {eff['sleep_ms']:.3f} ms here, alone: any pool stays "
                       f"below {eff['sleep_ceiling_share']:.3f} of the ceiling")

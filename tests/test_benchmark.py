@@ -92,13 +92,31 @@ def test_http_comparison_gives_both_implementations_the_same_client(tmp_path, cl
 
 @needs_engine
 @pytest.mark.timeout(50)
-def test_overhead_reports_engine_and_bare(tmp_path):
+def test_overhead_reports_engine_bare_and_the_durable_floor(tmp_path):
     # --switch-interval near the interpreter's 0.005 s default: applied and recorded, but a long interval would
     # make a 1 ms sleeper wait that long for the GIL and two runs' efficiencies too far apart for a 2-run interval
     proc = _bench("--overhead", "--count", "300", "--repeats", "2", "--clients", "20", "--crowd", "60",
-                  "--switch-interval", "0.006", "--out", str(tmp_path))
+                  "--switch-interval", "0.006", "--floor", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads((tmp_path / "overhead.json").read_text())
+    # --floor: a third implementation in every triple, each of the three first in turn
+    firsts = {}
+    for run in doc["runs"]:
+        firsts.setdefault((run["kind"], run["repeat"]), run["impl"])
+    assert {firsts[("noop", 0)], firsts[("noop", 1)]} == {"engine", "bare"}
+    floor_runs = [r for r in doc["runs"] if r["impl"] == "floor"]
+    assert len(floor_runs) == 2 * len(doc["summary"])
+    for entry in doc["summary"].values():
+        assert entry["floor"]["tasks_per_s_median"] > 0 and entry["floor_ratio"]["pairs"] == 2
+    noop_pairs = {r["repeat"]: {} for r in doc["runs"]}
+    for run in doc["runs"]:
+        if run["kind"] == "noop":
+            noop_pairs[run["repeat"]][run["impl"]] = run["tasks_per_s"]
+    floor_ratios = sorted(p["engine"] / p["floor"] for p in noop_pairs.values())
+    assert doc["summary"]["noop"]["floor_ratio"]["median"] == pytest.approx(sum(floor_ratios) / 2)
+    assert all(r["succeeded"] == r["tasks"] for r in floor_runs)
+    assert "engine/floor" in proc.stdout and "durable floor efficiency" in proc.stdout
+    assert "2 interleaved triples" in proc.stdout
     assert set(doc["summary"]) == {"noop", "processor", "wait_1ms", "wait_5ms", "noop_crowd"}
     assert doc["args"]["switch_interval"] == 0.006 and "switch interval 0.006 s" in proc.stdout
     crowd = doc["summary"]["noop_crowd"]
@@ -157,7 +175,8 @@ def test_memory_mode_runs_each_implementation_in_its_own_process(tmp_path):
                                   ["--overhead", "--memory"], ["--server-latency-ms", "5"],
                                   ["--http-client", "stdlib"], ["--store-backend", "http", "--memory"],
                                   ["--store-backend", "ftp"], ["--crowd", "100"], ["--overhead", "--crowd", "0"],
-                                  ["--overhead", "--switch-interval", "0"], ["--switch-interval", "0.05"]])
+                                  ["--overhead", "--switch-interval", "0"], ["--switch-interval", "0.05"],
+                                  ["--floor"]])
 def test_bad_arguments_exit_2(args, tmp_path):
     proc = _bench(*args, "--out", str(tmp_path))
     assert proc.returncode == 2
