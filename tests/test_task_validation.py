@@ -153,7 +153,7 @@ def test_the_short_paths_payload_is_fingerprints_encoding(name, value):
 
 
 def test_the_labs_tasks_take_the_short_path():
-    """The lab's tasks carry fields of their own (source_size, object_bytes): they went the general path,
+    """The lab's tasks carry fields of their own (source_size, object_bytes): they went the general path
     (measured: tasks/s x1.02 on the no-op durable path, x1.09 with 1 ms tasks; CPU per task x0.97, x0.93)."""
     from runners.workload import make_tasks
     from tqengine.admission import _identify, _identify_plain
