@@ -21,6 +21,8 @@ import queue as queue_module
 import sqlite3
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 
 from runners.adapters import Adapter, noop
 from tqengine.state import schema
@@ -45,7 +47,7 @@ class _Item:
 
 
 class DurableFloorAdapter(Adapter):
-    """Claims and finals committed by one writer thread, a bounded queue.Queue, `workers` threads."""
+    """Claims and finals committed by one writer thread, a bounded queue.Queue, `workers` worker loops."""
     impl = "floor"
 
     def __init__(self, db_path, workers=8, queue_size=200, fn=noop):
@@ -54,7 +56,9 @@ class DurableFloorAdapter(Adapter):
         self._cv = threading.Condition(threading.Lock())
         self._claims, self._finals = [], []
         self._stopping = False
-        self._threads = []
+        self._writer_thread = None
+        self._executor = None
+        self._loops = []
         self._queue = None
 
     def start(self):
@@ -67,11 +71,11 @@ class DurableFloorAdapter(Adapter):
         conn.execute("PRAGMA wal_autocheckpoint=1000")   # no checkpointer thread here: SQLite's own bound
         self._conn = conn
         self._queue = queue_module.Queue(self.queue_size)
-        self._threads = [threading.Thread(target=self._writer, name="floor-writer", daemon=True)]
-        self._threads += [threading.Thread(target=self._worker, name=f"floor-worker-{i}", daemon=True)
-                          for i in range(self.workers)]
-        for thread in self._threads:
-            thread.start()
+        self._writer_thread = threading.Thread(target=self._writer, name="floor-writer", daemon=True)
+        self._writer_thread.start()
+        # the workers as in the bare pool (runners.adapters.BareQueueAdapter): loops in a ThreadPoolExecutor
+        self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="floor-worker")
+        self._loops = [self._executor.submit(self._worker) for _ in range(self.workers)]
 
     def run(self, task, timeout=None):
         """Claim, run and finish `task`; the outcome dict once its final state is committed."""
@@ -153,12 +157,12 @@ class DurableFloorAdapter(Adapter):
                 self._queue.put(None, timeout=STOP_WAIT_S)
             except queue_module.Full:   # tasks still queued (their callers gave up): the workers are daemons
                 break
-        for thread in self._threads[1:]:
-            thread.join(STOP_WAIT_S)
+        wait_futures(self._loops, timeout=STOP_WAIT_S)
+        self._executor.shutdown(wait=False, cancel_futures=True)
         with self._cv:
             self._stopping = True
             self._cv.notify()
-        self._threads[0].join(STOP_WAIT_S)
-        if not self._threads[0].is_alive():
+        self._writer_thread.join(STOP_WAIT_S)
+        if not self._writer_thread.is_alive():
             self._conn.close()
         self._conn = None
