@@ -95,7 +95,7 @@ class DurableFloorAdapter(Adapter):
         while True:
             with self._cv:
                 while not self._claims and not self._finals and not self._stopping:
-                    self._cv.wait()
+                    self._cv.wait(1.0)      # notified by _pending and stop(); the deadline only bounds the wait
                 claims, finals = self._claims, self._finals
                 self._claims, self._finals = [], []
             if not claims and not finals:
@@ -103,8 +103,11 @@ class DurableFloorAdapter(Adapter):
             try:
                 self._commit(claims, finals)
             except Exception as exc:    # answer everyone in the batch: no caller waits for a lost commit
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
+                try:
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass                    # the next BEGIN IMMEDIATE fails the next batch alike, answered too
                 failed = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:300]}
                 for item in claims + finals:
                     item.outcome = failed
