@@ -208,10 +208,7 @@ def run_overhead(args: Any, workdir: str, log: Any) -> int:
     impls = ("engine", "bare", "floor") if getattr(args, "floor", False) else ("engine", "bare")
     for kind in kinds:
         for repeat in range(args.repeats):
-            order = impls[repeat % len(impls):] + impls[:repeat % len(impls)]    # each one first in turn
-            if len(impls) == 2 and repeat % 2:
-                order = order[::-1]
-            for impl in order:
+            for impl in run_order(impls, repeat):
                 result = run_one(kind, impl, repeat)
                 result.update(kind=kind, impl=impl, repeat=repeat)
                 runs.append(result)
@@ -227,6 +224,13 @@ def run_overhead(args: Any, workdir: str, log: Any) -> int:
                 "runs": runs, "summary": summary}
     write_text(os.path.join(args.out, "overhead.json"), json.dumps(document, indent=2, sort_keys=True) + "\n")
     return 0 if all(r["succeeded"] == r["tasks"] for r in runs) else 1
+
+
+def run_order(impls: tuple[str, ...], repeat: int) -> tuple[str, ...]:
+    """The implementations in the order repeat `repeat` runs them: rotated, so each one goes first in turn
+    (a pair alternates)."""
+    turn = repeat % len(impls)
+    return impls[turn:] + impls[:turn]
 
 
 def _pair_ratios(by_repeat: dict[int, dict[str, dict[str, Any]]], top: str, bottom: str) -> list[float]:

@@ -288,6 +288,14 @@ def test_pooled_p95_is_over_all_tasks_of_the_runs():
     assert next(s for s in summary if s["impl"] == "baseline")["pooled_p95_ms"] is None     # no histograms
 
 
+def test_overhead_runs_alternate_who_goes_first():
+    """Drift lands on every side of a ratio: a pair alternates, a triple (--floor) rotates."""
+    from lab.overhead import run_order
+    assert [run_order(("engine", "bare"), r) for r in range(3)] == [
+        ("engine", "bare"), ("bare", "engine"), ("engine", "bare")]
+    assert [run_order(("engine", "bare", "floor"), r)[0] for r in range(4)] == ["engine", "bare", "floor", "engine"]
+
+
 def test_overhead_spread_target_catches_bimodal_runs_and_needs_five():
     """Target 4 of issue 11: five runs within +-15% of their median. The bimodal figures the issue reported
     (2.6-2.9k or 5.5-5.7k tasks/s for one configuration) must fail it; steady ones pass; four runs decide nothing."""
