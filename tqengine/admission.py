@@ -145,13 +145,14 @@ def _own_fields_payload(task: dict[Any, Any]) -> str | None:
             value = task[name]
             kind = type(value)
             if kind is str:
-                parts.append(f"{_JSON_STR(name)}:{_JSON_STR(value)}")
+                text = _JSON_STR(value)
             elif kind is int:
-                parts.append(f"{_JSON_STR(name)}:{int.__repr__(value)}")
+                text = int.__repr__(value)
             elif kind is float:
                 return fingerprint(task)
             else:               # bool or None
-                parts.append(f"{_JSON_STR(name)}:{_JSON_CONSTANTS[value]}")
+                text = _JSON_CONSTANTS[value]
+            parts.append(f"{_JSON_STR(name)}:{text}")
         return "{" + ",".join(parts) + "}"
     except ValueError:          # an integer past the digit limit: the general path makes it a dead letter
         return None
