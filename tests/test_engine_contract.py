@@ -242,6 +242,27 @@ def test_result_record_fields(tmp_path):
 
 
 @pytest.mark.timeout(30)
+def test_a_built_result_is_the_dataclasss_own():
+    """TaskResult.build (the handle's fast way) makes exactly what TaskResult(...) makes: the same fields in
+    the same order, equal, the same hash and repr, and just as frozen; a field added to the dataclass
+    and not to build() fails here."""
+    import inspect
+
+    from tqengine.records import TaskResult
+    names = [f.name for f in dataclasses.fields(TaskResult)]
+    assert list(inspect.signature(TaskResult.build).parameters) == names
+    values = ("t1", "img/a.jpg#8x8", "success", 2, "variants/img/a.jpg@8x8.jpg", "ab" * 32, 12.5, None, None,
+              True, 7)
+    built, made = TaskResult.build(*values), TaskResult(*values)
+    assert type(built) is TaskResult
+    assert list(built.__dict__) == names == list(made.__dict__)
+    assert built == made and hash(built) == hash(made) and repr(built) == repr(made)
+    assert built.as_dict() == dataclasses.asdict(made)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.status = "dead"       # type: ignore[misc]
+
+
+@pytest.mark.timeout(30)
 def test_a_retry_waits_its_attempts_backoff_not_the_cap(tmp_path):
     """Full jitter after attempt 1 is U(0, base): with base 10 ms and cap 5 s, tasks that fail once and then
     succeed finish in well under a second."""

@@ -63,12 +63,9 @@ class TaskHandle:
             raise TimeoutError(f"task {self.task_id!r} did not finish within {timeout} s")
         outcome = flight.outcome
         assert outcome is not None and flight.finished_at is not None
-        return TaskResult(task_id=self.task_id, idempotency_key=flight.key, status=outcome.status,
-                          attempts=outcome.attempts, output_key=outcome.output_key,
-                          output_digest=outcome.output_digest,
-                          latency_ms=max(0.0, (flight.finished_at - self._submitted_at) * 1000.0),
-                          error=outcome.error, error_class=outcome.error_class,
-                          duplicate=self.duplicate, row_id=flight.row_id)
+        return TaskResult.build(self.task_id, flight.key, outcome.status, outcome.attempts, outcome.output_key,
+                                outcome.output_digest, max(0.0, (flight.finished_at - self._submitted_at) * 1000.0),
+                                outcome.error, outcome.error_class, self.duplicate, flight.row_id)
 
 
 class FlightTable:

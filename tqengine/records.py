@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 FINAL = ("success", "dead", "rejected")
+_new = object.__new__
 
 
 class Outcome(NamedTuple):
@@ -67,6 +68,19 @@ class TaskResult:
     error_class: str | None
     duplicate: bool             # True when another submission of the key did the work
     row_id: int | None
+
+    @classmethod
+    def build(cls, task_id: str | None, idempotency_key: str | None, status: str, attempts: int,
+              output_key: str | None, output_digest: str | None, latency_ms: float, error: str | None,
+              error_class: str | None, duplicate: bool, row_id: int | None) -> TaskResult:
+        """TaskResult(...) made once per result on the hot path: the same instance in a fifth of the time. A frozen
+        dataclass's __init__ sets each field through object.__setattr__ (11 calls, ~5 us); this writes the
+        instance dict, in field order, at once (~1 us). tests/test_engine_contract.py compares the two."""
+        result = _new(cls)
+        result.__dict__.update(task_id=task_id, idempotency_key=idempotency_key, status=status, attempts=attempts,
+                               output_key=output_key, output_digest=output_digest, latency_ms=latency_ms,
+                               error=error, error_class=error_class, duplicate=duplicate, row_id=row_id)
+        return result
 
     def as_dict(self) -> dict[str, Any]:
         # its fields are plain values: no need for dataclasses.asdict's deep copy (20 us a call); the instance
