@@ -144,12 +144,21 @@ def test_the_short_path_for_plain_tasks_gives_what_the_general_path_gives():
                                    float("-inf")])
 @pytest.mark.parametrize("name", ["source_size", "é", "a\"b", "", "zzz", "AAA"])
 def test_the_short_paths_payload_is_fingerprints_encoding(name, value):
-    """The short path writes the canonical JSON of str, int, bool and None fields itself: byte for byte
-    what fingerprint() (the encoder) gives, whatever the names sort to and however the strings escape."""
+    """The short path encodes a flat task through the encoder's C function alone (flat_fingerprint): byte for
+    byte what fingerprint() gives, whatever the names sort to and however the strings escape, and the task
+    itself keeps its task_id."""
     from tqengine.admission import _own_fields_payload
     from tqengine.tasks import fingerprint
     task = {"image_key": "img/a.jpg", "size": "200x200", "task_id": "t-1", name: value}
     assert _own_fields_payload(task) == fingerprint(task)
+    assert task["task_id"] == "t-1"
+
+
+def test_the_short_paths_payload_leaves_an_integer_past_the_digit_limit_to_the_general_path():
+    from tqengine.admission import _own_fields_payload, identify
+    task = {"image_key": "img/a.jpg", "size": "200x200", "huge": 10 ** 5000}
+    assert _own_fields_payload(task) is None
+    assert identify(task).error is not None         # the general path: a dead letter, not a crash
 
 
 def test_the_labs_tasks_take_the_short_path():
@@ -309,3 +318,12 @@ def test_subclasses_of_plain_types_identify_as_their_plain_data():
     assert identify(wrapped) == identify(task)
     ident = identify(wrapped)
     assert {type(ident.key), type(ident.image_key), type(ident.variant), type(ident.task_id)} == {str}
+
+
+def test_flat_fingerprint_without_the_json_c_module_is_fingerprint(monkeypatch):
+    from tqengine import tasks
+    task = {"image_key": "img/a.jpg", "size": "200x200", "task_id": "t-1", "n": 3, "f": 0.5, "s": "é"}
+    fast = tasks.flat_fingerprint(task)
+    monkeypatch.setattr(tasks, "_FLAT_ENCODE", None)
+    assert tasks.flat_fingerprint(task) == fast == tasks.fingerprint(task)
+    assert "task_id" in task

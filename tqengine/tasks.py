@@ -29,6 +29,11 @@ def variant_of(task: object) -> str | None:
 
 # one encoder for every fingerprint: json.dumps with options builds a new JSONEncoder on every call
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=repr)
+# the C function _CANONICAL.encode() ends in, called directly for a flat dict (nothing nested, so no cycle to
+# mark): JSONEncoder.encode and iterencode are two Python-level calls around it on every task
+_C_MAKE_ENCODER = getattr(json.encoder, "c_make_encoder", None)     # None without the C module
+_FLAT_ENCODE = None if _C_MAKE_ENCODER is None else _C_MAKE_ENCODER(
+    None, repr, json.encoder.encode_basestring_ascii, None, ":", ",", True, False, True)
 
 
 def fingerprint(task: object) -> str:
@@ -38,6 +43,18 @@ def fingerprint(task: object) -> str:
     if "task_id" in task:
         task = {k: v for k, v in task.items() if k != "task_id"}
     return _CANONICAL.encode(task)
+
+
+def flat_fingerprint(task: dict[str, Any]) -> str:
+    """fingerprint(task) of a dict whose names are all str and whose values are all str, int, float, bool or
+    None (exact types, nothing nested): the same text, through the encoder's C function alone. ValueError for
+    an integer past the interpreter's digit limit, as fingerprint()."""
+    if _FLAT_ENCODE is None:            # an interpreter without the json C module
+        return fingerprint(task)
+    if "task_id" in task:
+        task = dict(task)
+        del task["task_id"]
+    return "".join(_FLAT_ENCODE(task, 0))
 
 
 def exact(value: Any) -> Any:
