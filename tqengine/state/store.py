@@ -146,7 +146,10 @@ class StateStore:
         self.fatal: StoreError | None = None
         self._wal_big = False
         self._prune_due = False         # set by the checkpointer every PRUNE_EVERY_S when retention is on
-        self._cv = threading.Condition()
+        # a plain Lock, taken directly on the hot paths: `with` on a Condition is two Python-level calls, and the
+        # RLock it makes by default was never taken twice by one thread
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
         self._batch = _Batch()
         self._full: collections.deque[_Batch] = collections.deque()    # closed batches, oldest first
         self._running: dict[int, tuple[int, float]] = {}     # row -> (attempt, started), not yet written
@@ -216,14 +219,15 @@ class StateStore:
         op = _Op("claim", None, claims, committed)
         batch = self._enqueue(op, urgent=True)
         wait_s = self.claim_wait_s
+        woken = False
         if wake is not None:
             started = time.perf_counter()
-            wake.wait(wait_s if wake_within is None else max(0.0, min(wake_within, wait_s)))
-            wait_s -= time.perf_counter() - started
-        # woken after the commit, by the owner of `wake` (its callback has run): no need to wait for the batch
-        woken = wake is not None and wake.is_set() and op.answered
+            # woken after the commit, by the owner of `wake` (its callback has run): no need to wait for the batch
+            woken = wake.wait(wait_s if wake_within is None else max(0.0, min(wake_within, wait_s))) and op.answered
+            if not woken:
+                wait_s -= time.perf_counter() - started
         if not woken and not batch.done.wait(max(0.0, wait_s)):
-            with self._cv:
+            with self._lock:
                 gave_up = op.callback is not None or committed is None
                 op.callback = None          # the writer must not run it for a submitter that gave up
             # else the writer has taken `committed` and is running it: done follows at once
@@ -235,7 +239,7 @@ class StateStore:
 
     def mark_running(self, row_id: int, attempt: int) -> None:
         """Attempt `attempt` started; written only if it is still running RUNNING_AFTER_S later."""
-        with self._cv:
+        with self._lock:
             wake = not self._running            # the writer may be waiting with no deadline
             self._running[row_id] = (attempt, time.perf_counter())
             if wake:
@@ -267,7 +271,7 @@ class StateStore:
         self._enqueue(_Op(status, row_id, args, on_commit), urgent=True)
 
     def _enqueue(self, op: _Op, urgent: bool) -> _Batch:
-        with self._cv:
+        with self._lock:
             if op.row_id is not None:
                 self._running.pop(op.row_id, None)     # its attempt ended: `running` is superseded
             batch = self._batch
@@ -305,7 +309,7 @@ class StateStore:
         """Wait for work and take the oldest closed batch (one that reached MAX_BATCH_WRITES) at once, else the
         open batch (None once stopping and nothing is left): at once for an urgent write, else when the oldest
         write has waited FLUSH_EVERY_S or an attempt's `running` is due."""
-        with self._cv:
+        with self._lock:
             while True:
                 if self._full:
                     return self._full.popleft()
@@ -352,10 +356,15 @@ class StateStore:
 
     def _commit_batch(self, batch: _Batch) -> None:
         errors = self._commit(batch.ops)
-        for op, err in zip(batch.ops, errors, strict=True):
-            op.error = err
+        failed = errors.count(None) != len(errors)
+        if failed:
+            for op, err in zip(batch.ops, errors, strict=True):
+                op.error = err
+        for op in batch.ops:
             op.answered = True
         self._answer(batch)
+        if not failed:
+            return
         fatal = next((e for e in errors if isinstance(e, StoreResourceError) or
                       (isinstance(e, StoreError) and e.cause == "database corrupt")), None)
         if fatal is not None and self.fatal is None:
@@ -368,7 +377,7 @@ class StateStore:
         wake the batch's waiters, then run the callbacks of its other writes (each op's error is set)."""
         claims = [op for op in batch.ops if op.kind == "claim"]
         if claims:
-            with self._cv:      # each taken once: a claimer whose wait timed out takes its own (claim())
+            with self._lock:      # each taken once: a claimer whose wait timed out takes its own (claim())
                 callbacks = [(op, op.callback) for op in claims]
                 for op in claims:
                     op.callback = None
@@ -491,17 +500,19 @@ class StateStore:
                              [value for c in group for value in (c.task_id, c.key, c.payload, "queued", now, now,
                                                                  None, None)])
             made, last = cursor.rowcount, cursor.lastrowid
+            start = end
             if made == len(group):      # every key was free: the ids in VALUES order (schema.insert_rows)
-                ids = {claim.key: last - made + 1 + i for i, claim in enumerate(group)}
-            else:                       # some keys were taken: which rows were made, and their ids
-                ids = dict(execute(schema.NEW_ROWS, (last - made, last)).fetchall()) if made else {}
+                for row_id, claim in enumerate(group, last - made + 1):
+                    claim.outcome, claim.row = "new", {"id": row_id, "status": "queued", "attempts": 0}
+                continue
+            # some keys were taken: which rows were made, and their ids
+            ids = dict(execute(schema.NEW_ROWS, (last - made, last)).fetchall()) if made else {}
             for claim in group:
                 row_id = ids.pop(claim.key, None)
                 if row_id is not None:
                     claim.outcome, claim.row = "new", {"id": row_id, "status": "queued", "attempts": 0}
                 else:       # its key is held by an earlier row (or by a claim just before it in this group)
                     self._claim_taken(execute, claim, now)
-            start = end
 
     def _apply_claim(self, execute: Callable[..., Any], claim: Claim, now: float) -> None:
         if claim.intent in ("rejected", "conflict"):
@@ -604,7 +615,7 @@ class StateStore:
         while not self._stop.wait(CHECKPOINT_EVERY_S):
             if self.retention_s > 0 and time.perf_counter() - last_prune >= PRUNE_EVERY_S:
                 last_prune = time.perf_counter()
-                with self._cv:
+                with self._lock:
                     self._prune_due = True
                     self._cv.notify()
             if self.commits == seen:
@@ -632,7 +643,7 @@ class StateStore:
     def _drain_here(self) -> None:
         """Commit (in the calling thread) whatever reached the store after the writer stopped."""
         while True:
-            with self._cv:
+            with self._lock:
                 if self._full:
                     batch = self._full.popleft()
                 else:
@@ -649,7 +660,7 @@ class StateStore:
 
     def close(self, timeout: float = 30.0) -> None:
         """Commit what is pending, stop the threads, checkpoint and close the connection."""
-        with self._cv:
+        with self._lock:
             self._stopping = True
             self._cv.notify_all()
         self._stop.set()
