@@ -15,8 +15,9 @@ def wait_seconds(timeout: float | None) -> float | None:
     ValueError for NaN or anything that is not a number."""
     if timeout is None:
         return None
-    if type(timeout) is float and 0.0 <= timeout <= TIMEOUT_MAX:     # the usual one (NaN fails the test)
-        return timeout
+    kind = type(timeout)
+    if (kind is float or kind is int) and 0 <= timeout <= TIMEOUT_MAX:     # the usual ones (NaN fails the test)
+        return float(timeout)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or math.isnan(timeout):
         raise ValueError(f"timeout must be a number of seconds or None, not {timeout!r}"[:200])
     return min(max(0.0, float(timeout)), TIMEOUT_MAX)
