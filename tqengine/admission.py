@@ -250,7 +250,8 @@ class Admission:
             # never returned, their keys' resubmissions waited forever), and a slow one held every worker
             tasks = list(tasks)
         now = time.perf_counter()
-        self.metrics.submitted(now)
+        if self.metrics.first_submit is None:
+            self.metrics.submitted(now)
         handles: list[TaskHandle] = []
         claims: list[Claim] = []
         flights: list[Flight] = []

@@ -309,7 +309,7 @@ class WorkerPool:
             self._finish(flight, Outcome.dead(attempt, error_class, message))
             return
         self.metrics.busy(time.perf_counter() - started)
-        self._finish(flight, Outcome.success(attempt, output_key, digest, nbytes))
+        self._finish(flight, Outcome("success", attempt, output_key, digest, nbytes))
 
     def _release_from_backoff(self, flight: Flight) -> None:
         if not self.queue.requeue(flight, lambda: self._workers_stop or self._abort):
