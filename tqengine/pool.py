@@ -337,8 +337,9 @@ class WorkerPool:
                 latency = (flight.finished_at - flight.submitted_at) * 1000.0
             self.metrics.final(status, latency)
         flight.wake()
-        logs.event(20, "task_final", task_id=flight.task_id, idempotency_key=flight.key, status=status,
-                   attempt=outcome.attempts, error_class=outcome.error_class)
+        if logs.logger.isEnabledFor(20):        # once per task: not even its fields gathered when quiet
+            logs.event(20, "task_final", task_id=flight.task_id, idempotency_key=flight.key, status=status,
+                       attempt=outcome.attempts, error_class=outcome.error_class)
 
     def _release_waiters_after_abort(self) -> None:
         """After a non-graceful stop, wake anyone still waiting: their task is left for the next start."""
