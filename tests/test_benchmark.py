@@ -308,6 +308,36 @@ def test_overhead_spread_target_catches_bimodal_runs_and_needs_five():
 
 
 @needs_engine
+@pytest.mark.timeout(120)
+def test_opcount_script_counts_the_engine_and_the_floor_per_thread_and_refuses_bad_input(tmp_path):
+    """scripts/opcount.py (the README's interpreted-work meter): for a checkout, the bytecodes per task of each
+    thread kind for the engine and the floor, their ratio (the engine does more than the floor) and its
+    top functions; two checkouts give the engine's ratio; a directory that is no checkout, or zero tasks,
+    exits 2 with one line."""
+    script = os.path.join(ROOT, "scripts", "opcount.py")
+
+    def count(*args):
+        return subprocess.run([spawn.default_python(), script, *args], capture_output=True, text=True, timeout=110,
+                              cwd=ROOT, env=spawn.trial_env())
+
+    proc = count(ROOT, ROOT, "--tasks", "60", "--clients", "4", "--top", "3")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    engines = [line for line in lines if line.strip().startswith("engine client")]
+    floors = [line for line in lines if line.strip().startswith("floor  client")]
+    assert len(engines) == len(floors) == 2
+    totals = [float(line.rsplit("all ", 1)[1]) for line in engines + floors]
+    assert all(t > 0 for t in totals) and totals[0] > totals[2]       # the engine runs more than the floor
+    ratio = [line for line in lines if "engine/floor" in line][0]
+    assert float(ratio.split()[-1]) > 1.0
+    assert sum(1 for line in lines if "admission.py" in line or "store.py" in line or "pool.py" in line) >= 1
+    assert float(lines[-1].rsplit(" ", 1)[1]) == pytest.approx(1.0, abs=0.1)    # the same checkout twice
+    for bad in ([str(tmp_path)], ["--tasks", "0"]):
+        proc = count(*bad)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+@needs_engine
 @pytest.mark.timeout(60)
 def test_ab_overhead_script_pairs_two_checkouts_and_refuses_bad_input(tmp_path):
     """scripts/ab_overhead.py (the README's before/after command): one pair of the same checkout gives both
