@@ -146,9 +146,10 @@ class StateStore:
         self.fatal: StoreError | None = None
         self._wal_big = False
         self._prune_due = False         # set by the checkpointer every PRUNE_EVERY_S when retention is on
-        # a plain Lock, taken directly on the hot paths: `with` on a Condition is two Python-level calls, and the
-        # RLock it makes by default was never taken twice by one thread
-        self._lock = threading.Lock()
+        # the Condition's lock, taken directly on the hot paths (`with` on a Condition is two Python-level calls);
+        # an RLock, as the Condition makes by default: notify() asks it in C whether it is held, where a Lock
+        # makes it try to take it in Python
+        self._lock = threading.RLock()
         self._cv = threading.Condition(self._lock)
         self._batch = _Batch()
         self._full: collections.deque[_Batch] = collections.deque()    # closed batches, oldest first
