@@ -307,6 +307,12 @@ def test_overhead_spread_target_catches_bimodal_runs_and_needs_five():
     assert overhead.spread_verdict([100, 100, 116, 100, 100]) == "not met"
 
 
+def _run_script(name, *args, timeout):
+    """One of scripts/ run on the project's interpreter from the checkout, as the README gives it."""
+    return subprocess.run([spawn.default_python(), os.path.join(ROOT, "scripts", name), *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT, env=spawn.trial_env())
+
+
 @needs_engine
 @pytest.mark.timeout(120)
 def test_opcount_script_counts_the_engine_and_the_floor_per_thread_and_refuses_bad_input(tmp_path):
@@ -314,11 +320,8 @@ def test_opcount_script_counts_the_engine_and_the_floor_per_thread_and_refuses_b
     thread kind for the engine and the floor, their ratio (the engine does more than the floor) and its
     top functions; two checkouts give the engine's ratio; a directory that is no checkout, or zero tasks,
     exits 2 with one line."""
-    script = os.path.join(ROOT, "scripts", "opcount.py")
-
     def count(*args):
-        return subprocess.run([spawn.default_python(), script, *args], capture_output=True, text=True, timeout=110,
-                              cwd=ROOT, env=spawn.trial_env())
+        return _run_script("opcount.py", *args, timeout=110)
 
     proc = count(ROOT, ROOT, "--tasks", "60", "--clients", "4", "--top", "3")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -342,11 +345,8 @@ def test_opcount_script_counts_the_engine_and_the_floor_per_thread_and_refuses_b
 def test_ab_overhead_script_pairs_two_checkouts_and_refuses_bad_input(tmp_path):
     """scripts/ab_overhead.py (the README's before/after command): one pair of the same checkout gives both
     sides' medians and a B/A ratio; a directory that is no checkout, or zero pairs, exits 2 with one line."""
-    script = os.path.join(ROOT, "scripts", "ab_overhead.py")
-
     def ab(*args):
-        return subprocess.run([spawn.default_python(), script, *args], capture_output=True, text=True, timeout=50,
-                              cwd=ROOT, env=spawn.trial_env())
+        return _run_script("ab_overhead.py", *args, timeout=50)
 
     proc = ab(ROOT, ROOT, "--pairs", "1", "--tasks", "200", "--clients", "10")
     assert proc.returncode == 0, proc.stderr[-2000:]
