@@ -149,3 +149,30 @@ def test_a_burst_of_writes_is_committed_in_batches_of_at_most_max_batch_writes(t
     assert seen == [None] * n
     assert [len(rows) for rows in committed] == [cap, cap, 5]
     assert [row for rows in committed for row in rows] == list(range(1, n + 1))
+
+
+@pytest.mark.timeout(30)
+def test_an_attempt_still_running_is_written_running_though_the_writer_was_idle(tmp_path):
+    """mark_running takes no lock and wakes no one: the writer, asleep once the claim is answered with nothing
+    left to commit, must still look again within RUNNING_AFTER_S and write the `running` row of an attempt that
+    has run that long (a writer that slept until the next write left it `queued` until the attempt ended)."""
+    db = tmp_path / "tasks.db"
+    store = StateStore(str(db))
+    store.start()
+    try:
+        (claim,) = store.claim([Claim("a#1x1", "pa", "ta")])
+        row_id = claim.row["id"]
+        started = time.perf_counter()
+        store.mark_running(row_id, 1)
+        conn = sqlite3.connect(str(db), timeout=5.0)
+        try:
+            status = None
+            while status != "running" and time.perf_counter() - started < 5.0:
+                status = conn.execute("SELECT status FROM tasks WHERE id = ?", (row_id,)).fetchone()[0]
+            waited = time.perf_counter() - started
+        finally:
+            conn.close()
+        assert status == "running"
+        assert store_module.RUNNING_AFTER_S <= waited < 1.0, waited
+    finally:
+        store.close()

@@ -239,12 +239,12 @@ class StateStore:
         return claims
 
     def mark_running(self, row_id: int, attempt: int) -> None:
-        """Attempt `attempt` started; written only if it is still running RUNNING_AFTER_S later."""
-        with self._cv:
-            wake = not self._running            # the writer may be waiting with no deadline
-            self._running[row_id] = (attempt, time.perf_counter())
-            if wake:
-                self._cv.notify()
+        """Attempt `attempt` started; written only if it is still running RUNNING_AFTER_S later (the writer
+        looks at least every RUNNING_AFTER_S, so by 2 x RUNNING_AFTER_S after the start). No lock: one dict
+        store is atomic under the GIL, only the writer and _enqueue remove entries (under the lock), and
+        the writer reads the dict through a copy made in one C call. Taking the store's lock here cost every
+        attempt one more hold of the lock that submitters and the writer wait on."""
+        self._running[row_id] = (attempt, time.perf_counter())
 
     def mark_retrying(self, row_id: int, attempt: int, next_attempt_at: float, error_class: str,
                       error: str) -> None:
@@ -321,18 +321,20 @@ class StateStore:
                     if not batch.ops and not due:
                         return None
                     break
-                due = [row for row, (_a, started) in self._running.items() if now - started >= RUNNING_AFTER_S]
+                running = list(self._running.items())     # one C call: mark_running adds without the lock
+                due = [row for row, (_a, started) in running if now - started >= RUNNING_AFTER_S]
                 if batch.urgent and not due and not self._prune_due and self._gathering(batch, now):
                     self._cv.wait(batch.since + GROUP_WAIT_S - now)
                     continue
                 if batch.urgent or due or self._prune_due or (batch.ops and now - batch.since >= FLUSH_EVERY_S):
                     break
-                waits = []
+                # never longer than RUNNING_AFTER_S: an attempt that starts meanwhile does not wake the writer
+                waits = [RUNNING_AFTER_S]
                 if batch.ops:
                     waits.append(batch.since + FLUSH_EVERY_S - now)
-                if self._running:
-                    waits.append(min(started for _a, started in self._running.values()) + RUNNING_AFTER_S - now)
-                self._cv.wait(max(0.001, min(waits)) if waits else None)
+                if running:
+                    waits.append(min(started for _row, (_a, started) in running) + RUNNING_AFTER_S - now)
+                self._cv.wait(max(0.001, min(waits)))
             for row in due:
                 attempt, _started = self._running.pop(row)
                 batch.ops.append(_Op("running", row, (attempt,)))
