@@ -58,9 +58,15 @@ class TaskHandle:
 
     def result(self, timeout: float | None = None) -> TaskResult:
         """The final record, waiting up to `timeout` seconds (None: as long as it takes); TimeoutError."""
+        return self.result_within(wait_seconds(timeout), timeout)
+
+    def result_within(self, seconds: float | None, timeout: object = None) -> TaskResult:
+        """result() for a wait already checked by wait_seconds() (WorkerPool.run: its deadline's remainder);
+        `timeout` is what the TimeoutError names (default: `seconds`)."""
         flight = self._flight
-        if not flight.event.wait(wait_seconds(timeout)):
-            raise TimeoutError(f"task {self.task_id!r} did not finish within {timeout} s")
+        if not flight.event.wait(seconds):
+            shown = seconds if timeout is None else timeout
+            raise TimeoutError(f"task {self.task_id!r} did not finish within {shown} s")
         outcome = flight.outcome
         assert outcome is not None and flight.finished_at is not None
         return TaskResult.build(self.task_id, flight.key, outcome.status, outcome.attempts, outcome.output_key,

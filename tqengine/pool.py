@@ -241,7 +241,7 @@ class WorkerPool:
         timeout = wait_seconds(timeout)     # ValueError for NaN before anything is submitted
         deadline = None if timeout is None else time.perf_counter() + timeout
         handle = self._admit((task,), Signal(), timeout)[0]
-        return handle.result(None if deadline is None else max(0.0, deadline - time.perf_counter()))
+        return handle.result_within(None if deadline is None else max(0.0, deadline - time.perf_counter()), timeout)
 
     def _admit(self, tasks: Iterable[Any], wake: Signal | None = None,
                wake_within: float | None = None) -> list[TaskHandle]:
