@@ -116,10 +116,11 @@ class _Op:
 
 class _Batch:
     """The writes one commit carries; `done` is set once it is committed (or has failed)."""
-    __slots__ = ("ops", "urgent", "done", "since", "writes")
+    __slots__ = ("ops", "claims", "urgent", "done", "since", "writes")
 
     def __init__(self) -> None:
         self.ops: list[_Op] = []
+        self.claims: list[_Op] = []     # its claim ops, in order (their callbacks run first: _answer)
         self.writes = 0             # rows its ops write (a claim op writes one per claim)
         self.since = 0.0            # when its first write arrived
         self.urgent = False         # someone waits for it: commit now, not at the next flush
@@ -284,6 +285,7 @@ class StateStore:
                 batch.since = time.perf_counter()
             batch.ops.append(op)
             if op.kind == "claim":
+                batch.claims.append(op)
                 self.claims_pending += len(op.args)
                 batch.writes += len(op.args)
             else:
@@ -378,7 +380,7 @@ class StateStore:
     def _answer(self, batch: _Batch) -> None:
         """Run the claims' callbacks (before their claimers wake, so a claimer sees what its callback did),
         wake the batch's waiters, then run the callbacks of its other writes (each op's error is set)."""
-        claims = [op for op in batch.ops if op.kind == "claim"]
+        claims = batch.claims
         if claims:
             with self._cv:      # each taken once: a claimer whose wait timed out takes its own (claim())
                 callbacks = [(op, op.callback) for op in claims]
