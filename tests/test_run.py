@@ -278,3 +278,29 @@ def test_the_closed_loop_submits_and_waits_through_run_where_an_adapter_has_it()
     adapter = _RunOnly()
     records, _t0, _info = run_closed(adapter, [{"i": i} for i in range(50)], clients=5)
     assert adapter.calls == 50 and all(r.status == "success" and r.end is not None for r in records)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", ["block", "fail_fast"])
+def test_a_claim_that_fails_to_commit_answers_run_as_it_answers_submit(tmp_path, monkeypatch, mode):
+    """The state store raising out of the claim: run() answers `failed` with the store's error, as submit()'s
+    handle does, the task is counted off (drain() returns) and the engine takes the next task."""
+    tasks = workload(tmp_path, 3, object_bytes=0)
+    real_claim = store_module.StateStore.claim
+    failing = [True]
+
+    def claim(self, claims, *args, **kwargs):
+        if failing[0]:
+            raise store_module.StoreError("injected: the claim's commit failed", "state store stalled")
+        return real_claim(self, claims, *args, **kwargs)
+    monkeypatch.setattr(store_module.StateStore, "claim", claim)
+    with WorkerPool(engine_config(tmp_path, mode=mode)) as pool:
+        by_run = pool.run(tasks[0], timeout=30)
+        by_submit = pool.submit(tasks[1]).result(30)
+        assert pool.drain(10)
+        failing[0] = False
+        after = pool.run(tasks[2], timeout=30)
+    for result in (by_run, by_submit):
+        assert (result.status, result.error_class) == ("failed", "StoreError"), result
+        assert "injected" in result.error
+    assert after.status == "success"

@@ -237,13 +237,10 @@ class Admission:
         self._finish = finish          # commit a final outcome, then answer the flight
         self.submitted = 0
 
-    def admit(self, tasks: Iterable[Any], accepting: bool, wake: Signal | None = None,
-              wake_within: float | None = None) -> list[TaskHandle]:
-        """Submit several tasks with one database commit for all their claims; a handle per task.
-        With `wake` (WorkerPool.run: the caller waits for the outcomes next) and room in the queue now, the
-        caller sleeps through the commit when the writer queues every new flight: `wake` is set by their
-        outcome, or right after the commit when something is left for the caller to do (a refused offer, a
-        stored result, an error). With the queue full, the caller waits for the commit as submit() does."""
+    def admit(self, tasks: Iterable[Any], accepting: bool) -> list[TaskHandle]:
+        """Submit several tasks with one database commit for all their claims; a handle per task, returned once
+        the claims are durable. The writer queues what fits right after the commit (`committed`); the rest this
+        thread offers itself, in order, blocking as the mode says (WorkerPool.run's one task: admit_one)."""
         if type(tasks) is not tuple and type(tasks) is not list:
             # read the caller's iterable before any task is registered, and not under the flight table's
             # lock: one that raised half-way left the tasks before it registered but never claimed (drain()
@@ -255,132 +252,169 @@ class Admission:
         handles: list[TaskHandle] = []
         claims: list[Claim] = []
         flights: list[Flight] = []
-        table = self.flights
-        with table.lock:
+        with self.flights.lock:
             for task in tasks:
-                self.submitted += 1
-                ident = identify(task)
-                key = ident.key
-                flight = table.by_key.get(key) if ident.error is None else None
-                if flight is not None and flight.payload == ident.payload:
-                    self.metrics.count("duplicates")
-                    handles.append(TaskHandle(flight, ident.task_id, True, now))
-                    continue
-                flight = Flight(key, ident.payload, ident.task_id, ident.image_key, ident.variant, now)
-                if not accepting:       # recorded and answered, but not work that drain() waits for
-                    claim = Claim(key, ident.payload, ident.task_id, "rejected", "ShuttingDown",
-                                  "the engine is shutting down and accepts no new tasks")
-                    flight.refused = True
-                elif ident.error is not None:
-                    claim = Claim(key, ident.payload, ident.task_id, "dead", type(ident.error).__name__,
-                                  str(ident.error))
-                elif key in table.by_key:
-                    claim = Claim(key, ident.payload, ident.task_id, "conflict", "IdempotencyConflict",
-                                  f"conflict: idempotency key {key[:200]!r} is in flight with a "
-                                  f"different payload")
-                else:
-                    claim = Claim(key, ident.payload, ident.task_id)
-                    table.by_key[key] = flight
-                if not flight.refused:
-                    table.active += 1
-                claims.append(claim)
-                flights.append(flight)
-                handles.append(TaskHandle(flight, ident.task_id, False, now))
+                handle, claim, flight = self._register(task, accepting, now)
+                handles.append(handle)
+                if claim is not None:
+                    assert flight is not None
+                    claims.append(claim)
+                    flights.append(flight)
         if not claims:
             return handles
-        # With `wake` in block mode, a flight the writer cannot queue is parked in the queue's line (queue.py):
-        # a worker moves it in as room comes and the caller sleeps on until the outcome (1000 clients on a
-        # queue of 200: see README, Results). In fail_fast mode a refusal is the caller's to record, so with
-        # no room now the caller waits for the commit as submit() does: woken one by one from the writer
-        # thread, they would cost more switches than waking in a chain (measured: 0.80x tasks/s).
-        # (one flight: run(). Its `wake` then set with its outcome unset means the engine is stopping)
-        parking = wake is not None and self.mode == "block" and len(flights) == 1
-        if wake is not None and not parking and not self.queue.has_room(len(flights) + self.state.claims_pending):
-            wake = None
-        enqueue_s = self.queue.enqueue_timeout_s      # how long a parked flight may wait for room
-        if wake is not None:
-            for flight in flights:
-                flight.waker = wake
-            if parking:
-                wake_within = enqueue_s if wake_within is None else min(wake_within, enqueue_s)
         queued: set[int] = set()        # the flights the writer put in the queue
-        parked: list[Flight] = []       # the flights the writer parked in its line, waiting for room
-        parked_at = 0.0                 # when the writer parked them
 
         def committed(err: BaseException | None) -> None:
-            # In the writer thread, right after the commit, before this submitter wakes; never blocks. Without
-            # parking it stops at the first refusal, so the rest keep their order behind the submitter's own
-            # (blocking) offer.
-            nonlocal parked_at
+            # In the writer thread, right after the commit, before this submitter wakes; never blocks. It stops
+            # at the first refusal, so the rest keep their order behind the submitter's own (blocking) offer.
             if err is None:
-                offer = self.queue.park if parking else self.queue.offer_nowait
+                offer = self.queue.offer_nowait
                 for claim, flight in zip(claims, flights, strict=True):
                     row = claim.row
                     assert row is not None
                     flight.row_id = row["id"]
                     flight.attempts = row.get("attempts", 0)
                     if _goes_to_queue(claim):
-                        if offer(flight):
-                            queued.add(id(flight))
-                        elif parking:
-                            parked.append(flight)
-                        else:
+                        if not offer(flight):
                             break
-                if parked:
-                    parked_at = time.perf_counter()
-            if wake is not None and len(queued) + len(parked) < len(flights):
-                wake.set()      # something is left for the submitter: wake it now, not at the outcome
+                        queued.add(id(flight))
         try:
-            self.state.claim(claims, committed, wake, wake_within)
+            self.state.claim(claims, committed)
         except Exception as exc:
             for flight in flights:
-                if flight in parked and not self.queue.withdraw(flight):
-                    continue        # in the queue: a worker has it
                 self._resolve(flight, Outcome.store_failed(0, exc))
             return handles
-        if parked:
-            self._end_parking(parked, parked_at + enqueue_s, wake)
-            queued.update(id(flight) for flight in parked)
-        if len(queued) == len(flights):     # the writer queued them all (a run() call, as a rule)
+        if len(queued) == len(flights):     # the writer queued them all
             return handles
         replayed = set()
         for claim, flight in zip(claims, flights, strict=True):
-            row = claim.row
-            assert row is not None              # filled in by the commit
-            if id(flight) in queued:
-                continue
-            flight.row_id = row["id"]
-            flight.attempts = row.get("attempts", 0)
-            if _goes_to_queue(claim):
-                if not self.queue.offer(flight):
-                    reason = f"queue full ({self.mode})"
-                    self._finish(flight, Outcome.rejected(flight.attempts, "QueueFull", reason))
-            elif claim.outcome == "final":
-                # The key finished in an earlier run: hand back the stored result, run nothing.
-                flight.primary_counted = False
+            if id(flight) not in queued and self._settle(claim, flight):
                 replayed.add(id(flight))
-                self.metrics.count("duplicates")
-                self._resolve(flight, Outcome.from_row(row))
-            else:  # dead on arrival (validation), rejected while shutting down, or a key conflict
-                self._resolve(flight, Outcome(row["status"], 0, error_class=row.get("error_class", claim.error_class),
-                                              error=row.get("last_error", claim.error)))
         if replayed:
             for handle in handles:
                 if id(handle._flight) in replayed:
                     handle.duplicate = True
         return handles
 
-    def _end_parking(self, parked: list[Flight], deadline: float, wake: Signal | None) -> None:
-        """Wait until the parked flights are answered or their wait for room (enqueue_timeout_s) ends; take
-        back those still parked then: refused as a blocked offer is, or, when the engine is stopping (it sets
-        `wake` without answering), left queued in the database for the next start."""
-        assert wake is not None
+    def admit_one(self, task: Any, accepting: bool, wake: Signal, wake_within: float | None = None) -> TaskHandle:
+        """admit((task,), accepting, wake, wake_within)[0] for WorkerPool.run(), whose caller sleeps on `wake`
+        through the commit and wakes at the outcome: the same steps for one task, without the lists, sets and
+        loops of a submission of many (~120 of its ~2,950 bytecodes a task, scripts/opcount.py).
+        In block mode a flight the writer cannot queue is parked in the queue's line (queue.py): a worker moves
+        it in as room comes and the caller sleeps on until the outcome (1000 clients on a queue of 200: see
+        README, Results). In fail_fast mode, with no room now, the caller waits for the commit as submit() does:
+        woken one by one from the writer thread, callers cost more switches than woken in a chain (measured:
+        0.80x tasks/s). `wake` set with the outcome unset means the engine is stopping."""
+        now = time.perf_counter()
+        if self.metrics.first_submit is None:
+            self.metrics.submitted(now)
+        with self.flights.lock:
+            handle, claim, flight = self._register(task, accepting, now)
+        if claim is None:
+            return handle
+        assert flight is not None
+        queue = self.queue
+        parking = self.mode == "block"
+        waker: Signal | None = wake
+        if not parking and not queue.has_room(1 + self.state.claims_pending):
+            waker = None
+        else:
+            flight.waker = wake
+        enqueue_s = queue.enqueue_timeout_s      # how long a parked flight may wait for room
+        if parking:
+            wake_within = enqueue_s if wake_within is None else min(wake_within, enqueue_s)
+        placed: list[float | None] = []     # what the writer did: [None] queued it, [t] parked it at t
+
+        def committed(err: BaseException | None) -> None:
+            # In the writer thread, right after the commit, before this submitter wakes; never blocks.
+            if err is None:
+                row = claim.row
+                assert row is not None
+                flight.row_id = row["id"]
+                flight.attempts = row.get("attempts", 0)
+                if _goes_to_queue(claim):
+                    if parking:
+                        placed.append(None if queue.park(flight) else time.perf_counter())
+                        return
+                    if queue.offer_nowait(flight):
+                        placed.append(None)
+                        return
+            if waker is not None:
+                waker.set()     # something is left for the submitter: wake it now, not at the outcome
+        try:
+            self.state.claim([claim], committed, waker, wake_within)
+        except Exception as exc:
+            if not placed or placed[0] is None or queue.withdraw(flight):   # else in the queue: a worker has it
+                self._resolve(flight, Outcome.store_failed(0, exc))
+            return handle
+        if placed:
+            if placed[0] is not None:
+                self._end_parking(flight, placed[0] + enqueue_s, wake)
+            return handle
+        if self._settle(claim, flight):
+            handle.duplicate = True
+        return handle
+
+    def _register(self, task: Any, accepting: bool, now: float) -> tuple[TaskHandle, Claim | None, Flight | None]:
+        """One submission, with the flight table's lock held: its handle and, unless it is a duplicate of a key
+        in flight (its handle then shares that flight), the Claim to commit and its new Flight."""
+        table = self.flights
+        self.submitted += 1
+        ident = identify(task)
+        key = ident.key
+        flight = table.by_key.get(key) if ident.error is None else None
+        if flight is not None and flight.payload == ident.payload:
+            self.metrics.count("duplicates")
+            return TaskHandle(flight, ident.task_id, True, now), None, None
+        flight = Flight(key, ident.payload, ident.task_id, ident.image_key, ident.variant, now)
+        if not accepting:       # recorded and answered, but not work that drain() waits for
+            claim = Claim(key, ident.payload, ident.task_id, "rejected", "ShuttingDown",
+                          "the engine is shutting down and accepts no new tasks")
+            flight.refused = True
+        elif ident.error is not None:
+            claim = Claim(key, ident.payload, ident.task_id, "dead", type(ident.error).__name__, str(ident.error))
+        elif key in table.by_key:
+            claim = Claim(key, ident.payload, ident.task_id, "conflict", "IdempotencyConflict",
+                          f"conflict: idempotency key {key[:200]!r} is in flight with a different payload")
+        else:
+            claim = Claim(key, ident.payload, ident.task_id)
+            table.by_key[key] = flight
+        if not flight.refused:
+            table.active += 1
+        return TaskHandle(flight, ident.task_id, False, now), claim, flight
+
+    def _settle(self, claim: Claim, flight: Flight) -> bool:
+        """After the commit, a claimed flight the writer did not queue: offer it (blocking as the mode says; a
+        refusal is committed as `rejected`), hand back a key's stored result, or answer a refusal. True when it
+        replayed a stored result (the caller's handle is then a duplicate)."""
+        row = claim.row
+        assert row is not None              # filled in by the commit
+        flight.row_id = row["id"]
+        flight.attempts = row.get("attempts", 0)
+        if _goes_to_queue(claim):
+            if not self.queue.offer(flight):
+                reason = f"queue full ({self.mode})"
+                self._finish(flight, Outcome.rejected(flight.attempts, "QueueFull", reason))
+        elif claim.outcome == "final":
+            # The key finished in an earlier run: hand back the stored result, run nothing.
+            flight.primary_counted = False
+            self.metrics.count("duplicates")
+            self._resolve(flight, Outcome.from_row(row))
+            return True
+        else:  # dead on arrival (validation), rejected while shutting down, or a key conflict
+            self._resolve(flight, Outcome(row["status"], 0, error_class=row.get("error_class", claim.error_class),
+                                          error=row.get("last_error", claim.error)))
+        return False
+
+    def _end_parking(self, flight: Flight, deadline: float, wake: Signal) -> None:
+        """Wait until the parked flight is answered or its wait for room (enqueue_timeout_s) ends; take it back if
+        it is still parked then: refused as a blocked offer is, or, when the engine is stopping (it sets `wake`
+        without answering), left queued in the database for the next start."""
         remaining = deadline - time.perf_counter()
-        if remaining > 0 and not all(flight.event.is_set() for flight in parked):
+        if remaining > 0 and not flight.event.is_set():
             wake.wait(remaining)
-        for flight in parked:
-            if flight.event.is_set() or not self.queue.withdraw(flight):
-                continue        # answered, or in the queue: a worker has it
-            if wake.is_set():
-                continue        # the engine is stopping: shutdown() answers it, its row stays queued
-            self._finish(flight, Outcome.rejected(flight.attempts, "QueueFull", f"queue full ({self.mode})"))
+        if flight.event.is_set() or not self.queue.withdraw(flight):
+            return          # answered, or in the queue: a worker has it
+        if wake.is_set():
+            return          # the engine is stopping: shutdown() answers it, its row stays queued
+        self._finish(flight, Outcome.rejected(flight.attempts, "QueueFull", f"queue full ({self.mode})"))

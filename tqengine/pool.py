@@ -226,7 +226,12 @@ class WorkerPool:
 
     def submit_many(self, tasks: Iterable[Any]) -> list[TaskHandle]:
         """Submit several tasks with one database commit for all their claims; a list of handles."""
-        return self._admit(tasks)
+        self._begin_submission()
+        try:
+            assert self._admission is not None
+            return self._admission.admit(tasks, self._accepting)
+        finally:
+            self._end_submission()
 
     def run(self, task: Any, timeout: float | None = None) -> TaskResult:
         """Submit one task and wait for its final result: `submit(task).result(timeout)` with one wake-up
@@ -240,25 +245,28 @@ class WorkerPool:
         task (README, Results)."""
         timeout = wait_seconds(timeout)     # ValueError for NaN before anything is submitted
         deadline = None if timeout is None else time.perf_counter() + timeout
-        handle = self._admit((task,), Signal(), timeout)[0]
+        self._begin_submission()
+        try:
+            assert self._admission is not None
+            handle = self._admission.admit_one(task, self._accepting, Signal(), timeout)
+        finally:
+            self._end_submission()
         return handle.result_within(None if deadline is None else max(0.0, deadline - time.perf_counter()), timeout)
 
-    def _admit(self, tasks: Iterable[Any], wake: Signal | None = None,
-               wake_within: float | None = None) -> list[TaskHandle]:
-        table = self.flights
-        with table.lock:
+    def _begin_submission(self) -> None:
+        """Count a submission call in (shutdown() closes the store only once none is left), or RuntimeError."""
+        with self.flights.lock:
             if not self._started or self._closing:
                 raise RuntimeError("the engine is not running (start() it, or use `with WorkerPool(...)`); "
                                    "after shutdown() it takes no tasks")
             self._submitting += 1
-        try:
-            assert self._admission is not None
-            return self._admission.admit(tasks, self._accepting, wake, wake_within)
-        finally:
-            with table.lock:
-                self._submitting -= 1
-                if self._submitting == 0:
-                    table.changed.notify_all()
+
+    def _end_submission(self) -> None:
+        table = self.flights
+        with table.lock:
+            self._submitting -= 1
+            if self._submitting == 0:
+                table.changed.notify_all()
 
     # -- workers -----------------------------------------------------------------------------
     def _worker_loop(self) -> None:
