@@ -39,14 +39,19 @@ class _MeasuredQueue(queue.Queue[Any]):
     def __init__(self, maxsize: int, metrics: Metrics) -> None:
         super().__init__(maxsize)
         self._metrics = metrics
+        # whether the next put is a newly accepted task (counted `enqueued`) or one accepted before (a retry, a
+        # recovered task): set by TaskQueue._put_now just before its put, under the TaskQueue's line lock, which
+        # every put of a task holds (STOP markers are not counted), so it is counted with its depth change
+        self.new_task = True
 
+    # queue.Queue's own _put and _get are these deque calls: made here, not through super() (twice a task)
     def _put(self, item: Any) -> None:
-        super()._put(item)
+        self.queue.append(item)
         if item is not STOP:
-            self._metrics.depth_changed(+1)
+            self._metrics.depth_changed(+1, enqueued=self.new_task)
 
     def _get(self) -> Any:
-        item = super()._get()
+        item = self.queue.popleft()
         if item is not STOP:
             self._metrics.depth_changed(-1, dequeued=True)
         return item
@@ -133,12 +138,14 @@ class TaskQueue:
 
     # -- the line -----------------------------------------------------------------------------
     def _put_now(self, item: Any, count: bool = True) -> bool:
+        """Put `item` if there is room now (call with the line lock held); `count`: a newly accepted task (a
+        requeued one was counted `enqueued` when it was accepted)."""
+        q = self._q
+        q.new_task = count
         try:
-            self._q.put_nowait(item)
+            q.put(item, False)              # put_nowait(item), one call less
         except queue.Full:
             return False
-        if count:       # a newly accepted task (a requeued one was counted when it was accepted)
-            self._metrics.count("enqueued")
         return True
 
     def _move_line(self) -> None:
