@@ -84,3 +84,49 @@ def test_set_twice_is_harmless_and_an_unset_wait_times_out():
     signal.set()
     signal.set()                        # a result and a stop racing: must not raise or release twice
     assert [signal.wait(1.0) for _ in range(3)] == [True] * 3
+
+
+class _SecondSetterAfterAcquire:
+    """Stands in for a Signal's lock: right after a waiter acquires it, a second setter that had read the signal
+    as unset (before the first set) releases it, the interleaving of a result and a stop racing."""
+
+    def __init__(self, signal):
+        self.real, self.signal = signal._lock, signal
+
+    def acquire(self, *args):
+        got = self.real.acquire(*args)
+        if got:
+            self.signal._set = False        # what the second setter read
+            self.signal.set()
+        return got
+
+    def release(self):
+        self.real.release()
+
+    def locked(self):
+        return self.real.locked()
+
+
+@pytest.mark.timeout(30)
+def test_a_second_setter_that_finds_the_lock_free_is_harmless():
+    """set() takes no lock: two setters may both get past `if self._set`; the second release then finds the
+    lock free. It must not raise, and the signal stays set with its lock free."""
+    signal = Signal()
+    signal.set()
+    signal._set = False                     # the second setter read it before the first set it
+    signal.set()
+    assert signal.is_set() and signal.wait(0) is True and not signal._lock.locked()
+
+
+@pytest.mark.timeout(30)
+def test_a_second_setter_releasing_a_waiters_pass_on_leaves_the_signal_set_and_free():
+    """The second setter's release lands while a woken waiter holds the lock to pass it on: the waiter's own
+    release then finds it free. The waiter must return True without raising, and later waiters too."""
+    signal = Signal()
+    real = signal._lock
+    signal.set()
+    signal._set = False                     # this waiter read it as unset: it takes the lock's path
+    signal._lock = _SecondSetterAfterAcquire(signal)
+    assert signal.wait(5.0) is True
+    signal._lock = real
+    assert signal.is_set() and not real.locked() and signal.wait(0) is True
