@@ -51,6 +51,7 @@ def test_export_does_not_block_on_the_queue_or_its_own_lock(tmp_path):
         t.join(5)
         snap = pool.metrics_snapshot()
     assert snap["counters"]["succeeded"] == 20 and snap["counters"]["enqueued"] == 20
+    assert 0 < snap["thread_utilization"] <= 1      # the workers' busy time reached the export
     assert set(snap) >= {"impl", "params", "tasks_submitted", "elapsed_s", "throughput_tps", "latency_ms",
                          "error_rate", "counters", "queue_depth", "rates", "thread_utilization", "ceiling_tps",
                          "efficiency", "peak_rss_mb", "env"}

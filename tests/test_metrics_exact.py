@@ -297,3 +297,23 @@ def test_every_number_of_the_metrics_json_has_a_trial_column():
     columns = {c for c, _ in TRIAL_COLUMNS}
     blocks = {"impl", "params", "latency_ms", "counters", "queue_depth", "rates", "env"}
     assert {f for f in TOP_FIELDS if f not in blocks} <= columns
+
+
+def test_busy_time_of_worker_cells_counts_like_busy_calls():
+    """A worker adds its attempts' busy time to its own cell without the lock (busy_cell); export sums the
+    cells with what busy() recorded: three threads x 500 attempts of 0.01 s, and 5 s through busy(), make
+    20 s over 4 workers x 10 s."""
+    metrics = _known_window_metrics(workers=4, window_s=10.0)
+
+    def worker():
+        cell = metrics.busy_cell()
+        for _ in range(500):
+            cell[0] += 0.01
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    metrics.busy(5.0)                       # the fourth worker's share, the old way
+    metrics.final("success", 1.0)
+    assert metrics.snapshot(idle=True)["thread_utilization"] == pytest.approx(0.5, abs=0.005)

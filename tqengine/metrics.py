@@ -42,6 +42,7 @@ class Metrics:
         self._counts = dict.fromkeys(COUNTERS, 0)
         self._latency = LatencyHistogram()     # fixed buckets: memory does not grow with the tasks
         self._busy_s = 0.0
+        self._busy_cells: list[list[float]] = []    # one per worker thread: busy_cell()
         self._depth = 0
         self._depth_max = 0
         self._depth_since = time.perf_counter()
@@ -87,6 +88,14 @@ class Metrics:
         with self._lock:
             self._busy_s += seconds
 
+    def busy_cell(self) -> list[float]:
+        """A worker thread's own busy-time total, `cell[0] += seconds` after each attempt with no lock (only
+        that thread writes it; export reads it whole): busy() took the metrics lock once a task."""
+        cell = [0.0]
+        with self._lock:
+            self._busy_cells.append(cell)
+        return cell
+
     def final(self, status: str, latency_ms: float | None = None) -> None:
         """A primary submission reached its final state."""
         self.last_final = time.perf_counter()
@@ -111,7 +120,7 @@ class Metrics:
         end = self.last_final if (idle and self.last_final is not None) else now
         with self._lock:
             counts = dict(self._counts)
-            busy = self._busy_s
+            busy = self._busy_s + sum(cell[0] for cell in self._busy_cells)
             time_at_depth = dict(self._time_at_depth)
             depth = self._depth
             # the current depth counts up to the end of the window (the last result, once idle)

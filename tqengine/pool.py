@@ -271,6 +271,7 @@ class WorkerPool:
     # -- workers -----------------------------------------------------------------------------
     def _worker_loop(self) -> None:
         get = self.queue.get
+        busy = self.metrics.busy_cell()
         while True:
             flight = get(WORKER_POLL_S)
             if flight is None or flight is STOP:
@@ -279,9 +280,10 @@ class WorkerPool:
                 continue
             if self._abort:
                 continue  # left queued in the database; the next start resumes it
-            self._run_attempt(flight)
+            self._run_attempt(flight, busy)
 
-    def _run_attempt(self, flight: Flight) -> None:
+    def _run_attempt(self, flight: Flight, busy: list[float]) -> None:
+        """Run one attempt of `flight` and record what came of it; `busy` is this worker's busy-time cell."""
         cfg = self.config
         assert flight.row_id is not None        # a queued flight has been claimed
         attempt = flight.attempts + 1
@@ -292,7 +294,7 @@ class WorkerPool:
             output_key, digest, nbytes = _checked_output(self.processor.process(flight.image_key, flight.variant,
                                                                                 flight.key, attempt))
         except Exception as exc:
-            self.metrics.busy(time.perf_counter() - started)
+            busy[0] += time.perf_counter() - started
             self.metrics.count("failed")
             kind = classify(exc)
             error_class, message = describe(exc)
@@ -316,7 +318,7 @@ class WorkerPool:
                 message = f"gave up after {attempt} attempts: {message}"
             self._finish(flight, Outcome.dead(attempt, error_class, message))
             return
-        self.metrics.busy(time.perf_counter() - started)
+        busy[0] += time.perf_counter() - started
         self._finish(flight, Outcome("success", attempt, output_key, digest, nbytes))
 
     def _release_from_backoff(self, flight: Flight) -> None:
@@ -332,18 +334,16 @@ class WorkerPool:
         self.state.finish(flight.row_id, outcome, on_commit)
 
     def _resolve(self, flight: Flight, outcome: Outcome) -> None:
-        flight.finish(outcome)
+        flight.outcome = outcome        # flight.finish(outcome), once a task in the writer: without the call
+        flight.finished_at = finished = time.perf_counter()
         with self.flights.lock:
             self.flights.end(flight)
             if flight.recovered:
                 self.recovered_outcomes[outcome.status] += 1
         status = outcome.status
         if flight.primary_counted:
-            latency = None
-            if status in ("success", "dead"):
-                assert flight.finished_at is not None
-                latency = (flight.finished_at - flight.submitted_at) * 1000.0
-            self.metrics.final(status, latency)
+            self.metrics.final(status, (finished - flight.submitted_at) * 1000.0
+                               if status == "success" or status == "dead" else None)
         flight.wake()
         if logs.logger.isEnabledFor(20):        # once per task: not even its fields gathered when quiet
             logs.event(20, "task_final", task_id=flight.task_id, idempotency_key=flight.key, status=status,
