@@ -497,3 +497,40 @@ def test_a_processor_error_that_cannot_be_shown_or_an_output_no_row_holds_ends_t
     assert good.status == "success"
     assert {r["task_id"]: r["status"] for r in rows(tmp_path / "tasks.db")} == \
         {"bad": "dead", "odd": "dead", "good": "success"}
+
+
+@pytest.mark.timeout(60)
+def test_a_writer_thread_that_dies_of_a_defect_answers_everyone_stops_the_engine_and_loses_nothing(tmp_path,
+                                                                                                   monkeypatch):
+    """An exception in the state store's writer thread outside a commit (a defect, injected into its wait for
+    work): before, the thread died silently and every submitter waited claim_wait_s (90 s) for a commit that
+    never came, and drain() never returned. Now every waiting and later write is answered `failed` at once,
+    the engine stops itself with the cause, and a rerun finishes every task."""
+    from tqengine.state.store import StateStore
+    cfg = _config(tmp_path)
+    tasks = _tasks(tmp_path, 30)
+    real_take = StateStore._take
+    takes = []
+
+    def take(self):
+        takes.append(1)
+        if len(takes) == 4:
+            raise RuntimeError("injected defect")
+        return real_take(self)
+    monkeypatch.setattr(StateStore, "_take", take)
+    pool = WorkerPool(cfg)
+    started = time.perf_counter()
+    with pool:
+        handles = pool.submit_many(tasks[:20])
+        wait_for(lambda: pool.fatal_error is not None, 20, what="the engine to stop itself")
+        late = [pool.run(task, timeout=20) for task in tasks[20:]]     # the writer is gone: answered at once
+    results = [h.result(5) for h in handles]    # what the stop left queued is answered by shutdown
+    assert time.perf_counter() - started < 20, "a submitter waited for the dead writer"
+    assert pool.fatal_error.cause == "state store writer failed", pool.fatal_error
+    assert all(r.status == "failed" and "writer thread failed" in r.error for r in late), late
+    assert all(r.status in ("success", "failed", "queued") for r in results), results
+    monkeypatch.setattr(StateStore, "_take", real_take)
+    with WorkerPool(cfg) as pool:           # a rerun with the same tasks: every one ends, none twice
+        final = [h.result(30) for h in pool.submit_many(tasks)]
+    assert {r.status for r in final} == {"success"}
+    assert _statuses(tmp_path / "t.db") == ["success"] * 30

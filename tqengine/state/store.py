@@ -35,7 +35,8 @@ With WAL and synchronous=NORMAL a commit survives the process being killed (SIGK
 lose the last commits (SQLite's documented trade-off), which would replay those tasks on resume. A
 database locked by another process is waited for with a bounded, jittered retry. Errors name their cause
 (schema.store_error): a full disk, a read-only or damaged database is reported as such, and such resource
-errors reach `on_fatal`, which stops the engine.
+errors reach `on_fatal`, which stops the engine. So does a defect that kills the writer thread: every write
+waiting for it, and every later one, is answered with that error at once (`_writer_failed`).
 
 Why one module of ~500 lines: everything here shares the one connection the writer thread owns (batches,
 claims, transitions, WAL checkpoints, retention); the schema, its statements and the opening checks are in
@@ -157,6 +158,7 @@ class StateStore:
         self._running: dict[int, tuple[int, float]] = {}     # row -> (attempt, started), not yet written
         self._stopping = False
         self._closed = False
+        self._writer_error: StoreError | None = None     # set once the writer thread died of a defect
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self._sequential_ids = True     # new rows take the next ids (schema.insert_rows); read at open
@@ -348,16 +350,50 @@ class StateStore:
         return now - batch.since < GROUP_WAIT_S and batch.writes < MAX_BATCH_WRITES and self._backlogged()
 
     def _writer_loop(self) -> None:
-        while True:
-            batch = self._take()
-            if batch is None:
-                return
-            if batch.ops:
-                self._commit_batch(batch)
-                self._after_commit()
-            if self._prune_due:
-                self._prune_due = False
-                self._prune()
+        batch: _Batch | None = None
+        try:
+            while True:
+                batch = self._take()
+                if batch is None:
+                    return
+                if batch.ops:
+                    self._commit_batch(batch)
+                    batch = None
+                    self._after_commit()
+                if self._prune_due:
+                    self._prune_due = False
+                    self._prune()
+        except Exception as exc:    # a defect, not the database: nobody may wait on a writer that is gone
+            log.exception("the state store's writer thread failed")
+            self._writer_failed(StoreError(f"the state store's writer thread failed ({type(exc).__name__}: "
+                                           f"{exc})"[:500], "state store writer failed"), batch)
+
+    def _writer_failed(self, err: StoreError, taken: _Batch | None) -> None:
+        """The writer thread is gone: answer every write waiting for it with `err` (the batch it had taken,
+        unless its commit was answered already, the closed batches and the open one) and every later write at
+        once, and stop the engine through on_fatal. What was not committed stays as the database has it: the
+        tasks' rows resume at the next start."""
+        with self._cv:
+            self._writer_error = err
+            self._closed = True         # later writes are answered by _drain_here, in their own thread
+            batches = list(self._full)
+            self._full.clear()
+        if taken is not None and not any(op.answered for op in taken.ops):
+            batches.insert(0, taken)
+        for batch in batches:
+            self._fail(batch, err)
+        self._drain_here()
+        if self.fatal is None:
+            self.fatal = err
+            if self.on_fatal is not None:
+                self.on_fatal(err)
+
+    def _fail(self, batch: _Batch, err: BaseException) -> None:
+        """Answer every write of a batch that was not committed with `err`."""
+        for op in batch.ops:
+            op.error = err
+            op.answered = True
+        self._answer(batch)
 
     def _commit_batch(self, batch: _Batch) -> None:
         errors = self._commit(batch.ops)
@@ -661,11 +697,10 @@ class StateStore:
                     batch, self._batch = self._batch, _Batch()
             if not batch.ops:
                 return
-            if self._conn is None:
-                for op in batch.ops:
-                    op.error = StoreError("the state store is closed", "state store closed")
-                    op.answered = True
-                self._answer(batch)
+            if self._writer_error is not None:      # the connection's transaction may be half done: no commit
+                self._fail(batch, self._writer_error)
+            elif self._conn is None:
+                self._fail(batch, StoreError("the state store is closed", "state store closed"))
             else:
                 self._commit_batch(batch)
 
