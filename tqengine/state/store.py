@@ -376,13 +376,9 @@ class StateStore:
         with self._cv:
             self._writer_error = err
             self._closed = True         # later writes are answered by _drain_here, in their own thread
-            batches = list(self._full)
-            self._full.clear()
         if taken is not None and not any(op.answered for op in taken.ops):
-            batches.insert(0, taken)
-        for batch in batches:
-            self._fail(batch, err)
-        self._drain_here()
+            self._fail(taken, err)
+        self._drain_here()              # the closed batches and the open one
         if self.fatal is None:
             self.fatal = err
             if self.on_fatal is not None:
