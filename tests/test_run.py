@@ -2,6 +2,8 @@
 submit(task).result(timeout) answers, in every case (success, a stored result, an invalid task, a full queue
 in both modes, a timeout, an engine that stops), and its caller must sleep through the claim's commit when
 the writer queues the task (one wake-up, at the outcome), yet wake at the commit when it has to act itself."""
+import errno
+import random
 import threading
 import time
 
@@ -11,6 +13,8 @@ import tqengine.state.store as store_module
 from runners.load import run_closed
 from tests.engine_helpers import engine_config, wait_until, workload
 from tqengine import TaskQueue, WorkerPool
+from tqengine.errors import TransientError
+from tqengine.retry import backoff_delay
 from tqengine.sync import Signal
 
 
@@ -304,3 +308,68 @@ def test_a_claim_that_fails_to_commit_answers_run_as_it_answers_submit(tmp_path,
         assert (result.status, result.error_class) == ("failed", "StoreError"), result
         assert "injected" in result.error
     assert after.status == "success"
+
+
+class _StopsTheMachine(_Gate):
+    """Fault injection: the first task waits for `release`, then finds the disk full (a resource error, which
+    stops the engine); a task whose image key starts with `flaky` fails transiently, the rest succeed."""
+
+    def process(self, image_key, variant, key, attempt):
+        if image_key.startswith("flaky"):
+            raise TransientError("a transient failure")
+        with self.lock:
+            self.started += 1
+            first = self.started == 1
+        if first:
+            self.release.wait(30)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return f"variants/{image_key}@{variant}", "", 0
+
+
+def _run_in_thread(pool, task):
+    out = []
+    runner = threading.Thread(target=lambda: out.append(pool.run(task, timeout=40)))
+    runner.start()
+    return runner, out
+
+
+@pytest.mark.timeout(60)
+def test_a_fatal_stop_answers_a_queued_run_caller_at_once_not_at_shutdown(tmp_path):
+    """Before, a task queued when a resource error stopped the engine stayed unanswered until shutdown(): a
+    run() caller inside the `with` block waited for its own timeout (here 40 s), or for ever without one."""
+    processor = _StopsTheMachine()
+    tasks = workload(tmp_path, 2, object_bytes=0)
+    cfg = engine_config(tmp_path, max_workers=1, queue_size=4)
+    with WorkerPool(cfg, processor=processor) as pool:
+        pool.submit(tasks[0])
+        wait_until(lambda: processor.started == 1)
+        runner, out = _run_in_thread(pool, tasks[1])
+        wait_until(lambda: pool.queue._q.qsize() == 1)
+        processor.release.set()
+        runner.join(15)
+        assert not runner.is_alive(), "run() was not answered after the engine stopped itself"
+        assert pool.fatal_error is not None and out[0].status == "queued"
+    with WorkerPool(cfg, processor=_Gate()) as again:       # left in the database: both finish at the next start
+        again.processor.release.set()
+        assert again.recovered == 2 and again.drain(20)
+        assert [again.run(t, timeout=20).status for t in tasks] == ["success", "success"]
+
+
+@pytest.mark.timeout(60)
+def test_a_fatal_stop_answers_a_run_caller_whose_task_waits_out_a_backoff(tmp_path):
+    """Before, a task waiting out its backoff when the engine stopped itself was answered only once that backoff
+    ended (here up to an hour) and then only at shutdown()."""
+    processor = _StopsTheMachine()
+    tasks = workload(tmp_path, 1, object_bytes=0)
+    flaky = {"image_key": "flaky.jpg", "size": "10x10"}
+    cfg = engine_config(tmp_path, max_workers=2, backoff_base_s=3600.0, backoff_cap_s=3600.0)
+    assert backoff_delay(1, 3600.0, 3600.0, random.Random(f"backoff|{cfg.seed}")) > 60    # the seed's first draw
+    with WorkerPool(cfg, processor=processor) as pool:
+        pool.submit(tasks[0])
+        wait_until(lambda: processor.started == 1)
+        runner, out = _run_in_thread(pool, flaky)
+        wait_until(lambda: pool.scheduler.pending() == 1)
+        processor.release.set()
+        runner.join(15)
+        assert not runner.is_alive(), "run() was not answered after the engine stopped itself"
+        assert pool.fatal_error is not None and out[0].status == "queued" and out[0].attempts == 1

@@ -175,9 +175,15 @@ class WorkerPool:
         return True
 
     def abort(self) -> None:
-        """Stop as soon as the tasks in hand finish; queued ones stay in the database for the next start."""
+        """Stop as soon as the tasks in hand finish; queued and retrying ones stay in the database for the next
+        start. Their waiters are answered `queued` now, not at shutdown(): the workers answer the queued ones as
+        they take them, the backoff thread the ones waiting out a backoff (a run() caller inside the `with`
+        block waited for its own timeout before, or for ever without one)."""
         self._accepting = False
         self._abort = True
+        scheduler: BackoffScheduler | None = getattr(self, "scheduler", None)   # None before start()
+        if scheduler is not None:
+            scheduler.release_all()
         with self.flights.changed:
             self.flights.changed.notify_all()
 
@@ -279,7 +285,8 @@ class WorkerPool:
                     return
                 continue
             if self._abort:
-                continue  # left queued in the database; the next start resumes it
+                _answer_left_queued(flight)     # its row stays queued: the next start resumes it
+                continue
             self._run_attempt(flight, busy)
 
     def _run_attempt(self, flight: Flight, busy: list[float]) -> None:
@@ -322,8 +329,9 @@ class WorkerPool:
         self._finish(flight, Outcome("success", attempt, output_key, digest, nbytes))
 
     def _release_from_backoff(self, flight: Flight) -> None:
-        if not self.queue.requeue(flight, lambda: self._workers_stop or self._abort):
+        if self._abort or not self.queue.requeue(flight, lambda: self._workers_stop or self._abort):
             logs.event(20, "retry_left_for_next_start", task_id=flight.task_id, idempotency_key=flight.key)
+            _answer_left_queued(flight)
 
     # -- resolution --------------------------------------------------------------------------
     def _finish(self, flight: Flight, outcome: Outcome) -> None:
@@ -352,9 +360,7 @@ class WorkerPool:
     def _release_waiters_after_abort(self) -> None:
         """After a non-graceful stop, wake anyone still waiting: their task is left for the next start."""
         for flight in self.flights.unfinished():
-            if not flight.event.is_set():
-                flight.finish(Outcome.left_queued(flight.attempts))
-                flight.wake()
+            _answer_left_queued(flight)
 
     # -- metrics -----------------------------------------------------------------------------
     @property
@@ -374,6 +380,14 @@ class WorkerPool:
 
 
 Engine = WorkerPool
+
+
+def _answer_left_queued(flight: Flight) -> None:
+    """Answer the waiters of a flight the engine stops without finishing: `queued`, its row left unfinished in
+    the database for the next start (nothing is committed, and the flight still counts as unfinished)."""
+    if not flight.event.is_set():
+        flight.finish(Outcome.left_queued(flight.attempts))
+        flight.wake()
 
 
 def _checked_output(output: Any) -> tuple[str, str, int]:

@@ -90,6 +90,7 @@ class BackoffScheduler:
         self._heap: list[tuple[float, int, Any]] = []
         self._seq = itertools.count()
         self._stopped = False
+        self._hurry = False         # release_all(): every item is due now
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -101,6 +102,14 @@ class BackoffScheduler:
     def pending(self) -> int:
         with self._cond:
             return len(self._heap)
+
+    def release_all(self) -> None:
+        """Hand every waiting item, and any scheduled later, to `release` now instead of at its due time (the
+        engine is stopping, and its release answers them); the releases run in the scheduler's own thread,
+        so this never blocks."""
+        with self._cond:
+            self._hurry = True
+            self._cond.notify()
 
     def stop(self, timeout: float = 5.0) -> None:
         with self._cond:
@@ -114,7 +123,7 @@ class BackoffScheduler:
                 while not self._stopped:
                     if self._heap:
                         wait = self._heap[0][0] - time.perf_counter()
-                        if wait <= 0:
+                        if wait <= 0 or self._hurry:
                             break
                         self._cond.wait(wait)
                     else:
