@@ -355,3 +355,24 @@ def test_ab_overhead_script_pairs_two_checkouts_and_refuses_bad_input(tmp_path):
     for bad in ([str(tmp_path), ROOT], [ROOT, ROOT, "--pairs", "0"]):
         proc = ab(*bad)
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+@needs_engine
+@pytest.mark.timeout(90)
+def test_gil_budget_script_spins_the_floor_and_places_the_engine_and_refuses_bad_input():
+    """scripts/gil_budget.py (the README's account of target 3): the floor's runs with CPU spun on its clients
+    show that CPU in their CPU per task, a slope is fitted over them and the engine placed on it; bad arguments
+    exit 2 with one line."""
+    proc = _run_script("gil_budget.py", "--rounds", "1", "--spins", "0", "300", "--tasks", "300", "--clients", "10",
+                       timeout=80)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {line.split("  ", 2)[1].strip(): line for line in proc.stdout.splitlines() if line.startswith("  ")}
+    assert set(rows) == {"engine", "floor +0 us", "floor +300 us"}, proc.stdout
+
+    def cpu(row):
+        return float(row.split(" us CPU/task")[0].rsplit(", ", 1)[1])
+    assert cpu(rows["floor +300 us"]) >= cpu(rows["floor +0 us"]) + 150, proc.stdout    # the spin is CPU
+    assert "of the ceiling lost per 10 us spun per task" in proc.stdout
+    for bad in (["--rounds", "0"], ["--spins", "-1"], ["--wait-ms", "0"]):
+        proc = _run_script("gil_budget.py", *bad, timeout=30)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
