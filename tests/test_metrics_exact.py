@@ -317,3 +317,20 @@ def test_busy_time_of_worker_cells_counts_like_busy_calls():
     metrics.busy(5.0)                       # the fourth worker's share, the old way
     metrics.final("success", 1.0)
     assert metrics.snapshot(idle=True)["thread_utilization"] == pytest.approx(0.5, abs=0.005)
+
+
+def test_the_queues_put_one_and_took_one_record_what_depth_changed_records():
+    """The task queue's lean calls (once a task each) must keep the counts and depth the general call keeps."""
+    lean, general = Metrics(1), Metrics(1)
+    for enqueued in (True, False, True):
+        lean.put_one(enqueued)
+        general.depth_changed(+1, enqueued=enqueued)
+    lean.took_one()
+    general.depth_changed(-1, dequeued=True)
+    lean.count("enqueued", 5)               # counted through count() too: both add up
+    general.count("enqueued", 5)
+    assert lean.counters() == general.counters()
+    assert (lean.counters()["enqueued"], lean.counters()["dequeued"]) == (7, 1)
+    assert lean.snapshot()["counters"] == general.snapshot()["counters"]
+    assert lean.snapshot()["queue_depth"]["max"] == general.snapshot()["queue_depth"]["max"] == 3
+    assert lean._depth == general._depth == 2

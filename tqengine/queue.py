@@ -48,12 +48,12 @@ class _MeasuredQueue(queue.Queue[Any]):
     def _put(self, item: Any) -> None:
         self.queue.append(item)
         if item is not STOP:
-            self._metrics.depth_changed(+1, enqueued=self.new_task)
+            self._metrics.put_one(self.new_task)
 
     def _get(self) -> Any:
         item = self.queue.popleft()
         if item is not STOP:
-            self._metrics.depth_changed(-1, dequeued=True)
+            self._metrics.took_one()
         return item
 
 
