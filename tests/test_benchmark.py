@@ -376,3 +376,24 @@ def test_gil_budget_script_spins_the_floor_and_places_the_engine_and_refuses_bad
     for bad in (["--rounds", "0"], ["--spins", "-1"], ["--wait-ms", "0"]):
         proc = _run_script("gil_budget.py", *bad, timeout=30)
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+@pytest.mark.timeout(90)
+def test_processor_threads_script_runs_both_works_per_thread_count_and_refuses_bad_input():
+    """scripts/processor_threads.py (the README's account of target 3 at latency 0): the engine's Processor and
+    the baseline's per-task work, each in 1 and 2 threads on real tiny sources; two threads hand the GIL over
+    (switches a task) where one does not; bad arguments exit 2 with one line."""
+    proc = _run_script("processor_threads.py", "--threads", "1", "2", "--tasks", "60", "--rounds", "1", timeout=80)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("  ")]
+    assert [line.split(" threads:")[0].split() for line in rows] == [
+        ["engine", "Processor", "1"], ["engine", "Processor", "2"], ["baseline", "work", "1"],
+        ["baseline", "work", "2"]]
+
+    def switches(row):
+        return float(row.split(" switches/task")[0].rsplit(", ", 1)[1])
+    assert switches(rows[1]) > switches(rows[0]) and switches(rows[3]) > switches(rows[2]), proc.stdout
+    assert rows[1].endswith("x one thread") and rows[3].endswith("x one thread")
+    for bad in (["--threads", "0"], ["--tasks", "0"], ["--image-size", "huge"]):
+        proc = _run_script("processor_threads.py", *bad, timeout=30)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
