@@ -11,14 +11,13 @@ machine's drift lands on both; the summary gives each side's medians and the med
 ratios with their range. Progress on stderr, the summary on stdout.
 Exit codes: 0 ok, 1 a run failed, 2 bad arguments.
 """
-import argparse
-import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
+
+from scriptkit import Parser, run_child
 
 CHILD = r"""
 import json, os, shutil, sys, tempfile
@@ -50,24 +49,14 @@ KEYS = (("tasks_per_s", "tasks/s", ".0f"), ("cpu_us_per_task", "us CPU/task", ".
         ("voluntary_switches_per_task", "switches/task", ".2f"), ("p95_ms", "P95 ms", ".1f"))
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        print(f"ab_overhead.py: error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
 def run_one(checkout, args, scratch):
-    proc = subprocess.run([sys.executable, "-c", CHILD, checkout, str(args.tasks), str(args.clients),
-                           str(args.wait_ms), scratch, "real" if args.real else "stub"],
-                          capture_output=True, text=True, timeout=900)
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"a run in {checkout} failed: {tail}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    kind = "real" if args.real else "stub"
+    return run_child(CHILD, (checkout, args.tasks, args.clients, args.wait_ms, scratch, kind), f"a run in {checkout}",
+                     900)
 
 
 def main(argv=None):
-    p = _Parser(description=__doc__.split("\n\n")[0])
+    p = Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("a", help="checkout A (before)")
     p.add_argument("b", help="checkout B (after)")
     p.add_argument("--pairs", type=int, default=6, help="interleaved pairs (default 6)")
@@ -93,7 +82,7 @@ def main(argv=None):
                 runs[side].append(result)
                 print(f"pair {pair + 1}/{args.pairs} {side.upper()}: " + ", ".join(
                     f"{format(result[key], spec)} {label}" for key, label, spec in KEYS), file=sys.stderr, flush=True)
-    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+    except RuntimeError as exc:
         print(f"ab_overhead.py: error: {exc}", file=sys.stderr)
         return 1
     finally:

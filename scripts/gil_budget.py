@@ -16,14 +16,13 @@ the spins), and how many microseconds spun give the floor the engine's throughpu
 time per task beyond the floor's, as the workers feel it. Progress on stderr.
 Exit codes: 0 ok, 1 a run failed, 2 bad arguments.
 """
-import argparse
-import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
+
+from scriptkit import Parser, run_child
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKERS = 8
@@ -67,21 +66,10 @@ KEYS = (("tasks_per_s", "tasks/s", ".0f"), ("share", "of ceiling", ".3f"), ("cpu
         ("voluntary_switches_per_task", "switches/task", ".2f"))
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        print(f"gil_budget.py: error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
 def run_one(kind, spin_us, args, scratch):
     """One run in a fresh process: `kind` engine or floor; its measure() result with its share of the ceiling."""
-    proc = subprocess.run([sys.executable, "-c", CHILD, kind, str(args.tasks), str(args.clients), str(args.wait_ms),
-                           str(spin_us), scratch], capture_output=True, text=True, timeout=900, cwd=HERE,
-                          env={**os.environ, "PYTHONPATH": HERE})
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"a {kind} run failed: {tail}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = run_child(CHILD, (kind, args.tasks, args.clients, args.wait_ms, spin_us, scratch), f"a {kind} run",
+                       900, cwd=HERE, env={**os.environ, "PYTHONPATH": HERE})
     if result["tasks_per_s"] is None:
         raise RuntimeError(f"a {kind} run finished no task")
     result["share"] = result["tasks_per_s"] / (WORKERS * 1000.0 / args.wait_ms)
@@ -99,7 +87,7 @@ def slope(points):
 
 
 def main(argv=None):
-    p = _Parser(description=__doc__.split("\n\n")[0])
+    p = Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--spins", type=float, nargs="+", default=[0.0, 20.0, 40.0, 60.0],
                    help="microseconds each floor client spins before a task, one floor run kind each "
                         "(default 0 20 40 60)")
@@ -129,7 +117,7 @@ def main(argv=None):
                 label = kind if kind == "engine" else f"floor +{spin:g} us"
                 print(f"round {round_ + 1}/{args.rounds} {label}: " + ", ".join(
                     f"{format(result[key], spec)} {name}" for key, name, spec in KEYS), file=sys.stderr, flush=True)
-    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+    except RuntimeError as exc:
         print(f"gil_budget.py: error: {exc}", file=sys.stderr)
         return 1
     finally:

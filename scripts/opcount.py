@@ -14,13 +14,12 @@ Output on stdout: per checkout, opcodes per task by thread kind and in all, engi
 functions; with two or more DIRs, each engine total against the first. Progress on stderr.
 Exit codes: 0 ok, 1 a run failed, 2 bad arguments.
 """
-import argparse
-import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
+
+from scriptkit import Parser, run_child
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KINDS = ("client", "worker", "writer")
@@ -89,19 +88,9 @@ finally:
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        print(f"opcount.py: error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
 def run_one(checkout, impl, args, scratch):
-    proc = subprocess.run([sys.executable, "-c", CHILD, checkout, impl, str(args.tasks), str(args.clients),
-                           str(args.wait_ms), scratch, str(args.top)], capture_output=True, text=True, timeout=1800)
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"the {impl} run in {checkout} failed: {tail}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = run_child(CHILD, (checkout, impl, args.tasks, args.clients, args.wait_ms, scratch, args.top),
+                       f"the {impl} run in {checkout}", 1800)
     if result["succeeded"] != args.tasks:
         raise RuntimeError(f"the {impl} run in {checkout} finished {result['succeeded']} of {args.tasks} tasks")
     result["total"] = sum(n for k, n in result["by_kind"].items() if k in KINDS)
@@ -109,7 +98,7 @@ def run_one(checkout, impl, args, scratch):
 
 
 def main(argv=None):
-    p = _Parser(description=__doc__.split("\n\n")[0])
+    p = Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("checkouts", nargs="*", metavar="DIR", help="checkouts to count (default: this one)")
     p.add_argument("--tasks", type=int, default=2000, help="tasks per run (default 2000)")
     p.add_argument("--clients", type=int, default=10, help="closed-loop clients (default 10)")
@@ -133,7 +122,7 @@ def main(argv=None):
                       flush=True)
                 found[impl] = run_one(checkout, impl, args, scratch)
             results.append((checkout, found))
-    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+    except RuntimeError as exc:
         print(f"opcount.py: error: {exc}", file=sys.stderr)
         return 1
     finally:

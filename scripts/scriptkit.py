@@ -1,0 +1,35 @@
+"""What the measurement scripts here share (ab_overhead.py, gil_budget.py, opcount.py): an argument parser
+whose errors are one line on stderr with exit code 2, and running one measurement in a fresh Python process
+whose last line of stdout is its result as JSON. Imported by the scripts as `scriptkit` (the scripts folder
+is first on sys.path when one of them runs); the code a child runs stands alone, so a child can import an
+older checkout (ab_overhead.py, opcount.py) without this module."""
+import argparse
+import json
+import subprocess
+import sys
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with `<script>: error: <message>` as one line on stderr and exit code 2."""
+
+    def error(self, message):
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run_child(code, argv, what, timeout, **popen):
+    """Run `code` (python -c) with `argv` in this interpreter and return the JSON of its last stdout line;
+    RuntimeError naming `what` (and the child's last line of stderr) when it exits non-zero, prints no JSON or
+    runs past `timeout` seconds (it is killed then). `popen`: cwd, env."""
+    try:
+        proc = subprocess.run([sys.executable, "-c", code, *map(str, argv)], capture_output=True, text=True,
+                              timeout=timeout, **popen)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{what} did not finish within {timeout} s") from None
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"{what} failed: {tail}")
+    try:
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise RuntimeError(f"{what} printed no result") from None
