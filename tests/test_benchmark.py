@@ -136,6 +136,12 @@ def test_overhead_reports_engine_bare_and_the_durable_floor(tmp_path):
         ratio = entry["ratio"]
         assert ratio["pairs"] == 2 and ratio["low"] <= ratio["geometric_mean"] <= ratio["high"], ratio
         assert entry["engine"]["cpu_us_per_task_median"] > 0 and entry["bare"]["tasks_per_s_median"] > 0
+    # target 4's context: the bare pool's drift beside the engine's, and the engine's switches per task by run
+    assert proc.stdout.count("the bare pool's runs: at most") == len(doc["summary"])
+    for kind, entry in doc["summary"].items():
+        switches = [r["voluntary_switches_per_task"] for r in doc["runs"]
+                    if r["kind"] == kind and r["impl"] == "engine"]
+        assert entry["engine"]["switches_per_task_range"] == [min(switches), max(switches)]
         assert all(v in ("met", "not met", "inconclusive") for v in entry["verdicts"].values()), entry
     pairs = {}
     for run in doc["runs"]:
