@@ -23,6 +23,7 @@ __all__ = ["Metrics", "COUNTERS", "latency_summary", "percentile"]
 
 _clock = time.perf_counter
 
+
 def _depth_percentile(time_at_depth: dict[int, float], q: float) -> float | None:
     total = sum(time_at_depth.values())
     if total <= 0:
