@@ -17,6 +17,11 @@ pick_python() {
   return 1
 }
 STAMP="$VENV/.requirements.sha256"
+if { [ -e "$VENV" ] || [ -L "$VENV" ]; } && [ ! -d "$VENV" ]; then
+  echo "error: $VENV is not a folder (a file or a broken link is in the way of the project's virtual" \
+       "environment): move it away (it is not removed for you) and run this again" >&2
+  exit 2
+fi
 if [ ! -x "$VENV/bin/python" ]; then
   # missing, or its interpreter gone (a broken link after Python moved): (re)create it, and install again
   PY="$(pick_python)"

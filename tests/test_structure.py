@@ -102,3 +102,22 @@ def test_the_scripts_refuse_a_venv_of_an_older_python_and_leave_it_alone(tmp_pat
     assert "holds Python 3.9.18" in proc.stderr and "needs Python 3.11" in proc.stderr
     calls = (fake.parent / "calls").read_text() if (fake.parent / "calls").exists() else ""
     assert "pip" not in calls and fake.exists()
+
+
+@pytest.mark.timeout(60)
+def test_the_scripts_refuse_a_venv_path_that_is_not_a_folder_and_leave_it_alone(tmp_path):
+    """A file named .venv (a user's) made `python -m venv` fail with "Unable to create directory", which names
+    no cause and no way out. Now scripts/venv.sh says what is in the way and how to go on, exit 2, and the
+    file is left as it was."""
+    import shutil
+    import subprocess
+    for name in ("scripts/venv.sh", "requirements.txt", "pyproject.toml"):
+        os.makedirs(tmp_path / os.path.dirname(name), exist_ok=True)
+        shutil.copy(os.path.join(ROOT, name), tmp_path / name)
+    (tmp_path / ".venv").write_text("my notes\n")
+    proc = subprocess.run(["bash", "-c", "source scripts/venv.sh"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=50)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is not a folder" in lines[0] and "move it away" in lines[0], proc.stderr
+    assert (tmp_path / ".venv").read_text() == "my notes\n"
