@@ -86,7 +86,9 @@ def run_command(args):
                   f"first or name a DIR", file=sys.stderr)
             return 2
     if not os.path.isdir(sweep_dir):
-        print(f"error: {sweep_dir}: no such folder", file=sys.stderr)
+        what = "is not a folder (a sweep's folder holds its sweep.json)" if os.path.lexists(sweep_dir) else \
+            "no such folder"
+        print(f"error: {sweep_dir}: {what}", file=sys.stderr)
         return 2
     if args.out is not None:
         problem = _bad_report_target(sweep_dir, args.out)

@@ -156,6 +156,9 @@ def test_report_out_elsewhere_and_bad_dirs(sweep_dir, tmp_path):
         proc = run_report(str(folder))
         assert proc.returncode == 2
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    proc = run_report(str(blocker))     # a file given as the sweep: said so, not "no such folder"
+    assert proc.returncode == 2 and "is not a folder" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert blocker.read_text() == "mine\n"
 
 
 def _subset(meta, rows, **keep):
