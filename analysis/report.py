@@ -195,10 +195,13 @@ def aggregate(meta, rows):
     config or None, "planned": int, "recorded": int, "configs_planned": int, "halfwidth": float or None}."""
     grid = meta["grid"]
     axes = list(grid["axes"])
-    by_config, counts, failed_rows = {}, {}, []
+    by_config, counts, failed_rows, codes = {}, {}, [], {}
     for row in rows:
         status = row.get("status", "")
         counts[status] = counts.get(status, 0) + 1
+        if status == "ok":      # which code measured it (trials.csv git_commit; absent in sweeps before it)
+            code = row.get("git_commit") or None
+            codes[code] = codes.get(code, 0) + 1
         cid = row.get("config_id", "")
         cfg = by_config.setdefault(cid, {"config_id": cid,
                                          "config": {a: _parse_value(row.get(a)) for a in axes},
@@ -250,7 +253,7 @@ def aggregate(meta, rows):
         configs_planned *= len(values)
     return {"configs": configs, "counts": counts, "failed_rows": failed_rows, "best": best,
             "planned": planned_trials(meta), "recorded": len(rows), "configs_planned": configs_planned,
-            "halfwidth": halfwidth}
+            "halfwidth": halfwidth, "codes": codes}
 
 
 def tally(agg, key):
@@ -384,10 +387,19 @@ def _header_lines(meta, agg, sweep_dir):
                                f"all)" if missing_cfgs > 0 else "")
                      + "; the sweep was stopped or is still running (the same sweep command resumes it). "
                        "Every figure below covers only the trials that ran.")
+    codes = agg.get("codes") or {}
+    if len(codes) > 1:      # a resumed sweep kept trials that other code measured: say so, never one commit
+        listing = ", ".join(f"`{code or 'unknown'}` ({n} trial{'s' if n != 1 else ''})" for code, n in
+                            sorted(codes.items(), key=lambda item: (-item[1], item[0] or "")))
+        code_line = (f"- **Trials measured with different code**: {listing} (`-dirty`: uncommitted changes). A "
+                     f"resumed sweep keeps the trials already ok, so the figures below pool them; `python -m lab "
+                     f"sweep GRID --out DIR` measures one version alone")
+    else:
+        code_line = (f"- Git commit: `{meta.get('git_commit') or 'unknown'}`"
+                     + (" (uncommitted changes)" if meta.get("git_dirty") else ""))
     lines += [f"- Sweep started: {meta.get('started_at', '?')}; last run finished: "
               f"{meta.get('finished_at', 'not finished')}",
-              f"- Git commit: `{meta.get('git_commit') or 'unknown'}`"
-              + (" (uncommitted changes)" if meta.get("git_dirty") else ""),
+              code_line,
               f"- Report generated: {datetime.now(UTC).isoformat(timespec='seconds')}", ""]
     return lines
 

@@ -123,7 +123,7 @@ def write_json(path, obj):
 
 def csv_columns(axes):
     return (["id", "order", "impl", "repeat", "config_id"] + list(axes)
-            + ["seed", "status", "returncode", "wall_s", "load1_before", "load1_after"]
+            + ["seed", "status", "returncode", "wall_s", "load1_before", "load1_after", "git_commit"]
             + [c for c, _ in METRIC_COLUMNS])
 
 
@@ -144,7 +144,7 @@ def csv_text(axes, records):
         row += [_csv_value(params.get(axis)) for axis in axes]
         row += [params.get("seed", ""), rec.get("status", ""), _csv_value(rec.get("returncode")),
                 _csv_value(rec.get("wall_s")), _csv_value(_load1(rec.get("load_before"))),
-                _csv_value(_load1(rec.get("load_after")))]
+                _csv_value(_load1(rec.get("load_after"))), rec.get("git_commit") or ""]
         row += [_csv_value(dig(result, path)) if result else "" for _, path in METRIC_COLUMNS]
         writer.writerow(row)
     return buf.getvalue()
@@ -162,7 +162,8 @@ def _csv_value(v):
 
 _RECORD_TYPES = {"id": str, "impl": str, "config_id": str, "status": str, "config": dict, "params": dict}
 _RECORD_OPTIONAL = {"order": int, "repeat": int, "result": dict, "returncode": int, "stderr_tail": str,
-                    "wall_s": (int, float), "load_before": list, "load_after": list, "reason": str}
+                    "wall_s": (int, float), "load_before": list, "load_after": list, "reason": str,
+                    "git_commit": str}
 
 
 def record_problem(rec):
@@ -204,6 +205,14 @@ def write_csv(out, grid, records):
 
 
 # ------------------------------------------------------------------------------------------- metadata
+
+def code_label(commit, dirty):
+    """What a trial record and trials.csv say of the code that measured a trial: the commit, `-dirty` added
+    when the checkout had uncommitted changes; None outside a git checkout."""
+    if commit is None:
+        return None
+    return commit + ("-dirty" if dirty else "")
+
 
 def git_commit():
     """(commit or None, dirty flag or None) of the project checkout."""
@@ -380,6 +389,13 @@ def run_sweep(grid_path, out=None, repeats=None, python=None, seed=None, trial_m
         records = load_records(trials_dir)
         todo = [t for t in plan if records.get(t["id"], {}).get("status") != "ok"]
         done_before = len(plan) - len(todo)
+        code = code_label(commit, dirty)
+        kept_codes = sorted({r.get("git_commit") or "unknown" for r in records.values() if r.get("status") == "ok"}
+                            - {code})
+        if done_before and kept_codes:
+            log(f"note: this checkout is {code or 'unknown'}, and {done_before} trials already ok were measured with "
+                f"{', '.join(c[:12] for c in kept_codes)}: they are kept and the report lists the trials of each "
+                f"(--out DIR measures this code alone)")
         adaptive = dict((previous or {}).get("adaptive") or {})
         if target_halfwidth is not None:
             adaptive.update(target_halfwidth=target_halfwidth, max_repeats=max_repeats)
@@ -425,6 +441,8 @@ def run_sweep(grid_path, out=None, repeats=None, python=None, seed=None, trial_m
             for i, trial in enumerate(batch, 1):
                 progress["k"] = i
                 rec = run_one(trial, grid, python, trial_module, work_root)
+                if code is not None:
+                    rec["git_commit"] = code        # which code measured it: a resumed sweep may mix commits
                 records[rec["id"]] = rec
                 write_json(os.path.join(trials_dir, rec["id"] + ".json"), rec)
                 write_csv(out, grid, records)

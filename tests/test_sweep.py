@@ -378,3 +378,35 @@ def test_real_sweep_with_a_fail_fast_cell_that_rejects_most_tasks(tmp_path):
     md = (out / "report.md").read_text()
     row = next(line for line in md.splitlines() if line.startswith("| fail_fast | 2/2 |"))
     assert row.count("not comparable") >= 2 and "engine did not complete" in row and "**met**" not in row
+
+
+def test_a_resumed_sweep_says_which_code_measured_which_trials(tmp_path):
+    """A sweep resumed after a code change kept the trials the old code had measured, and its report named one
+    commit, the newest, for all of them. Now each trial records the code that measured it (trials.csv
+    git_commit), the resume says that it keeps other code's trials, and the report lists the trials of each."""
+    grid = write_grid(tmp_path / "grid.json", {"workers": [4], "clients": [100]})
+    out = tmp_path / "sweep"
+    assert run(sweep_argv(grid, out)).returncode == 0
+    meta = json.loads((out / "sweep.json").read_text())
+    if meta["git_commit"] is None:
+        pytest.skip("not a git checkout: no commit to record")
+    recs = records(out)
+    current = {rec["git_commit"] for rec in recs.values()}
+    assert len(current) == 1 and next(iter(current)).startswith(meta["git_commit"])
+    current = next(iter(current))
+    old = "0" * 40
+    baseline = next(rec for rec in recs.values() if rec["impl"] == "baseline")
+    engine = next(rec for rec in recs.values() if rec["impl"] == "engine")
+    baseline["git_commit"] = old                    # as if an earlier commit had measured it
+    (out / "trials" / f"{baseline['id']}.json").write_text(json.dumps(baseline))
+    (out / "trials" / f"{engine['id']}.json").unlink()        # this one runs again, with this checkout
+    proc = run(sweep_argv(grid, out))
+    assert proc.returncode == 0, proc.stderr
+    assert "note: this checkout is" in proc.stderr and old[:12] in proc.stderr, proc.stderr
+    assert {row["impl"]: row["git_commit"] for row in csv_rows(out)} == {"baseline": old, "engine": current}
+    report = subprocess.run([sys.executable, "-m", "lab", "report", str(out)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert report.returncode == 0, report.stderr
+    text = (out / "report.md").read_text()
+    assert "Trials measured with different code" in text and f"`{old}` (1 trial)" in text
+    assert f"`{current}` (1 trial)" in text and "- Git commit:" not in text
