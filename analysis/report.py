@@ -199,8 +199,8 @@ def aggregate(meta, rows):
     for row in rows:
         status = row.get("status", "")
         counts[status] = counts.get(status, 0) + 1
-        if status == "ok":      # which code measured it (trials.csv git_commit; absent in sweeps before it)
-            code = row.get("git_commit") or None
+        if status == "ok":      # which code measured it, and where (trials.csv; absent in sweeps before them)
+            code = (row.get("git_commit") or None, row.get("measured_on") or None)
             codes[code] = codes.get(code, 0) + 1
         cid = row.get("config_id", "")
         cfg = by_config.setdefault(cid, {"config_id": cid,
@@ -388,12 +388,13 @@ def _header_lines(meta, agg, sweep_dir):
                      + "; the sweep was stopped or is still running (the same sweep command resumes it). "
                        "Every figure below covers only the trials that ran.")
     codes = agg.get("codes") or {}
-    if len(codes) > 1:      # a resumed sweep kept trials that other code measured: say so, never one commit
-        listing = ", ".join(f"`{code or 'unknown'}` ({n} trial{'s' if n != 1 else ''})" for code, n in
-                            sorted(codes.items(), key=lambda item: (-item[1], item[0] or "")))
-        code_line = (f"- **Trials measured with different code**: {listing} (`-dirty`: uncommitted changes). A "
-                     f"resumed sweep keeps the trials already ok, so the figures below pool them; `python -m lab "
-                     f"sweep GRID --out DIR` measures one version alone")
+    if len(codes) > 1:      # a resumed sweep kept trials other code (or another machine) measured: say so
+        listing = "; ".join(f"`{code or 'unknown'}` on {setup or 'an unrecorded machine'} ({n} trial"
+                            f"{'s' if n != 1 else ''})" for (code, setup), n in
+                            sorted(codes.items(), key=lambda item: (-item[1], item[0][0] or "", item[0][1] or "")))
+        code_line = (f"- **Trials measured with different code or on different machines**: {listing} (`-dirty`: "
+                     f"uncommitted changes). A resumed sweep keeps the trials already ok, so the figures below pool "
+                     f"them; `python -m lab sweep GRID --out DIR` measures one version alone")
     else:
         code_line = (f"- Git commit: `{meta.get('git_commit') or 'unknown'}`"
                      + (" (uncommitted changes)" if meta.get("git_dirty") else ""))

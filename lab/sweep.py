@@ -123,7 +123,7 @@ def write_json(path, obj):
 
 def csv_columns(axes):
     return (["id", "order", "impl", "repeat", "config_id"] + list(axes)
-            + ["seed", "status", "returncode", "wall_s", "load1_before", "load1_after", "git_commit"]
+            + ["seed", "status", "returncode", "wall_s", "load1_before", "load1_after", "git_commit", "measured_on"]
             + [c for c, _ in METRIC_COLUMNS])
 
 
@@ -144,7 +144,7 @@ def csv_text(axes, records):
         row += [_csv_value(params.get(axis)) for axis in axes]
         row += [params.get("seed", ""), rec.get("status", ""), _csv_value(rec.get("returncode")),
                 _csv_value(rec.get("wall_s")), _csv_value(_load1(rec.get("load_before"))),
-                _csv_value(_load1(rec.get("load_after"))), rec.get("git_commit") or ""]
+                _csv_value(_load1(rec.get("load_after"))), rec.get("git_commit") or "", rec.get("measured_on") or ""]
         row += [_csv_value(dig(result, path)) if result else "" for _, path in METRIC_COLUMNS]
         writer.writerow(row)
     return buf.getvalue()
@@ -163,7 +163,7 @@ def _csv_value(v):
 _RECORD_TYPES = {"id": str, "impl": str, "config_id": str, "status": str, "config": dict, "params": dict}
 _RECORD_OPTIONAL = {"order": int, "repeat": int, "result": dict, "returncode": int, "stderr_tail": str,
                     "wall_s": (int, float), "load_before": list, "load_after": list, "reason": str,
-                    "git_commit": str}
+                    "git_commit": str, "measured_on": str}
 
 
 def record_problem(rec):
@@ -212,6 +212,14 @@ def code_label(commit, dirty):
     if commit is None:
         return None
     return commit + ("-dirty" if dirty else "")
+
+
+def setup_label(machine, trial_python):
+    """Where a trial was measured, as a trial record and trials.csv say it: the CPU model and count and the
+    trial interpreter, e.g. `AMD EPYC, 2 CPUs; CPython 3.11.7`."""
+    cpu = machine.get("cpu_model") or machine.get("machine") or "unknown CPU"
+    return (f"{cpu}, {machine.get('cpu_count') or '?'} CPUs; {trial_python.get('implementation') or 'Python'} "
+            f"{trial_python.get('python_version') or '?'}")
 
 
 def git_commit():
@@ -389,13 +397,16 @@ def run_sweep(grid_path, out=None, repeats=None, python=None, seed=None, trial_m
         records = load_records(trials_dir)
         todo = [t for t in plan if records.get(t["id"], {}).get("status") != "ok"]
         done_before = len(plan) - len(todo)
-        code = code_label(commit, dirty)
-        kept_codes = sorted({r.get("git_commit") or "unknown" for r in records.values() if r.get("status") == "ok"}
-                            - {code})
-        if done_before and kept_codes:
-            log(f"note: this checkout is {code or 'unknown'}, and {done_before} trials already ok were measured with "
-                f"{', '.join(c[:12] for c in kept_codes)}: they are kept and the report lists the trials of each "
-                f"(--out DIR measures this code alone)")
+        code, setup = code_label(commit, dirty), setup_label(meta["machine"], trial_python)
+        kept = [r for r in records.values() if r.get("status") == "ok"]
+        kept_codes = sorted({r.get("git_commit") or "unknown" for r in kept} - {code})
+        kept_setups = sorted({r.get("measured_on") or "unknown" for r in kept} - {setup})
+        if done_before and (kept_codes or kept_setups):
+            log(f"note: {done_before} trials already ok were measured with "
+                + "; ".join(([f"code {', '.join(c[:12] for c in kept_codes)} (this checkout: {code or 'unknown'})"]
+                             if kept_codes else [])
+                            + ([f"{' / '.join(kept_setups)} (now: {setup})"] if kept_setups else []))
+                + ": they are kept and the report lists the trials of each (--out DIR measures this one alone)")
         adaptive = dict((previous or {}).get("adaptive") or {})
         if target_halfwidth is not None:
             adaptive.update(target_halfwidth=target_halfwidth, max_repeats=max_repeats)
@@ -443,6 +454,7 @@ def run_sweep(grid_path, out=None, repeats=None, python=None, seed=None, trial_m
                 rec = run_one(trial, grid, python, trial_module, work_root)
                 if code is not None:
                     rec["git_commit"] = code        # which code measured it: a resumed sweep may mix commits
+                rec["measured_on"] = setup          # and where: a data/ folder may move, a .venv be rebuilt
                 records[rec["id"]] = rec
                 write_json(os.path.join(trials_dir, rec["id"] + ".json"), rec)
                 write_csv(out, grid, records)

@@ -402,11 +402,41 @@ def test_a_resumed_sweep_says_which_code_measured_which_trials(tmp_path):
     (out / "trials" / f"{engine['id']}.json").unlink()        # this one runs again, with this checkout
     proc = run(sweep_argv(grid, out))
     assert proc.returncode == 0, proc.stderr
-    assert "note: this checkout is" in proc.stderr and old[:12] in proc.stderr, proc.stderr
-    assert {row["impl"]: row["git_commit"] for row in csv_rows(out)} == {"baseline": old, "engine": current}
+    assert "note: 1 trials already ok were measured with code" in proc.stderr and old[:12] in proc.stderr, proc.stderr
+    rows = csv_rows(out)
+    assert {row["impl"]: row["git_commit"] for row in rows} == {"baseline": old, "engine": current}
+    setup = {row["measured_on"] for row in rows}
+    assert len(setup) == 1 and "CPUs; CPython 3." in next(iter(setup))       # the same machine, both times
+    setup = next(iter(setup))
     report = subprocess.run([sys.executable, "-m", "lab", "report", str(out)], cwd=ROOT, capture_output=True,
                             text=True, timeout=60)
     assert report.returncode == 0, report.stderr
     text = (out / "report.md").read_text()
-    assert "Trials measured with different code" in text and f"`{old}` (1 trial)" in text
-    assert f"`{current}` (1 trial)" in text and "- Git commit:" not in text
+    assert "Trials measured with different code" in text and f"`{old}` on {setup} (1 trial)" in text
+    assert f"`{current}` on {setup} (1 trial)" in text and "- Git commit:" not in text
+
+
+def test_a_sweep_resumed_on_another_machine_or_interpreter_says_so_in_the_report(tmp_path):
+    """Trials kept from another machine or trial interpreter (a data/ folder moved, a .venv rebuilt) are pooled
+    with the new ones: the resume says so and the report lists where each was measured."""
+    grid = write_grid(tmp_path / "grid.json", {"workers": [4], "clients": [100]})
+    out = tmp_path / "sweep"
+    assert run(sweep_argv(grid, out)).returncode == 0
+    recs = records(out)
+    here = {rec["measured_on"] for rec in recs.values()}
+    assert len(here) == 1
+    here = next(iter(here))
+    elsewhere = "Other CPU, 64 CPUs; CPython 3.12.1"
+    baseline = next(rec for rec in recs.values() if rec["impl"] == "baseline")
+    engine = next(rec for rec in recs.values() if rec["impl"] == "engine")
+    baseline["measured_on"] = elsewhere
+    (out / "trials" / f"{baseline['id']}.json").write_text(json.dumps(baseline))
+    (out / "trials" / f"{engine['id']}.json").unlink()
+    proc = run(sweep_argv(grid, out))
+    assert proc.returncode == 0, proc.stderr
+    assert f"{elsewhere} (now: {here})" in proc.stderr, proc.stderr
+    report = subprocess.run([sys.executable, "-m", "lab", "report", str(out)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert report.returncode == 0, report.stderr
+    text = (out / "report.md").read_text()
+    assert "on different machines" in text and f"on {elsewhere} (1 trial)" in text and f"on {here} (1 trial)" in text
