@@ -402,7 +402,7 @@ def run_sweep(grid_path, out=None, repeats=None, python=None, seed=None, trial_m
         kept_codes = sorted({r.get("git_commit") or "unknown" for r in kept} - {code})
         kept_setups = sorted({r.get("measured_on") or "unknown" for r in kept} - {setup})
         if done_before and (kept_codes or kept_setups):
-            log(f"note: {done_before} trials already ok were measured with "
+            log(f"note: the trials already ok ({done_before}) include some measured with "
                 + "; ".join(([f"code {', '.join(c[:12] for c in kept_codes)} (this checkout: {code or 'unknown'})"]
                              if kept_codes else [])
                             + ([f"{' / '.join(kept_setups)} (now: {setup})"] if kept_setups else []))
