@@ -18,6 +18,7 @@ output folder, and must agree on both; the grid is lab/grid.py, the report lab/r
 """
 import argparse
 import csv
+import hashlib
 import io
 import json
 import os
@@ -206,12 +207,28 @@ def write_csv(out, grid, records):
 
 # ------------------------------------------------------------------------------------------- metadata
 
-def code_label(commit, dirty):
+def code_label(commit, dirty, changes=None):
     """What a trial record and trials.csv say of the code that measured a trial: the commit, `-dirty` added
-    when the checkout had uncommitted changes; None outside a git checkout."""
+    when the checkout had uncommitted changes, with `.<digest>` of those changes when known (two different
+    sets of edits on one commit are then two labels); None outside a git checkout."""
     if commit is None:
         return None
-    return commit + ("-dirty" if dirty else "")
+    if not dirty:
+        return commit
+    return commit + "-dirty" + (f".{changes}" if changes else "")
+
+
+def uncommitted_digest(repo=ROOT):
+    """The first 12 hex digits of the sha256 of `git diff HEAD` (tracked files' uncommitted changes) in `repo`,
+    or None when git cannot say."""
+    try:
+        diff = subprocess.run(["git", "diff", "HEAD", "--no-ext-diff", "--no-color", "--binary"], cwd=repo,
+                              capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if diff.returncode != 0:
+        return None
+    return hashlib.sha256(diff.stdout).hexdigest()[:12]
 
 
 def setup_label(machine, trial_python):
@@ -397,7 +414,8 @@ def run_sweep(grid_path, out=None, repeats=None, python=None, seed=None, trial_m
         records = load_records(trials_dir)
         todo = [t for t in plan if records.get(t["id"], {}).get("status") != "ok"]
         done_before = len(plan) - len(todo)
-        code, setup = code_label(commit, dirty), setup_label(meta["machine"], trial_python)
+        code = code_label(commit, dirty, uncommitted_digest() if dirty else None)
+        setup = setup_label(meta["machine"], trial_python)
         kept = [r for r in records.values() if r.get("status") == "ok"]
         kept_codes = sorted({r.get("git_commit") or "unknown" for r in kept} - {code})
         kept_setups = sorted({r.get("measured_on") or "unknown" for r in kept} - {setup})

@@ -441,3 +441,29 @@ def test_a_sweep_resumed_on_another_machine_or_interpreter_says_so_in_the_report
     assert report.returncode == 0, report.stderr
     text = (out / "report.md").read_text()
     assert "on different machines" in text and f"on {elsewhere} (1 trial)" in text and f"on {here} (1 trial)" in text
+
+
+@pytest.mark.timeout(60)
+def test_two_different_sets_of_uncommitted_changes_are_two_code_labels(tmp_path):
+    """`-dirty` alone could not tell two sets of edits on one commit apart, so a sweep resumed after further
+    uncommitted edits pooled their trials unannounced: the label now carries a digest of `git diff HEAD`."""
+    from lab.sweep import code_label, uncommitted_digest
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True, timeout=30)
+    git("init", "-q")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    git("add", "a.py")
+    git("commit", "-q", "-m", "one")
+    clean = uncommitted_digest(tmp_path)
+    (tmp_path / "a.py").write_text("x = 2\n")
+    first = uncommitted_digest(tmp_path)
+    assert first == uncommitted_digest(tmp_path)            # the same edits, the same digest
+    (tmp_path / "a.py").write_text("x = 3\n")
+    second = uncommitted_digest(tmp_path)
+    assert len({clean, first, second}) == 3 and all(len(d) == 12 for d in (clean, first, second))
+    assert code_label("c0ffee", True, first) != code_label("c0ffee", True, second)
+    assert code_label("c0ffee", True, first) == f"c0ffee-dirty.{first}"
+    assert code_label("c0ffee", False, first) == "c0ffee" and code_label(None, True, first) is None
+    assert uncommitted_digest(tmp_path / "missing") is None  # not a checkout (git cannot run there)
