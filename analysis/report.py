@@ -392,9 +392,10 @@ def _header_lines(meta, agg, sweep_dir):
         listing = "; ".join(f"`{code or 'unknown'}` on {setup or 'an unrecorded machine'} ({n} trial"
                             f"{'s' if n != 1 else ''})" for (code, setup), n in
                             sorted(codes.items(), key=lambda item: (-item[1], item[0][0] or "", item[0][1] or "")))
-        code_line = (f"- **Trials measured with different code or on different machines**: {listing} (`-dirty.<digest>`: "
-                     f"uncommitted changes, told apart by their digest). A resumed sweep keeps the trials already ok, so the figures below pool "
-                     f"them; `python -m lab sweep GRID --out DIR` measures one version alone")
+        code_line = (f"- **Trials measured with different code or on different machines**: {listing} "
+                     f"(`-dirty.<digest>`: uncommitted changes, told apart by their digest). A resumed sweep keeps "
+                     f"the trials already ok, so the figures below pool them; `python -m lab sweep GRID --out DIR` "
+                     f"measures one version alone")
     else:
         code_line = (f"- Git commit: `{meta.get('git_commit') or 'unknown'}`"
                      + (" (uncommitted changes)" if meta.get("git_dirty") else ""))
