@@ -18,7 +18,6 @@ output folder, and must agree on both; the grid is lab/grid.py, the report lab/r
 """
 import argparse
 import csv
-import hashlib
 import io
 import json
 import os
@@ -34,6 +33,7 @@ from analysis import trials as trialcheck
 from analysis import verdicts
 from lab import grid as gridmod
 from lab.outpaths import OutputPathError, ensure_output_dir
+from lab.provenance import code_label, git_commit, setup_label, uncommitted_digest
 from runners import spawn
 from runners.envinfo import scratch_root
 from tqcontract.environment import load_average, machine_info
@@ -206,53 +206,6 @@ def write_csv(out, grid, records):
 
 
 # ------------------------------------------------------------------------------------------- metadata
-
-def code_label(commit, dirty, changes=None):
-    """What a trial record and trials.csv say of the code that measured a trial: the commit, `-dirty` added
-    when the checkout had uncommitted changes, with `.<digest>` of those changes when known (two different
-    sets of edits on one commit are then two labels); None outside a git checkout."""
-    if commit is None:
-        return None
-    if not dirty:
-        return commit
-    return commit + "-dirty" + (f".{changes}" if changes else "")
-
-
-def uncommitted_digest(repo=ROOT):
-    """The first 12 hex digits of the sha256 of `git diff HEAD` (tracked files' uncommitted changes) in `repo`,
-    or None when git cannot say."""
-    try:
-        diff = subprocess.run(["git", "diff", "HEAD", "--no-ext-diff", "--no-color", "--binary"], cwd=repo,
-                              capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if diff.returncode != 0:
-        return None
-    return hashlib.sha256(diff.stdout).hexdigest()[:12]
-
-
-def setup_label(machine, trial_python):
-    """Where a trial was measured, as a trial record and trials.csv say it: the CPU model and count and the
-    trial interpreter, e.g. `AMD EPYC, 2 CPUs; CPython 3.11.7`."""
-    cpu = machine.get("cpu_model") or machine.get("machine") or "unknown CPU"
-    return (f"{cpu}, {machine.get('cpu_count') or '?'} CPUs; {trial_python.get('implementation') or 'Python'} "
-            f"{trial_python.get('python_version') or '?'}")
-
-
-def git_commit():
-    """(commit or None, dirty flag or None) of the project checkout."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              timeout=10, stdin=subprocess.DEVNULL)
-        if head.returncode != 0:
-            return None, None
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                                capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
-        dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
-        return head.stdout.strip() or None, dirty
-    except (OSError, subprocess.SubprocessError):
-        return None, None
-
 
 _PROBE = ("import json, os, platform, sys; print(json.dumps({'python_version': platform.python_version(), "
           "'implementation': platform.python_implementation(), 'executable': sys.executable, "

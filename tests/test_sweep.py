@@ -447,7 +447,7 @@ def test_a_sweep_resumed_on_another_machine_or_interpreter_says_so_in_the_report
 def test_two_different_sets_of_uncommitted_changes_are_two_code_labels(tmp_path):
     """`-dirty` alone could not tell two sets of edits on one commit apart, so a sweep resumed after further
     uncommitted edits pooled their trials unannounced: the label now carries a digest of `git diff HEAD`."""
-    from lab.sweep import code_label, uncommitted_digest
+    from lab.provenance import code_label, uncommitted_digest
 
     def git(*args):
         subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
