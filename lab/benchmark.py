@@ -37,6 +37,7 @@ import time
 from analysis import stats, verdicts
 from analysis import trials as trialcheck
 from lab.outpaths import OutputPathError, ensure_output_dir
+from lab.provenance import code_now
 from runners.envinfo import scratch_root
 from runners.params import WORKLOAD_PRESETS
 from runners.params import check as check_param
@@ -341,6 +342,7 @@ def trial_params(args, impl, clients, count, workdir, latency_ms=None):
 
 
 def run_comparison(args, workdir):
+    code = code_now()       # the code that ran (taken first: the checkout may change during a long run)
     log(f"workload {args.workload}: {args.image_size} sources, {args.latency_ms:g} ms of service time per task, "
         f"{args.count} tasks, {args.workers} workers")
     if args.store_backend == "http":
@@ -380,6 +382,7 @@ def run_comparison(args, workdir):
     summary, comparisons = summarize(runs, args.clients)
     print_table(summary, comparisons)
     document = {"kind": "comparison", "created_unix": time.time(), "args": vars(args), "machine": machine,
+                "code": code,
                 "targets": {"throughput_ratio_min": TARGET["throughput"]["target"],
                             "p95_ratio_max": TARGET["p95"]["target"]},
                 "method": verdicts.RULE_TEXT, "level": verdicts.LEVEL,
@@ -394,6 +397,7 @@ def run_comparison(args, workdir):
 
 
 def run_memory(args, workdir):
+    code = code_now()
     clients = max(args.clients)
     runs = []
     plan = [(count, impl) for i, count in enumerate(args.memory_counts)
@@ -422,7 +426,7 @@ def run_memory(args, workdir):
         b, e = cells["baseline"], cells[ENGINE]
         print(f"{count:>8} {fmt(b['peak_rss_mb']):>14} {fmt(b['rss_before_start_mb']):>7} "
               f"{fmt(e['peak_rss_mb']):>12} {fmt(e['rss_before_start_mb']):>7}")
-    document = {"kind": "memory", "created_unix": time.time(), "args": vars(args), "runs": runs}
+    document = {"kind": "memory", "created_unix": time.time(), "args": vars(args), "code": code, "runs": runs}
     write_text(os.path.join(args.out, "memory.json"), json.dumps(document, indent=2, sort_keys=True) + "\n")
     return 0 if all(r["status"] == "ok" for r in runs) else 1
 

@@ -3,6 +3,7 @@ the figures of the median run, and the engine's targets judged with the lab's in
 import sys
 
 from lab.engine_args import BENCHMARK_PROFILE, WORKLOAD_DEFAULTS, UsageError, check_output_path, engine_config
+from lab.provenance import code_now
 from runners import params as trial_params
 from tqcontract.environment import REFERENCE_LOOP, process_reference_ms
 from tqcontract.files import write_json
@@ -13,6 +14,7 @@ __all__ = ["BENCHMARK_PROFILE", "run_benchmark", "benchmark_verdicts", "print_fi
 
 def run_benchmark(args):
     from runners.trial import ParamError, run_trial, validate
+    code = code_now()       # the code that ran, for the --json file
     for name, default in WORKLOAD_DEFAULTS.items():
         if getattr(args, name) is None:
             setattr(args, name, default)
@@ -67,7 +69,8 @@ def run_benchmark(args):
     for line in checks["lines"]:
         print(line)
     if args.json:
-        write_json(args.json, dict(median, benchmark={"runs": len(results), "targets": checks["targets"]}))
+        write_json(args.json, dict(median, benchmark={"runs": len(results), "targets": checks["targets"],
+                                                      "code": code}))
         print(f"metrics written to {args.json}", file=sys.stderr)
     if all(r.get("counters", {}).get("succeeded", 0) > 0 for r in results):
         return 0

@@ -53,6 +53,7 @@ import time
 from typing import Any
 
 from analysis import stats
+from lab.provenance import code_now
 from runners.adapters import BareQueueAdapter, EngineAdapter
 from runners.floor import DurableFloorAdapter
 from runners.load import run_closed
@@ -157,6 +158,7 @@ def crowd_count(args: Any) -> int:
 
 
 def run_overhead(args: Any, workdir: str, log: Any) -> int:
+    code = code_now()       # the code that ran (taken first: the checkout may change during a long run)
     store_root = os.path.join(workdir, "store")
     tasks = make_tasks(args.count, seed=args.seed, object_bytes=0)
     ensure_objects(tasks, store_root)
@@ -221,7 +223,7 @@ def run_overhead(args: Any, workdir: str, log: Any) -> int:
         summary["noop_crowd"]["clients"] = args.crowd
     print_summary(args, summary)
     document = {"kind": "overhead", "created_unix": time.time(), "args": _jsonable(vars(args)), "env": env_info(),
-                "runs": runs, "summary": summary}
+                "code": code, "runs": runs, "summary": summary}
     write_text(os.path.join(args.out, "overhead.json"), json.dumps(document, indent=2, sort_keys=True) + "\n")
     return 0 if all(r["succeeded"] == r["tasks"] for r in runs) else 1
 
@@ -422,6 +424,7 @@ def print_summary(args: Any, summary: dict[str, Any]) -> None:
 
 def run_soak(args: Any, workdir: str, log: Any) -> int:
     """args.soak no-op tasks through the durable path: WAL high-water, RSS growth per task, DB bytes per task."""
+    code = code_now()
     db = os.path.join(workdir, "soak", "tasks.db")
     count = args.soak
     adapter = EngineAdapter(processor=NoopProcessor(), max_workers=args.workers, queue_size=args.queue_size,
@@ -471,7 +474,7 @@ def run_soak(args: Any, workdir: str, log: Any) -> int:
     db_bytes = sum(os.path.getsize(p) for p in (db, wal) if os.path.exists(p))
     document = {"kind": "soak", "tasks": count, "elapsed_s": elapsed, "wal_high_water_bytes": high["wal"],
                 "rss_growth_bytes_per_task": growth, "db_bytes_per_task": db_bytes / count, "rss_marks": rss_marks,
-                "env": env_info()}
+                "env": env_info(), "code": code}
     print(f"soak: {count} no-op tasks through the durable path in {elapsed:.1f} s ({count / elapsed:,.0f} tasks/s)")
     print(f"WAL high-water   {high['wal'] / 2**20:.1f} MiB (target <= 64 MiB)")
     print(f"RSS growth       {_fmt(growth, '.1f')} bytes/task after the first {first[0]} tasks (target <= 10)")

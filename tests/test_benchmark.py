@@ -40,6 +40,7 @@ def test_engine_beats_baseline_at_50_and_100_clients(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads((tmp_path / "results.json").read_text())
     assert [r["status"] for r in doc["runs"]] == ["ok"] * 4
+    _assert_code_of_this_checkout(doc["code"])      # which code produced the figures
     # alternation: baseline first in the first pair, engine first in the second
     assert [(r["impl"], r["clients"]) for r in doc["runs"]] == [
         ("baseline", 50), ("engine", 50), ("engine", 100), ("baseline", 100)]
@@ -99,6 +100,7 @@ def test_overhead_reports_engine_bare_and_the_durable_floor(tmp_path):
                   "--switch-interval", "0.006", "--floor", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads((tmp_path / "overhead.json").read_text())
+    _assert_code_of_this_checkout(doc["code"])
     # --floor: a third implementation in every triple, each of the three first in turn
     firsts = {}
     for run in doc["runs"]:
@@ -170,6 +172,7 @@ def test_memory_mode_runs_each_implementation_in_its_own_process(tmp_path):
     proc = _bench("--memory", "--memory-counts", "50", "120", "--clients", "10", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads((tmp_path / "memory.json").read_text())
+    _assert_code_of_this_checkout(doc["code"])
     assert sorted((r["impl"], r["count"]) for r in doc["runs"]) == [
         ("baseline", 50), ("baseline", 120), ("engine", 50), ("engine", 120)]
     assert all(r["status"] == "ok" and r["peak_rss_mb"] > 1 for r in doc["runs"])
@@ -313,6 +316,15 @@ def test_overhead_spread_target_catches_bimodal_runs_and_needs_five():
     assert overhead.spread_verdict([100, 100, 116, 100, 100]) == "not met"
 
 
+def _assert_code_of_this_checkout(code):
+    """A results file's `code` names this checkout's commit (None outside a git checkout), as lab.provenance
+    labels it."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+    commit = head.stdout.strip() if head.returncode == 0 else None
+    assert code["git_commit"] == commit, code
+    assert code["code"] is None if commit is None else code["code"].startswith(commit), code
+
+
 def _run_script(name, *args, timeout):
     """One of scripts/ run on the project's interpreter from the checkout, as the README gives it."""
     return subprocess.run([spawn.default_python(), os.path.join(ROOT, "scripts", name), *args], capture_output=True,
@@ -403,3 +415,21 @@ def test_processor_threads_script_runs_both_works_per_thread_count_and_refuses_b
     for bad in (["--threads", "0"], ["--tasks", "0"], ["--image-size", "huge"]):
         proc = _run_script("processor_threads.py", *bad, timeout=30)
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+@needs_engine
+@pytest.mark.timeout(60)
+def test_soak_mode_writes_the_wal_rss_and_database_figures_of_target_6(tmp_path):
+    """`benchmark.py --soak N` (issue 11, target 6) had no test: a short soak writes soak.json with the WAL's
+    high-water mark, RSS growth per task, database bytes per task and the code that ran; N < 1 exits 2."""
+    proc = _bench("--soak", "3000", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads((tmp_path / "soak.json").read_text())
+    assert doc["kind"] == "soak" and doc["tasks"] == 3000 and doc["elapsed_s"] > 0
+    assert 0 < doc["wal_high_water_bytes"] <= 64 * 2**20
+    assert 50 < doc["db_bytes_per_task"] < 10_000         # a row per task, a few hundred bytes
+    assert "rss_growth_bytes_per_task" in doc and doc["rss_marks"]
+    assert "WAL high-water" in proc.stdout and "bytes/task" in proc.stdout
+    _assert_code_of_this_checkout(doc["code"])
+    bad = _bench("--soak", "0", "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr

@@ -28,6 +28,7 @@ def test_benchmark_prints_the_figures_and_writes_the_metrics_json(tmp_path):
         assert label in proc.stdout
     metrics = json.loads(out.read_text())
     assert METRIC_KEYS <= set(metrics)
+    assert set(metrics["benchmark"]["code"]) == {"git_commit", "git_dirty", "code"}    # which code ran it
     assert metrics["impl"] == "engine" and metrics["tasks_submitted"] == 300
     assert set(metrics["latency_ms"]) == {"mean", "p50", "p95", "p99", "max"}
     assert set(metrics["counters"]) >= {"enqueued", "dequeued", "succeeded", "failed", "retried", "rejected",
