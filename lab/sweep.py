@@ -33,7 +33,7 @@ from analysis import trials as trialcheck
 from analysis import verdicts
 from lab import grid as gridmod
 from lab.outpaths import OutputPathError, ensure_output_dir
-from lab.provenance import code_label, git_commit, setup_label, uncommitted_digest
+from lab.provenance import code_now, setup_label
 from runners import spawn
 from runners.envinfo import scratch_root
 from tqcontract.environment import load_average, machine_info
@@ -347,7 +347,8 @@ def run_sweep(grid_path, out=None, repeats=None, python=None, seed=None, trial_m
         earlier_repeats = ((previous or {}).get("grid") or {}).get("repeats") or 0
         if earlier_repeats > grid["repeats"]:     # a sweep never shrinks: rounds already run stay counted
             grid = dict(grid, repeats=earlier_repeats)
-        commit, dirty = git_commit()
+        provenance = code_now()
+        commit, dirty, code = provenance["git_commit"], provenance["git_dirty"], provenance["code"]
         started = now_iso()
         meta = {
             "name": grid["name"], "grid_file": os.path.abspath(grid_path), "grid": grid, "grid_hash": ghash,
@@ -367,17 +368,18 @@ def run_sweep(grid_path, out=None, repeats=None, python=None, seed=None, trial_m
         records = load_records(trials_dir)
         todo = [t for t in plan if records.get(t["id"], {}).get("status") != "ok"]
         done_before = len(plan) - len(todo)
-        code = code_label(commit, dirty, uncommitted_digest() if dirty else None)
         setup = setup_label(meta["machine"], trial_python)
         kept = [r for r in records.values() if r.get("status") == "ok"]
         kept_codes = sorted({r.get("git_commit") or "unknown" for r in kept} - {code})
         kept_setups = sorted({r.get("measured_on") or "unknown" for r in kept} - {setup})
-        if done_before and (kept_codes or kept_setups):
-            log(f"note: the trials already ok ({done_before}) include some measured with "
-                + "; ".join(([f"code {', '.join(c[:12] for c in kept_codes)} (this checkout: {code or 'unknown'})"]
-                             if kept_codes else [])
-                            + ([f"{' / '.join(kept_setups)} (now: {setup})"] if kept_setups else []))
-                + ": they are kept and the report lists the trials of each (--out DIR measures this one alone)")
+        others = []
+        if kept_codes:
+            others.append(f"code {', '.join(c[:12] for c in kept_codes)} (this checkout: {code or 'unknown'})")
+        if kept_setups:
+            others.append(f"{' / '.join(kept_setups)} (now: {setup})")
+        if done_before and others:
+            log(f"note: the trials already ok ({done_before}) include some measured with {'; '.join(others)}: "
+                f"they are kept and the report lists the trials of each (--out DIR measures this one alone)")
         adaptive = dict((previous or {}).get("adaptive") or {})
         if target_halfwidth is not None:
             adaptive.update(target_halfwidth=target_halfwidth, max_repeats=max_repeats)
