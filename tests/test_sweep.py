@@ -467,3 +467,36 @@ def test_two_different_sets_of_uncommitted_changes_are_two_code_labels(tmp_path)
     assert code_label("c0ffee", True, first) == f"c0ffee-dirty.{first}"
     assert code_label("c0ffee", False, first) == "c0ffee" and code_label(None, True, first) is None
     assert uncommitted_digest(tmp_path / "missing") is None  # not a checkout (git cannot run there)
+
+
+@pytest.mark.timeout(60)
+def test_a_new_untracked_python_source_makes_the_code_label_dirty(tmp_path):
+    """A module created but not yet added runs in the trials, yet `git diff HEAD` does not show it: the label
+    called such a checkout clean. Untracked, not ignored Python sources now count, by path and content; other
+    untracked files (a user's notes) and ignored ones do not."""
+    from lab.provenance import code_now
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True, timeout=30)
+    git("init", "-q")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / ".gitignore").write_text("scratch_*.py\n")
+    git("add", "a.py", ".gitignore")
+    git("commit", "-q", "-m", "one")
+    clean = code_now(tmp_path)
+    assert clean["git_dirty"] is False and clean["code"] == clean["git_commit"]
+    (tmp_path / "notes.txt").write_text("a user's notes\n")
+    (tmp_path / "scratch_1.py").write_text("ignored = True\n")
+    assert code_now(tmp_path) == clean                      # neither is code that the label tracks
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "b.py").write_text("y = 1\n")
+    first = code_now(tmp_path)
+    assert first["git_dirty"] is True and first["code"].startswith(clean["git_commit"] + "-dirty.")
+    assert code_now(tmp_path) == first                      # the same files, the same label
+    (tmp_path / "pkg" / "b.py").write_text("y = 2\n")
+    second = code_now(tmp_path)
+    assert second["git_dirty"] is True and second["code"] != first["code"]
+    (tmp_path / "pkg" / "b.py").unlink()
+    (tmp_path / "pkg" / "c.py").write_text("y = 2\n")       # the same content under another name
+    assert code_now(tmp_path)["code"] not in {first["code"], second["code"]}
