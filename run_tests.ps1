@@ -2,7 +2,14 @@
 $testArgs = $args
 $ErrorActionPreference = "Stop"
 Set-Location -Path $PSScriptRoot
-$venvPython = Join-Path $PSScriptRoot ".venv\Scripts\python.exe"
+$venvDir = Join-Path $PSScriptRoot ".venv"
+$venvPython = Join-Path $venvDir "Scripts\python.exe"
+$venvItem = Get-Item -LiteralPath $venvDir -Force -ErrorAction SilentlyContinue
+if ($venvItem -and -not $venvItem.PSIsContainer) {
+    [Console]::Error.WriteLine("error: $venvDir is not a folder (a file is in the way of the project's virtual " +
+        "environment): move it away (it is not removed for you) and run this again")
+    exit 2
+}
 if (-not (Test-Path $venvPython)) {
     $py = $null
     foreach ($candidate in @("py -3.11", "python3.11", "python3", "python")) {
@@ -15,11 +22,20 @@ if (-not (Test-Path $venvPython)) {
             if ($LASTEXITCODE -eq 0) { $py = @($exe.Source) + $extra; break }
         }
     }
-    if (-not $py) { Write-Error "Python 3.11 or newer is required and was not found on PATH"; exit 1 }
+    if (-not $py) {
+        [Console]::Error.WriteLine("error: Python 3.11 or newer is required and was not found on PATH")
+        exit 1
+    }
     Write-Host "creating .venv"
     $pyArgs = @()
     if ($py.Length -gt 1) { $pyArgs = $py[1..($py.Length - 1)] }
     & $py[0] @pyArgs -m venv .venv
+    if ($LASTEXITCODE -ne 0 -or -not (Test-Path $venvPython)) {
+        [Console]::Error.WriteLine("error: could not create .venv with $($py -join ' ') -m venv")
+        exit 1
+    }
+    $stampGone = Join-Path $venvDir ".requirements.sha256"
+    if (Test-Path $stampGone) { Remove-Item -LiteralPath $stampGone }   # a recreated .venv installs again
 } else {
     & $venvPython -c "import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)" 2>$null
     if ($LASTEXITCODE -ne 0) {
@@ -28,7 +44,7 @@ if (-not (Test-Path $venvPython)) {
         exit 2
     }
 }
-$stamp = Join-Path $PSScriptRoot ".venv\.requirements.sha256"
+$stamp = Join-Path $venvDir ".requirements.sha256"
 $want = ((Get-FileHash -Algorithm SHA256 requirements.txt).Hash + (Get-FileHash -Algorithm SHA256 pyproject.toml).Hash).ToLower()
 if (-not (Test-Path $stamp) -or (Get-Content $stamp) -ne $want) {
     Write-Host "installing requirements.txt and the project (pip install -e .) into .venv"

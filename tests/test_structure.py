@@ -5,6 +5,7 @@ imports nothing of the project. Every import statement is read, including those 
 """
 import ast
 import os
+import re
 
 import pytest
 
@@ -121,3 +122,19 @@ def test_the_scripts_refuse_a_venv_path_that_is_not_a_folder_and_leave_it_alone(
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "is not a folder" in lines[0] and "move it away" in lines[0], proc.stderr
     assert (tmp_path / ".venv").read_text() == "my notes\n"
+
+
+def test_the_windows_script_makes_the_same_refusals_as_the_bash_one():
+    """run_tests.ps1 cannot run here (no PowerShell), so this reads it: it lagged behind scripts/venv.sh, went
+    on past a .venv that is not a folder and past a failed `python -m venv`, and said "Python not found" as a
+    PowerShell error record. Each refusal of venv.sh has its counterpart, as one line on stderr with its exit."""
+    with open(os.path.join(ROOT, "run_tests.ps1"), encoding="utf-8") as script:
+        text = script.read()
+    assert "-not $venvItem.PSIsContainer" in text and "is not a folder" in text     # a file named .venv
+    assert "older than 3.11" in text                                                   # an old Python's .venv
+    assert "not found on PATH" in text and "Write-Error" not in text                   # no Python at all
+    assert "could not create .venv" in text                                            # venv itself failed
+    for refusal in ("is not a folder", "older than 3.11", "not found on PATH", "could not create .venv"):
+        at = text.index(refusal)
+        assert "[Console]::Error.WriteLine(" in text[text.rfind("\n", 0, text.rfind("\n", 0, at)):at], refusal
+        assert re.search(r"exit [12]\b", text[at:at + 200]), refusal
