@@ -316,6 +316,24 @@ def test_overhead_spread_target_catches_bimodal_runs_and_needs_five():
     assert overhead.spread_verdict([100, 100, 116, 100, 100]) == "not met"
 
 
+def test_overhead_spread_target_is_inconclusive_when_the_bare_pool_drifts_as_much():
+    """On 2026-12-07 the engine's no-op runs spread 18.4% while the bare pool's, interleaved with them and with no
+    second state to fall into, spread 16.3%: the machine, not the engine, and the verdict said `not met`. A
+    control that drifts past the bound makes the target unable to tell; a real second state still fails it."""
+    from lab import overhead
+    engine = [12668, 11479, 10922, 13596, 10536]            # that run's figures
+    bare = [27008, 28779, 27447, 33469, 30045]
+    assert overhead.spread(engine) == pytest.approx(0.184, abs=0.001)
+    assert overhead.spread(bare) == pytest.approx(0.163, abs=0.001)
+    assert overhead.spread_verdict(engine, bare) == "inconclusive"
+    assert overhead.spread_verdict(engine) == "not met"                       # no control: as before
+    assert overhead.spread_verdict(engine, [30000, 30500, 29800, 30200, 29900]) == "not met"   # a steady control
+    bimodal = [5600, 2700, 5500, 2900, 5700]                                 # 51% from their median
+    assert overhead.spread_verdict(bimodal, bare) == "not met"               # far past the machine's drift
+    assert overhead.spread_verdict([8502, 8008, 8387, 8396, 8606], bare) == "met"
+    assert overhead.spread_verdict(engine, bare[:4]) == "not met"            # a control of four runs tells nothing
+
+
 def _assert_code_of_this_checkout(code):
     """A results file's `code` names this checkout's commit (None outside a git checkout), as lab.provenance
     labels it."""
