@@ -326,6 +326,8 @@ def summarize(runs: list[dict[str, Any]], kinds: list[str], workers: int = 8,
             entry["cpu_over_main"] = growth
             # the same measure of the bare pool: what more client threads cost the interpreter without any engine
             entry["bare_cpu_over_main"] = _cpu_growth(runs, by_repeat, "bare")
+            if "floor" in side:     # and of the least durable queue: what more clients cost durability alone
+                entry["floor_cpu_over_main"] = _cpu_growth(runs, by_repeat, "floor")
             entry["verdicts"] = {f"engine CPU/task <= {TARGET_CROWD_CPU:g}x that at the main level":
                                  stats.verdict(growth["low"], growth["high"], TARGET_CROWD_CPU, "<=")}
         elif kind == "noop":
@@ -395,15 +397,14 @@ def print_summary(args: Any, summary: dict[str, Any]) -> None:
             r = entry["floor_ratio"]
             print(f"{'':<38} engine/floor {_fmt(r['median'], '.3f')} [{_fmt(r['low'], '.3f')}, "
                   f"{_fmt(r['high'], '.3f')}] over {r['pairs']} triples (floor: durable, nothing else)")
-        if "cpu_over_main" in entry:
-            growth = entry["cpu_over_main"]
-            print(f"{'':<38} {entry.get('clients')} clients: engine CPU/task {_fmt(growth['median'], '.2f')}x "
-                  f"[{_fmt(growth['low'], '.2f')}, {_fmt(growth['high'], '.2f')}] that at {max(args.clients)} clients")
-            bare = entry.get("bare_cpu_over_main")
-            if bare:
-                print(f"{'':<38} {entry.get('clients')} clients: bare pool CPU/task {_fmt(bare['median'], '.2f')}x "
-                      f"[{_fmt(bare['low'], '.2f')}, {_fmt(bare['high'], '.2f')}] that at {max(args.clients)} "
-                      f"clients (no engine: the threads themselves)")
+        for key, who, why in (("cpu_over_main", "engine", ""),
+                              ("bare_cpu_over_main", "bare pool", " (no engine: the threads themselves)"),
+                              ("floor_cpu_over_main", "durable floor", " (durable, nothing else)")):
+            growth = entry.get(key)
+            if growth:
+                print(f"{'':<38} {entry.get('clients')} clients: {who} CPU/task {_fmt(growth['median'], '.2f')}x "
+                      f"[{_fmt(growth['low'], '.2f')}, {_fmt(growth['high'], '.2f')}] that at {max(args.clients)} "
+                      f"clients{why}")
         if "efficiency" in entry:
             eff = entry["efficiency"]
             print(f"{'':<38} engine efficiency {_fmt(eff['median'], '.3f')} [{_fmt(eff['low'], '.3f')}, "

@@ -134,6 +134,11 @@ def test_overhead_reports_engine_bare_and_the_durable_floor(tmp_path):
     bare_growth = sorted(bare_cpu[("noop_crowd", n)] / bare_cpu[("noop", n)] for n in (0, 1))
     assert crowd["bare_cpu_over_main"]["median"] == pytest.approx(sum(bare_growth) / 2)
     assert "60 clients: bare pool CPU/task" in proc.stdout
+    # and the durable floor's, target 5's control: the least durable queue under as many clients
+    floor_cpu = {(r["kind"], r["repeat"]): r["cpu_us_per_task"] for r in doc["runs"] if r["impl"] == "floor"}
+    floor_growth = sorted(floor_cpu[("noop_crowd", n)] / floor_cpu[("noop", n)] for n in (0, 1))
+    assert crowd["floor_cpu_over_main"]["median"] == pytest.approx(sum(floor_growth) / 2)
+    assert "60 clients: durable floor CPU/task" in proc.stdout
     for entry in doc["summary"].values():
         ratio = entry["ratio"]
         assert ratio["pairs"] == 2 and ratio["low"] <= ratio["geometric_mean"] <= ratio["high"], ratio
