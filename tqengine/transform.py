@@ -150,6 +150,7 @@ def make_variant(source_chunks: Iterable[bytes], width: int, height: int, qualit
         if out_format == "JPEG" and frame.mode in ("LA", "RGBA"):
             frame = _on_white(frame)
         sink = SpooledSink(SPOOL_MEMORY)
+        frame = _plain(frame)
         frame.save(cast(IO[bytes], sink), format=out_format, **_save_params(out_format, quality, digest, icc))
         return Variant(out_format, frame.width, frame.height, source_format, source_size, digest, sink)
     except BaseException:
@@ -324,6 +325,18 @@ def _one_line(exc: BaseException) -> str:
 
 
 # -- encoding ------------------------------------------------------------------------------------------
+def _plain(frame: Image.Image) -> Image.Image:
+    """`frame` as a plain Image over the same pixels (no copy) when it is still the decoded file itself (a
+    source saved at its own size and mode). Pillow's save() compares an ImageFile's file name with the target's
+    through os.path.abspath: two getcwd calls, each releasing the GIL, which under 8 busy workers cost ~7% of
+    the tiny-source throughput (scripts/processor_threads.py)."""
+    if isinstance(frame, ImageFile.ImageFile):
+        new = getattr(frame, "_new", None)       # Image._new(core): Pillow's own wrapper of a core image
+        if new is not None:
+            return cast(Image.Image, new(frame.im))
+    return frame
+
+
 def _working_mode(im: Image.Image) -> Image.Image:
     """The image in a mode that resizes well and the output formats take: L, LA, RGB or RGBA."""
     mode = im.mode
