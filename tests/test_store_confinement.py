@@ -122,6 +122,33 @@ def test_a_source_over_the_size_limit_is_refused_before_it_is_read(tmp_path):
         store.read_chunks("big")
 
 
+def test_a_source_is_read_without_a_trailing_empty_read_yet_whole_when_it_changes(tmp_path, monkeypatch):
+    """A small source took two reads, the second only to see the end (one GIL-releasing call a task more). A
+    short read that reaches the size the file had at open now ends it. A file that shrank after open, or one
+    read in full chunks, is still read to an empty read, so nothing is cut short."""
+    from tqengine.objects import local
+    root = tmp_path / "store"
+    root.mkdir()
+    (root / "small").write_bytes(b"s" * 1000)
+    (root / "exact").write_bytes(b"e" * 4096)
+    store = LocalObjectStore(str(root), chunk_size=4096)
+    reads = []
+    real_read = os.read
+
+    def counted(fd, n):
+        data = real_read(fd, n)
+        reads.append(len(data))
+        return data
+    monkeypatch.setattr(local.os, "read", counted)
+    assert _read(store, "small") == b"s" * 1000 and reads == [1000]
+    reads.clear()
+    assert _read(store, "exact") == b"e" * 4096 and reads == [4096, 0]      # a full chunk: look again
+    reads.clear()
+    chunks = store.read_chunks("small")            # opened (its size at open: 1000), then cut to 600
+    (root / "small").write_bytes(b"t" * 600)
+    assert b"".join(chunks) == b"t" * 600 and reads == [600, 0]          # short of that size: read to the end
+
+
 def test_an_output_whose_name_is_a_folder_fails_alone(tmp_path):
     store = LocalObjectStore(str(tmp_path / "store"))
     _put(store, "variants/victim.raw@100x100/evil.raw@1x1")

@@ -60,12 +60,15 @@ class LocalObjectStore(ObjectStore):
         parts = check_key(key).split("/")
         what = f"source object {key[:200]!r}"
         try:
-            fd, _ = self._confined.open_read(parts, what, self.max_read_bytes)
+            fd, st = self._confined.open_read(parts, what, self.max_read_bytes)
         except PermissionError as exc:
             raise ObjectNotFound(f"{what} cannot be read: {exc.strerror}") from None
-        return self._iter_fd(fd, key)
+        return self._iter_fd(fd, key, st.st_size)
 
-    def _iter_fd(self, fd: int, key: str) -> Iterator[bytes]:
+    def _iter_fd(self, fd: int, key: str, size_at_open: int) -> Iterator[bytes]:
+        """The file's chunks. A short read that brings the total to the size the file had at open is its end:
+        the empty read that would confirm it is skipped (one GIL-releasing call a task fewer; a file still
+        growing past that size is read on, as a full chunk or a total short of it always is)."""
         size, limit = self.chunk_size, self.max_read_bytes
         read = os.read
         total = 0
@@ -79,6 +82,8 @@ class LocalObjectStore(ObjectStore):
                     raise SourceTooLarge(f"source object {key[:200]!r} grew past the limit of {limit} bytes "
                                          f"while it was read")
                 yield chunk
+                if len(chunk) < size and total >= size_at_open:
+                    return
         finally:
             os.close(fd)
 
