@@ -967,3 +967,33 @@ def test_a_prompt_answer_costs_no_socket_timeout_change(srv, store, monkeypatch)
         assert calls == []
     else:       # urllib3 sets the connect timeout to send under and the read timeout to answer under, itself
         assert calls == [2, 10] * 20
+
+
+def test_the_server_reads_and_writes_objects_through_their_descriptors(srv, monkeypatch):
+    """A GET wrapped its descriptor in a FileIO and a PUT wrote through a buffered file: their fstat, isatty,
+    seek and tell were five of the server's 27 GIL releases a task of two requests (perf probe on
+    PyEval_SaveThread). They now use the descriptor itself, with the same bytes: whole, by range, and a body
+    of many chunks written in blocks."""
+    from lab import objects_handler
+    opened = []
+    monkeypatch.setattr(objects_handler, "open", lambda *a, **k: opened.append(a) or open(*a, **k), raising=False)
+    big = bytes(range(256)) * 1000                      # 256,000 bytes: more than one WRITE_BLOCK
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+    try:
+        conn.putrequest("PUT", "/store/d/big.raw")
+        conn.putheader("Transfer-Encoding", "chunked")
+        conn.endheaders()
+        for i in range(0, len(big), 1000):              # 256 chunks of 1,000 bytes
+            piece = big[i:i + 1000]
+            conn.send(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+        conn.send(b"0\r\n\r\n")
+        answer = conn.getresponse()
+        assert answer.status == 201 and json.loads(answer.read())["sha256"] == hashlib.sha256(big).hexdigest()
+    finally:
+        conn.close()
+    assert raw_request(srv.port, "GET", "/store/d/big.raw") == (200, big)
+    assert raw_request(srv.port, "GET", "/store/d/big.raw", headers={"Range": "bytes=70000-70009"}) == \
+        (206, big[70000:70010])
+    assert raw_request(srv.port, "PUT", "/store/d/small.raw", body=b"tiny")[0] == 201
+    assert raw_request(srv.port, "GET", "/store/d/small.raw") == (200, b"tiny")
+    assert opened == []
