@@ -80,14 +80,16 @@ class DurableFloorAdapter(Adapter):
     def run(self, task, timeout=None):
         """Claim, run and finish `task`; the outcome dict once its final state is committed."""
         item = _Item(task)
-        self._pending(self._claims, item)
+        self._pending(item, final=False)
         if not item.done.acquire(True, -1 if timeout is None else max(0.0, timeout)):
             raise TimeoutError(f"the floor did not finish the task within {timeout} s")
         return item.outcome
 
-    def _pending(self, into, item):
+    def _pending(self, item, final):
+        # the list is picked with the lock held: one picked before could be one the writer has already taken
+        # and committed, and an item appended to it was never queued (or never finished): its caller hung
         with self._cv:
-            into.append(item)
+            (self._finals if final else self._claims).append(item)
             if len(self._claims) + len(self._finals) == 1:      # the writer waits only when both are empty
                 self._cv.notify()
 
@@ -149,7 +151,7 @@ class DurableFloorAdapter(Adapter):
                 fn(item.task)
             except Exception as exc:
                 item.outcome = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:300]}
-            self._pending(self._finals, item)
+            self._pending(item, final=True)
 
     def stop(self):
         """Stop the workers, then the writer (after it commits what is pending), each within STOP_WAIT_S."""
