@@ -17,7 +17,7 @@ import statistics
 import sys
 import tempfile
 
-from scriptkit import Parser, run_child
+from scriptkit import MEASURE_AND_PRINT, Parser, run_child
 
 CHILD = r"""
 import json, os, shutil, sys, tempfile
@@ -36,15 +36,7 @@ try:
     adapter = EngineAdapter(processor=processor, max_workers=8, queue_size=200, latency_ms=0.0,
                             db_path=os.path.join(work, "db", "tasks.db"), store_root=os.path.join(work, "store"),
                             log_level="WARNING")
-    adapter.start()
-    try:
-        result = measure(adapter, tasks, clients, 600.0)
-    finally:
-        adapter.stop()
-    print(json.dumps(result))
-finally:
-    shutil.rmtree(work, ignore_errors=True)
-"""
+""" + MEASURE_AND_PRINT
 KEYS = (("tasks_per_s", "tasks/s", ".0f"), ("cpu_us_per_task", "us CPU/task", ".1f"),
         ("voluntary_switches_per_task", "switches/task", ".2f"), ("p95_ms", "P95 ms", ".1f"))
 

@@ -22,7 +22,7 @@ import statistics
 import sys
 import tempfile
 
-from scriptkit import Parser, run_child
+from scriptkit import MEASURE_AND_PRINT, Parser, run_child
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKERS = 8
@@ -53,15 +53,7 @@ try:
                     pass
                 return super().run(task, timeout)
         adapter = SpinningFloor(db, workers=8, queue_size=200, fn=lambda task: time.sleep(seconds))
-    adapter.start()
-    try:
-        result = measure(adapter, tasks, clients, 600.0)
-    finally:
-        adapter.stop()
-    print(json.dumps(result))
-finally:
-    shutil.rmtree(work, ignore_errors=True)
-"""
+""" + MEASURE_AND_PRINT
 KEYS = (("tasks_per_s", "tasks/s", ".0f"), ("share", "of ceiling", ".3f"), ("cpu_us_per_task", "us CPU/task", ".1f"),
         ("voluntary_switches_per_task", "switches/task", ".2f"))
 

@@ -1,12 +1,25 @@
 """What the measurement scripts here share (ab_overhead.py, gil_budget.py, opcount.py): an argument parser
-whose errors are one line on stderr with exit code 2, and running one measurement in a fresh Python process
-whose last line of stdout is its result as JSON. Imported by the scripts as `scriptkit` (the scripts folder
-is first on sys.path when one of them runs); the code a child runs stands alone, so a child can import an
-older checkout (ab_overhead.py, opcount.py) without this module."""
+whose errors are one line on stderr with exit code 2, running one measurement in a fresh Python process
+whose last line of stdout is its result as JSON, and the end of such a child's program. Imported by the
+scripts as `scriptkit` (the scripts folder is first on sys.path when one of them runs); the code a child runs
+stands alone, so a child can import an older checkout (ab_overhead.py, opcount.py) without this module."""
 import argparse
 import json
 import subprocess
 import sys
+
+# The end of a child program that has made `work` (its scratch folder), `adapter` (not yet started), `tasks`
+# and `clients` inside `try:`: one closed-loop run (lab.overhead.measure), its result printed as JSON, the
+# scratch folder removed whatever happens. Text, not code of this module: the child stands alone.
+MEASURE_AND_PRINT = """    adapter.start()
+    try:
+        result = measure(adapter, tasks, clients, 600.0)
+    finally:
+        adapter.stop()
+    print(json.dumps(result))
+finally:
+    shutil.rmtree(work, ignore_errors=True)
+"""
 
 
 class Parser(argparse.ArgumentParser):
