@@ -76,7 +76,10 @@ def build_parser():
                    help="source images: tiny, small (640x480), large (4000x3000) or WxH (default: the workload's)")
     p.add_argument("--queue-size", type=int, default=200, help="engine queue bound (default 200)")
     p.add_argument("--seed", type=int, default=0, help="task set and fault seed (default 0)")
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds before one run is killed (default 600)")
+    p.add_argument("--timeout", type=float, default=600.0,
+                   help="seconds one run may take (default 600): a run in its own process is killed then; an "
+                        "--overhead run, or a --soak chunk of up to 10,000 tasks, stops taking tasks and what is "
+                        "not done counts as failed (exit 1)")
     p.add_argument("--store-backend", choices=("local", "http"), default="local",
                    help="object store of both implementations: a local directory (default) or an HTTP object "
                         "server each run starts for itself")

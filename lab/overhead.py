@@ -119,9 +119,10 @@ def _rusage() -> tuple[float, int]:
 
 
 def measure(adapter: Any, tasks: list[dict[str, Any]], clients: int, timeout_s: float) -> dict[str, Any]:
-    """One closed-loop run of `tasks` through a started adapter."""
+    """One closed-loop run of `tasks` through a started adapter, stopped at `timeout_s` (benchmark.py --timeout):
+    what is not done by then is not counted as succeeded."""
     cpu0, switches0 = _rusage()
-    records, t_start, _info = run_closed(adapter, tasks, clients, timeout_s)
+    records, t_start, _info = run_closed(adapter, tasks, clients, timeout_s, run_timeout_s=timeout_s)
     cpu1, switches1 = _rusage()
     ends = [r.end for r in records if r is not None and r.end is not None]
     ok = sum(1 for r in records if r is not None and r.status == "success")
@@ -215,6 +216,10 @@ def run_overhead(args: Any, workdir: str, log: Any) -> int:
                 result = run_one(kind, impl, repeat)
                 result.update(kind=kind, impl=impl, repeat=repeat)
                 runs.append(result)
+                if result["succeeded"] < result["tasks"]:
+                    log(f"overhead {kind} pair {repeat + 1}/{args.repeats}: {impl}: "
+                        f"{result['tasks'] - result['succeeded']} of {result['tasks']} tasks did not succeed "
+                        f"within --timeout {args.timeout:g} s")
                 log(f"overhead {kind:<9} pair {repeat + 1}/{args.repeats}: {impl:<6} "
                     f"{_fmt(result['tasks_per_s'], '.0f')} tasks/s, P95 {_fmt(result['p95_ms'], '.2f')} ms, "
                     f"{_fmt(result['cpu_us_per_task'], '.0f')} us CPU/task, "
@@ -464,6 +469,10 @@ def run_soak(args: Any, workdir: str, log: Any) -> int:
             n = min(chunk, count - done)
             tasks = make_tasks(n, seed=args.seed + done, object_bytes=0)
             result = measure(adapter, tasks, max(args.clients), args.timeout)
+            if result["succeeded"] < n:     # a soak's figures mean nothing once tasks fail: stop, exit 1
+                log(f"soak: {n - result['succeeded']} of tasks {done + 1}-{done + n} did not succeed within "
+                    f"--timeout {args.timeout:g} s; stopping")
+                return 1
             done += n
             rss_marks.append((done, current_rss_mb()))
             if done % 100_000 == 0 or done == count:

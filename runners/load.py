@@ -33,6 +33,7 @@ from tqcontract.metrics import latency_summary, unknown_metrics
 OK = "success"
 NOT_ANSWERED = ("timeout", "submit_error", "error")   # no final answer from the implementation
 MAX_WAITERS = 4096
+JOIN_SLACK_S = 5.0      # run_closed with a run deadline: how long after it a client may take to return
 
 
 # ------------------------------------------------------------------------------------------ records
@@ -96,8 +97,11 @@ def _submit(adapter, task, record):
 
 # ------------------------------------------------------------------------------------------ closed loop
 
-def run_closed(adapter, tasks, clients, result_timeout_s=60.0):
-    """Closed loop; returns (records, t_start). The adapter must already be started."""
+def run_closed(adapter, tasks, clients, result_timeout_s=60.0, run_timeout_s=None):
+    """Closed loop; returns (records, t_start, info). The adapter must already be started. Each task's wait is
+    bounded by result_timeout_s; with run_timeout_s the whole run is too: at its deadline the clients take no
+    more tasks (their records stay None), a wait in progress ends there (`timeout`), and this returns within
+    JOIN_SLACK_S of it even if an adapter ignores its timeout."""
     if clients < 1:
         raise ValueError("clients must be >= 1")
     count = len(tasks)
@@ -106,32 +110,42 @@ def run_closed(adapter, tasks, clients, result_timeout_s=60.0):
     state = {"next": 0}
     gate = threading.Event()
     run = getattr(adapter, "run", None)
+    clock = time.perf_counter
+    deadline = [None]       # set when the clients start
 
     def client():
         gate.wait()
+        end = deadline[0]
         while True:
             with lock:
                 index = state["next"]
                 if index >= count:
                     return
                 state["next"] = index + 1
-            now = time.perf_counter()
+            now = clock()
+            wait_s = result_timeout_s
+            if end is not None:
+                if now >= end:
+                    return
+                wait_s = min(wait_s, end - now)
             record = records[index] = Record(index, now, now)
             if run is not None:
-                _run(run, tasks[index], record, result_timeout_s)
+                _run(run, tasks[index], record, wait_s)
                 continue
             handle = _submit(adapter, tasks[index], record)
             if handle is not None:
-                _finish(record, handle, result_timeout_s)
+                _finish(record, handle, wait_s)
 
     threads = [threading.Thread(target=client, name=f"client-{i}", daemon=True)
                for i in range(min(clients, max(count, 1)))]
     for thread in threads:
         thread.start()
-    t_start = time.perf_counter()
+    t_start = clock()
+    if run_timeout_s is not None:
+        deadline[0] = t_start + run_timeout_s
     gate.set()
     for thread in threads:
-        thread.join()
+        thread.join(None if run_timeout_s is None else max(0.0, deadline[0] + JOIN_SLACK_S - clock()))
     return records, t_start, {"clients": clients}
 
 

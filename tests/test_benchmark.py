@@ -1,13 +1,16 @@
 """benchmark.py: the engine beats the baseline by a wide margin through the shared harness; the report
 files; --overhead and --memory; bad arguments exit 2."""
+import argparse
 import csv
 import json
 import os
 import subprocess
+import threading
+import time
 
 import pytest
 
-from lab import benchmark
+from lab import benchmark, overhead
 from runners import spawn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -456,3 +459,45 @@ def test_soak_mode_writes_the_wal_rss_and_database_figures_of_target_6(tmp_path)
     _assert_code_of_this_checkout(doc["code"])
     bad = _bench("--soak", "0", "--out", str(tmp_path / "bad"))
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
+class _SilentAdapter:
+    """Takes every task and never answers (an implementation that lost them): run() waits out its timeout."""
+
+    def __init__(self):
+        self.never = threading.Event()
+
+    def run(self, task, timeout=None):
+        if not self.never.wait(timeout):
+            raise TimeoutError("no answer")
+        return {"status": "success"}
+
+
+@pytest.mark.timeout(20)
+def test_an_overhead_run_ends_at_its_timeout_with_the_rest_not_succeeded():
+    """--timeout bounds a whole in-process run (--help says so). Before, it bounded each task's wait only: a run
+    whose implementation answered nothing held each client --timeout seconds for every one of its tasks."""
+    started = time.perf_counter()
+    result = overhead.measure(_SilentAdapter(), [{"n": i} for i in range(200)], 4, 0.5)
+    assert time.perf_counter() - started < 8
+    assert result["tasks"] == 200 and result["succeeded"] == 0
+
+
+@needs_engine
+@pytest.mark.timeout(60)
+def test_a_soak_stops_with_exit_1_when_tasks_of_a_chunk_did_not_succeed(tmp_path, monkeypatch):
+    """A soak's figures mean nothing once its tasks fail. Before, run_soak never looked at what measure()
+    counted: a soak that lost tasks printed its figures, wrote soak.json and exited 0."""
+    real = overhead.measure
+
+    def losing_one(adapter, tasks, clients, timeout_s):     # fault injection: one task of the chunk not done
+        result = real(adapter, tasks, clients, timeout_s)
+        result["succeeded"] -= 1
+        return result
+    monkeypatch.setattr(overhead, "measure", losing_one)
+    args = argparse.Namespace(soak=2000, workers=4, queue_size=100, clients=[20], seed=0, timeout=60.0,
+                              out=str(tmp_path))
+    lines = []
+    assert overhead.run_soak(args, str(tmp_path / "work"), lines.append) == 1
+    assert any("1 of tasks 1-2000 did not succeed" in line for line in lines), lines
+    assert not (tmp_path / "soak.json").exists()

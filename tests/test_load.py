@@ -284,3 +284,39 @@ def test_baseline_adapter_counts_from_outside(tmp_path):
     assert result["impl_extra"]["impl_counters"] == {"processed": 40 - failed, "failed": failed}
     assert result["queue_depth"]["max"] is not None and result["queue_depth"]["max"] <= 10
     assert result["error_rate"] == pytest.approx(failed / 40)
+
+
+class _SilentAdapter(Adapter):
+    """Takes every task and never answers: run() waits out its timeout (an engine or floor that lost them)."""
+    impl = "silent"
+
+    def __init__(self):
+        self.never = threading.Event()
+        self.runs = 0
+
+    def start(self):
+        pass
+
+    def stop(self):
+        pass
+
+    def run(self, task, timeout=None):
+        self.runs += 1
+        if not self.never.wait(timeout):
+            raise TimeoutError("no answer")
+        return {"status": "success"}
+
+
+@pytest.mark.timeout(20)
+def test_a_closed_loop_run_stops_at_its_own_deadline_whatever_each_wait_allows():
+    """run_timeout_s bounds the whole run: clients stop taking tasks at its deadline and a wait in progress ends
+    there. Before, only each task's wait was bounded (result_timeout_s), so an implementation that answered
+    nothing held every client that long for each of its tasks in turn (benchmark.py --overhead: 600 s a task)."""
+    adapter = _SilentAdapter()
+    started = time.perf_counter()
+    records, _t0, _info = run_closed(adapter, _tasks(50), clients=5, result_timeout_s=60, run_timeout_s=0.5)
+    took = time.perf_counter() - started
+    assert took < 5
+    assert adapter.runs == 5                                  # each client's first task, then the deadline
+    assert [r.status for r in records if r is not None] == ["timeout"] * 5
+    assert records.count(None) == 45                          # never started: not counted as done
