@@ -373,3 +373,35 @@ def test_a_fatal_stop_answers_a_run_caller_whose_task_waits_out_a_backoff(tmp_pa
         runner.join(15)
         assert not runner.is_alive(), "run() was not answered after the engine stopped itself"
         assert pool.fatal_error is not None and out[0].status == "queued" and out[0].attempts == 1
+
+
+@pytest.mark.timeout(60)
+def test_run_callers_that_gave_up_do_not_hold_up_the_callers_woken_in_turn_with_them(tmp_path):
+    """The writer wakes the run() callers of a commit in turn, each woken one waking the next (sync.wake_in_turn).
+    A caller that gave up waiting (its timeout) is not there to wake the next: the turn must go on past it, or
+    the callers behind it wait out their own timeouts."""
+    gate = _Gate()
+    tasks = workload(tmp_path, 10, object_bytes=0)
+    cfg = engine_config(tmp_path, max_workers=10, queue_size=16)
+    with WorkerPool(cfg, processor=gate) as pool:
+        results = {}
+
+        def run(i, timeout):
+            try:
+                results[i] = pool.run(tasks[i], timeout=timeout).status
+            except TimeoutError:
+                results[i] = "timeout"
+        quitters = [threading.Thread(target=run, args=(i, 0.3)) for i in range(8)]
+        patient = [threading.Thread(target=run, args=(i, 30.0)) for i in range(8, 10)]
+        for thread in quitters + patient:
+            thread.start()
+        wait_until(lambda: gate.started == 10)
+        for thread in quitters:
+            thread.join(10)
+        assert [results.get(i) for i in range(8)] == ["timeout"] * 8
+        gate.release.set()                      # all ten finish at once: their finals share commits
+        started = time.perf_counter()
+        for thread in patient:
+            thread.join(20)
+        assert [results.get(i) for i in (8, 9)] == ["success"] * 2
+        assert time.perf_counter() - started < 5     # not at enqueue_timeout_s (10 s), which ends a stalled wait

@@ -11,6 +11,7 @@ import pytest
 from tqengine.records import Outcome
 from tqengine.state import schema
 from tqengine.state.store import Claim, StateStore
+from tqengine.sync import Signal
 
 COLUMNS = "id, task_id, idempotency_key, payload, status, attempts, output_key, output_digest, output_bytes, " \
           "error_class, last_error, version"
@@ -173,5 +174,33 @@ def test_under_a_backlog_an_urgent_batch_gathers_writes_and_otherwise_commits_at
             first.join(10)
             assert box == ["new"] and store.commits - before == 1
             assert time.perf_counter() - started < 1.0      # not held for the window: nothing to gather for
+    finally:
+        store.close()
+
+
+@pytest.mark.timeout(30)
+def test_the_signals_a_commits_callbacks_return_are_set_in_turn_after_all_of_them_ran(tmp_path):
+    """StateStore.finish's on_commit may return a Signal (the engine's: a run() caller's): the writer sets a
+    commit's in turn (sync.wake_in_turn) once every callback of it has run, the first at once, each next one
+    by the waiter of the one before."""
+    store = StateStore(str(tmp_path / "tasks.db"))
+    store.start()
+    try:
+        rows = [store.claim([Claim(f"k{i}#1x1", f"p{i}", f"t{i}")])[0].row["id"] for i in range(3)]
+        signals = [Signal() for _ in rows]
+        seen_set = []
+
+        def on_commit(err, signal):
+            seen_set.append(any(s.is_set() for s in signals))
+            return signal
+        with store._cv:         # re-entrant: the writer takes the batch once all three finals are in it
+            for row, signal in zip(rows, signals, strict=True):
+                store.finish(row, Outcome.success(1, "variants/k@1x1", "d", 1),
+                             lambda err, signal=signal: on_commit(err, signal))
+        assert signals[0].wait(10)
+        assert seen_set == [False] * 3      # none was set before every callback had run
+        assert signals[1].is_set()          # set by the wait above, as the first one's waiter woke
+        assert not signals[2].is_set()         # its turn comes when the second one's waiter wakes
+        assert signals[1].wait(0) and signals[2].is_set()
     finally:
         store.close()

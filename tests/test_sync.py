@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tqengine.sync import Signal
+from tqengine.sync import Signal, wake_in_turn
 
 
 def _waiters(signal, n, timeout):
@@ -130,3 +130,55 @@ def test_a_second_setter_releasing_a_waiters_pass_on_leaves_the_signal_set_and_f
     assert signal.wait(5.0) is True
     signal._lock = real
     assert signal.is_set() and not real.locked() and signal.wait(0) is True
+
+
+# -- waking in turn (wake_in_turn): the writer sets the run() callers' Signals of a commit this way ----------
+
+@pytest.mark.timeout(30)
+def test_signals_woken_in_turn_are_each_set_by_the_waiter_of_the_one_before():
+    """Only the first is set at once; each next one when the waiter before it wakes (here: arrives late and
+    finds its signal set). Set all at once, ~30 woken callers queued for the GIL ahead of the workers."""
+    signals = [Signal() for _ in range(3)]
+    wake_in_turn(signals)
+    assert [s.is_set() for s in signals] == [True, False, False]
+    assert signals[0].wait(0) is True
+    assert [s.is_set() for s in signals] == [True, True, False]
+    assert signals[1].wait(0) is True and signals[2].is_set()
+    wake_in_turn([])                        # nothing to wake: nothing happens
+
+
+@pytest.mark.timeout(30)
+def test_a_signal_whose_waiter_is_gone_or_that_was_set_before_passes_the_turn_on_at_once():
+    """A waiter that gave up (a run() caller's timeout) is not there to wake the next one, nor is the waiter of
+    a signal set earlier (a caller woken at its commit): the next one is set at once, or the turn stops there
+    and every caller behind it waits out its own timeout."""
+    gone, after_gone = Signal(), Signal()
+    assert gone.wait(0.01) is False
+    wake_in_turn([gone, after_gone])
+    assert after_gone.is_set()
+    early, after_early = Signal(), Signal()
+    early.set()
+    assert early.wait(0) is True
+    wake_in_turn([early, after_early])
+    assert after_early.is_set()
+    late, after_late = Signal(), Signal()   # the waiter gives up just as its turn comes: one of the two wakes next
+    wake_in_turn([late, after_late])
+    late._left()
+    assert after_late.is_set()
+
+
+@pytest.mark.timeout(60)
+def test_waiters_woken_in_turn_all_wake():
+    signals = [Signal() for _ in range(30)]
+    results = [None] * len(signals)
+
+    def wait(i):
+        results[i] = signals[i].wait(60.0)
+
+    threads = [threading.Thread(target=wait, args=(i,), daemon=True) for i in range(len(signals))]
+    for thread in threads:
+        thread.start()
+    _parked(threads)
+    wake_in_turn(signals)
+    _joined(threads)
+    assert results == [True] * len(signals)

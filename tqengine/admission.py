@@ -230,7 +230,7 @@ class Admission:
     """Turns submissions into claimed, queued flights (or final records), for one engine."""
 
     def __init__(self, flights: FlightTable, state: StateStore, queue: TaskQueue, metrics: Metrics, mode: str,
-                 resolve: Callable[[Flight, Outcome], None],
+                 resolve: Callable[[Flight, Outcome], object],
                  finish: Callable[[Flight, Outcome], None]) -> None:
         self.flights, self.state, self.queue, self.metrics, self.mode = flights, state, queue, metrics, mode
         self._resolve = resolve        # answer a flight now (nothing to commit)

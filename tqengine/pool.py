@@ -335,13 +335,17 @@ class WorkerPool:
 
     # -- resolution --------------------------------------------------------------------------
     def _finish(self, flight: Flight, outcome: Outcome) -> None:
-        """Commit the flight's final outcome, then answer it (or report that the commit failed)."""
-        def on_commit(err: BaseException | None) -> None:
-            self._resolve(flight, outcome if err is None else Outcome.store_failed(outcome.attempts, err))
+        """Commit the flight's final outcome, then answer it (or report that the commit failed). A run() caller
+        is woken in turn with the others of the commit (StateStore.finish, sync.wake_in_turn)."""
+        def on_commit(err: BaseException | None) -> Signal | None:
+            return self._resolve(flight, outcome if err is None else Outcome.store_failed(outcome.attempts, err),
+                                 in_turn=True)
         assert flight.row_id is not None
         self.state.finish(flight.row_id, outcome, on_commit)
 
-    def _resolve(self, flight: Flight, outcome: Outcome) -> None:
+    def _resolve(self, flight: Flight, outcome: Outcome, in_turn: bool = False) -> Signal | None:
+        """Record the outcome and wake the flight's waiters. `in_turn` (a callback of the state store's writer): a
+        run() caller's Signal is returned, not set, for the writer to set in turn with the others of its commit."""
         flight.outcome = outcome        # flight.finish(outcome), once a task in the writer: without the call
         flight.finished_at = finished = time.perf_counter()
         with self.flights.lock:
@@ -352,10 +356,15 @@ class WorkerPool:
         if flight.primary_counted:
             self.metrics.final(status, (finished - flight.submitted_at) * 1000.0
                                if status == "success" or status == "dead" else None)
-        flight.wake()
+        flight.event.set()
         if logs.logger.isEnabledFor(20):        # once per task: not even its fields gathered when quiet
             logs.event(20, "task_final", task_id=flight.task_id, idempotency_key=flight.key, status=status,
                        attempt=outcome.attempts, error_class=outcome.error_class)
+        waker = flight.waker
+        if waker is None or in_turn:
+            return waker
+        waker.set()
+        return None
 
     def _release_waiters_after_abort(self) -> None:
         """After a non-graceful stop, wake anyone still waiting: their task is left for the next start."""

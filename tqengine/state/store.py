@@ -12,7 +12,9 @@ and at load one commit carries many tasks. So:
   callback (the admission's: queue the new flights) runs in the writer after the commit, before the
   claimer wakes, and never for a claimer that gave up waiting (claim_wait_s);
 - a final state (success / dead / rejected) is committed before the task's handle resolves (its
-  callback runs in the writer thread after the commit);
+  callback runs in the writer thread after the commit). The Signals the callbacks of a batch return (the
+  engine's run() callers) are set in turn once they have all run: each woken caller wakes the next
+  (sync.wake_in_turn), so they do not queue for the GIL as a herd in front of the workers;
 - group commit under load: while the workers have a backlog (`backlogged()`, given to start(): the pool's
   queue holds at least two tasks per worker), an urgent batch gathers writes until it is GROUP_WAIT_S old
   (or full) before it is committed, instead of at once. A commit costs the writer ~400 us of CPU under
@@ -56,7 +58,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfigError, StoreError, StoreResourceError
-from ..sync import Signal
+from ..sync import Signal, wake_in_turn
+from ..sync import Signal as WakeSignal  # what callbacks return (tests replace `Signal`, the batches')
 from . import schema
 from .schema import connect, is_busy, store_error
 
@@ -109,7 +112,7 @@ class _Op:
     __slots__ = ("kind", "row_id", "args", "callback", "error", "answered")
 
     def __init__(self, kind: str, row_id: int | None, args: Any,
-                 callback: Callable[[BaseException | None], None] | None = None) -> None:
+                 callback: Callable[[BaseException | None], Signal | None] | None = None) -> None:
         self.kind, self.row_id, self.args, self.callback = kind, row_id, args, callback
         self.error: BaseException | None = None
         self.answered = False       # committed (or failed: `error`), before any callback runs
@@ -259,9 +262,11 @@ class StateStore:
         """Put the task back to `queued` with `attempts` used (an attempt the machine, not the task, broke)."""
         self._enqueue(_Op("queued", row_id, (attempts,), on_commit), urgent=True)
 
-    def finish(self, row_id: int, outcome: Any, on_commit: Callable[[BaseException | None], None]) -> None:
+    def finish(self, row_id: int, outcome: Any,
+               on_commit: Callable[[BaseException | None], Signal | None]) -> None:
         """The final state (outcome.status success, dead or rejected), committed promptly; `on_commit(err)`
-        runs in the writer thread after the commit (err None) or its failure."""
+        runs in the writer thread after the commit (err None) or its failure. It may return a Signal: the
+        batch's are set once all its callbacks have run, in turn (sync.wake_in_turn)."""
         status = outcome.status
         args: tuple[Any, ...]
         if status == "success":
@@ -411,7 +416,8 @@ class StateStore:
 
     def _answer(self, batch: _Batch) -> None:
         """Run the claims' callbacks (before their claimers wake, so a claimer sees what its callback did),
-        wake the batch's waiters, then run the callbacks of its other writes (each op's error is set)."""
+        wake the batch's waiters, then run the callbacks of its other writes (each op's error is set) and set
+        the Signals they return, in turn."""
         claims = batch.claims
         if claims:
             with self._cv:      # each taken once: a claimer whose wait timed out takes its own (claim())
@@ -426,12 +432,17 @@ class StateStore:
                     except Exception:  # a caller's callback must not break the writer
                         log.exception("store callback failed")
         batch.done.set()
+        wakes: list[Signal] = []
         for op in batch.ops:
             if op.callback is not None:
                 try:
-                    op.callback(op.error)
+                    wake = op.callback(op.error)
                 except Exception:  # a caller's callback must not break the writer
                     log.exception("store callback failed")
+                    continue
+                if isinstance(wake, WakeSignal):    # anything else a callback returns is not the writer's to wake
+                    wakes.append(wake)
+        wake_in_turn(wakes)
 
     def _commit(self, ops: list[_Op]) -> list[BaseException | None]:
         """Commit the ops in one transaction; if that fails for a reason other than a lock or a resource,
