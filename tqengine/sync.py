@@ -104,7 +104,7 @@ def wake_in_turn(signals: list[Signal]) -> None:
     """Set the signals one after the other, each by the waiter of the one before it as soon as that one wakes
     (or here, or by whoever sets it, when its waiter is gone or it was set already). The writer wakes the
     run() callers of a commit this way: set all at once, the 15-30 callers of a commit woke together and
-    queued for the GIL in front of the workers coming back from their tasks (1 ms tasks: 2-12% of the 1 ms
+    queued for the GIL in front of the workers coming back from their tasks (1 ms tasks: 1.5-12% of the 1 ms
     sleeps took over 2 ms; woken in turn 0.2-0.4%). Work that holds the GIL throughout (thumbnails of tiny
     sources) loses a little: there the herd's back-to-back client work needed fewer GIL hand-offs (README)."""
     if not signals:
