@@ -9,14 +9,15 @@ import subprocess
 import sys
 
 # The end of a child program that has made `work` (its scratch folder), `adapter` (not yet started), `tasks`
-# and `clients` inside `try:`: one closed-loop run (lab.overhead.measure), its result printed as JSON, the
-# scratch folder removed whatever happens. Text, not code of this module: the child stands alone.
+# and `clients` inside `try:`: one closed-loop run (lab.overhead.measure), its result printed as JSON (with
+# the child's EXTRA dict, if it made one), the scratch folder removed whatever happens. Text, not code of
+# this module: the child stands alone.
 MEASURE_AND_PRINT = """    adapter.start()
     try:
         result = measure(adapter, tasks, clients, 600.0)
     finally:
         adapter.stop()
-    print(json.dumps(result))
+    print(json.dumps({**result, **globals().get("EXTRA", {})}))
 finally:
     shutil.rmtree(work, ignore_errors=True)
 """

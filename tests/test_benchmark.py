@@ -501,3 +501,23 @@ def test_a_soak_stops_with_exit_1_when_tasks_of_a_chunk_did_not_succeed(tmp_path
     assert overhead.run_soak(args, str(tmp_path / "work"), lines.append) == 1
     assert any("1 of tasks 1-2000 did not succeed" in line for line in lines), lines
     assert not (tmp_path / "soak.json").exists()
+
+
+@needs_engine
+@pytest.mark.timeout(90)
+def test_sleep_overrun_script_times_the_sleeps_inside_each_pool_and_refuses_bad_input():
+    """scripts/sleep_overrun.py (the README's account of waking run() callers in turn): each pool's sleeping
+    tasks are timed in their workers, every sleep at least as long as asked; bad arguments exit 2, one line."""
+    proc = _run_script("sleep_overrun.py", "--rounds", "1", "--tasks", "300", "--clients", "10", "--wait-ms", "2",
+                       timeout=80)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {line.split()[0]: line for line in proc.stdout.splitlines() if line.startswith("  ")}
+    assert set(rows) == {"engine", "floor", "bare", "alone"}, proc.stdout
+    for pool in ("engine", "floor", "bare"):
+        p50 = float(rows[pool].split("sleep P50 ")[1].split()[0])
+        assert p50 >= 2.0, rows[pool]                       # a 2 ms sleep never lasts less
+        assert "% over 4 ms" in rows[pool]
+    assert proc.stderr.count("round 1/1") == 3
+    for bad in (["--rounds", "0"], ["--wait-ms", "0"], ["--tasks", "0"]):
+        proc = _run_script("sleep_overrun.py", *bad, timeout=30)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
