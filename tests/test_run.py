@@ -405,3 +405,51 @@ def test_run_callers_that_gave_up_do_not_hold_up_the_callers_woken_in_turn_with_
             thread.join(20)
         assert [results.get(i) for i in (8, 9)] == ["success"] * 2
         assert time.perf_counter() - started < 5     # not at enqueue_timeout_s (10 s), which ends a stalled wait
+
+
+class _Busy:
+    """A processor whose task keeps its thread on the CPU (thread CPU time) for `cpu_s`, or sleeps that long."""
+
+    def __init__(self, seconds, spin):
+        self.seconds, self.spin = seconds, spin
+
+    def process(self, image_key, variant, key, attempt):
+        if self.spin:
+            end = time.thread_time() + self.seconds
+            while time.thread_time() < end:
+                pass
+        else:
+            time.sleep(self.seconds)
+        return f"variants/{image_key}@{variant}", "", 0
+
+    def completed_output(self, image_key, variant):
+        return None
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("spin", [True, False], ids=["workers-on-the-cpu", "workers-waiting"])
+def test_run_callers_are_woken_at_once_while_the_workers_keep_a_cpu_busy_else_in_turn(tmp_path, monkeypatch, spin):
+    """WorkerPool._callers_in_turn, asked by the writer at each commit that wakes run() callers: in turn while the
+    workers mostly wait (they come back to the GIL behind no herd), at once while their attempts keep half a
+    CPU or more busy (thumbnails of tiny sources: in turn cost ~9% there)."""
+    decisions = []
+    decide = WorkerPool._callers_in_turn
+
+    def recorded(self):
+        decisions.append(decide(self))
+        return decisions[-1]
+    monkeypatch.setattr(WorkerPool, "_callers_in_turn", recorded)
+    tasks = workload(tmp_path, 120, object_bytes=0)
+    statuses = []
+    with WorkerPool(engine_config(tmp_path, max_workers=4), processor=_Busy(0.004, spin)) as pool:
+        def client(mine):
+            for task in mine:
+                statuses.append(pool.run(task, timeout=30).status)
+        clients = [threading.Thread(target=client, args=(tasks[i::8],)) for i in range(8)]
+        for thread in clients:
+            thread.start()
+        for thread in clients:
+            thread.join(30)
+    assert statuses == ["success"] * len(tasks)
+    want = not spin         # most commits (the first TURN_POLICY_S have no figures yet: in turn)
+    assert decisions and decisions.count(want) > len(decisions) / 2, decisions

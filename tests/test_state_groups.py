@@ -204,3 +204,21 @@ def test_the_signals_a_commits_callbacks_return_are_set_in_turn_after_all_of_the
         assert signals[1].wait(0) and signals[2].is_set()
     finally:
         store.close()
+
+
+@pytest.mark.timeout(30)
+def test_the_signals_a_commits_callbacks_return_are_set_at_once_when_in_turn_says_no(tmp_path):
+    """start(in_turn=...) decides: while the engine's workers keep a CPU busy themselves, the callers of a commit
+    are woken all at once (their work back to back costs fewer GIL hand-offs than in turn)."""
+    store = StateStore(str(tmp_path / "tasks.db"))
+    store.start(in_turn=lambda: False)
+    try:
+        rows = [store.claim([Claim(f"k{i}#1x1", f"p{i}", f"t{i}")])[0].row["id"] for i in range(3)]
+        signals = [Signal() for _ in rows]
+        with store._cv:
+            for row, signal in zip(rows, signals, strict=True):
+                store.finish(row, Outcome.success(1, "variants/k@1x1", "d", 1), lambda err, signal=signal: signal)
+        assert signals[2].wait(10)              # the last one too, with no waiter before it to pass it on
+        assert all(s.is_set() for s in signals)
+    finally:
+        store.close()

@@ -105,8 +105,9 @@ def wake_in_turn(signals: list[Signal]) -> None:
     (or here, or by whoever sets it, when its waiter is gone or it was set already). The writer wakes the
     run() callers of a commit this way: set all at once, the 15-30 callers of a commit woke together and
     queued for the GIL in front of the workers coming back from their tasks (1 ms tasks: 1.5-12% of the 1 ms
-    sleeps took over 2 ms; woken in turn 0.2-0.4%). Work that holds the GIL throughout (thumbnails of tiny
-    sources) loses a little: there the herd's back-to-back client work needed fewer GIL hand-offs (README)."""
+    sleeps took over 2 ms; woken in turn 0.2-0.4%). Where the workers hold the GIL throughout (thumbnails of
+    tiny sources) the herd is better, its callers' work back to back needing fewer GIL hand-offs, and the
+    engine wakes them at once (pool.WORKERS_CPU_BOUND)."""
     if not signals:
         return
     for signal, following in zip(signals, signals[1:], strict=False):

@@ -13,8 +13,9 @@ and at load one commit carries many tasks. So:
   claimer wakes, and never for a claimer that gave up waiting (claim_wait_s);
 - a final state (success / dead / rejected) is committed before the task's handle resolves (its
   callback runs in the writer thread after the commit). The Signals the callbacks of a batch return (the
-  engine's run() callers) are set in turn once they have all run: each woken caller wakes the next
-  (sync.wake_in_turn), so they do not queue for the GIL as a herd in front of the workers;
+  engine's run() callers) are set once they have all run: in turn, each woken caller waking the next
+  (sync.wake_in_turn), so they do not queue for the GIL as a herd in front of the workers, unless
+  `in_turn()` (given to start()) says the workers keep a CPU busy themselves: then all at once;
 - group commit under load: while the workers have a backlog (`backlogged()`, given to start(): the pool's
   queue holds at least two tasks per worker), an urgent batch gathers writes until it is GROUP_WAIT_S old
   (or full) before it is committed, instead of at once. A commit costs the writer ~400 us of CPU under
@@ -85,6 +86,10 @@ __all__ = ["Claim", "StateStore", "StoreError"]
 
 def _never() -> bool:
     return False
+
+
+def _always() -> bool:
+    return True
 
 
 def _insert(execute: Callable[..., Any], args: tuple[Any, ...]) -> Any:
@@ -166,6 +171,7 @@ class StateStore:
         self._stop = threading.Event()
         self._sequential_ids = True     # new rows take the next ids (schema.insert_rows); read at open
         self._backlogged: Callable[[], bool] = _never
+        self._in_turn: Callable[[], bool] = _always
         self._open(used_before)
 
     def _open(self, used_before: bool) -> None:
@@ -266,7 +272,7 @@ class StateStore:
                on_commit: Callable[[BaseException | None], Signal | None]) -> None:
         """The final state (outcome.status success, dead or rejected), committed promptly; `on_commit(err)`
         runs in the writer thread after the commit (err None) or its failure. It may return a Signal: the
-        batch's are set once all its callbacks have run, in turn (sync.wake_in_turn)."""
+        batch's are set once all its callbacks have run (in turn, sync.wake_in_turn, or at once: start())."""
         status = outcome.status
         args: tuple[Any, ...]
         if status == "success":
@@ -305,11 +311,16 @@ class StateStore:
         return batch
 
     # -- the writer -------------------------------------------------------------------------
-    def start(self, backlogged: Callable[[], bool] | None = None) -> None:
+    def start(self, backlogged: Callable[[], bool] | None = None,
+              in_turn: Callable[[], bool] | None = None) -> None:
         """Start the writer and the WAL checkpointer. `backlogged()`, if given, says whether the workers have
-        queued work to spare: urgent batches then gather writes for up to GROUP_WAIT_S (group commit)."""
+        queued work to spare: urgent batches then gather writes for up to GROUP_WAIT_S (group commit).
+        `in_turn()`, if given, says whether the Signals a batch's callbacks return are set in turn (the
+        default) or all at once."""
         if backlogged is not None:
             self._backlogged = backlogged
+        if in_turn is not None:
+            self._in_turn = in_turn
         for target, name in ((self._writer_loop, "tq-state-writer"), (self._checkpoint_loop, "tq-state-checkpoint")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -417,7 +428,7 @@ class StateStore:
     def _answer(self, batch: _Batch) -> None:
         """Run the claims' callbacks (before their claimers wake, so a claimer sees what its callback did),
         wake the batch's waiters, then run the callbacks of its other writes (each op's error is set) and set
-        the Signals they return, in turn."""
+        the Signals they return (in turn, unless `in_turn()` says otherwise)."""
         claims = batch.claims
         if claims:
             with self._cv:      # each taken once: a claimer whose wait timed out takes its own (claim())
@@ -442,7 +453,13 @@ class StateStore:
                     continue
                 if isinstance(wake, WakeSignal):    # anything else a callback returns is not the writer's to wake
                     wakes.append(wake)
-        wake_in_turn(wakes)
+        if not wakes:
+            return
+        if self._in_turn():
+            wake_in_turn(wakes)
+        else:
+            for wake in wakes:
+                wake.set()
 
     def _commit(self, ops: list[_Op]) -> list[BaseException | None]:
         """Commit the ops in one transaction; if that fails for a reason other than a lock or a resource,
