@@ -17,7 +17,7 @@ import statistics
 import sys
 import tempfile
 
-from scriptkit import MEASURE_AND_PRINT, Parser, run_child
+from scriptkit import MEASURE_AND_PRINT, SCRATCH_AND_TASKS, Parser, run_child
 
 CHILD = r"""
 import json, os, shutil, sys, tempfile
@@ -28,10 +28,7 @@ os.chdir(checkout)
 from lab.overhead import NoopProcessor, WaitProcessor, measure
 from runners.adapters import EngineAdapter
 from runners.workload import ensure_objects, make_tasks
-work = tempfile.mkdtemp(prefix="tq-ab-", dir=scratch)
-try:
-    tasks = make_tasks(tasks_n, seed=1, object_bytes=0)
-    ensure_objects(tasks, os.path.join(work, "store"))
+""" + SCRATCH_AND_TASKS + r"""
     processor = None if real else WaitProcessor(wait_ms) if wait_ms > 0 else NoopProcessor()
     adapter = EngineAdapter(processor=processor, max_workers=8, queue_size=200, latency_ms=0.0,
                             db_path=os.path.join(work, "db", "tasks.db"), store_root=os.path.join(work, "store"),

@@ -22,7 +22,7 @@ import statistics
 import sys
 import tempfile
 
-from scriptkit import MEASURE_AND_PRINT, Parser, run_child
+from scriptkit import MEASURE_AND_PRINT, SCRATCH_AND_TASKS, Parser, run_child
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKERS = 8
@@ -33,10 +33,7 @@ impl, tasks_n, clients, wait_ms, spin_us, scratch = (sys.argv[1], int(sys.argv[2
                                                      float(sys.argv[4]), float(sys.argv[5]), sys.argv[6])
 from lab.overhead import WaitProcessor, measure
 from runners.workload import ensure_objects, make_tasks
-work = tempfile.mkdtemp(prefix="tq-gil-", dir=scratch)
-try:
-    tasks = make_tasks(tasks_n, seed=1, object_bytes=0)
-    ensure_objects(tasks, os.path.join(work, "store"))
+""" + SCRATCH_AND_TASKS + r"""
     db = os.path.join(work, "db", "tasks.db")
     if impl == "engine":
         from runners.adapters import EngineAdapter

@@ -8,6 +8,15 @@ import json
 import subprocess
 import sys
 
+# The start of a child program's run, once it has imported os, tempfile, make_tasks and ensure_objects and read
+# `tasks_n` and `scratch`: its scratch folder `work`, then inside `try:` its `tasks` (tiny sources, seed 1)
+# with their source objects under work/store. MEASURE_AND_PRINT closes the `try:`.
+SCRATCH_AND_TASKS = """work = tempfile.mkdtemp(prefix="tq-child-", dir=scratch)
+try:
+    tasks = make_tasks(tasks_n, seed=1, object_bytes=0)
+    ensure_objects(tasks, os.path.join(work, "store"))
+"""
+
 # The end of a child program that has made `work` (its scratch folder), `adapter` (not yet started), `tasks`
 # and `clients` inside `try:`: one closed-loop run (lab.overhead.measure), its result printed as JSON (with
 # the child's EXTRA dict, if it made one), the scratch folder removed whatever happens. Text, not code of

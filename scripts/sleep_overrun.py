@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-from scriptkit import MEASURE_AND_PRINT, Parser, run_child
+from scriptkit import MEASURE_AND_PRINT, SCRATCH_AND_TASKS, Parser, run_child
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 POOLS = ("engine", "floor", "bare")
@@ -50,10 +50,7 @@ class TimedSleep:
         return None
 
 
-work = tempfile.mkdtemp(prefix="tq-sleep-", dir=scratch)
-try:
-    tasks = make_tasks(tasks_n, seed=1, object_bytes=0)
-    ensure_objects(tasks, os.path.join(work, "store"))
+""" + SCRATCH_AND_TASKS + r"""
     db = os.path.join(work, "db", "tasks.db")
     if impl == "engine":
         from runners.adapters import EngineAdapter
