@@ -1,6 +1,6 @@
 """What the measurement scripts here share (ab_overhead.py, gil_budget.py, opcount.py): an argument parser
 whose errors are one line on stderr with exit code 2, running one measurement in a fresh Python process
-whose last line of stdout is its result as JSON, and the end of such a child's program. Imported by the
+whose last line of stdout is its result as JSON, and the start and end of such a child's program. Imported by the
 scripts as `scriptkit` (the scripts folder is first on sys.path when one of them runs); the code a child runs
 stands alone, so a child can import an older checkout (ab_overhead.py, opcount.py) without this module."""
 import argparse

@@ -24,6 +24,9 @@ import time
 from scriptkit import MEASURE_AND_PRINT, SCRATCH_AND_TASKS, Parser, run_child
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, HERE)
+from tqcontract.metrics import percentile  # noqa: E402  (the checkout's, the one these runs measure)
+
 POOLS = ("engine", "floor", "bare")
 
 CHILD = r"""
@@ -66,15 +69,10 @@ class TimedSleep:
 """ + MEASURE_AND_PRINT
 
 
-def quantile(sorted_values, q):
-    """The q-quantile (0..1) of sorted values, by the nearest lower rank."""
-    return sorted_values[int(q * (len(sorted_values) - 1))]
-
-
 def summary(sleeps_ms, wait_ms):
     """P50, P90, P99 (ms) and the share over twice `wait_ms` of one run's sleeps."""
     ordered = sorted(sleeps_ms)
-    return {"p50": quantile(ordered, 0.5), "p90": quantile(ordered, 0.9), "p99": quantile(ordered, 0.99),
+    return {"p50": percentile(ordered, 50), "p90": percentile(ordered, 90), "p99": percentile(ordered, 99),
             "over_2x": sum(1 for t in ordered if t > 2 * wait_ms) / len(ordered)}
 
 
