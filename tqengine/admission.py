@@ -333,8 +333,8 @@ class Admission:
 
     def admit_one(self, task: Any, accepting: bool, wake: Signal, wake_within: float | None = None) -> TaskHandle:
         """One task for WorkerPool.run(), whose caller sleeps on `wake` through the commit and wakes at the
-        outcome: admit()'s steps (_register, the writer's `committed`, _settle) without the lists, sets and
-        loops of a submission of many (~80 of ~2,900 bytecodes a task, scripts/opcount.py).
+        outcome: admit()'s steps (_register, the writer's callback, here a _Placing, _settle) without the lists,
+        sets and loops of a submission of many (~80 of ~2,900 bytecodes a task, scripts/opcount.py).
         In block mode a flight the writer cannot queue is parked in the queue's line (queue.py): a worker moves
         it in as room comes and the caller sleeps on until the outcome (1000 clients on a queue of 200: see
         README, Results). In fail_fast mode, with no room now, the caller waits for the commit as submit() does:

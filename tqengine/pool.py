@@ -414,7 +414,6 @@ class WorkerPool:
                                      idle=self.flights.active == 0)
 
 
-
 class _Final:
     """The store's callback for a final outcome's commit (in the writer thread): answer the flight, or report
     that the commit failed; returns the run() caller's Signal for the writer to set in turn. One object a task,
@@ -427,8 +426,10 @@ class _Final:
 
     def __call__(self, err: BaseException | None) -> Signal | None:
         outcome = self.outcome
-        return self.pool._resolve(self.flight, outcome if err is None else Outcome.store_failed(outcome.attempts, err),
-                            in_turn=True)
+        if err is not None:
+            outcome = Outcome.store_failed(outcome.attempts, err)
+        return self.pool._resolve(self.flight, outcome, in_turn=True)
+
 
 Engine = WorkerPool
 
